@@ -1,0 +1,45 @@
+"""`bench` and `report` sections: runtime measurements and the final report."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tlc_export.config.common import Section
+
+BackendName = Literal["torch-eager", "torch-compile", "torch-int8", "torch-int4", "onnxruntime", "tensorrt"]
+
+
+class BenchConfig(Section):
+    """Latency, throughput, memory and accuracy of every variant on every backend."""
+
+    backends: list[BackendName] = Field(
+        default_factory=lambda: ["torch-eager", "torch-compile", "torch-int8", "torch-int4", "onnxruntime", "tensorrt"],
+        description="Backends to measure; one that cannot run here yields rows marked unavailable.",
+    )
+    dtypes: list[Literal["fp32", "fp16", "bf16"]] = Field(
+        default_factory=lambda: ["fp32"], description="Torch backend dtypes (fp16/bf16 only on CUDA)."
+    )
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], description="Batch sizes to time.")
+    seq_len: int = Field(default=128, ge=1, description="Sequence length of the timed inputs.")
+    warmup: int = Field(default=3, ge=0, description="Untimed runs before timing.")
+    runs: int = Field(default=10, ge=1, description="Timed runs per measurement.")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads (None = all cores); recorded in every row.")
+    accuracy: bool = Field(default=True, description="Measure accuracy through each backend on the dev split.")
+    latency_variants: Literal["all", "dense"] = Field(
+        default="dense",
+        description="Time every variant, or only dense ones (unstructured zeros don't change dense-kernel latency).",
+    )
+
+
+class ReportConfig(Section):
+    """The final HTML + Markdown report."""
+
+    storage_budgets_mb: list[float] | None = Field(
+        default=None, description="Storage budgets (MB) for the answer table (None = chosen from the results)."
+    )
+    latency_budgets_ms: list[float] | None = Field(
+        default=None, description="p50 latency budgets (ms) for the answer table (None = chosen from the results)."
+    )
+    screenshot: bool = Field(default=False, description="Also render index.html to PNG with headless Chromium, if installed.")

@@ -1,0 +1,81 @@
+"""`compress` section: the paper's uniform quantizer, iterative magnitude pruning, and their grid."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from tlc_export.config.common import Section
+
+
+class QuantizeConfig(Section):
+    """Uniform k-bit weight quantization. Defaults are the paper's (§4.2): per-tensor [min, max] range."""
+
+    bits: list[int] = Field(default_factory=lambda: [8, 6, 4], description="Bit widths to try (2–8); 32 (no quantization) is always the baseline.")
+    granularity: Literal["per-tensor", "per-channel", "block"] = Field(
+        default="per-tensor", description="One range per tensor (paper), per output row, or per block of `group_size` along the input dimension."
+    )
+    group_size: int = Field(default=32, ge=2, description="Block length for granularity=block.")
+    symmetric: bool = Field(
+        default=False,
+        description="False: the paper's [min, max] grid with unsigned codes. True: zero-centred signed codes, zero point 0 (TensorRT's form).",
+    )
+    include: list[str] = Field(default_factory=lambda: ["*"], description="Glob patterns of parameter names to quantize (default every parameter, as the paper).")
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns of parameter names to keep in full precision.")
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if not (2 <= b <= 8 or b == 32)]
+        if bad:
+            raise ValueError(f"bits must be between 2 and 8 (or 32 = none), got {bad}")
+        return sorted(set(v), reverse=True)
+
+
+class PruneConfig(Section):
+    """Iterative magnitude pruning (§4.3): prune `step` more, recover by finetuning, repeat."""
+
+    sparsity: list[float] = Field(
+        default_factory=lambda: [0.15, 0.30, 0.45, 0.60, 0.75, 0.90],
+        description="Sparsity levels to save (fractions, paper: 0.15 … 0.90).",
+    )
+    step: float = Field(default=0.15, gt=0, lt=1, description="Additional fraction of weights zeroed per pruning step.")
+    scope: Literal["global", "per-layer"] = Field(default="global", description="Rank magnitudes over all pruned tensors at once, or within each tensor.")
+    include: list[str] = Field(
+        default_factory=lambda: ["*.weight"],
+        description="Glob patterns of parameters to prune; default every Linear and embedding weight (LayerNorm weights are excluded below).",
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: ["*LayerNorm*", "*layer_norm*", "*position_embeddings*", "*token_type_embeddings*", "classifier.out_proj.*"],
+        description="Glob patterns never pruned: LayerNorm, tiny embedding tables and the final classifier projection.",
+    )
+    recovery_target: float = Field(default=0.995, gt=0, le=1, description="Stop recovery once dev accuracy ≥ this × the unpruned dev accuracy.")
+    recovery_max_epochs: float = Field(default=1.0, gt=0, description="Stop recovery after this many epochs at most (paper: one).")
+    recovery_max_steps: int | None = Field(default=None, ge=0, description="Hard cap on recovery steps per level (quick runs).")
+    recovery_eval_every_steps: int = Field(default=50, ge=1, description="Check dev accuracy every N recovery steps.")
+    lr: float | None = Field(default=None, gt=0, description="Recovery learning rate (None = the finetune lr / 2).")
+
+    @field_validator("sparsity")
+    @classmethod
+    def _levels(cls, v: list[float]) -> list[float]:
+        bad = [s for s in v if not 0 < s < 1]
+        if bad:
+            raise ValueError(f"sparsity levels must be fractions between 0 and 1, got {bad}")
+        return sorted(set(v))
+
+
+class AnalysisConfig(Section):
+    """Compression-error analysis (§5.3, Figure 9)."""
+
+    bits: int = Field(default=4, ge=2, le=8, description="Bit width for the quantization error.")
+    sparsity: float = Field(default=0.6, gt=0, lt=1, description="Sparsity for the pruning error (one-shot magnitude).")
+
+
+class CompressConfig(Section):
+    """Pruning ladder × quantization bits, every variant stored as a packed artifact."""
+
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="Quantization settings.")
+    prune: PruneConfig = Field(default_factory=PruneConfig, description="Pruning settings.")
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Error analysis settings.")
+    eval_split: Literal["dev", "test"] = Field(default="dev", description="Split on which every variant's accuracy is reported (test is also recorded).")

@@ -1,0 +1,41 @@
+"""`export` section: ONNX and TensorRT artifacts of the finetuned and compressed classifiers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tlc_export.config.common import Section
+
+ExportFormat = Literal[
+    "onnx-fp32",
+    "onnx-fp16",
+    "onnx-int8",
+    "onnx-int8-dynamic",
+    "onnx-int8-static",
+    "onnx-int4",
+    "onnx-int4-matmulnbits",
+    "tensorrt-int8",
+    "tensorrt-int4",
+]
+
+
+class ExportConfig(Section):
+    """Which formats to write, for which compressed variants; every file is validated against PyTorch."""
+
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: ["onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4", "onnx-int4-matmulnbits", "tensorrt-int8", "tensorrt-int4"],
+        description="Formats to export. onnx-int8 and onnx-int4 carry the compress stage's own codes; -dynamic/-static use ONNX Runtime's quantizers.",
+    )
+    sparsity: list[float] | None = Field(
+        default=None,
+        description="Pruned levels to export in addition to the dense model (None = every level the compress stage saved; [] = dense only).",
+    )
+    opset: int = Field(default=18, ge=17, le=23, description="Opset of the exported fp graph (INT4 files are converted to 21).")
+    int4_block_size: int = Field(default=32, ge=16, description="Block length of the INT4 weight-only formats (power of two ≥ 16).")
+    calibration_samples: int = Field(default=128, ge=1, description="Train-split sentences used to calibrate onnx-int8-static.")
+    validation_samples: int = Field(default=32, ge=1, description="Padded dev sentences used to compare every file against PyTorch.")
+    accuracy_split: Literal["dev", "test"] = Field(default="dev", description="Split on which ONNX Runtime accuracy is measured.")
+    trt_max_batch: int = Field(default=32, ge=1, description="TensorRT optimisation profile: largest batch.")
+    trt_max_seq_len: int = Field(default=128, ge=1, description="TensorRT optimisation profile: longest sequence.")

@@ -1,0 +1,52 @@
+"""`finetune` section: the downstream classification task and its training settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tlc_export.config.common import Section
+
+
+class TaskConfig(Section):
+    """A labelled text-classification task."""
+
+    kind: Literal["rt-polarity", "csv", "jsonl", "hf"] = Field(
+        default="rt-polarity",
+        description="rt-polarity: built-in movie-review polarity (Pang & Lee, SST's source); "
+        "csv / jsonl: local file with `text`, `label` (and optional `text_pair`); hf: `datasets` by name.",
+    )
+    path: str | None = Field(default=None, description="For csv/jsonl: the file, relative to the recipe file.")
+    name: str | None = Field(default=None, description="For hf: dataset name (e.g. 'glue').")
+    config: str | None = Field(default=None, description="For hf: configuration (e.g. 'sst2').")
+    text_column: str = Field(default="text", description="Column with the text.")
+    text_pair_column: str | None = Field(default=None, description="Column with the second text of a pair (None = single text).")
+    label_column: str = Field(default="label", description="Column with the label (int or string).")
+    dev_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction held out as dev, by a stable hash of the text.")
+    test_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction held out as test, by a stable hash of the text.")
+    max_train_examples: int | None = Field(default=None, gt=0, description="Cap the training split (quick runs).")
+
+    @model_validator(mode="after")
+    def _needs(self) -> TaskConfig:
+        if self.kind in ("csv", "jsonl") and not self.path:
+            raise ValueError(f"task kind '{self.kind}' needs `path`")
+        if self.kind == "hf" and not self.name:
+            raise ValueError("task kind 'hf' needs `name`")
+        return self
+
+
+class FinetuneConfig(Section):
+    """Finetuning of every pretrained size on the task; the best dev checkpoint is kept."""
+
+    task: TaskConfig = Field(default_factory=TaskConfig, description="The downstream task.")
+    lr: float = Field(default=1e-4, gt=0, description="Peak AdamW learning rate.")
+    batch_size: int = Field(default=32, ge=1, description="Sequences per step.")
+    epochs: float = Field(default=3.0, gt=0, description="Training epochs (fractions allowed).")
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Fraction of steps spent warming up, then linear decay.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(default=64, ge=8, description="Truncate inputs to this many tokens.")
+    eval_every_steps: int | None = Field(default=None, ge=1, description="Evaluate on dev every N steps (None = once per epoch).")
+    dropout: float | None = Field(default=None, ge=0, lt=1, description="Override the classifier's dropout (None = the model's).")
+    seed: int = Field(default=100, description="Seed for the classifier head and data order (paper tunes 100/300/500).")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")

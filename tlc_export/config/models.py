@@ -1,0 +1,71 @@
+"""`models` section: the grid of model sizes, as a list or as the paper's depth × width product."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from tlc_export.config.common import Section
+
+
+class ModelSize(Section):
+    """One pre-LayerNorm RoBERTa size."""
+
+    layers: int = Field(ge=1, le=128, description="Number of Transformer layers (depth).")
+    hidden: int = Field(ge=8, le=16384, description="Hidden size (width).")
+    heads: int | None = Field(default=None, ge=1, description="Attention heads; default hidden/64 (at least 1).")
+    ffn: int | None = Field(default=None, ge=1, description="Feed-forward inner size; default 4 × hidden.")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> ModelSize:
+        if self.hidden % self.num_heads != 0:
+            raise ValueError(
+                f"hidden={self.hidden} is not divisible by heads={self.num_heads}; "
+                "pick heads that divide hidden (default is hidden/64)"
+            )
+        return self
+
+    @property
+    def num_heads(self) -> int:
+        return self.heads if self.heads is not None else max(1, self.hidden // 64)
+
+    @property
+    def ffn_size(self) -> int:
+        return self.ffn if self.ffn is not None else 4 * self.hidden
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers}L-{self.hidden}H"
+
+
+class ModelsConfig(Section):
+    """The size grid. Give either `sizes`, or `depth` and `width` (their product, as in the paper)."""
+
+    sizes: list[ModelSize] | None = Field(default=None, description="Explicit list of sizes.")
+    depth: list[int] | None = Field(default=None, description="Depths for the product grid (paper: 3, 6, 12, 18, 24).")
+    width: list[int] | None = Field(default=None, description="Hidden sizes for the product grid (paper: 256 … 1536).")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="Hidden and attention dropout.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ModelsConfig:
+        product = self.depth is not None or self.width is not None
+        if self.sizes is not None and product:
+            raise ValueError("give either `sizes` or `depth` × `width`, not both")
+        if self.sizes is None and not product:
+            raise ValueError("the size grid is empty: give `sizes` or `depth` and `width`")
+        if self.sizes is not None and len(self.sizes) == 0:
+            raise ValueError("the size grid is empty: `sizes` needs at least one entry")
+        if product and (not self.depth or not self.width):
+            raise ValueError("the size grid is empty: `depth` and `width` both need at least one value")
+        names = [s.name for s in self.grid()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate sizes in the grid: {', '.join(dup)}")
+        return self
+
+    def grid(self) -> list[ModelSize]:
+        """Every size, smallest parameter count first."""
+        if self.sizes is not None:
+            sizes = list(self.sizes)
+        else:
+            sizes = [ModelSize(layers=d, hidden=w) for d in self.depth or [] for w in self.width or []]
+        return sorted(sizes, key=lambda s: (s.layers * s.hidden * s.hidden, s.layers, s.hidden))

@@ -1,0 +1,48 @@
+"""`pretrain` section: masked-LM pretraining of every size for the same wall-clock budget."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tlc_export.config.common import Section
+
+
+class PretrainConfig(Section):
+    """Every size trains for `time_budget_s` seconds of training time (eval and checkpoints excluded)."""
+
+    time_budget_s: float = Field(gt=0, description="Training wall-clock budget per size, in seconds of training steps only.")
+    batch_size: int = Field(default=64, ge=1, description="Target batch in sequences, reached by gradient accumulation.")
+    micro_batch_size: int | None = Field(
+        default=None, ge=1,
+        description="Sequences per forward pass. None: 16 on CPU; on CUDA the largest that fits (probed).",
+    )
+    lr: float = Field(default=5e-4, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.98), description="AdamW betas (RoBERTa: 0.9, 0.98).")
+    eps: float = Field(default=1e-6, gt=0, description="AdamW epsilon.")
+    warmup_fraction: float = Field(
+        default=0.06, ge=0, lt=1,
+        description="Fraction of the time budget spent warming the lr up linearly; then linear decay to 0 at the budget.",
+    )
+    grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the gradient norm (None = no clipping).")
+    eval_every_s: float = Field(default=30.0, gt=0, description="Evaluate validation perplexity every this many training seconds.")
+    eval_batches: int = Field(default=20, ge=1, description="Validation batches per evaluation (fixed masks, so points are comparable).")
+    checkpoint_every_s: float = Field(default=60.0, gt=0, description="Save a resumable checkpoint every this many training seconds.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
+    compile: bool = Field(default=False, description="torch.compile the model (CUDA only; ignored on CPU).")
+    masked_only_head: bool = Field(
+        default=True, description="Compute the vocabulary head only on masked positions (same loss, less work)."
+    )
+    seed: int = Field(default=0, description="Seed for initialisation, data order and masking.")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (None = torch's default).")
+
+    @model_validator(mode="after")
+    def _micro(self) -> PretrainConfig:
+        if self.micro_batch_size is not None and self.micro_batch_size > self.batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} is larger than batch_size={self.batch_size}"
+            )
+        return self

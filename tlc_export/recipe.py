@@ -1,0 +1,254 @@
+"""The recipe: one YAML file describing a whole experiment, validated with every problem reported at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from tlc_export.config.bench import BenchConfig, ReportConfig
+from tlc_export.config.common import Section
+from tlc_export.config.compress import CompressConfig
+from tlc_export.config.data import DataConfig, TokenizerConfig
+from tlc_export.config.export import ExportConfig
+from tlc_export.config.finetune import FinetuneConfig
+from tlc_export.config.models import ModelsConfig
+from tlc_export.config.pretrain import PretrainConfig
+from tlc_export.errors import RecipeError, RecipeProblem
+
+
+class Recipe(Section):
+    """A whole experiment: data → tokenizer → models → pretrain → finetune → compress → export → bench → report."""
+
+    name: str = Field(default="experiment", description="A name for the run, used in reports.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Pretraining corpus.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="BPE tokenizer trained on the corpus.")
+    models: ModelsConfig = Field(description="The grid of model sizes.")
+    pretrain: PretrainConfig = Field(description="Wall-clock-budgeted masked-LM pretraining.")
+    finetune: FinetuneConfig | None = Field(default=None, description="Downstream finetuning (omit to stop after pretraining).")
+    compress: CompressConfig | None = Field(default=None, description="Pruning and quantization (needs finetune).")
+    export: ExportConfig | None = Field(default=None, description="ONNX / TensorRT export (needs compress).")
+    bench: BenchConfig | None = Field(default=None, description="Runtime benchmark (needs export).")
+    report: ReportConfig | None = Field(default=None, description="Final report (needs bench).")
+
+    @model_validator(mode="after")
+    def _chain(self) -> Recipe:
+        order = ["finetune", "compress", "export", "bench", "report"]
+        present = [getattr(self, k) is not None for k in order]
+        for i in range(1, len(order)):
+            if present[i] and not present[i - 1]:
+                raise ValueError(f"section `{order[i]}` needs section `{order[i - 1]}` before it")
+        if self.finetune is not None and self.finetune.max_length > self.data.max_seq_len:
+            raise ValueError(
+                f"finetune.max_length={self.finetune.max_length} exceeds data.max_seq_len={self.data.max_seq_len}, "
+                "the longest position the models are built for"
+            )
+        return self
+
+    # Where the recipe file lives; relative data paths resolve against it. Not part of the schema.
+    _base_dir: Path = Path(".")
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def resolve_path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self._base_dir / path)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of some sections' resolved values (used in cache keys and artifact metadata)."""
+        payload = {s: _dump(getattr(self, s)) for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolved_yaml(self) -> str:
+        """The recipe with every default filled in, as YAML (saved next to artifacts)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _dump(obj: Any) -> Any:
+    if obj is None:
+        return None
+    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+
+
+# --- loading with line numbers -------------------------------------------------------------
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """Walk a composed YAML node tree along a pydantic error location; return the deepest node found."""
+    node = root
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
+                    nxt = v
+                    break
+            if nxt is None:
+                return node
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            if key >= len(node.value):
+                return node
+            node = node.value[key]
+        else:
+            return node
+    return node
+
+
+def _key_node(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """For 'extra key' errors: the node of the key itself, so the line points at the typo."""
+    parent = _node_at(root, loc[:-1])
+    if isinstance(parent, yaml.MappingNode):
+        for k, _v in parent.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == str(loc[-1]):
+                return k
+    return None
+
+
+def _loc_str(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+_HINTS = {
+    "extra_forbidden": "unknown key: check its spelling; `tlc recipe-schema` lists every field",
+    "missing": "this field is required; `tlc recipe-schema` documents it",
+    "literal_error": "use one of the listed values",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value",
+    "less_than_equal": "use a smaller value",
+    "int_parsing": "use a whole number",
+    "int_from_float": "use a whole number",
+    "float_parsing": "use a number",
+    "bool_parsing": "use true or false",
+    "too_short": "give at least one entry",
+}
+
+
+def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> list[RecipeProblem]:
+    problems = []
+    for e in err.errors():
+        # pydantic puts union/tag members and validator names into loc; keep only real keys.
+        loc = tuple(p for p in e["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "union[")))
+        node = _key_node(root, loc) if e["type"] == "extra_forbidden" and loc else _node_at(root, loc)
+        line = node.start_mark.line + 1 if node is not None else None
+        col = node.start_mark.column + 1 if node is not None else None
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key `{loc[-1]}`"
+        problems.append(
+            RecipeProblem(path=_loc_str(loc), message=msg, line=line, column=col, hint=_HINTS.get(e["type"]))
+        )
+    return problems
+
+
+def parse_recipe(text: str, file: str | None = None, base_dir: Path | None = None) -> Recipe:
+    """Parse and validate recipe YAML text; raise RecipeError listing every problem."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(
+            file,
+            [RecipeProblem(
+                path="",
+                message=f"malformed YAML: {problem}",
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+                hint="fix the YAML syntax at that position (indentation, a missing ':' or an unclosed quote)",
+            )],
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(file, [RecipeProblem(path="", message="a recipe must be a YAML mapping of sections", line=1, hint="start with `models:` and `pretrain:`")])
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(file, _problems_from_validation(err, root)) from None
+    problems = _semantic_problems(recipe, root, base_dir)
+    if problems:
+        raise RecipeError(file, problems)
+    recipe._base_dir = base_dir or Path(".")
+    return recipe
+
+
+def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | None) -> list[RecipeProblem]:
+    """Checks that need more than one field or the file system."""
+    problems: list[RecipeProblem] = []
+
+    def add(loc: tuple[Any, ...], msg: str, hint: str) -> None:
+        node = _node_at(root, loc)
+        problems.append(RecipeProblem(_loc_str(loc), msg, node.start_mark.line + 1 if node else None, None, hint))
+
+    base = base_dir or Path(".")
+    for i, src in enumerate(recipe.data.sources):
+        if src.kind in ("csv", "jsonl") and src.path and not any(ch in src.path for ch in "*?["):
+            p = Path(src.path) if Path(src.path).is_absolute() else base / src.path
+            if not p.exists():
+                add(("data", "sources", i, "path"), f"file not found: {p}", "give a path relative to the recipe file, or an absolute one")
+    if recipe.finetune is not None and recipe.finetune.task.kind in ("csv", "jsonl"):
+        p = recipe.resolve_path(recipe.finetune.task.path or "") if base_dir is None else (base / (recipe.finetune.task.path or ""))
+        if not p.exists():
+            add(("finetune", "task", "path"), f"file not found: {p}", "give a path relative to the recipe file, or an absolute one")
+    if recipe.export is not None and recipe.export.sparsity is not None and recipe.compress is not None:
+        missing = [s for s in recipe.export.sparsity if not any(abs(s - t) < 1e-9 for t in recipe.compress.prune.sparsity)]
+        if missing:
+            add(("export", "sparsity"), f"levels {missing} are not in compress.prune.sparsity", "export only levels the compress stage saves")
+    if recipe.export is not None and recipe.export.int4_block_size & (recipe.export.int4_block_size - 1):
+        add(("export", "int4_block_size"), f"{recipe.export.int4_block_size} is not a power of two", "use 16, 32, 64 or 128")
+    return problems
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(str(path), [RecipeProblem("", "file not found", hint="check the path to the recipe YAML")])
+    return parse_recipe(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)
+
+
+def schema_lines(model: type[Section] = Recipe, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(path, type, default, description) for every field, nested sections expanded."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = field.annotation
+        sub = _section_type(ann)
+        default = "required" if field.is_required() else (
+            "(computed)" if field.default_factory is not None else repr(field.default)
+        )
+        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        rows.append((path, tname, default, field.description or ""))
+        if sub is not None:
+            list_like = "list[" in str(ann)
+            rows.extend(schema_lines(sub, path + ("[]." if list_like else ".")))
+    return rows
+
+
+def _section_type(ann: Any) -> type[Section] | None:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, Section):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,113 @@
+"""The run directory: resolved recipe, manifest.json, and one folder per stage."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlc_export import atomic
+
+MANIFEST = "manifest.json"
+RESOLVED_RECIPE = "recipe.resolved.yaml"
+
+
+@dataclass
+class StageRecord:
+    """What the manifest says about one stage."""
+
+    name: str
+    status: str = "pending"  # pending | running | done | failed
+    cache_key: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    environment: dict[str, Any] | None = None  # versions and device the stage ran with
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device, recorded with every stage."""
+    import importlib.metadata as md
+
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "tlc-export"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = None
+    try:
+        import torch
+
+        env["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        env["torch_threads"] = torch.get_num_threads()
+    except Exception:  # torch missing or CUDA probing failed: still record the rest
+        env["device"] = "unknown"
+    env["cpu"] = _cpu_model()
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class RunDir:
+    """A run directory on disk. Only the runner writes the manifest; stages write their own folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def stage_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def load_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"stages": {}}
+        return json.loads(self.manifest_path.read_text())
+
+    def records(self) -> dict[str, StageRecord]:
+        m = self.load_manifest()
+        return {k: StageRecord(**v) for k, v in m.get("stages", {}).items()}
+
+    def record(self, name: str) -> StageRecord | None:
+        return self.records().get(name)
+
+    def save_record(self, rec: StageRecord) -> None:
+        m = self.load_manifest()
+        m.setdefault("stages", {})[rec.name] = asdict(rec)
+        m["updated_at"] = time.time()
+        atomic.write_json(self.manifest_path, m)
+
+    def set_meta(self, **kw: Any) -> None:
+        m = self.load_manifest()
+        m.update(kw)
+        atomic.write_json(self.manifest_path, m)
+
+    def reset_stage(self, name: str) -> None:
+        """Remove a stage's folder (its config changed, so its partial work is invalid)."""
+        d = self.stage_dir(name)
+        if d.exists():
+            shutil.rmtree(d)

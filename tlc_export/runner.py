@@ -1,0 +1,144 @@
+"""Runs stages in order through the run directory, skipping those whose cache key is unchanged."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tlc_export import atomic, distributed
+from tlc_export.errors import StageError, TlcError
+from tlc_export.recipe import Recipe
+from tlc_export.rundir import RESOLVED_RECIPE, RunDir, StageRecord, environment
+from tlc_export.stages import all_stages
+from tlc_export.stages.base import Stage, StageContext
+
+# Stages every torchrun process takes part in; the rest run on rank 0 only.
+_DISTRIBUTED_STAGES = {"pretrain"}
+
+
+def default_run_dir(recipe: Recipe, recipe_path: str | Path) -> Path:
+    return Path("runs") / Path(recipe_path).stem
+
+
+def run_pipeline(
+    recipe: Recipe,
+    run_dir: RunDir,
+    only: list[str] | None = None,
+    force: list[str] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    console: Console | None = None,
+) -> dict[str, StageRecord]:
+    """Run every enabled stage (or those in `only`, which must have finished inputs).
+
+    A stage whose cache key matches a finished record is skipped. A stage whose key changed has its
+    folder cleared and runs again; every stage after it then has a new key too.
+    """
+    console = console or Console()
+    options = options or {}
+    force = force or []
+    distributed.init()
+    main = distributed.is_main()
+    stages = [s for s in all_stages() if s.enabled(recipe)]
+    if only:
+        unknown = set(only) - {s.name for s in all_stages()}
+        if unknown:
+            raise StageError(f"unknown stage(s): {', '.join(sorted(unknown))}")
+    if main:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run_dir.root / RESOLVED_RECIPE, recipe.resolved_yaml())
+        run_dir.set_meta(recipe_name=recipe.name, recipe_hash=recipe.section_hash(*Recipe.model_fields))
+    env = environment()
+    records = run_dir.records()
+    keys: dict[str, str] = {}
+    results: dict[str, StageRecord] = {}
+    for stage in stages:
+        input_keys = {}
+        for dep in stage.inputs:
+            if dep not in keys:
+                raise StageError(f"stage `{stage.name}` needs `{dep}`, which is not enabled in the recipe")
+            input_keys[dep] = keys[dep]
+        opts = options.get(stage.name)
+        key = stage.cache_key(recipe, input_keys, opts)
+        keys[stage.name] = key
+        prev = records.get(stage.name)
+        if only and stage.name not in only:
+            if prev is None or prev.status != "done" or prev.cache_key != key:
+                # Not asked to run it, but a later stage needs it current.
+                needed = any(stage.name in s.inputs for s in stages if s.name in only)
+                if needed:
+                    raise StageError(
+                        f"stage `{stage.name}` is not finished for this recipe (status: "
+                        f"{prev.status if prev else 'never run'}); run `tlc run` or `tlc {stage.name}` first"
+                    )
+            continue
+        if prev is not None and prev.status == "done" and prev.cache_key == key and stage.name not in force:
+            console.print(f"[dim]✓ {stage.name}: up to date (key {key[:8]}), skipped[/dim]")
+            results[stage.name] = prev
+            continue
+        if not main and stage.name not in _DISTRIBUTED_STAGES:
+            distributed.barrier()  # rank 0 does it; wait for the files
+            continue
+        results[stage.name] = _run_one(stage, recipe, run_dir, key, prev, results, opts, env, console, main)
+        distributed.barrier()
+        if not main and stage.name == "pretrain":
+            break  # the other ranks' part ends with pretraining
+    return results
+
+
+def _run_one(
+    stage: Stage,
+    recipe: Recipe,
+    run_dir: RunDir,
+    key: str,
+    prev: StageRecord | None,
+    done: dict[str, StageRecord],
+    opts: dict[str, Any] | None,
+    env: dict[str, Any],
+    console: Console,
+    main: bool,
+) -> StageRecord:
+    out_dir = run_dir.stage_dir(stage.name)
+    if main and prev is not None and prev.cache_key not in (None, key):
+        console.print(f"[yellow]↻ {stage.name}: configuration or inputs changed, starting it afresh[/yellow]")
+        run_dir.reset_stage(stage.name)
+    elif prev is not None and prev.status in ("running", "failed") and prev.cache_key == key:
+        console.print(f"[cyan]↺ {stage.name}: resuming interrupted work[/cyan]")
+    distributed.barrier()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rec = StageRecord(name=stage.name, status="running", cache_key=key, started_at=time.time(), environment=env)
+    if main:
+        run_dir.save_record(rec)
+        atomic.write_text(out_dir / RESOLVED_RECIPE, recipe.resolved_yaml())
+    console.rule(f"[bold]{stage.name}")
+    ctx = StageContext(
+        recipe=recipe,
+        run_dir=run_dir,
+        out_dir=out_dir,
+        inputs={d: done[d] for d in stage.inputs if d in done} | {
+            d: r for d, r in run_dir.records().items() if d in stage.inputs and d not in done
+        },
+        console=console,
+        options=opts or {},
+    )
+    try:
+        outputs = stage.run(ctx)
+    except (KeyboardInterrupt, Exception) as exc:
+        rec.status = "failed"
+        rec.finished_at = time.time()
+        rec.error = f"{type(exc).__name__}: {exc}"
+        if main:
+            run_dir.save_record(rec)
+        if isinstance(exc, (TlcError, KeyboardInterrupt)):
+            raise
+        raise StageError(f"stage `{stage.name}` failed: {rec.error}\n{traceback.format_exc()}") from exc
+    rec.status = "done"
+    rec.finished_at = time.time()
+    rec.outputs = outputs or {}
+    if main:
+        run_dir.save_record(rec)
+    console.print(f"[green]✓ {stage.name}[/green] done in {rec.seconds:.1f}s")
+    return rec

@@ -1,0 +1,71 @@
+"""The one Stage interface every pipeline step implements."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.console import Console
+
+from tlc_export import __version__
+from tlc_export.recipe import Recipe
+from tlc_export.rundir import RunDir, StageRecord
+
+
+@dataclass
+class StageContext:
+    """What a stage gets when it runs."""
+
+    recipe: Recipe
+    run_dir: RunDir
+    out_dir: Path  # this stage's own folder (exists, may hold partial work to resume from)
+    inputs: dict[str, StageRecord]  # finished upstream stages, by name
+    console: Console = field(default_factory=Console)
+    options: dict[str, Any] = field(default_factory=dict)  # CLI overrides, e.g. export formats
+
+    def input_dir(self, stage: str) -> Path:
+        return self.run_dir.stage_dir(stage)
+
+
+class Stage(ABC):
+    """One step of the pipeline.
+
+    A stage reads its recipe section(s) and the outputs of the stages named in `inputs`, writes only
+    inside `ctx.out_dir`, and returns a JSON-serialisable dict of outputs (paths relative to the run
+    directory, plus small metrics) that the runner records in the manifest.
+    """
+
+    name: ClassVar[str]
+    sections: ClassVar[tuple[str, ...]]  # recipe sections this stage's cache key covers
+    inputs: ClassVar[tuple[str, ...]] = ()
+
+    def enabled(self, recipe: Recipe) -> bool:
+        """A stage runs only when its (first) recipe section is present."""
+        return getattr(recipe, self.sections[0], None) is not None
+
+    def config_payload(self, recipe: Recipe, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        out = {}
+        for s in self.sections:
+            v = getattr(recipe, s)
+            out[s] = v.model_dump(mode="json") if v is not None else None
+        if options:
+            out["_options"] = options
+        return out
+
+    def cache_key(self, recipe: Recipe, input_keys: dict[str, str], options: dict[str, Any] | None = None) -> str:
+        """hash(stage, config, inputs, code version)."""
+        payload = {
+            "stage": self.name,
+            "config": self.config_payload(recipe, options),
+            "inputs": input_keys,
+            "version": __version__,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+    @abstractmethod
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        """Do the work; resume from partial files in ctx.out_dir where possible."""
