@@ -40,18 +40,27 @@ class PruneConfig(Section):
         default_factory=lambda: [0.15, 0.30, 0.45, 0.60, 0.75, 0.90],
         description="Sparsity levels to save (fractions, paper: 0.15 … 0.90).",
     )
-    step: float = Field(default=0.15, gt=0, lt=1, description="Additional fraction of weights zeroed per pruning step.")
+    step: float = Field(
+        default=0.15, gt=0, lt=1,
+        description="Additional fraction of weights zeroed per pruning step; the ladder runs step, 2·step, … up to the "
+        "highest level, and also stops at any requested level that is not a multiple of step. Each level is the previous one pruned further.",
+    )
     scope: Literal["global", "per-layer"] = Field(default="global", description="Rank magnitudes over all pruned tensors at once, or within each tensor.")
     include: list[str] = Field(
         default_factory=lambda: ["*.weight"],
-        description="Glob patterns of parameters to prune; default every Linear and embedding weight (LayerNorm weights are excluded below).",
+        description="Glob patterns of parameters to prune (only matrices, ≥ 2-D, are ever pruned, so biases never are). Default: every "
+        "Linear weight and the word embeddings, which hold almost all parameters (the paper counts nonzeros over the whole model).",
     )
     exclude: list[str] = Field(
         default_factory=lambda: ["*LayerNorm*", "*layer_norm*", "*position_embeddings*", "*token_type_embeddings*", "classifier.out_proj.*"],
-        description="Glob patterns never pruned: LayerNorm, tiny embedding tables and the final classifier projection.",
+        description="Glob patterns never pruned. Default: LayerNorm (scales, not connections), position and token-type embeddings "
+        "(tiny tables whose rows every input uses) and the classifier's output projection (num_labels rows; zeroing them removes whole decision directions).",
     )
     recovery_target: float = Field(default=0.995, gt=0, le=1, description="Stop recovery once dev accuracy ≥ this × the unpruned dev accuracy.")
-    recovery_max_epochs: float = Field(default=1.0, gt=0, description="Stop recovery after this many epochs at most (paper: one).")
+    recovery_max_epochs: float = Field(
+        default=1.0, gt=0,
+        description="Stop recovery after this many epochs at most (paper: one). Accuracy is checked before the first step too, so a level already within target takes none.",
+    )
     recovery_max_steps: int | None = Field(default=None, ge=0, description="Hard cap on recovery steps per level (quick runs).")
     recovery_eval_every_steps: int = Field(default=50, ge=1, description="Check dev accuracy every N recovery steps.")
     lr: float | None = Field(default=None, gt=0, description="Recovery learning rate (None = the finetune lr / 2).")

@@ -52,7 +52,7 @@ class DataConfig(Section):
         description="Fraction of documents held out for validation perplexity (paper: 0.5%).",
     )
     min_val_documents: int = Field(
-        default=50, ge=1, description="Hold out at least this many documents, so small corpora still get a usable validation set."
+        default=10, ge=1, description="Hold out at least this many documents, so small corpora still get a usable validation set."
     )
     max_seq_len: int = Field(
         default=128, ge=8, le=4096, description="Tokens per packed training sequence (paper: 128)."

@@ -49,4 +49,11 @@ class FinetuneConfig(Section):
     eval_every_steps: int | None = Field(default=None, ge=1, description="Evaluate on dev every N steps (None = once per epoch).")
     dropout: float | None = Field(default=None, ge=0, lt=1, description="Override the classifier's dropout (None = the model's).")
     seed: int = Field(default=100, description="Seed for the classifier head and data order (paper tunes 100/300/500).")
-    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="CPU threads for torch (None = torch's default). On a shared 2-core machine 1 can be faster than 2 (spinning OpenMP threads).",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Training precision: auto = bf16 autocast on CUDA, fp32 on CPU. Evaluation is always fp32, so compressed variants are scored exactly.",
+    )

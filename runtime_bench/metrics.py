@@ -1,0 +1,237 @@
+"""Latency statistics, timing loops, peak memory and the environment a measurement ran in."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# p90/p50 above this means the runs were noisy (other load, frequency scaling, GC): flag the row.
+SPREAD_THRESHOLD = 1.2
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """q-th percentile (0..100) with linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q={q} is outside 0..100")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass
+class LatencyStats:
+    """Per-call latency summary in milliseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+    max: float
+    runs: int
+
+    @property
+    def spread_flag(self) -> bool:
+        return self.p50 > 0 and self.p90 / self.p50 > SPREAD_THRESHOLD
+
+    def throughput(self, batch: int) -> float:
+        """Sequences per second; the mean (total work / total time), not p50, is what a stream sees."""
+        return batch * 1000.0 / self.mean if self.mean > 0 else float("nan")
+
+    def as_row(self, prefix: str = "latency_ms_") -> dict[str, float]:
+        d = asdict(self)
+        d.pop("runs")
+        return {f"{prefix}{k}": v for k, v in d.items()}
+
+
+def latency_stats(samples_ms: Sequence[float]) -> LatencyStats:
+    if not samples_ms:
+        raise ValueError("no latency samples")
+    return LatencyStats(
+        p50=percentile(samples_ms, 50),
+        p90=percentile(samples_ms, 90),
+        p99=percentile(samples_ms, 99),
+        mean=sum(samples_ms) / len(samples_ms),
+        min=min(samples_ms),
+        max=max(samples_ms),
+        runs=len(samples_ms),
+    )
+
+
+def time_calls(
+    fn: Callable[[], Any],
+    sync: Callable[[], None],
+    warmup: int,
+    runs: int,
+    cuda: bool = False,
+) -> list[float]:
+    """Milliseconds per call of `fn`, after `warmup` untimed calls.
+
+    On CUDA each call is bracketed by CUDA events, which time the GPU work itself rather than the
+    host's launch queue; on CPU `perf_counter_ns` around the call and its `sync`.
+    """
+    for _ in range(warmup):
+        fn()
+    sync()
+    out: list[float] = []
+    if cuda:
+        import torch
+
+        for _ in range(runs):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            out.append(float(start.elapsed_time(end)))
+        return out
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        fn()
+        sync()
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size, from /proc (Linux); None elsewhere."""
+    kib = _proc_status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) so the next peak belongs to what follows.
+
+    Writing "5" to clear_refs is the documented way (Linux >= 4.0); returns False where not allowed.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    kib = _proc_status_kib("VmHWM")
+    return None if kib is None else kib * 1024
+
+
+class PeakMemory:
+    """Peak memory of a block: `torch.cuda.max_memory_allocated` on CUDA, RSS growth on CPU.
+
+    CPU: bytes the process's peak RSS rose above its RSS at entry (the block's working set beyond
+    what was already resident, e.g. activations and ORT arenas; weights loaded before are excluded).
+    """
+
+    def __init__(self, cuda: bool = False):
+        self.cuda = cuda
+        self.bytes: int | None = None
+        self._base = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            reset_peak_rss()
+            self._base = rss_bytes() or 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self.bytes = int(torch.cuda.max_memory_allocated())
+        else:
+            peak = peak_rss_bytes()
+            self.bytes = None if peak is None else max(0, peak - self._base)
+
+
+# --- environment ----------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """Where the numbers came from: CPU, threads, GPU, driver and library versions."""
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+    }
+    for pkg in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "transformers", "numpy", "tensorrt"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = None
+    try:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+        env["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+            env["cuda_runtime"] = torch.version.cuda
+            env["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+            env["driver"] = _nvidia_driver()
+    except Exception as exc:  # CUDA probing can fail on broken drivers; the rest is still useful
+        env["cuda_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        import onnxruntime as ort
+
+        env["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError:
+        pass
+    return env
+
+
+def _nvidia_driver() -> str | None:
+    p = Path("/proc/driver/nvidia/version")
+    try:
+        first = p.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    for tok in first.split():
+        if tok[:1].isdigit() and "." in tok:
+            return tok
+    return first

@@ -1,0 +1,285 @@
+"""runtime_bench backends, harness, CLI and the bench stage on tiny models built here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    PreTrainedTokenizerFast,
+    RobertaPreLayerNormConfig,
+    RobertaPreLayerNormForSequenceClassification,
+)
+
+from runtime_bench.backends import get_backend
+from runtime_bench.backends.torch_quant import (
+    Int4Config,
+    Int4WeightOnlyLinear,
+    Int8Config,
+    Int8Linear,
+    quantize_linears_int4_,
+    quantize_linears_int8_,
+)
+from runtime_bench.harness import (
+    FIELDS,
+    BenchSettings,
+    Variant,
+    backend_accuracy,
+    bench_variant,
+    encode_split,
+)
+from tlc_export.data import Example
+from tlc_export.recipe import parse_recipe
+from tlc_export.rundir import RunDir
+from tlc_export.stages.base import StageContext
+from tlc_export.stages.bench import BenchStage
+
+WORDS = ["good", "bad", "film", "plot", "great", "awful", "the", "a", "story", "was", "fun", "dull"]
+SIZE = "2L-64H"
+
+
+def tiny_classifier(hidden: int = 64, layers: int = 2, seed: int = 0) -> RobertaPreLayerNormForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = RobertaPreLayerNormConfig(
+        vocab_size=300, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=4 * hidden, max_position_embeddings=40, num_labels=2, pad_token_id=1,
+    )
+    return RobertaPreLayerNormForSequenceClassification(cfg).eval()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", mask_token="<mask>")
+
+
+def examples(n: int, seed: int) -> list[Example]:
+    rng = np.random.default_rng(seed)
+    return [Example(" ".join(rng.choice(WORDS, size=rng.integers(3, 20))), int(rng.integers(0, 2))) for _ in range(n)]
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny classifier, its tokenizer and its ONNX file.
+
+    The legacy exporter takes ~1 s here against ~15-40 s for the project's dynamo export_onnx;
+    both write the same input_ids/attention_mask -> logits graph, and the export stage's own tests
+    cover export_onnx.
+    """
+    root = tmp_path_factory.mktemp("bench")
+    model = tiny_classifier()
+    onnx_path = root / "onnx-fp32.onnx"
+    ids = torch.randint(5, 300, (2, 8))
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    torch.onnx.export(_Logits(model), (ids, torch.ones_like(ids)), str(onnx_path), input_names=["input_ids", "attention_mask"],
+                      output_names=["logits"], dynamic_axes=axes, opset_version=18, dynamo=False)
+    return {"root": root, "model": model, "onnx": onnx_path, "tok": tiny_tokenizer()}
+
+
+def test_onnxruntime_accuracy_equals_torch(work: dict) -> None:
+    es = encode_split(work["tok"], examples(150, 1), "dev", max_length=24, batch_size=16)
+    assert es.size == 150 and max(ids.shape[1] for ids, _, _ in es.batches) <= 24
+    tb = get_backend("torch-eager", device="cpu")
+    tb.load(work["model"])
+    ob = get_backend("onnxruntime", threads=1)
+    ob.load(work["onnx"])
+    ids, mask, _ = es.batches[-1]
+    assert np.abs(tb.run(ids, mask) - ob.run(ids, mask)).max() < 1e-4
+    acc_t, acc_o = backend_accuracy(tb, es, 16), backend_accuracy(ob, es, 16)
+    assert abs(acc_t - acc_o) <= 0.001
+
+
+def test_unavailable_backends_give_rows_not_crashes(work: dict) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("on a CUDA machine these backends are available")
+    v = Variant("tiny.s00.b32", work["model"], model=SIZE, vocab_size=300)
+    rows = bench_variant(v, ["torch-int8", "torch-int4", "tensorrt"], ["fp32"], BenchSettings(batches=[1, 4], seq_len=8))
+    rows += bench_variant(v, ["torch-eager"], ["fp16"], BenchSettings(batches=[1], seq_len=8))
+    assert len(rows) == 7
+    for r in rows:
+        assert set(FIELDS) <= set(r)
+        assert r["status"] == "unavailable" and r["reason"], r
+    assert "CUDA" in rows[0]["reason"]
+
+
+def test_broken_onnx_file_gives_failed_row(work: dict) -> None:
+    bad = work["root"] / "broken.onnx"
+    bad.write_bytes(b"not a protobuf")
+    rows = bench_variant(Variant("broken", bad, format="onnx-fp32"), ["onnxruntime"], ["fp32"], BenchSettings(batches=[1], seq_len=8))
+    assert [r["status"] for r in rows] == ["failed"] and rows[0]["reason"]
+
+
+def test_timed_rows_have_every_field_and_ordered_percentiles(work: dict) -> None:
+    es = encode_split(work["tok"], examples(40, 2), "dev", max_length=24, batch_size=8)
+    s = BenchSettings(batches=[1, 4], seq_len=16, warmup=1, runs=5, threads=1, eval_batch_size=8)
+    v = Variant(f"{SIZE}.s00.b32", work["onnx"], format="onnx-fp32", model=SIZE, storage_bytes=123, vocab_size=300)
+    rows = bench_variant(v, ["onnxruntime"], ["fp32"], s, [es])
+    assert [r["batch"] for r in rows] == [1, 4]
+    for r in rows:
+        assert set(FIELDS) <= set(r) and r["status"] == "ok", r
+        assert r["latency_ms_min"] <= r["latency_ms_p50"] <= r["latency_ms_p90"] <= r["latency_ms_p99"] <= r["latency_ms_max"]
+        assert r["throughput_seq_s"] > 0 and r["runs"] == 5 and r["threads"] == 1
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy_split"] == "dev" and "measured" in r["accuracy_source"]
+    assert rows[0]["accuracy"] == rows[1]["accuracy"]  # measured once per (variant, backend)
+
+
+def test_known_accuracy_is_reused_without_loading(work: dict) -> None:
+    es = encode_split(work["tok"], examples(20, 3), "dev", max_length=24)
+    v = Variant("x.s50.b4", work["root"] / "does-not-exist.safetensors", model=SIZE, known_accuracy={"dev": 0.8125},
+                known_accuracy_source="compress", known_accuracy_backends=(("torch-eager", "cpu", "fp32"),))
+    rows = bench_variant(v, ["torch-eager"], ["fp32"], BenchSettings(device="cpu", time_latency=False), [es])
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["batch"] is None
+    assert rows[0]["accuracy"] == 0.8125 and "reused from compress" in rows[0]["accuracy_source"]
+
+
+def test_int8_and_int4_linear_numerics_on_cpu() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 128)
+    x = torch.randn(24, 256)
+    ref = lin(x)
+    rel = lambda a: ((a - ref).norm() / ref.norm()).item()  # noqa: E731
+    assert rel(Int8Linear(lin)(x)) < 0.02
+    q4 = Int4WeightOnlyLinear(lin)
+    assert rel(q4(x)) < 0.10  # 4-bit groups of 128 on uniform weights: ~6 % error
+    deq = x.bfloat16().float() @ q4.dequantized_weight().t() + lin.bias
+    assert ((q4(x) - deq).norm() / deq.norm()).item() < 0.01  # kernel == tinygemm formula
+
+
+def test_linear_replacement_keeps_classifier_output_float() -> None:
+    model = tiny_classifier(hidden=128)
+    ids = torch.randint(5, 300, (20, 16))
+    ref = model(input_ids=ids).logits
+    m8 = tiny_classifier(hidden=128)
+    rep = quantize_linears_int8_(m8, Int8Config())
+    assert "classifier.out_proj" in rep.kept and len(rep.replaced) == 2 * 6 + 1
+    assert ((m8(input_ids=ids).logits - ref).norm() / ref.norm()).item() < 0.05
+    m4 = tiny_classifier(hidden=128)
+    rep4 = quantize_linears_int4_(m4, Int4Config())
+    assert len(rep4.replaced) == 2 * 6 + 1  # every K is a multiple of 128 at hidden 128
+    assert ((m4(input_ids=ids).logits - ref).norm() / ref.norm()).item() < 0.25
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend,tol", [("torch-int8", 0.05), ("torch-int4", 0.25), ("torch-compile", 1e-3)])
+def test_cuda_backends_match_fp32_logits(backend: str, tol: float) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    model = tiny_classifier(hidden=128)
+    ids = np.random.default_rng(0).integers(5, 300, (32, 32))
+    mask = np.ones_like(ids)
+    ref_b = get_backend("torch-eager", device="cuda")
+    ref_b.load(model)
+    ref = ref_b.run(ids, mask)
+    b = get_backend(backend, device="cuda")
+    b.load(model)
+    out = b.run(ids, mask)
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < tol
+    rows = bench_variant(Variant("t", model, vocab_size=300), [backend], ["fp32"], BenchSettings(batches=[1, 32], seq_len=32, device="cuda", runs=3))
+    assert all(r["status"] == "ok" and r["peak_mem_bytes"] > 0 for r in rows), rows
+
+
+def test_cli_last_line_is_json(work: dict) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime_bench", str(work["onnx"]), "--batch", "1", "2", "--seq", "8",
+         "--runs", "2", "--warmup", "1", "--threads", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r["batch"] for r in out["rows"]] == [1, 2]
+    assert all(r["status"] == "ok" and r["latency_ms_p50"] > 0 for r in out["rows"])
+    assert out["environment"]["onnxruntime"]
+
+
+RECIPE = """\
+name: benchtest
+data: {{sources: [{{kind: text, path: "c.txt"}}], max_seq_len: 32}}
+models: {{sizes: [{{layers: 2, hidden: 64, heads: 2}}]}}
+pretrain: {{time_budget_s: 1}}
+finetune: {{task: {{kind: csv, path: task.csv}}, max_length: 24}}
+compress: {{quantize: {{bits: [4]}}, prune: {{sparsity: [0.5], step: 0.5}}}}
+export: {{formats: [onnx-fp32, tensorrt-int8], sparsity: []}}
+bench: {{backends: [torch-eager, torch-int8, onnxruntime, tensorrt], batch_sizes: [2], seq_len: 16, warmup: 1, runs: 2, threads: 1}}
+"""
+
+
+def _fake_run(root: Path, work: dict) -> StageContext:
+    from tlc_export.compress.artifact import save_artifact
+
+    (root / "c.txt").write_text("x")
+    with open(root / "task.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for e in examples(200, 4):
+            w.writerow([e.text, e.label])
+    recipe = parse_recipe(RECIPE.format(), base_dir=root)
+    run = root / "run"
+    work["tok"].save_pretrained(run / "finetune" / SIZE / "model")
+    comp = []
+    for sp, bits in ((0.0, 32), (0.5, 4)):
+        name = f"{SIZE}.s{round(sp * 100):02d}.b{bits}"
+        rel = f"compress/{SIZE}/variants/{name}.safetensors"
+        save_artifact(run / rel, work["model"], None, None, {"variant": name})
+        comp.append({"variant": name, "model": SIZE, "params": 100_000, "sparsity": sp, "bits": bits, "artifact": rel,
+                     "storage_bytes": 400_000 if bits == 32 else 30_000, "packed_code_bytes": None,
+                     "nonzero_params": 100_000, "nonzero_bits": 100_000 * bits, "fp32_bytes": 400_000,
+                     "dev_accuracy": 0.61, "test_accuracy": 0.59})
+    (run / "compress").mkdir(parents=True, exist_ok=True)
+    (run / "compress" / "results.json").write_text(json.dumps(comp))
+    onnx_rel = f"export/{SIZE}/{SIZE}.s00.b32/onnx-fp32.onnx"
+    (run / onnx_rel).parent.mkdir(parents=True)
+    (run / onnx_rel).write_bytes(work["onnx"].read_bytes())
+    exp = [{"variant": f"{SIZE}.s00.b32", "model": SIZE, "format": "onnx-fp32", "path": onnx_rel, "file_bytes": 1,
+            "storage_bytes": 400_000, "status": "ok", "reason": None, "dev_accuracy_onnx": None},
+           {"variant": f"{SIZE}.s00.b32", "model": SIZE, "format": "tensorrt-int8", "path": None,
+            "status": "unavailable", "reason": "tensorrt is not installed"}]
+    (run / "export").mkdir(parents=True, exist_ok=True)
+    (run / "export" / "results.json").write_text(json.dumps(exp))
+    (run / "bench").mkdir()
+    return StageContext(recipe=recipe, run_dir=RunDir(run), out_dir=run / "bench", inputs={}, console=Console(quiet=True))
+
+
+def test_bench_stage_on_a_fabricated_run(tmp_path: Path, work: dict) -> None:
+    ctx = _fake_run(tmp_path, work)
+    out = BenchStage().run(ctx)
+    rows = [json.loads(line) for line in (ctx.out_dir / "results.jsonl").read_text().splitlines()]
+    assert out["rows"] == len(rows)
+    by = {(r["variant"], r["backend"], r["format"]): r for r in rows}
+    dense_t = by[(f"{SIZE}.s00.b32", "torch-eager", "torch")]
+    assert dense_t["status"] == "ok" and dense_t["latency_ms_p50"] > 0 and dense_t["batch"] == 2
+    assert dense_t["dev_accuracy"] == 0.61 and "reused" in dense_t["accuracy_source"]  # same torch fp32 computation
+    sparse_t = by[(f"{SIZE}.s50.b4", "torch-eager", "torch")]
+    assert sparse_t["batch"] is None and sparse_t["latency_ms_p50"] is None and sparse_t["dev_accuracy"] == 0.61
+    ort = by[(f"{SIZE}.s00.b32", "onnxruntime", "onnx-fp32")]
+    assert ort["status"] == "ok" and "measured" in ort["accuracy_source"] and ort["test_accuracy"] is not None
+    assert by[(f"{SIZE}.s00.b32", "tensorrt", "tensorrt-int8")]["status"] == "unavailable"
+    if not torch.cuda.is_available():
+        assert by[(f"{SIZE}.s00.b32", "torch-int8", "torch")]["status"] == "unavailable"
+    with open(ctx.out_dir / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert json.loads((ctx.out_dir / "environment.json").read_text())["cpu"]
+    # A rerun in the same folder resumes: finished groups are kept, not measured again.
+    BenchStage().run(ctx)
+    again = [json.loads(line) for line in (ctx.out_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["latency_ms_p50"] for r in again] == [r["latency_ms_p50"] for r in rows]

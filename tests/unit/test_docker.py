@@ -1,0 +1,52 @@
+"""Dockerfiles: valid instructions, COPY sources that exist, the `tlc` entry point (no engine here)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYWORDS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
+            "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER"}
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    out, buf = [], ""
+    for line in path.read_text().splitlines():
+        s = line.strip()
+        if not buf and (not s or s.startswith("#")):
+            continue
+        buf += (" " if buf else "") + s.rstrip("\\").strip()
+        if not s.endswith("\\"):
+            word, _, rest = buf.partition(" ")
+            out.append((word.upper(), rest))
+            buf = ""
+    assert not buf, f"{path}: trailing line continuation"
+    return out
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.tensorrt"])
+def test_dockerfile_structure(name):
+    ins = _instructions(ROOT / "docker" / name)
+    words = [w for w, _ in ins]
+    assert set(words) <= KEYWORDS, set(words) - KEYWORDS
+    first = next(w for w in words if w != "ARG")
+    assert first == "FROM"
+    for w, rest in ins:
+        if w == "COPY":
+            *srcs, _dst = shlex.split(rest)
+            for s in srcs:
+                assert (ROOT / s).exists(), f"{name}: COPY source {s} is not in the repository"
+    ep = [rest for w, rest in ins if w == "ENTRYPOINT"]
+    assert ep and json.loads(ep[-1]) == ["tlc"]
+    assert "tlc" in open(ROOT / "pyproject.toml").read().split("[project.scripts]")[1].split("[")[0]
+    runs = " ".join(rest for w, rest in ins if w == "RUN")
+    if name.endswith("cpu"):
+        assert ins[0] == ("FROM", "python:3.11-slim")
+        torch_at = runs.find("torch==2.13.0")
+        assert 0 <= torch_at < runs.find("pip install .") and "download.pytorch.org/whl/cpu" in runs
+    else:
+        assert "[tensorrt,gpu]" in runs and "nvcr.io/nvidia/" in (ROOT / "docker" / name).read_text()

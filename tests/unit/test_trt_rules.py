@@ -1,0 +1,100 @@
+"""TensorRT structural rules on hand-made Q/DQ graphs (TensorRT itself cannot run here)."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tlc_export.errors import BackendUnavailable
+from tlc_export.export.trt_rules import check_tensorrt_onnx
+
+
+def _int4_matmul(codes_dtype=ml_dtypes.int4, zero_point=None, fdtype=np.float16, consumer="MatMul", opset=21):
+    k, n, bs = 64, 16, 32
+    w = np.random.default_rng(0).integers(-7, 8, size=(k, n))
+    if codes_dtype == ml_dtypes.uint4:
+        w = w + 8
+    inits = [numpy_helper.from_array(w.astype(codes_dtype), "w_codes"),
+             numpy_helper.from_array(np.full((k // bs, n), 0.01, fdtype), "w_scale")]
+    dq_in = ["w_codes", "w_scale"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(np.full((k // bs, n), zero_point).astype(codes_dtype), "w_zp"))
+        dq_in.append("w_zp")
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(fdtype))
+    nodes = [helper.make_node("DequantizeLinear", dq_in, ["w"], axis=0, block_size=bs)]
+    if consumer == "MatMul":
+        nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Gather", ["w", "idx"], ["y"], axis=0))
+    inputs = [helper.make_tensor_value_info("x", elem, ["b", k])]
+    if consumer != "MatMul":
+        inputs = [helper.make_tensor_value_info("idx", TensorProto.INT64, ["b"])]
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", elem, ["b", n])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(m)
+    return m
+
+
+def test_symmetric_int4_fp16_weight_only_is_accepted():
+    assert check_tensorrt_onnx(_int4_matmul(), "int4") == []
+
+
+def test_asymmetric_zero_point_is_rejected():
+    v = check_tensorrt_onnx(_int4_matmul(zero_point=3), "int4")
+    assert any(x.rule == "symmetric only" for x in v)
+
+
+def test_unsigned_int4_and_fp32_graph_are_rejected():
+    rules = {x.rule for x in check_tensorrt_onnx(_int4_matmul(codes_dtype=ml_dtypes.uint4), "int4")}
+    assert "signed only" in rules
+    rules = {x.rule for x in check_tensorrt_onnx(_int4_matmul(fdtype=np.float32), "int4")}
+    assert "fp16 graph for INT4" in rules
+
+
+def test_int4_on_gather_is_rejected():
+    rules = {x.rule for x in check_tensorrt_onnx(_int4_matmul(consumer="Gather"), "int4")}
+    assert "INT4 on MatMul/Gemm weights only" in rules
+
+
+def test_int8_per_channel_activation_and_zero_point_rejected():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])
+    inits = [numpy_helper.from_array(np.full(4, 0.1, np.float32), "s_vec"),
+             numpy_helper.from_array(np.array(3, np.int8), "zp")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_vec", "zp"], ["q"], axis=1),
+             helper.make_node("DequantizeLinear", ["q", "s_vec", "zp"], ["y"], axis=1)]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 18)])
+    rules = {v.rule for v in check_tensorrt_onnx(m, "int8")}
+    assert {"symmetric only", "per-tensor activations"} <= rules
+
+
+def test_build_engine_without_tensorrt_raises_backend_unavailable(tmp_path):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("tensorrt is installed here; the real build is covered by the tensorrt-marked test")
+    except ImportError:
+        pass
+    from tlc_export.export.tensorrt import build_engine, default_shapes
+
+    p = tmp_path / "m.onnx"
+    onnx.save(_int4_matmul(), p)
+    with pytest.raises(BackendUnavailable, match="TensorRT is not importable"):
+        build_engine(p, "int4", default_shapes(4, 16), tmp_path / "m.engine")
+    assert not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.tensorrt
+def test_build_engine_int4_real(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (docker/Dockerfile.tensorrt has it)")
+    from tlc_export.export.tensorrt import build_engine
+
+    p = tmp_path / "m.onnx"
+    onnx.save(_int4_matmul(), p)
+    info = build_engine(p, "int4", {"min": (1, 64), "opt": (4, 64), "max": (8, 64)}, tmp_path / "m.engine",
+                        timing_cache=tmp_path / "t.cache")
+    assert info["bytes"] > 0 and (tmp_path / "t.cache").is_file()

@@ -1,0 +1,1 @@
+"""Export: ONNX formats derived from one exported graph, TensorRT engines, and their validation."""

@@ -1,0 +1,122 @@
+"""ONNX Runtime's own quantizers, applied to our fp32 file (their grids, not the compress stage's).
+
+- `onnx-int8-dynamic`: `quantize_dynamic` (weights INT8, activations quantized at run time);
+- `onnx-int8-static`: `quantize_static`, QDQ, symmetric INT8 activations (per-tensor) and
+  per-channel symmetric weights, calibrated on train-split sentences — the form TensorRT consumes;
+- `onnx-int4-matmulnbits`: `MatMulNBitsQuantizer`, block-wise symmetric INT4 on MatMul and the
+  embedding Gather (ORT-only op; TensorRT cannot parse it).
+
+All run `quant_pre_process` first (shape inference + ORT graph optimizations that quantization
+expects) and write atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from tlc_export.atomic import atomic_path
+from tlc_export.errors import StageError
+from tlc_export.export.validate import Batch
+
+
+def pre_process(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    except Exception:  # noqa: BLE001 - symbolic shape inference fails on some dynamo graphs
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+class BatchReader:
+    """`CalibrationDataReader` over padded batches (imported lazily: ORT is optional at import time)."""
+
+    def __new__(cls, batches: Sequence[Batch]):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        class _Reader(CalibrationDataReader):
+            def __init__(self, items: Sequence[Batch]) -> None:
+                self._items = list(items)
+                self._it: Iterator[Batch] = iter(self._items)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                b = next(self._it, None)
+                return None if b is None else b.feeds()
+
+            def rewind(self) -> None:
+                self._it = iter(self._items)
+
+        return _Reader(batches)
+
+
+def _with_preprocessed(src: Path, out: Path, fn) -> None:
+    with tempfile.TemporaryDirectory(dir=out.parent) as td:
+        pre = Path(td) / "pre.onnx"
+        pre_process(src, pre)
+        with atomic_path(out, suffix=".onnx") as tmp:
+            fn(pre, tmp)
+
+
+def quantize_int8_dynamic(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
+    """INT8 weights, dynamically quantized activations (ORT's CPU-fast form)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _with_preprocessed(Path(src), out, lambda pre, tmp: quantize_dynamic(
+        str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=False,
+        op_types_to_quantize=["MatMul", "Gemm"]))
+
+
+def quantize_int8_static(src: str | os.PathLike[str], out: str | os.PathLike[str], calibration: Sequence[Batch]) -> None:
+    """QDQ INT8, symmetric activations and per-channel symmetric weights (TensorRT's form)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not calibration:
+        raise StageError("onnx-int8-static: no calibration batches; set export.calibration_samples ≥ 1")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def run(pre: Path, tmp: Path) -> None:
+        quantize_static(
+            str(pre), str(tmp), BatchReader(calibration),
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            per_channel=True, op_types_to_quantize=["MatMul", "Gemm"],
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+
+    _with_preprocessed(Path(src), out, run)
+
+
+def quantize_int4_matmulnbits(src: str | os.PathLike[str], out: str | os.PathLike[str], block_size: int = 32) -> None:
+    """MatMulNBits INT4 (block `block_size`, symmetric) on MatMul weights and the embedding Gather."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+    from onnxruntime.quantization.quant_utils import QuantFormat
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def run(pre: Path, tmp: Path) -> None:
+        algo = DefaultWeightOnlyQuantConfig(
+            block_size=block_size, is_symmetric=True, quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)),
+        )
+        q = MatMulNBitsQuantizer(
+            onnx.load(str(pre)), block_size=block_size, is_symmetric=True,
+            op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)),
+            algo_config=algo,
+        )
+        q.process()
+        onnx.save_model(q.model.model, str(tmp))
+
+    _with_preprocessed(Path(src), out, run)

@@ -1,0 +1,199 @@
+"""The finetuning loop, shared by the finetune stage and by pruning recovery.
+
+One loop serves both: AdamW with linear warmup/decay, dev evaluation every N steps, the best dev
+state kept in memory, an optional early-stop rule, and optional pruning masks that hold pruned
+weights at exactly zero (their gradients are zeroed before each step and the mask is re-applied
+after it, because AdamW's weight decay and moment estimates would otherwise move them).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from tlc_export.finetune.batching import Encoded, collate, encode_examples, shuffled_batches
+from tlc_export.finetune.evaluate import accuracy_on_encoded, model_device
+
+if TYPE_CHECKING:
+    from tlc_export.config.finetune import FinetuneConfig
+
+StopRule = Callable[[int, float], bool]
+"""Called with (step, dev accuracy) after every evaluation; True ends training."""
+
+
+@dataclass
+class TrainSettings:
+    """How one training run goes; built from the recipe's `finetune` section or by pruning recovery."""
+
+    lr: float
+    batch_size: int
+    max_steps: int
+    max_length: int = 64
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    eval_every_steps: int | None = None  # None: once per epoch
+    seed: int = 0
+    grad_clip: float | None = 1.0
+    eval_at_start: bool = False  # evaluate before the first step (pruning recovery may need no steps)
+    keep_best: bool = True  # end with the best-dev weights rather than the last ones
+    eval_batch_size: int = 64
+    bf16: bool = False  # bf16 autocast for the training forward (CUDA); weights and evaluation stay fp32
+
+    @classmethod
+    def from_finetune(cls, cfg: FinetuneConfig, num_train: int) -> TrainSettings:
+        steps_per_epoch = max(1, math.ceil(num_train / cfg.batch_size))
+        return cls(
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            max_steps=max(1, math.ceil(cfg.epochs * steps_per_epoch)),
+            max_length=cfg.max_length,
+            warmup_ratio=cfg.warmup_ratio,
+            weight_decay=cfg.weight_decay,
+            eval_every_steps=cfg.eval_every_steps,
+            seed=cfg.seed,
+            bf16=use_bf16(cfg.precision),
+        )
+
+
+def use_bf16(precision: str) -> bool:
+    """The recipe's `finetune.precision` resolved on this machine."""
+    return precision == "bf16" or (precision == "auto" and torch.cuda.is_available())
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    best_step: int
+    best_dev_accuracy: float
+    final_dev_accuracy: float
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)  # {step, dev_accuracy, train_loss, elapsed_s}
+
+
+def _mask_params(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    if not masks:
+        return []
+    params = dict(model.named_parameters(remove_duplicate=False))
+    out = []
+    for name, m in masks.items():
+        if name not in params:
+            raise KeyError(f"pruning mask for {name!r}: the model has no such parameter (masks are keyed by parameter name)")
+        p = params[name]
+        if tuple(m.shape) != tuple(p.shape):
+            raise ValueError(f"pruning mask for {name!r} has shape {tuple(m.shape)}, the parameter {tuple(p.shape)}")
+        out.append((p, m.to(device=p.device, dtype=p.dtype)))
+    return out
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def finetune_(
+    model: nn.Module,
+    cfg: TrainSettings,
+    *,
+    tokenizer: Any,
+    train: Sequence[Any] | Encoded,
+    dev: Sequence[Any] | Encoded,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    should_stop: StopRule | None = None,
+    console: Console | None = None,
+    description: str = "finetune",
+) -> TrainResult:
+    """Train `model` in place on `train`, evaluating on `dev`; see the module docstring."""
+    train_enc = train if isinstance(train, Encoded) else encode_examples(tokenizer, train, cfg.max_length)
+    dev_enc = dev if isinstance(dev, Encoded) else encode_examples(tokenizer, dev, cfg.max_length)
+    device = model_device(model)
+    masked = _mask_params(model, masks)
+    steps_per_epoch = max(1, math.ceil(len(train_enc) / cfg.batch_size))
+    eval_every = cfg.eval_every_steps or steps_per_epoch
+
+    torch.manual_seed(cfg.seed)  # dropout
+    gen = torch.Generator().manual_seed(cfg.seed)  # data order
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    sched = get_linear_schedule_with_warmup(opt, round(cfg.warmup_ratio * cfg.max_steps), max(1, cfg.max_steps))
+
+    def apply_masks() -> None:
+        with torch.no_grad():
+            for p, m in masked:
+                p.mul_(m)
+
+    apply_masks()
+    start = time.perf_counter()
+    history: list[dict[str, float]] = []
+    best_acc, best_step, best_state = -1.0, 0, None
+
+    def evaluate(step: int, loss: float) -> float:
+        nonlocal best_acc, best_step, best_state
+        acc = accuracy_on_encoded(model, dev_enc, cfg.eval_batch_size)
+        history.append({"step": step, "dev_accuracy": acc, "train_loss": loss, "elapsed_s": time.perf_counter() - start})
+        if acc > best_acc:
+            best_acc, best_step = acc, step
+            if cfg.keep_best:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return acc
+
+    step, stopped, last_acc, running = 0, False, float("nan"), float("nan")
+    if cfg.eval_at_start or cfg.max_steps == 0:
+        last_acc = evaluate(0, running)
+        stopped = should_stop is not None and should_stop(0, last_acc)
+
+    model.train()
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"), console=console, transient=True,
+    )
+    with progress:
+        task = progress.add_task(description, total=cfg.max_steps, info="")
+        batches = shuffled_batches(len(train_enc), cfg.batch_size, gen)
+        while not stopped and step < cfg.max_steps:
+            batch = collate(train_enc, next(batches), device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = model(**batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for p, m in masked:
+                if p.grad is not None:
+                    p.grad.mul_(m)
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            apply_masks()
+            step += 1
+            lv = float(loss.detach())
+            running = lv if math.isnan(running) else 0.9 * running + 0.1 * lv
+            if step % eval_every == 0 or step == cfg.max_steps:
+                last_acc = evaluate(step, running)
+                stopped = should_stop is not None and should_stop(step, last_acc)
+            progress.update(task, advance=1, info=f"loss {running:.3f} dev {best_acc:.3f}")
+
+    if cfg.keep_best and best_state is not None and best_step != step:
+        model.load_state_dict(best_state)
+        apply_masks()
+    model.eval()
+    return TrainResult(
+        steps=step,
+        seconds=time.perf_counter() - start,
+        best_step=best_step,
+        best_dev_accuracy=best_acc,
+        final_dev_accuracy=last_acc,
+        stopped_early=stopped and step < cfg.max_steps,
+        history=history,
+    )

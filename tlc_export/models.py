@@ -1,0 +1,85 @@
+"""Pre-LayerNorm RoBERTa models built from a `ModelSize` (never from the hub), parameter and FLOP counts."""
+
+from __future__ import annotations
+
+from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
+
+from tlc_export.config.models import ModelSize
+
+# RoBERTa numbers positions from pad_id + 1, so a sequence of n tokens needs n + 2 position rows.
+_POSITION_OFFSET = 2
+
+
+def mlm_config(
+    size: ModelSize,
+    vocab_size: int,
+    max_seq_len: int,
+    dropout: float,
+    pad_id: int = 1,
+    bos_id: int = 0,
+    eos_id: int = 2,
+) -> RobertaPreLayerNormConfig:
+    """The transformers config for one grid size (pre-LN RoBERTa, single segment type)."""
+    return RobertaPreLayerNormConfig(
+        vocab_size=vocab_size,
+        hidden_size=size.hidden,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.num_heads,
+        intermediate_size=size.ffn_size,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        max_position_embeddings=max_seq_len + _POSITION_OFFSET,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,  # fairseq's value; HF's 1e-12 default is too small for bf16
+        pad_token_id=pad_id,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        tie_word_embeddings=True,
+    )
+
+
+def build_mlm(
+    size: ModelSize,
+    vocab_size: int,
+    max_seq_len: int,
+    dropout: float,
+    pad_id: int = 1,
+    bos_id: int = 0,
+    eos_id: int = 2,
+) -> RobertaPreLayerNormForMaskedLM:
+    """A freshly initialised masked-LM model (seed torch first for a reproducible init)."""
+    cfg = mlm_config(size, vocab_size, max_seq_len, dropout, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
+    return RobertaPreLayerNormForMaskedLM(cfg)
+
+
+def count_params(model: object, non_embedding: bool = False) -> int:
+    """Distinct trainable-or-not parameters (tied weights counted once).
+
+    `non_embedding=True` leaves out the word, position and token-type embedding tables (Kaplan et
+    al.'s convention); the tied output projection shares storage with the word embedding, so it
+    goes too.
+    """
+    total = 0
+    seen: set[int] = set()
+    for name, p in model.named_parameters():  # type: ignore[attr-defined]
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if non_embedding and "embeddings." in name and name.endswith("embeddings.weight"):
+            continue
+        total += p.numel()
+    return total
+
+
+def train_flops(params: int, tokens: int, layers: int, hidden: int, seq_len: int) -> float:
+    """Training FLOPs for `tokens` tokens: 6·params·tokens + 12·layers·seq_len·hidden·tokens.
+
+    6·N·T counts the matmuls against the weights (2 FLOPs per multiply-add forward, twice that
+    backward). The attention term covers the two activation-by-activation products per layer,
+    QKᵀ and attention·V: each is seq_len·hidden multiply-adds per token forward (2·s·h FLOPs), so
+    4·s·h forward per layer and 12·s·h with the backward pass. The encoder attends in both
+    directions, so unlike Kaplan et al.'s causal estimate nothing is halved. Pass as `params` the
+    weights that are multiplied for every token (non-embedding parameters plus the vocab × hidden
+    output projection for a full-vocabulary head).
+    """
+    return 6.0 * params * tokens + 12.0 * layers * seq_len * hidden * tokens

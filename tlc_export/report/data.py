@@ -1,0 +1,67 @@
+"""Everything the report shows, read from a run directory (missing parts are simply absent)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlc_export.atomic import read_jsonl
+
+
+@dataclass
+class ReportData:
+    run_dir: Path
+    name: str = "experiment"
+    variants: list[dict[str, Any]] = field(default_factory=list)  # compress/results.json rows
+    exports: list[dict[str, Any]] = field(default_factory=list)  # export/results.json rows
+    bench: list[dict[str, Any]] = field(default_factory=list)  # bench/results.jsonl rows
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # size -> curve points
+    environment: dict[str, Any] = field(default_factory=dict)
+    error_png: bytes | None = None
+    error_json: Any = None
+
+
+def _rows(path: Path, key: str) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    rows = data.get(key, []) if isinstance(data, dict) else data
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def load_report_data(run_dir: str | Path, name: str = "experiment") -> ReportData:
+    root = Path(run_dir)
+    d = ReportData(run_dir=root, name=name)
+    d.variants = _rows(root / "compress" / "results.json", "variants")
+    d.exports = _rows(root / "export" / "results.json", "artifacts")
+    d.bench = read_jsonl(root / "bench" / "results.jsonl")
+    env = root / "bench" / "environment.json"
+    if env.is_file():
+        d.environment = json.loads(env.read_text())
+    pre = root / "pretrain"
+    if pre.is_dir():
+        for curve in sorted(pre.glob("*/curves.jsonl")):
+            pts = [p for p in read_jsonl(curve) if p.get("val_ppl") is not None]
+            if pts:
+                d.curves[curve.parent.name] = pts
+    err_png = root / "compress" / "error_analysis.png"
+    if err_png.is_file():
+        d.error_png = err_png.read_bytes()
+    err_json = root / "compress" / "error_analysis.json"
+    if err_json.is_file():
+        d.error_json = json.loads(err_json.read_text())
+    return d
+
+
+def compression_label(row: dict[str, Any]) -> str:
+    """`4b`, `60%`, `60%/4b`, or `fp32` for the dense model (the paper's point labels)."""
+    sp = float(row.get("sparsity") or 0.0)
+    bits = int(row.get("bits") or 32)
+    parts = []
+    if sp > 0:
+        parts.append(f"{round(sp * 100)}%")
+    if bits < 32:
+        parts.append(f"{bits}b")
+    return "/".join(parts) or "fp32"

@@ -1,0 +1,152 @@
+"""index.html: one self-contained file (PNG figures as data URIs, inline CSS and JS, no network)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from typing import Any
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+.verdict{font-size:1.1rem;padding:.8rem 1rem;border-radius:6px;background:#f3f6fb;border-left:5px solid #4a78c2}
+.verdict.won{background:#eef8ee;border-color:#3c9a3c} .verdict.lost{background:#fbf1ee;border-color:#c2664a}
+table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0}
+th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right;white-space:nowrap}
+th{background:#f5f5f5;position:sticky;top:0} td.l,th.l{text-align:left}
+table.sortable th{cursor:pointer} table.sortable th[data-dir=asc]::after{content:" ▲"} table.sortable th[data-dir=desc]::after{content:" ▼"}
+tr.unavailable td{color:#999} tr.failed td{color:#b33}
+img{max-width:100%;border:1px solid #eee} .scroll{overflow-x:auto;max-height:80vh}
+.note{color:#666;font-size:.85rem}
+"""
+
+# Click a header to sort by it; numbers sort numerically, empty cells last. Marks <body data-ready>.
+_JS = """
+(function(){
+  function key(td){var t=td?td.getAttribute('data-v')||td.textContent.trim():'';var n=parseFloat(t);
+    return t===''||t==='-'?null:(isNaN(n)||!/^[-+0-9.eE]+$/.test(t)?t.toLowerCase():n);}
+  document.querySelectorAll('table.sortable').forEach(function(tb){
+    tb.querySelectorAll('th').forEach(function(th,i){
+      th.addEventListener('click',function(){
+        var dir=th.getAttribute('data-dir')==='asc'?'desc':'asc';
+        tb.querySelectorAll('th').forEach(function(o){o.removeAttribute('data-dir');});
+        th.setAttribute('data-dir',dir);
+        var body=tb.tBodies[0],rows=Array.prototype.slice.call(body.rows);
+        rows.sort(function(a,b){var x=key(a.cells[i]),y=key(b.cells[i]);
+          if(x===null)return 1; if(y===null)return -1;
+          if(typeof x!==typeof y){x=String(x);y=String(y);}
+          var c=x<y?-1:x>y?1:0; return dir==='asc'?c:-c;});
+        rows.forEach(function(r){body.appendChild(r);});
+      });
+    });
+  });
+  document.body.setAttribute('data-ready','1');
+})();
+"""
+
+
+def esc(x: Any) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def img(png: bytes | None, ident: str, alt: str) -> str:
+    if not png:
+        return f'<p class="note">({esc(alt)}: no data in this run)</p>'
+    b64 = base64.b64encode(png).decode("ascii")
+    return f'<img id="{esc(ident)}" alt="{esc(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def fmt(v: Any, kind: str = "") -> str:
+    if v is None or v == "":
+        return "-"
+    if kind == "pct" and isinstance(v, (int, float)):
+        return f"{100 * v:.2f}"
+    if kind == "mb" and isinstance(v, (int, float)):
+        return f"{v / 1e6:.3f}"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str, str]],  # (key, header, kind)
+    ident: str,
+    sortable: bool = False,
+    row_attr: str | None = None,
+) -> str:
+    cls = ' class="sortable"' if sortable else ""
+    head = "".join(f'<th class="{"l" if k == "l" else ""}">{esc(h)}</th>' for _, h, k in columns)
+    body = []
+    for r in rows:
+        attrs = f' data-variant="{esc(r.get(row_attr))}"' if row_attr else ""
+        st = r.get("status")
+        if st in ("unavailable", "failed"):
+            attrs += f' class="{st}"'
+        cells = []
+        for key, _, kind in columns:
+            v = r.get(key)
+            raw = "" if v is None else (str(v) if not isinstance(v, float) else repr(v))
+            cells.append(f'<td class="{"l" if kind == "l" else ""}" data-v="{esc(raw)}">{esc(fmt(v, kind))}</td>')
+        body.append(f"<tr{attrs}>{''.join(cells)}</tr>")
+    return (f'<div class="scroll"><table id="{esc(ident)}"{cls}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+VARIANT_COLUMNS = [
+    ("variant", "variant", "l"), ("model", "model", "l"), ("compression", "compression", "l"),
+    ("params", "params", ""), ("sparsity", "sparsity", ""), ("bits", "bits", ""),
+    ("storage_bytes", "storage MB", "mb"), ("fp32_bytes", "fp32 MB", "mb"),
+    ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct"), ("on_frontier", "frontier", "l"),
+]
+
+BENCH_COLUMNS = [
+    ("variant", "variant", "l"), ("format", "format", "l"), ("backend", "backend", "l"), ("device", "device", "l"),
+    ("dtype", "dtype", "l"), ("batch", "batch", ""), ("seq_len", "seq", ""),
+    ("storage_bytes", "storage MB", "mb"), ("latency_ms_p50", "p50 ms", ""), ("latency_ms_p90", "p90 ms", ""),
+    ("latency_ms_p99", "p99 ms", ""), ("spread_flag", "spread", "l"), ("throughput_seq_s", "seq/s", ""),
+    ("peak_mem_bytes", "peak MB", "mb"), ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct"),
+    ("accuracy_source", "accuracy source", "l"), ("threads", "threads", ""), ("status", "status", "l"),
+    ("reason", "reason", "l"),
+]
+
+
+def render_html(ctx: dict[str, Any]) -> str:
+    """ctx: name, verdict, figures {id: (png, alt)}, storage_answers, latency_batch, latency_answers,
+    variants, bench, environment, definition."""
+    v = ctx["verdict"]
+    vcls = "won" if v.won else ("lost" if v.decided else "")
+    figs = ctx["figures"]
+    env = ctx.get("environment") or {}
+    env_txt = ", ".join(f"{k}: {env[k]}" for k in ("cpu", "threads", "gpu", "driver", "torch", "onnxruntime") if env.get(k))
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>tlc report — {esc(ctx['name'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Train Large, Then Compress — {esc(ctx['name'])}</h1>",
+        f"<p class='note'>{esc(env_txt)}</p>",
+        f"<h2>Did train large, then compress win?</h2><p id='verdict' class='verdict {vcls}'>{esc(v.sentence)}</p>",
+        f"<p class='note'>{esc(ctx['definition'])}</p>",
+        "<h2>Accuracy vs storage (Figure 6/7 analogue)</h2>",
+        img(*figs["frontier-plot"]),
+        "<h2>Best variant per storage budget</h2>",
+        table(ctx["storage_answers"], [("budget_mb", "budget MB", ""), ("variant", "variant", "l"),
+              ("compression", "compression", "l"), ("storage_mb", "storage MB", ""),
+              ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct")], "storage-answers"),
+        f"<h2>Best (variant, backend) per p50 latency budget (batch {esc(ctx.get('latency_batch'))})</h2>",
+        table(ctx["latency_answers"], [("budget_ms", "budget ms", ""), ("variant", "variant", "l"),
+              ("format", "format", "l"), ("backend", "backend", "l"), ("dtype", "dtype", "l"),
+              ("latency_ms_p50", "p50 ms", ""), ("accuracy", "accuracy %", "pct")], "latency-answers"),
+        "<h2>Accuracy vs latency per backend</h2>",
+        img(*figs["latency-plot"]),
+        "<h2>Pretraining curves</h2>",
+        img(*figs["pretrain-plot"]),
+        "<h2>Compression error</h2>",
+        img(*figs["error-plot"]),
+        "<h2>Variants (compress stage)</h2>",
+        table(ctx["variants"], VARIANT_COLUMNS, "variants-table", sortable=True, row_attr="variant"),
+        "<h2>All benchmark results</h2><p class='note'>Click a column header to sort.</p>",
+        table(ctx["bench"], BENCH_COLUMNS, "results-table", sortable=True, row_attr="variant"),
+        f"<script>{_JS}</script></body></html>",
+    ]
+    return "\n".join(parts)

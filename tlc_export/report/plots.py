@@ -1,0 +1,102 @@
+"""The report's figures as PNG bytes (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from tlc_export.report.answers import timed_rows, usable_variants  # noqa: E402
+from tlc_export.report.data import compression_label  # noqa: E402
+from tlc_export.report.pareto import pareto_frontier  # noqa: E402
+
+_DPI = 110
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _size_order(models: set[str], rows: list[dict[str, Any]]) -> list[str]:
+    params = {m: max(int(r.get("params") or 0) for r in rows if r.get("model") == m) for m in models}
+    return sorted(models, key=lambda m: (params[m], m))
+
+
+def pretrain_curves_png(curves: dict[str, list[dict[str, Any]]]) -> bytes | None:
+    """Validation perplexity vs wall-clock seconds and vs optimizer steps, one line per size."""
+    if not curves:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for size, pts in curves.items():
+        a.plot([p.get("elapsed_s", 0) for p in pts], [p["val_ppl"] for p in pts], marker=".", label=size)
+        b.plot([p.get("step", 0) for p in pts], [p["val_ppl"] for p in pts], marker=".", label=size)
+    for ax, xl in ((a, "wall-clock (s)"), (b, "optimizer steps")):
+        ax.set_xlabel(xl)
+        ax.set_ylabel("validation perplexity")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    a.set_title("MLM perplexity vs wall-clock")
+    b.set_title("MLM perplexity vs steps")
+    return _png(fig)
+
+
+def accuracy_storage_png(variants: list[dict[str, Any]]) -> bytes | None:
+    """The paper's Figure 6/7 analogue: dev accuracy vs storage (log x), one series per size,
+    points labelled with their compression, and the Pareto frontier over all variants."""
+    pts = usable_variants(variants)
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for m in _size_order({r["model"] for r in pts}, pts):
+        rows = sorted((r for r in pts if r["model"] == m), key=lambda r: r["storage_bytes"])
+        xs = [r["storage_bytes"] / 1e6 for r in rows]
+        ys = [100 * float(r["dev_accuracy"]) for r in rows]
+        ax.scatter(xs, ys, s=28, label=m, zorder=3)
+        for r, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(compression_label(r), (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    front = pareto_frontier(pts, x=lambda r: r["storage_bytes"], y=lambda r: float(r["dev_accuracy"]))
+    fx = [r["storage_bytes"] / 1e6 for r in front]
+    fy = [100 * float(r["dev_accuracy"]) for r in front]
+    xmax = max(r["storage_bytes"] for r in pts) / 1e6
+    ax.step(fx + [xmax], fy + [fy[-1]], where="post", color="black", lw=1.2, ls="--", zorder=2, label="Pareto frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("storage (MB, log scale)")
+    ax.set_ylabel("dev accuracy (%)")
+    ax.set_title("Accuracy vs storage: each model size, every compression")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def accuracy_latency_png(bench: list[dict[str, Any]]) -> bytes | None:
+    """Accuracy vs p50 latency, one marker series per backend, one panel per batch size."""
+    timed = timed_rows(bench)
+    if not timed:
+        return None
+    batches = sorted({r["batch"] for r in timed})
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 4.5), squeeze=False)
+    markers = "osD^v<>Px*"
+    backends = sorted({f"{r['backend']}:{r['format']}:{r['dtype']}" for r in timed})
+    for ax, b in zip(axes[0], batches, strict=True):
+        for i, key in enumerate(backends):
+            rows = [r for r in timed if r["batch"] == b and f"{r['backend']}:{r['format']}:{r['dtype']}" == key]
+            if rows:
+                ax.scatter([r["latency_ms_p50"] for r in rows], [100 * float(r["accuracy"]) for r in rows],
+                           marker=markers[i % len(markers)], s=34, label=key.replace(":", " "))
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap on narrow ranges
+        ax.set_xlabel("p50 latency (ms, log scale)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"batch {b}, seq {timed[0].get('seq_len')}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    return _png(fig)

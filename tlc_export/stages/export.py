@@ -1,0 +1,314 @@
+"""`export` stage: ONNX (and TensorRT) files of the finetuned and compressed classifiers, each validated.
+
+Per size, one fp32 graph is exported (`export/<size>/graph.onnx`, from a randomized copy so every
+parameter owns an initializer) and every file is that graph with the variant's weights written in:
+fp32/fp16 values, the compress stage's own INT8/INT4 codes + DequantizeLinear, or ONNX Runtime's
+quantizers applied to the variant's fp32 file. Rows are appended to `rows.jsonl` as they finish, so
+an interrupted run resumes; `results.json` is the final list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+
+from tlc_export.atomic import append_jsonl, read_jsonl, write_json
+from tlc_export.errors import BackendUnavailable, ExportMismatchError, StageError, TlcError
+from tlc_export.stages.base import Stage, StageContext
+
+WEIGHT_ONLY_ACC_POINTS = 0.3  # same function ⇒ same accuracy; 0.3 points allows argmax ties
+ACT_QUANT = {"onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits"}
+FP_FORMATS = ["onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits"]
+
+
+def _variant(size: str, sparsity: float, bits: int) -> str:
+    return f"{size}.s{round(sparsity * 100):02d}.b{bits}"
+
+
+def _load_hf(path: Path) -> torch.nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    if not path.is_dir():
+        raise StageError(f"{path}: model folder missing; rerun the finetune/compress stage")
+    return AutoModelForSequenceClassification.from_pretrained(str(path)).float().eval()
+
+
+class ExportStage(Stage):
+    name = "export"
+    sections = ("export",)
+    inputs = ("compress",)
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        from tlc_export.data import load_task, load_tokenizer
+        from tlc_export.export import validate as V
+
+        cfg = ctx.recipe.export
+        formats = list(ctx.options.get("formats") or cfg.formats)
+        comp_dir = ctx.input_dir("compress")
+        res_file = comp_dir / "results.json"
+        if not res_file.is_file():
+            raise StageError(f"{res_file}: missing; run the compress stage first")
+        comp_rows: list[dict[str, Any]] = json.loads(res_file.read_text())
+        ft_dir = ctx.input_dir("finetune")
+        task = load_task(ctx.recipe.finetune.task, ctx.recipe)
+        max_len = ctx.recipe.finetune.max_length
+        split = task.dev if cfg.accuracy_split == "dev" else task.test
+
+        rows_file = ctx.out_dir / "rows.jsonl"
+        done = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)
+                if r.get("status") != "failed" and (r.get("path") is None or (ctx.run_dir.root / r["path"]).exists())}
+        sizes = sorted({r["model"] for r in comp_rows})
+        for size in sizes:
+            model_dir = ft_dir / size / "model"
+            tok = load_tokenizer(model_dir)
+            acc_batches = V.encode(tok, split, max_len, 32)
+            val_batches = V.encode(tok, split[: cfg.validation_samples], max_len, 8)
+            cal_batches = V.encode(tok, task.train[: cfg.calibration_samples], max_len, 8)
+            dense = _load_hf(model_dir)
+            template = self._template(ctx, size, dense)
+            rows = [r for r in comp_rows if r["model"] == size]
+            levels = sorted({float(r.get("sparsity") or 0.0) for r in rows} | {0.0})
+            if cfg.sparsity is not None:
+                want = set(cfg.sparsity) | {0.0}
+                levels = [s for s in levels if any(math.isclose(s, w, abs_tol=1e-6) for w in want)]
+            job = _SizeJob(ctx, size, template, formats, done, rows_file, acc_batches, val_batches, cal_batches)
+            for s in levels:
+                fp_model = dense if s == 0 else _load_hf(self._pruned_dir(ctx, rows, s))
+                job.fp_variant(_variant(size, s, 32), fp_model, s)
+                for r in rows:
+                    if math.isclose(float(r.get("sparsity") or 0.0), s, abs_tol=1e-6) and int(r["bits"]) < 32:
+                        job.quant_variant(r)
+        all_rows = list({(r["variant"], r["format"]): r for r in read_jsonl(rows_file)}.values())
+        write_json(ctx.out_dir / "results.json", all_rows)
+        self._table(ctx, all_rows)
+        ok = sum(r["status"] == "ok" for r in all_rows)
+        return {"results": "export/results.json", "files_ok": ok, "rows": len(all_rows)}
+
+    def _template(self, ctx: StageContext, size: str, model: torch.nn.Module):
+        from tlc_export.export.onnx_export import export_template
+
+        with ctx.console.status(f"exporting the {size} graph (dynamo)"):
+            return export_template(model, ctx.out_dir / size / "graph.onnx", opset=ctx.recipe.export.opset)
+
+    @staticmethod
+    def _pruned_dir(ctx: StageContext, rows: list[dict[str, Any]], s: float) -> Path:
+        for r in rows:
+            if math.isclose(float(r.get("sparsity") or 0.0), s, abs_tol=1e-6) and r.get("pruned_model_dir"):
+                p = Path(r["pruned_model_dir"])
+                return p if p.is_absolute() else ctx.run_dir.root / p
+        raise StageError(f"compress/results.json: no pruned_model_dir for sparsity {s}; rerun the compress stage")
+
+    @staticmethod
+    def _table(ctx: StageContext, rows: list[dict[str, Any]]) -> None:
+        t = Table(title="export")
+        for c in ("variant", "format", "MB", "max|Δ|", "acc onnx", "acc torch", "status"):
+            t.add_column(c)
+        for r in rows:
+            fmt = lambda x: "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"  # noqa: E731
+            t.add_row(r["variant"], r["format"], fmt((r.get("file_bytes") or 0) / 1e6), fmt(r.get("max_abs_diff")),
+                      fmt(r.get("dev_accuracy_onnx")), fmt(r.get("dev_accuracy_torch")), r["status"])
+        ctx.console.print(t)
+
+
+class _SizeJob:
+    """Exports of one model size; each format is one guarded step that appends one row."""
+
+    def __init__(self, ctx, size, template, formats, done, rows_file, acc_b, val_b, cal_b) -> None:
+        self.ctx, self.size, self.template, self.formats = ctx, size, template, formats
+        self.done, self.rows_file = done, rows_file
+        self.acc_b, self.val_b, self.cal_b = acc_b, val_b, cal_b
+        self.cfg = ctx.recipe.export
+
+    def _path(self, variant: str, fmt: str, ext: str = ".onnx") -> Path:
+        return self.ctx.out_dir / self.size / variant / f"{fmt}{ext}"
+
+    def _rel(self, p: Path) -> str:
+        return str(p.relative_to(self.ctx.run_dir.root))
+
+    def _step(self, variant: str, fmt: str, fn, **extra: Any) -> dict[str, Any] | None:
+        if fmt not in self.formats:
+            return None
+        if (variant, fmt) in self.done:
+            return self.done[(variant, fmt)]
+        row: dict[str, Any] = {"variant": variant, "model": self.size, "format": fmt, "path": None,
+                               "file_bytes": None, "storage_bytes": None, "max_abs_diff": None, "tolerance": None,
+                               "dev_accuracy_onnx": None, "dev_accuracy_torch": None, "status": "ok", "reason": None, **extra}
+        try:
+            row.update(fn())
+        except BackendUnavailable as e:
+            row.update(status="unavailable", reason=str(e))
+        except ExportMismatchError as e:
+            row.update(status="failed", reason=str(e), max_abs_diff=e.outputs[0].max_abs_diff, tolerance=e.outputs[0].tolerance)
+        except (TlcError, RuntimeError, ValueError, OSError) as e:
+            row.update(status="failed", reason=f"{type(e).__name__}: {e}")
+        append_jsonl(self.rows_file, row)
+        self.done[(variant, fmt)] = row
+        if row["status"] != "ok":
+            self.ctx.console.print(f"[yellow]{variant} {fmt}: {row['status']}: {str(row['reason'])[:200]}")
+        return row
+
+    def _validate(self, path: Path, ref_model, tol: float | None, torch_acc: float, weight_only: bool) -> dict[str, Any]:
+        from tlc_export.export import validate as V
+
+        V.check(path)
+        sess = V.session(path, exact=True)
+        d, t, _ = V.compare(path, V.torch_logits(ref_model, self.val_b), self.val_b, tol, sess=sess)
+        acc = V.accuracy(V.onnx_logits(sess, self.acc_b), self.acc_b)
+        plain = V.accuracy(V.onnx_logits(V.session(path), self.acc_b), self.acc_b)
+        out = {"dev_accuracy_onnx_ort_default": plain,"path": self._rel(path), "file_bytes": path.stat().st_size, "max_abs_diff": d,
+               "tolerance": None if tol is None else t, "dev_accuracy_onnx": acc, "dev_accuracy_torch": torch_acc,
+               "accuracy_diff_points": 100 * (acc - torch_acc)}
+        if weight_only and abs(acc - torch_acc) * 100 > WEIGHT_ONLY_ACC_POINTS:
+            raise StageError(f"{path}: accuracy {acc:.4f} vs PyTorch {torch_acc:.4f} differs by more than "
+                             f"{WEIGHT_ONLY_ACC_POINTS} points for a weight-only format")
+        return out
+
+    def _torch_acc(self, model) -> float:
+        from tlc_export.export import validate as V
+
+        return V.accuracy(V.torch_logits(model, self.acc_b), self.acc_b)
+
+    def fp_variant(self, variant: str, model, sparsity: float) -> None:
+        from tlc_export.export import ort_quant
+        from tlc_export.export.int4 import to_fp16
+        from tlc_export.export.onnx_export import save_model
+        from tlc_export.export.qdq import rewrite_weights
+        from tlc_export.export.validate import TOLERANCE
+
+        if not any(f in self.formats and (variant, f) not in self.done for f in FP_FORMATS + ["tensorrt-int8"]):
+            return
+        acc = self._torch_acc(model)
+        sd = {k: v for k, v in model.state_dict().items()}
+        fp32 = self._path(variant, "onnx-fp32")
+        extra = {"exporter": self.template.exporter, "densified": sparsity > 0}
+
+        def ensure_fp32() -> Path:
+            if not fp32.is_file():
+                proto = self.template.load()
+                rewrite_weights(proto, self.template.refs, {}, sd)
+                save_model(proto, fp32)
+            return fp32
+
+        def f32() -> dict[str, Any]:
+            return self._validate(ensure_fp32(), model, TOLERANCE["fp32"], acc, True)
+
+        def f16() -> dict[str, Any]:
+            p = self._path(variant, "onnx-fp16")
+            proto = self.template.load()
+            rewrite_weights(proto, self.template.refs, {}, sd)
+            save_model(to_fp16(proto), p)
+            return self._validate(p, model, TOLERANCE["fp16"], acc, True)
+
+        def ort_fmt(fmt: str, fn) -> dict[str, Any]:
+            p = self._path(variant, fmt)
+            fn(ensure_fp32(), p)
+            return self._validate(p, model, None, acc, False)
+
+        # fp32 is written even when only derived formats are asked for (they quantize it).
+        self._step(variant, "onnx-fp32", f32, **extra)
+        self._step(variant, "onnx-fp16", f16, **extra)
+        self._step(variant, "onnx-int8-dynamic", lambda: ort_fmt("onnx-int8-dynamic", ort_quant.quantize_int8_dynamic), **extra)
+        self._step(variant, "onnx-int8-static", lambda: ort_fmt(
+            "onnx-int8-static", lambda a, b: ort_quant.quantize_int8_static(a, b, self.cal_b)), **extra)
+        self._step(variant, "onnx-int4-matmulnbits", lambda: ort_fmt(
+            "onnx-int4-matmulnbits", lambda a, b: ort_quant.quantize_int4_matmulnbits(a, b, self.cfg.int4_block_size)), **extra)
+        static = self._path(variant, "onnx-int8-static")
+        self._step(variant, "tensorrt-int8", lambda: self._engine(static, "int8", variant), **extra)
+
+    def _engine(self, onnx_path: Path, precision: str, variant: str) -> dict[str, Any]:
+        from tlc_export.export.tensorrt import build_engine, default_shapes
+        from tlc_export.export.trt_rules import check_tensorrt_onnx
+
+        if not onnx_path.is_file():
+            raise StageError(f"{onnx_path}: missing; tensorrt-{precision} needs this ONNX file (enable its format)")
+        violations = check_tensorrt_onnx(onnx_path, precision)  # type: ignore[arg-type]
+        base = {"onnx_path": self._rel(onnx_path), "trt_violations": [str(v) for v in violations]}
+        if violations:
+            raise StageError(f"{onnx_path}: breaks TensorRT rules: {'; '.join(map(str, violations[:3]))}")
+        eng = self._path(variant, f"tensorrt-{precision}", ".engine")
+        try:
+            info = build_engine(onnx_path, precision, default_shapes(self.cfg.trt_max_batch, self.cfg.trt_max_seq_len),
+                                eng, timing_cache=self.ctx.out_dir / "trt_timing.cache")
+        except BackendUnavailable as e:
+            raise BackendUnavailable(f"{e} (ONNX {base['onnx_path']} passes the TensorRT rules)") from e
+        return {**base, "path": self._rel(eng), "file_bytes": int(info["bytes"])}
+
+    def quant_variant(self, row: dict[str, Any]) -> None:
+        from tlc_export.compress.artifact import build_model, load_artifact
+        from tlc_export.export.int4 import codes_usable, int4_model, requantize_block
+        from tlc_export.export.onnx_export import save_model
+        from tlc_export.export.qdq import rewrite_weights
+        from tlc_export.export.validate import TOLERANCE
+
+        bits = int(row["bits"])
+        variant = row["variant"]
+        wants = [f for f in ("onnx-int8", "onnx-int4", "tensorrt-int4") if f in self.formats and (variant, f) not in self.done]
+        if bits in (8, 6):
+            wants = [f for f in wants if f == "onnx-int8"]
+        elif bits == 4:
+            wants = [f for f in wants if f != "onnx-int8"]
+        else:
+            return
+        if not wants:
+            return
+        art_path = Path(row["artifact"])
+        art_path = art_path if art_path.is_absolute() else self.ctx.input_dir("compress") / art_path
+        if not art_path.is_file():
+            art_path = self.ctx.run_dir.root / row["artifact"]
+        art = load_artifact(art_path)
+        model = build_model(art).float()
+        acc = self._torch_acc(model)
+        extra = {"storage_bytes": row.get("storage_bytes"), "bits": bits, "densified": float(row.get("sparsity") or 0) > 0}
+
+        def int8() -> dict[str, Any]:
+            p = self._path(variant, "onnx-int8")
+            proto = self.template.load()
+            rewrite_weights(proto, self.template.refs, art.quantized, art.dense, container="int8")
+            save_model(proto, p)
+            return {**self._validate(p, model, TOLERANCE["fp32"], acc, True), "codes": "compress"}
+
+        def reference(q) -> torch.nn.Module:
+            import copy
+
+            m = copy.deepcopy(model)
+            sd = m.state_dict()
+            sd.update({k: v.dequantize() for k, v in q.items()})
+            m.load_state_dict(sd)
+            return m
+
+        def int4(fmt: str) -> dict[str, Any]:
+            trt = fmt == "tensorrt-int4"
+            bs = self.cfg.int4_block_size
+            if codes_usable(art.quantized, bs, symmetric=True if trt else None):
+                q, codes, ref = art.quantized, "compress", model
+            else:
+                weights = {k: v.dequantize() for k, v in art.quantized.items() if len(v.shape) == 2}
+                q = requantize_block(weights, bs, symmetric=True, masks=art.masks)
+                codes, ref = "requantized", reference(q)
+            proto = int4_model(self.template.load(), self.template.refs, q, art.dense, fp16=trt, matmul_only=trt)
+            p = self._path(variant, "tensorrt-int4" if trt else "onnx-int4")
+            save_model(proto, p)
+            tol = TOLERANCE["fp16" if trt else "fp32"]
+            out = {**self._validate(p, ref, tol, acc, codes == "compress"), "codes": codes}
+            if codes != "compress":
+                out["accuracy_diff_points"] = 100 * (out["dev_accuracy_onnx"] - acc)
+            if trt:
+                from tlc_export.export.trt_rules import check_tensorrt_onnx
+
+                out["trt_violations"] = [str(v) for v in check_tensorrt_onnx(p, "int4")]
+                out["onnx_path"] = out["path"]
+                try:
+                    out.update(self._engine(p, "int4", variant))
+                except BackendUnavailable as e:
+                    out.update(status="unavailable", reason=str(e))
+            return out
+
+        self._step(variant, "onnx-int8", int8, **extra)
+        self._step(variant, "onnx-int4", lambda: int4("onnx-int4"), **extra)
+        self._step(variant, "tensorrt-int4", lambda: int4("tensorrt-int4"), **extra)
+
