@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tlc_export.rundir import cpu_model
+
 # p90/p50 above this means the runs were noisy (other load, frequency scaling, GC): flag the row.
 SPREAD_THRESHOLD = 1.2
 
@@ -178,16 +180,6 @@ class PeakMemory:
 
 
 # --- environment ----------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment(threads: int | None = None) -> dict[str, Any]:

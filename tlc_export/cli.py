@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tlc_export import __version__
+from tlc_export import __version__, distributed
 from tlc_export.errors import RecipeError, TlcError
 from tlc_export.recipe import Recipe, load_recipe, parse_recipe, schema_lines
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
@@ -65,10 +65,13 @@ def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str |
     try:
         r = load_recipe(recipe)
         rd = RunDir(run_dir or Path("runs") / recipe.stem)
-        rd.root.mkdir(parents=True, exist_ok=True)
-        rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
+        if distributed.is_main():
+            rd.root.mkdir(parents=True, exist_ok=True)
+            rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
         only = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else None
         _run(r, rd, only=only, force=force)
+        if not distributed.is_main():
+            return
         report = rd.root / "report" / "index.html"
         console.print(f"[bold green]done[/bold green] — run directory: {rd.root}")
         if report.exists():

@@ -53,11 +53,12 @@ def environment() -> dict[str, Any]:
         env["torch_threads"] = torch.get_num_threads()
     except Exception:  # torch missing or CUDA probing failed: still record the rest
         env["device"] = "unknown"
-    env["cpu"] = _cpu_model()
+    env["cpu"] = cpu_model()
     return env
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, for the record of where numbers came from."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -55,7 +55,13 @@ def run_pipeline(
     records = run_dir.records()
     keys: dict[str, str] = {}
     results: dict[str, StageRecord] = {}
+    past_distributed = False
     for stage in stages:
+        if past_distributed and not main:
+            break  # the other ranks' part ends with pretraining
+        # Under torchrun every rank walks the stages up to pretraining in step; after it, rank 0 goes on alone.
+        in_step = distributed.is_distributed() and not past_distributed
+        past_distributed = past_distributed or stage.name in _DISTRIBUTED_STAGES
         input_keys = {}
         for dep in stage.inputs:
             if dep not in keys:
@@ -80,12 +86,11 @@ def run_pipeline(
             results[stage.name] = prev
             continue
         if not main and stage.name not in _DISTRIBUTED_STAGES:
-            distributed.barrier()  # rank 0 does it; wait for the files
+            distributed.barrier()  # rank 0 does it; wait for its files
             continue
-        results[stage.name] = _run_one(stage, recipe, run_dir, key, prev, results, opts, env, console, main)
-        distributed.barrier()
-        if not main and stage.name == "pretrain":
-            break  # the other ranks' part ends with pretraining
+        results[stage.name] = _run_one(stage, recipe, run_dir, key, prev, results, opts, env, console, main, in_step)
+        if in_step:
+            distributed.barrier()
     return results
 
 
@@ -100,6 +105,7 @@ def _run_one(
     env: dict[str, Any],
     console: Console,
     main: bool,
+    in_step: bool,
 ) -> StageRecord:
     out_dir = run_dir.stage_dir(stage.name)
     if main and prev is not None and prev.cache_key not in (None, key):
@@ -107,7 +113,8 @@ def _run_one(
         run_dir.reset_stage(stage.name)
     elif prev is not None and prev.status in ("running", "failed") and prev.cache_key == key:
         console.print(f"[cyan]↺ {stage.name}: resuming interrupted work[/cyan]")
-    distributed.barrier()
+    if in_step and stage.name in _DISTRIBUTED_STAGES:
+        distributed.barrier()  # nobody starts before rank 0 has cleared a stale folder
     out_dir.mkdir(parents=True, exist_ok=True)
     rec = StageRecord(name=stage.name, status="running", cache_key=key, started_at=time.time(), environment=env)
     if main:

@@ -21,7 +21,7 @@ from tlc_export.export.trt_rules import check_tensorrt_onnx
 VOCAB = 300
 
 
-def _model(hidden: int = 128) -> torch.nn.Module:
+def _model(hidden: int = 64) -> torch.nn.Module:
     from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForSequenceClassification
 
     torch.manual_seed(0)

@@ -14,17 +14,25 @@ class MaskError(TlcError, ValueError):
     """A mask does not fit the model it is applied to."""
 
 
-@torch.no_grad()
-def apply_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-    """Zero the pruned (False) positions of each named parameter in place."""
+def bind_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """Pair each mask with its parameter (bool mask on the parameter's device), checking names and shapes."""
     params = dict(model.named_parameters(remove_duplicate=False))
+    out = []
     for name, m in masks.items():
         if name not in params:
-            raise MaskError(f"mask for {name!r}: the model has no such parameter")
+            raise MaskError(f"mask for {name!r}: the model has no such parameter (masks are keyed by parameter name)")
         p = params[name]
         if tuple(m.shape) != tuple(p.shape):
             raise MaskError(f"mask for {name!r} has shape {tuple(m.shape)}, the parameter {tuple(p.shape)}")
-        p.data.masked_fill_(~m.to(device=p.device, dtype=torch.bool), 0.0)
+        out.append((p, m.to(device=p.device, dtype=torch.bool)))
+    return out
+
+
+@torch.no_grad()
+def apply_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the pruned (False) positions of each named parameter in place."""
+    for p, m in bind_masks(model, masks):
+        p.data.masked_fill_(~m, 0.0)
 
 
 def masks_from_zeros(model: nn.Module, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:

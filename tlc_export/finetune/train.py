@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from tlc_export.compress.masks import bind_masks
 from tlc_export.finetune.batching import Encoded, collate, encode_examples, shuffled_batches
 from tlc_export.finetune.evaluate import accuracy_on_encoded, model_device
 
@@ -81,18 +82,10 @@ class TrainResult:
 
 
 def _mask_params(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """(parameter, 0/1 mask in its dtype) pairs, so a multiply keeps pruned weights and grads at exactly 0."""
     if not masks:
         return []
-    params = dict(model.named_parameters(remove_duplicate=False))
-    out = []
-    for name, m in masks.items():
-        if name not in params:
-            raise KeyError(f"pruning mask for {name!r}: the model has no such parameter (masks are keyed by parameter name)")
-        p = params[name]
-        if tuple(m.shape) != tuple(p.shape):
-            raise ValueError(f"pruning mask for {name!r} has shape {tuple(m.shape)}, the parameter {tuple(p.shape)}")
-        out.append((p, m.to(device=p.device, dtype=p.dtype)))
-    return out
+    return [(p, m.to(dtype=p.dtype)) for p, m in bind_masks(model, masks)]
 
 
 def _no_decay(name: str) -> bool:

@@ -175,7 +175,8 @@ class BenchStage(Stage):
             if backend not in cfg.backends:
                 continue
             path = root / e["path"] if e.get("path") else None
-            v = self._variant({**base, **{k: e[k] for k in ("variant", "model") if e.get(k)}}, path, e["format"])
+            # An export row may carry its own bit width (e.g. 4-bit re-quantized from the fp32 model).
+            v = self._variant({**base, **{k: e[k] for k in ("variant", "model", "bits") if e.get(k) is not None}}, path, e["format"])
             v.storage_bytes = e.get("storage_bytes", v.storage_bytes)
             v.file_bytes = e.get("file_bytes")
             if e.get("status") != "ok" or path is None:

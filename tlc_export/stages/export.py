@@ -3,8 +3,15 @@
 Per size, one fp32 graph is exported (`export/<size>/graph.onnx`, from a randomized copy so every
 parameter owns an initializer) and every file is that graph with the variant's weights written in:
 fp32/fp16 values, the compress stage's own INT8/INT4 codes + DequantizeLinear, or ONNX Runtime's
-quantizers applied to the variant's fp32 file. Rows are appended to `rows.jsonl` as they finish, so
-an interrupted run resumes; `results.json` is the final list.
+quantizers applied to the variant's fp32 file. Which variant feeds which format:
+- fp32/fp16/int8-dynamic/int8-static/int4-matmulnbits/tensorrt-int8: the b32 (dense or pruned) model;
+  tensorrt-int8 builds its static-QDQ input itself when onnx-int8-static is not requested;
+- onnx-int8: the b8 and b6 artifacts (6-bit codes in the INT8 container; storage_bytes stays packed);
+- onnx-int4, tensorrt-int4: the b4 artifact only; with no 4-bit variant in the recipe, the fp32 model
+  re-quantized block-wise (row `codes: "requantized-from-fp32"`, variant = the b32 one).
+Without TensorRT, tensorrt-* rows are `unavailable` (with the reason), never `failed`.
+Rows are appended to `rows.jsonl` as they finish, so an interrupted run resumes; `results.json` is
+the final list.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from tlc_export.atomic import append_jsonl, read_jsonl, write_json
@@ -23,7 +31,11 @@ from tlc_export.stages.base import Stage, StageContext
 
 WEIGHT_ONLY_ACC_POINTS = 0.3  # same function ⇒ same accuracy; 0.3 points allows argmax ties
 ACT_QUANT = {"onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits"}
-FP_FORMATS = ["onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits"]
+# Which compress variant each format is written from (the b32 rows: dense or pruned fp32 models).
+FP_FORMATS = ("onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits", "tensorrt-int8")
+INT8_CODE_FORMATS = ("onnx-int8",)
+INT8_CODE_BITS = (8, 6)  # 6-bit codes travel in the INT8 container; storage_bytes stays the packed size
+INT4_FORMATS = ("onnx-int4", "tensorrt-int4")
 
 
 def _variant(size: str, sparsity: float, bits: int) -> str:
@@ -60,8 +72,10 @@ class ExportStage(Stage):
         split = task.dev if cfg.accuracy_split == "dev" else task.test
 
         rows_file = ctx.out_dir / "rows.jsonl"
+        # Resume: keep finished rows whose file is still there; failed/unavailable ones are tried again.
         done = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)
-                if r.get("status") != "failed" and (r.get("path") is None or (ctx.run_dir.root / r["path"]).exists())}
+                if r.get("status") == "ok" and (r.get("path") is None or (ctx.run_dir.root / r["path"]).exists())}
+        planned: set[tuple[str, str]] = set()
         sizes = sorted({r["model"] for r in comp_rows})
         for size in sizes:
             model_dir = ft_dir / size / "model"
@@ -76,14 +90,19 @@ class ExportStage(Stage):
             if cfg.sparsity is not None:
                 want = set(cfg.sparsity) | {0.0}
                 levels = [s for s in levels if any(math.isclose(s, w, abs_tol=1e-6) for w in want)]
-            job = _SizeJob(ctx, size, template, formats, done, rows_file, acc_batches, val_batches, cal_batches)
+            job = _SizeJob(ctx, size, template, formats, done, rows_file, acc_batches, val_batches, cal_batches, planned)
             for s in levels:
                 fp_model = dense if s == 0 else _load_hf(self._pruned_dir(ctx, rows, s))
                 job.fp_variant(_variant(size, s, 32), fp_model, s)
-                for r in rows:
-                    if math.isclose(float(r.get("sparsity") or 0.0), s, abs_tol=1e-6) and int(r["bits"]) < 32:
+                level_rows = [r for r in rows if math.isclose(float(r.get("sparsity") or 0.0), s, abs_tol=1e-6)]
+                for r in level_rows:
+                    if int(r["bits"]) < 32:
                         job.quant_variant(r)
-        all_rows = list({(r["variant"], r["format"]): r for r in read_jsonl(rows_file)}.values())
+                if not any(int(r["bits"]) == 4 for r in level_rows):
+                    job.int4_from_fp(_variant(size, s, 32), fp_model)
+        # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped.
+        latest = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)}
+        all_rows = [r for k, r in latest.items() if k in planned and r["format"] in formats]
         write_json(ctx.out_dir / "results.json", all_rows)
         self._table(ctx, all_rows)
         ok = sum(r["status"] == "ok" for r in all_rows)
@@ -118,8 +137,9 @@ class ExportStage(Stage):
 class _SizeJob:
     """Exports of one model size; each format is one guarded step that appends one row."""
 
-    def __init__(self, ctx, size, template, formats, done, rows_file, acc_b, val_b, cal_b) -> None:
+    def __init__(self, ctx, size, template, formats, done, rows_file, acc_b, val_b, cal_b, planned) -> None:
         self.ctx, self.size, self.template, self.formats = ctx, size, template, formats
+        self.planned: set[tuple[str, str]] = planned
         self.done, self.rows_file = done, rows_file
         self.acc_b, self.val_b, self.cal_b = acc_b, val_b, cal_b
         self.cfg = ctx.recipe.export
@@ -149,7 +169,7 @@ class _SizeJob:
         append_jsonl(self.rows_file, row)
         self.done[(variant, fmt)] = row
         if row["status"] != "ok":
-            self.ctx.console.print(f"[yellow]{variant} {fmt}: {row['status']}: {str(row['reason'])[:200]}")
+            self.ctx.console.print(f"[yellow]{variant} {fmt}: {row['status']}:[/yellow] {escape(str(row['reason'])[:200])}")
         return row
 
     def _validate(self, path: Path, ref_model, tol: float | None, torch_acc: float, weight_only: bool) -> dict[str, Any]:
@@ -180,7 +200,9 @@ class _SizeJob:
         from tlc_export.export.qdq import rewrite_weights
         from tlc_export.export.validate import TOLERANCE
 
-        if not any(f in self.formats and (variant, f) not in self.done for f in FP_FORMATS + ["tensorrt-int8"]):
+        for f in FP_FORMATS:
+            self.planned.add((variant, f))
+        if not any(f in self.formats and (variant, f) not in self.done for f in FP_FORMATS):
             return
         acc = self._torch_acc(model)
         sd = {k: v for k, v in model.state_dict().items()}
@@ -209,23 +231,34 @@ class _SizeJob:
             fn(ensure_fp32(), p)
             return self._validate(p, model, None, acc, False)
 
+        static = self._path(variant, "onnx-int8-static")
+
+        def ensure_static() -> Path:
+            if not static.is_file():
+                ort_quant.quantize_int8_static(ensure_fp32(), static, self.cal_b)
+            return static
+
+        def trt_int8() -> dict[str, Any]:
+            # The engine's input is built here even when onnx-int8-static is not a requested format.
+            p = ensure_static()
+            out = self._validate(p, model, None, acc, False)
+            onnx_file = {k: out[k] for k in ("max_abs_diff", "dev_accuracy_onnx", "dev_accuracy_torch", "accuracy_diff_points")}
+            return {**onnx_file, **self._engine(p, "int8", variant)}
+
         # fp32 is written even when only derived formats are asked for (they quantize it).
         self._step(variant, "onnx-fp32", f32, **extra)
         self._step(variant, "onnx-fp16", f16, **extra)
         self._step(variant, "onnx-int8-dynamic", lambda: ort_fmt("onnx-int8-dynamic", ort_quant.quantize_int8_dynamic), **extra)
-        self._step(variant, "onnx-int8-static", lambda: ort_fmt(
-            "onnx-int8-static", lambda a, b: ort_quant.quantize_int8_static(a, b, self.cal_b)), **extra)
+        self._step(variant, "onnx-int8-static", lambda: self._validate(ensure_static(), model, None, acc, False), **extra)
         self._step(variant, "onnx-int4-matmulnbits", lambda: ort_fmt(
             "onnx-int4-matmulnbits", lambda a, b: ort_quant.quantize_int4_matmulnbits(a, b, self.cfg.int4_block_size)), **extra)
-        static = self._path(variant, "onnx-int8-static")
-        self._step(variant, "tensorrt-int8", lambda: self._engine(static, "int8", variant), **extra)
+        self._step(variant, "tensorrt-int8", trt_int8, **extra)
 
     def _engine(self, onnx_path: Path, precision: str, variant: str) -> dict[str, Any]:
+        """Engine from an ONNX file that passed the TensorRT rules; `unavailable` (not failed) without TensorRT."""
         from tlc_export.export.tensorrt import build_engine, default_shapes
         from tlc_export.export.trt_rules import check_tensorrt_onnx
 
-        if not onnx_path.is_file():
-            raise StageError(f"{onnx_path}: missing; tensorrt-{precision} needs this ONNX file (enable its format)")
         violations = check_tensorrt_onnx(onnx_path, precision)  # type: ignore[arg-type]
         base = {"onnx_path": self._rel(onnx_path), "trt_violations": [str(v) for v in violations]}
         if violations:
@@ -235,35 +268,41 @@ class _SizeJob:
             info = build_engine(onnx_path, precision, default_shapes(self.cfg.trt_max_batch, self.cfg.trt_max_seq_len),
                                 eng, timing_cache=self.ctx.out_dir / "trt_timing.cache")
         except BackendUnavailable as e:
-            raise BackendUnavailable(f"{e} (ONNX {base['onnx_path']} passes the TensorRT rules)") from e
-        return {**base, "path": self._rel(eng), "file_bytes": int(info["bytes"])}
+            return {**base, "path": None, "file_bytes": None, "status": "unavailable",
+                    "reason": f"{e} (ONNX {base['onnx_path']} passes the TensorRT rules)"}
+        return {**base, "path": self._rel(eng), "engine_path": self._rel(eng), "file_bytes": int(info["bytes"])}
+
+    def _artifact(self, row: dict[str, Any]):
+        from tlc_export.compress.artifact import load_artifact
+
+        art_path = Path(row["artifact"])
+        if not art_path.is_absolute():
+            # compress rows name artifacts relative to the run directory (older ones: to compress/)
+            cands = [self.ctx.run_dir.root / art_path, self.ctx.input_dir("compress") / art_path]
+            art_path = next((c for c in cands if c.is_file()), cands[0])
+        return load_artifact(art_path)
 
     def quant_variant(self, row: dict[str, Any]) -> None:
-        from tlc_export.compress.artifact import build_model, load_artifact
-        from tlc_export.export.int4 import codes_usable, int4_model, requantize_block
+        """onnx-int8 from 8-/6-bit artifacts (their codes in the INT8 container); onnx-int4 and
+        tensorrt-int4 from 4-bit artifacts only."""
+        from tlc_export.compress.artifact import build_model
         from tlc_export.export.onnx_export import save_model
         from tlc_export.export.qdq import rewrite_weights
         from tlc_export.export.validate import TOLERANCE
 
         bits = int(row["bits"])
         variant = row["variant"]
-        wants = [f for f in ("onnx-int8", "onnx-int4", "tensorrt-int4") if f in self.formats and (variant, f) not in self.done]
-        if bits in (8, 6):
-            wants = [f for f in wants if f == "onnx-int8"]
-        elif bits == 4:
-            wants = [f for f in wants if f != "onnx-int8"]
-        else:
+        fmts = INT8_CODE_FORMATS if bits in INT8_CODE_BITS else INT4_FORMATS if bits == 4 else ()
+        for f in fmts:
+            self.planned.add((variant, f))
+        if not any(f in self.formats and (variant, f) not in self.done for f in fmts):
             return
-        if not wants:
-            return
-        art_path = Path(row["artifact"])
-        art_path = art_path if art_path.is_absolute() else self.ctx.input_dir("compress") / art_path
-        if not art_path.is_file():
-            art_path = self.ctx.run_dir.root / row["artifact"]
-        art = load_artifact(art_path)
+        art = self._artifact(row)
         model = build_model(art).float()
         acc = self._torch_acc(model)
-        extra = {"storage_bytes": row.get("storage_bytes"), "bits": bits, "densified": float(row.get("sparsity") or 0) > 0}
+        # storage_bytes is the packed artifact (6-bit codes take 6 bits there, 8 in the ONNX container)
+        extra = {"storage_bytes": row.get("storage_bytes"), "bits": bits, "source": row["artifact"],
+                 "densified": float(row.get("sparsity") or 0) > 0}
 
         def int8() -> dict[str, Any]:
             p = self._path(variant, "onnx-int8")
@@ -272,43 +311,60 @@ class _SizeJob:
             save_model(proto, p)
             return {**self._validate(p, model, TOLERANCE["fp32"], acc, True), "codes": "compress"}
 
-        def reference(q) -> torch.nn.Module:
-            import copy
+        if bits in INT8_CODE_BITS:
+            self._step(variant, "onnx-int8", int8, **extra)
+        else:
+            self._int4(variant, model, acc, art.quantized, art.state_dict(), art.masks, extra)
 
+    def int4_from_fp(self, variant: str, model) -> None:
+        """No 4-bit variant in the recipe: INT4 files re-quantize this fp32 variant block-wise."""
+        for f in INT4_FORMATS:
+            self.planned.add((variant, f))
+        if not any(f in self.formats and (variant, f) not in self.done for f in INT4_FORMATS):
+            return
+        extra = {"storage_bytes": None, "bits": 4, "source": variant,
+                 "note": "no 4-bit variant in compress: the fp32 model re-quantized block-wise symmetric INT4"}
+        self._int4(variant, model, self._torch_acc(model), {}, model.state_dict(), {}, extra, from_fp32=True)
+
+    def _int4(self, variant: str, model, acc: float, quantized, state: dict[str, torch.Tensor],
+              masks: dict[str, torch.Tensor], extra: dict[str, Any], from_fp32: bool = False) -> None:
+        """onnx-int4 / tensorrt-int4 rows. `state` holds every parameter's value in `model` (fake-quant or
+        fp32): parameters without INT4 codes (1-D, excluded) must carry exactly these values."""
+        import copy
+
+        from tlc_export.export.int4 import codes_usable, int4_model, requantize_block
+        from tlc_export.export.onnx_export import save_model
+        from tlc_export.export.validate import TOLERANCE
+
+        def reference(q) -> torch.nn.Module:
             m = copy.deepcopy(model)
-            sd = m.state_dict()
-            sd.update({k: v.dequantize() for k, v in q.items()})
-            m.load_state_dict(sd)
+            m.load_state_dict({**m.state_dict(), **{k: v.dequantize() for k, v in q.items()}})
             return m
 
-        def int4(fmt: str) -> dict[str, Any]:
+        def build(fmt: str) -> dict[str, Any]:
             trt = fmt == "tensorrt-int4"
             bs = self.cfg.int4_block_size
-            if codes_usable(art.quantized, bs, symmetric=True if trt else None):
-                q, codes, ref = art.quantized, "compress", model
+            if not from_fp32 and codes_usable(quantized, bs, symmetric=True if trt else None):
+                q, codes, ref = quantized, "compress", model
             else:
-                weights = {k: v.dequantize() for k, v in art.quantized.items() if len(v.shape) == 2}
-                q = requantize_block(weights, bs, symmetric=True, masks=art.masks)
-                codes, ref = "requantized", reference(q)
-            proto = int4_model(self.template.load(), self.template.refs, q, art.dense, fp16=trt, matmul_only=trt)
-            p = self._path(variant, "tensorrt-int4" if trt else "onnx-int4")
+                # ONNX block DequantizeLinear cannot hold a per-tensor/-channel asymmetric grid in INT4:
+                # re-quantize the variant's own weights block-wise symmetric; the reference holds the same.
+                weights = {k: v for k, v in state.items() if v.dim() == 2 and (from_fp32 or k in quantized)}
+                q = requantize_block(weights, bs, symmetric=True, masks=masks)
+                codes = "requantized-from-fp32" if from_fp32 else "requantized"
+                ref = reference(q)
+            proto = int4_model(self.template.load(), self.template.refs, q, state, fp16=trt, matmul_only=trt)
+            p = self._path(variant, fmt)
             save_model(proto, p)
             tol = TOLERANCE["fp16" if trt else "fp32"]
             out = {**self._validate(p, ref, tol, acc, codes == "compress"), "codes": codes}
             if codes != "compress":
+                # accuracy of the re-quantized file vs the variant it stands for (not its own reference)
                 out["accuracy_diff_points"] = 100 * (out["dev_accuracy_onnx"] - acc)
             if trt:
-                from tlc_export.export.trt_rules import check_tensorrt_onnx
-
-                out["trt_violations"] = [str(v) for v in check_tensorrt_onnx(p, "int4")]
                 out["onnx_path"] = out["path"]
-                try:
-                    out.update(self._engine(p, "int4", variant))
-                except BackendUnavailable as e:
-                    out.update(status="unavailable", reason=str(e))
+                out.update(self._engine(p, "int4", variant))
             return out
 
-        self._step(variant, "onnx-int8", int8, **extra)
-        self._step(variant, "onnx-int4", lambda: int4("onnx-int4"), **extra)
-        self._step(variant, "tensorrt-int4", lambda: int4("tensorrt-int4"), **extra)
-
+        for fmt in INT4_FORMATS:
+            self._step(variant, fmt, lambda fmt=fmt: build(fmt), **extra)
