@@ -39,7 +39,7 @@ lint: setup
 	$(VENV)/bin/ruff check tlc_export runtime_bench tests scripts
 
 screenshot: setup
-	$(PY) scripts/report_screenshot.py runs/quickstart docs/pareto.png
+	$(PY) scripts/report_screenshot.py runs/quickstart docs/pareto.png --height 1000
 
 clean:
 	rm -rf runs

@@ -198,13 +198,18 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
         problems.append(RecipeProblem(_loc_str(loc), msg, node.start_mark.line + 1 if node else None, None, hint))
 
     base = base_dir or Path(".")
+
+    def resolve(path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else base / p
+
     for i, src in enumerate(recipe.data.sources):
         if src.kind in ("csv", "jsonl") and src.path and not any(ch in src.path for ch in "*?["):
-            p = Path(src.path) if Path(src.path).is_absolute() else base / src.path
+            p = resolve(src.path)
             if not p.exists():
                 add(("data", "sources", i, "path"), f"file not found: {p}", "give a path relative to the recipe file, or an absolute one")
     if recipe.finetune is not None and recipe.finetune.task.kind in ("csv", "jsonl"):
-        p = recipe.resolve_path(recipe.finetune.task.path or "") if base_dir is None else (base / (recipe.finetune.task.path or ""))
+        p = resolve(recipe.finetune.task.path or "")
         if not p.exists():
             add(("finetune", "task", "path"), f"file not found: {p}", "give a path relative to the recipe file, or an absolute one")
     if recipe.export is not None and recipe.export.sparsity is not None and recipe.compress is not None:
