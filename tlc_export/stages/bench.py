@@ -185,8 +185,10 @@ class BenchStage(Stage):
                            reason=f"export: {e.get('reason') or 'no file written'}")
                 jobs.append((v, backend, "fp32", False, row))
                 continue
-            if e.get("dev_accuracy_onnx") is not None:
-                v.known_accuracy = {export_split: e["dev_accuracy_onnx"]}
+            # The bench runs a plain ONNX Runtime session: reuse the accuracy export measured with one.
+            plain_acc = e.get("dev_accuracy_onnx_ort_default", e.get("dev_accuracy_onnx"))
+            if plain_acc is not None:
+                v.known_accuracy = {export_split: plain_acc}
                 v.known_accuracy_source = ORT_REUSE_NOTE
                 v.known_accuracy_backends = (("onnxruntime", "cpu", "fp32"),)
             try:
