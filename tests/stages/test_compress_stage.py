@@ -6,7 +6,6 @@ import io
 import json
 
 import pytest
-import torch
 from rich.console import Console
 
 from tlc_export.finetune import TrainSettings, evaluate_accuracy, finetune_, save_classifier
@@ -36,12 +35,7 @@ ROW_FIELDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: a second spinning OpenMP thread only hurts on a shared CPU
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_compress_stage_writes_every_variant(tmp_path):

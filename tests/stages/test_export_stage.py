@@ -46,12 +46,7 @@ export:
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: a second OpenMP thread only hurts on a shared 2-core CPU
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _compress_rows(run: RunDir, model: torch.nn.Module, bits_list: list[int]) -> list[dict]:

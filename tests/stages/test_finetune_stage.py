@@ -6,7 +6,6 @@ import io
 import json
 
 import pytest
-import torch
 from rich.console import Console
 
 from tlc_export.finetune import evaluate_accuracy, load_classifier, load_tokenizer
@@ -29,12 +28,7 @@ finetune:
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: a second spinning OpenMP thread only hurts on a shared CPU
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_task(path, n: int = 600, seed: int = 0) -> None:
