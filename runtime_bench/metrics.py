@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tlc_export.rundir import cpu_model
+from tlc_export.rundir import environment as run_environment
 
 # p90/p50 above this means the runs were noisy (other load, frequency scaling, GC): flag the row.
 SPREAD_THRESHOLD = 1.2
@@ -184,18 +182,8 @@ class PeakMemory:
 
 def environment(threads: int | None = None) -> dict[str, Any]:
     """Where the numbers came from: CPU, threads, GPU, driver and library versions."""
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-    }
-    for pkg in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "transformers", "numpy", "tensorrt"):
-        try:
-            env[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            env[pkg] = None
+    # The stage record's versions and CPU, plus what a timing needs: cores, threads, GPU details.
+    env: dict[str, Any] = {**run_environment(), "cpu_count": os.cpu_count(), "threads": threads}
     try:
         import torch
 

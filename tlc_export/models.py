@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+from torch import nn
 from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
 
 from tlc_export.config.models import ModelSize
@@ -83,3 +85,15 @@ def train_flops(params: int, tokens: int, layers: int, hidden: int, seq_len: int
     output projection for a full-vocabulary head).
     """
     return 6.0 * params * tokens + 12.0 * layers * seq_len * hidden * tokens
+
+
+class LogitsOnly(nn.Module):
+    """`model(input_ids, attention_mask).logits` as a plain tensor: one output for ONNX export and
+    one graph for torch.compile."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits

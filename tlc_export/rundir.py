@@ -41,7 +41,7 @@ def environment() -> dict[str, Any]:
     import importlib.metadata as md
 
     env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "tlc-export"):
+    for pkg in ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "tlc-export"):
         try:
             env[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

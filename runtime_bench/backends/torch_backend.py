@@ -19,6 +19,7 @@ from runtime_bench.backends.torch_quant import (
     quantize_linears_int8_,
 )
 from tlc_export.errors import StageError
+from tlc_export.models import LogitsOnly
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -40,17 +41,6 @@ def load_torch_model(source: str | Path | nn.Module) -> nn.Module:
         f"{path}: not a torch model source; give a compress artifact (.safetensors) "
         "or a Hugging Face model folder (with config.json)"
     )
-
-
-class _Logits(nn.Module):
-    """Forward returning the logits tensor only: compiles to one graph with a plain tensor output."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
 class TorchEager(Backend):
@@ -86,7 +76,7 @@ class TorchEager(Backend):
             model = copy.deepcopy(model)  # never cast or rewrite the caller's model
         model = model.eval().to(self.device, dtype=TORCH_DTYPES[dtype])
         self.dtype = dtype
-        self.module = self._transform(_Logits(model))
+        self.module = self._transform(LogitsOnly(model))
 
     def prepare(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Any:
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)

@@ -37,6 +37,7 @@ from runtime_bench.harness import (
     encode_split,
 )
 from tlc_export.data import Example
+from tlc_export.models import LogitsOnly
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
@@ -70,15 +71,6 @@ def examples(n: int, seed: int) -> list[Example]:
     return [Example(" ".join(rng.choice(WORDS, size=rng.integers(3, 20))), int(rng.integers(0, 2))) for _ in range(n)]
 
 
-class _Logits(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny classifier, its tokenizer and its ONNX file.
@@ -92,7 +84,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict:
     onnx_path = root / "onnx-fp32.onnx"
     ids = torch.randint(5, 300, (2, 8))
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
-    torch.onnx.export(_Logits(model), (ids, torch.ones_like(ids)), str(onnx_path), input_names=["input_ids", "attention_mask"],
+    torch.onnx.export(LogitsOnly(model), (ids, torch.ones_like(ids)), str(onnx_path), input_names=["input_ids", "attention_mask"],
                       output_names=["logits"], dynamic_axes=axes, opset_version=18, dynamo=False)
     return {"root": root, "model": model, "onnx": onnx_path, "tok": tiny_tokenizer()}
 

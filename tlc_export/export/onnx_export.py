@@ -21,22 +21,12 @@ from torch import nn
 
 from tlc_export.atomic import atomic_path, write_bytes
 from tlc_export.errors import StageError
+from tlc_export.models import LogitsOnly
 
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
-
-
-class LogitsOnly(nn.Module):
-    """`model(input_ids, attention_mask).logits`: ONNX gets two int64 inputs and one output."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
 @dataclass(frozen=True)
