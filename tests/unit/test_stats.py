@@ -1,0 +1,101 @@
+"""Statistics behind every verdict: textbook values, and the decisions they drive."""
+
+import numpy as np
+import pytest
+
+from tlc_export.stats import (
+    above_majority,
+    accuracy_interval,
+    compare_paired,
+    majority_baseline,
+    mcnemar_exact,
+    paired_bootstrap_diff,
+    wilson_interval,
+)
+
+
+def test_wilson_matches_newcombe_1998():
+    # Newcombe (1998), Stat. Med. 17:857, example (a): 81/263, score interval 0.2553 to 0.3662.
+    lo, hi = wilson_interval(81, 263)
+    assert lo == pytest.approx(0.2553, abs=5e-5)
+    assert hi == pytest.approx(0.3662, abs=5e-5)
+
+
+def test_wilson_zero_successes_upper_bound():
+    # 0/10: upper = (z^2/2 + z*sqrt(z^2/4)) / (n + z^2) = z^2 / (10 + z^2) with z = 1.96 -> 0.2775
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0
+    assert hi == pytest.approx(1.96**2 / (10 + 1.96**2), abs=2e-4)
+
+
+def test_mcnemar_exact_textbook():
+    # 10 discordant pairs one way, 2 the other: p = 2 * (C(12,0)+C(12,1)+C(12,2)) / 2^12
+    a = np.array([1] * 10 + [0] * 2 + [1] * 30, bool)
+    b = np.array([0] * 10 + [1] * 2 + [1] * 30, bool)
+    only_a, only_b, p = mcnemar_exact(a, b)
+    assert (only_a, only_b) == (10, 2)
+    assert p == pytest.approx(2 * (1 + 12 + 66) / 4096, rel=1e-9)
+
+
+def test_identical_predictions_are_within_noise():
+    rng = np.random.default_rng(1)
+    c = rng.random(500) < 0.7
+    res = compare_paired(c, c.copy())
+    assert res.outcome == "within noise"
+    assert res.p_value == 1.0
+    assert res.diff == 0.0 and res.diff_ci_low == 0.0 and res.diff_ci_high == 0.0
+
+
+def test_large_gap_is_won_and_reversed_is_lost():
+    rng = np.random.default_rng(2)
+    truth = rng.random(800)
+    a = truth < 0.85
+    b = truth < 0.60  # every example b gets right, a gets right too: 200 discordant, all for a
+    res = compare_paired(a, b)
+    assert res.outcome == "won"
+    assert res.p_value < 1e-10
+    assert res.diff_ci_low > 0.15
+    assert compare_paired(b, a).outcome == "lost"
+
+
+def test_small_gap_on_small_split_is_within_noise():
+    # 2.3 points over 562 examples, the case a user saw reported as a win
+    n = 562
+    a = np.zeros(n, bool)
+    b = np.zeros(n, bool)
+    a[:390] = True
+    b[:350] = True
+    b[390:417] = True  # 40 examples only a gets right, 27 only b
+    res = compare_paired(a, b)
+    assert res.diff == pytest.approx(13 / n)
+    assert res.outcome == "within noise"
+
+
+def test_bootstrap_interval_contains_the_difference_and_is_deterministic():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(300) < 0.7, rng.random(300) < 0.65
+    d1 = paired_bootstrap_diff(a, b)
+    d2 = paired_bootstrap_diff(a, b)
+    assert d1 == d2
+    diff, lo, hi = d1
+    assert lo < diff < hi
+    assert diff == pytest.approx(a.mean() - b.mean())
+
+
+def test_majority_and_one_class_classifier_did_not_learn():
+    labels = np.array([1] * 58 + [0] * 42)
+    maj = majority_baseline(labels)
+    assert (maj.label, maj.accuracy) == (1, 0.58)
+    assert above_majority(np.ones(100, int), labels).outcome == "within noise"
+    assert above_majority(labels.copy(), labels).outcome == "won"
+
+
+def test_accuracy_interval_record():
+    acc = accuracy_interval([True] * 81 + [False] * 182)
+    assert (acc.correct, acc.n) == (81, 263)
+    assert acc.ci_low < acc.accuracy < acc.ci_high
+
+
+def test_mismatched_pairs_are_rejected():
+    with pytest.raises(ValueError, match="same examples"):
+        compare_paired([True, False], [True])
