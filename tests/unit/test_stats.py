@@ -99,3 +99,16 @@ def test_accuracy_interval_record():
 def test_mismatched_pairs_are_rejected():
     with pytest.raises(ValueError, match="same examples"):
         compare_paired([True, False], [True])
+
+
+def test_predictions_round_trip(tmp_path):
+    from tlc_export.predictions import SplitPredictions, load_predictions, predictions_path_for, save_predictions
+
+    path = predictions_path_for(tmp_path / "4L-256H.s30.b4.safetensors")
+    assert path.name == "4L-256H.s30.b4.predictions.npz"
+    save_predictions(path, {"dev": SplitPredictions(np.array([0, 1, 1]), np.array([0, 0, 1])),
+                            "test": SplitPredictions(np.array([1]), np.array([1]))})
+    got = load_predictions(path)
+    assert sorted(got) == ["dev", "test"]
+    assert got["dev"].correct.tolist() == [True, False, True]
+    assert got["test"].accuracy == 1.0
