@@ -102,7 +102,12 @@ def test_mismatched_pairs_are_rejected():
 
 
 def test_predictions_round_trip(tmp_path):
-    from tlc_export.predictions import SplitPredictions, load_predictions, predictions_path_for, save_predictions
+    from tlc_export.predictions import (
+        SplitPredictions,
+        load_predictions,
+        predictions_path_for,
+        save_predictions,
+    )
 
     path = predictions_path_for(tmp_path / "4L-256H.s30.b4.safetensors")
     assert path.name == "4L-256H.s30.b4.predictions.npz"
