@@ -169,13 +169,16 @@ def pretrain_size(
     if main and resumed:
         console.print(f"[cyan]{size.name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget:g}s[/cyan]")
     train_losses: list[float] = []
+    # The step of the last evaluation on record (a resumed state's own, so it is not repeated).
+    last_eval_step = int(atomic.read_jsonl(curves_path)[-1]["step"]) if main and curves_path.exists() and counters.curves_lines else -1
     with progress:
         while True:
             counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
             # Evaluation and checkpoints happen between steps, outside the training clock.
-            if main and counters.elapsed_s >= counters.next_eval_s:
+            if main and _eval_due(cfg, counters, last_eval_step):
+                last_eval_step = counters.step
                 log_eval(train_losses)
                 train_losses = []
                 counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
@@ -261,6 +264,13 @@ def _shared_elapsed(elapsed: float, device: torch.device, world: int) -> float:
     t = torch.tensor([elapsed], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def _eval_due(cfg: PretrainConfig, counters: Counters, last_eval_step: int) -> bool:
+    """Every `eval_every_steps` optimizer steps (the same steps for every size) or every `eval_every_s`."""
+    if cfg.eval_every_steps:
+        return counters.step % cfg.eval_every_steps == 0 and counters.step != last_eval_step
+    return counters.elapsed_s >= counters.next_eval_s
 
 
 def _truncate_jsonl(path: Path, lines: int) -> None:
