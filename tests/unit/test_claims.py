@@ -204,6 +204,9 @@ def test_curves_claims_hold_when_larger_is_lower_per_second_and_per_step(tmp_pat
     lo, hi = c[1].interval
     assert lo < c[1].estimate < hi < 0
     assert c[1].numbers["lowest_final_loss"] == LARGE and c[1].numbers["validation_batches"] == BATCHES
+    mid = next(r for r in c[1].numbers["final"] if r["model"] == MID)
+    assert mid["minus_smallest"] == pytest.approx(_final_diff_by_hand(root, SMALL, MID), abs=1e-9)
+    assert mid["minus_smallest_interval"][1] < 0
     # Claim 2 compares at the last step every size reached (the largest's 480), the others interpolated.
     assert c[2].numbers["last_common_step"] == 480
     assert set(c[2].numbers["interpolated"]) == {SMALL, MID}

@@ -167,9 +167,12 @@ def claim_wallclock(sizes: Sequence[Size], curves: dict[str, list[dict[str, Any]
                  "val_loss": point_loss(finals[s.name]), "val_ppl": math.exp(min(point_loss(finals[s.name]) or 0.0, 700.0))}
                 for s in have]
     best = min(per_size, key=lambda r: r["val_loss"])
-    end = {s.name: curve_at(curves[s.name], axis, float(finals[s.name][axis])) for s in (small, large)}
+    end = {s.name: curve_at(curves[s.name], axis, float(finals[s.name][axis])) for s in have}
     final = loss_diff(end[small.name], end[large.name])  # type: ignore[arg-type]
     status, reason = _status(final, small, large)
+    for r, s in zip(per_size[1:], have[1:], strict=True):  # every larger size against the smallest, paired
+        d = loss_diff(end[small.name], end[s.name])  # type: ignore[arg-type]
+        r["minus_smallest"], r["minus_smallest_interval"] = d.estimate, d.interval
 
     t_hi = min(float(finals[s.name][axis]) for s in have)
     t_lo = max(float(_points(curves[s.name], axis)[0][axis]) for s in have)

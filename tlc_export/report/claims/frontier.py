@@ -54,6 +54,11 @@ def claim_frontier(variants: list[dict[str, Any]], verdict: Verdict | None = Non
     reason = None
     if status == NOT_MEASURED:
         reason = v.sentence.rstrip(".")
+        if v.decided and v.witness is None and ref:
+            large = max(variants, key=lambda r: (int(r.get("params") or 0), str(r.get("model"))))["model"] if variants else "the largest size"
+            reason = (f"no variant of {large} fits in the storage of the small reference {ref.get('variant')} "
+                      f"({float(ref.get('storage_bytes') or 0) / 1e6:.2f} MB); compress {large} harder (lower bits, higher "
+                      "sparsity) to make the comparison")
     return Claim(
         number=4, key="frontier", figure="Figures 6 and 7",
         claim=CLAIM,
