@@ -246,6 +246,17 @@ def test_curves_without_per_batch_losses_or_with_too_few_batches_are_not_measure
         assert none[n].status_text == f"not measured ({none[n].reason})"
     few = card(make_run(tmp_path / "few", batches=4))
     assert few[1].status == NOT_MEASURED and "pretrain.eval_batches" in few[1].reason
+    diverged = make_run(tmp_path / "nan")
+    curve = diverged / "pretrain" / LARGE / "curves.jsonl"
+    pts = [json.loads(x) for x in curve.read_text().splitlines()]
+    pts[-1]["val_loss"] = float("nan")
+    curve.write_text("".join(json.dumps(p) + "\n" for p in pts))
+    nan = card(diverged)
+    assert nan[1].status == NOT_MEASURED and "not finite" in nan[1].reason
+    build_report(load_report_data(diverged, "nan"), diverged / "report")
+    strict = json.loads((diverged / "report" / "claims.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"claims.json holds {c}"))
+    assert strict["claims"][0]["estimate"] is None
 
 
 def test_one_size_is_not_measured_with_the_reason(tmp_path: Path) -> None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tlc_export.report.claims.rules import NOT_MEASURED, STATUSES
 
 SCHEMA_VERSION = 1
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 @dataclass
@@ -90,8 +101,9 @@ class Card:
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "run": self.run, "run_dir": self.run_dir, "split": self.split,
-                "confidence": self.confidence, "claims": [c.to_dict() for c in self.claims]}
+        """JSON-able, and strict JSON: a non-finite number (a diverged loss) is written as null."""
+        return _finite({"schema": self.schema, "run": self.run, "run_dir": self.run_dir, "split": self.split,
+                        "confidence": self.confidence, "claims": [c.to_dict() for c in self.claims]})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Card:

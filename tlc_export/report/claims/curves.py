@@ -99,6 +99,8 @@ class Diff:
 
 
 def loss_diff(small: At, large: At) -> Diff:
+    if not (math.isfinite(small.loss) and math.isfinite(large.loss)):
+        return Diff(large.loss - small.loss, None, None, "a validation loss is not finite (did training diverge?)")
     if small.sums is None or large.sums is None or small.counts is None or large.counts is None:
         return Diff(large.loss - small.loss, None, None, "no per-batch validation losses")
     if small.sums.size != large.sums.size:
@@ -228,6 +230,9 @@ def claim_steps(sizes: Sequence[Size], curves: dict[str, list[dict[str, Any]]]) 
     s_hi = min(float(_points(curves[s.name], axis)[-1][axis]) for s in have)
     s_lo = max(float(_points(curves[s.name], axis)[0][axis]) for s in have)
     ats = {s.name: curve_at(curves[s.name], axis, s_hi) for s in have}
+    if s_hi < s_lo or any(a is None for a in ats.values()):
+        why = f"the curves share no range of steps (every size's evaluations span steps {s_lo:g}..{s_hi:g})"
+        return Claim(status=NOT_MEASURED, reason=why, evidence=why, **base)
     final = loss_diff(ats[small.name], ats[large.name])  # type: ignore[arg-type]
     status, reason = _status(final, small, large)
     if s_hi <= 0:

@@ -57,6 +57,9 @@ def claim_errors(sizes: Sequence[Size], error_rows: Any) -> Claim:
     d = ml - ms
     half = _Z95 * math.sqrt(vl / nl + vs / ns)
     lo, hi = d - half, d + half
+    if not all(map(math.isfinite, (lo, hi))):
+        why = "compress/error_analysis.json holds non-finite errors (non-finite weights?); rerun the compress stage"
+        return Claim(status=NOT_MEASURED, reason=why, evidence=why, **base)
     status = decide_difference(lo, hi, "lower")
     types_s = {r["module_type"]: float(r["quant_mean"]) for r in by_model[small.name]}
     types_l = {r["module_type"]: float(r["quant_mean"]) for r in by_model[large.name]}
