@@ -465,3 +465,13 @@ def test_compare_marks_a_flipped_claim_unstable(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "nope: no such run directory" in said
     one = CliRunner().invoke(main, ["report", "--compare", str(a)])
     assert one.exit_code == 1 and "at least two" in " ".join(one.output.split())
+
+
+def test_a_run_without_compress_results_says_to_run_the_stage(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "r")
+    for f in ("results.json", "error_analysis.json"):
+        (root / "compress" / f).unlink()
+    c = card(root)
+    for n in (3, 4, 5):
+        assert c[n].status == NOT_MEASURED and "run the compress stage" in c[n].reason, (n, c[n].reason)
+    assert c[1].status == HOLDS  # the curves are still there

@@ -133,9 +133,22 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
                          "larger": large.name, "smaller": small.name})
 
 
+FIGURE = "Figures 6, 7 and 8"
+CLAIM = "Larger models lose less accuracy to compression (4-bit quantization, the highest sparsity)"
+
+
+def _rule(split: str) -> str:
+    return (difference_rule(f"the {split} accuracy drop from the size's own uncompressed model (fraction)", "lower")
+            + " " + COMBINE_RULE)
+
+
 def claim_compression(sizes: Sequence[Size], variants: Sequence[dict[str, Any]], run_dir: Path,
                       split: str = "test") -> Claim:
     load = _Loader(Path(run_dir), split)
+    if not variants:
+        why = "no compress/results.json in this run; run the compress stage"
+        return Claim(number=3, key="compression-drop", figure=FIGURE, claim=CLAIM, status=NOT_MEASURED, reason=why,
+                     evidence=why, rule=_rule(split), sources=["compress/results.json"])
     bits_avail = sorted({int(r.get("bits") or 32) for r in variants
                          if not float(r.get("sparsity") or 0) and int(r.get("bits") or 32) < 32})
     sparsities = sorted({float(r["sparsity"]) for r in variants if float(r.get("sparsity") or 0) > 0})
@@ -161,11 +174,8 @@ def claim_compression(sizes: Sequence[Size], variants: Sequence[dict[str, Any]],
         reason = "; ".join(reasons)
     evidence = " ".join(p.evidence if p.status != NOT_MEASURED else f"{p.name}: not measured ({p.reason})." for p in parts)
     return Claim(
-        number=3, key="compression-drop", figure="Figures 6, 7 and 8",
-        claim="Larger models lose less accuracy to compression (4-bit quantization, the highest sparsity)",
-        status=status, reason=reason, evidence=evidence,
-        rule=difference_rule(f"the {split} accuracy drop from the size's own uncompressed model (points)", "lower")
-        + " " + COMBINE_RULE,
+        number=3, key="compression-drop", figure=FIGURE, claim=CLAIM,
+        status=status, reason=reason, evidence=evidence, rule=_rule(split),
         metric=(f"Δ {split} accuracy drop under {lead.name}, largest − smallest size (fraction)" if lead else None),
         estimate=lead.estimate if lead else None, interval=lead.interval if lead else None,
         interval_method=INTERVAL_METHOD if lead else None,

@@ -192,7 +192,7 @@ def claim_wallclock(sizes: Sequence[Size], curves: dict[str, list[dict[str, Any]
                         "diff": d.estimate, "interval": d.interval})
     losses = ", ".join(f"{r['model']} {r['val_loss']:.3f} (ppl {r['val_ppl']:,.0f})" for r in per_size)
     budget = f"the same {budget_s:g} s budget" if budget_s else "the same training time"
-    along = "; ".join(f"{m['elapsed_s']:g} s: {m['diff']:+.3f} (lowest {m['leader']})" for m in matched)
+    along = "; ".join(f"{m['elapsed_s']:.4g} s: {m['diff']:+.3f} (lowest {m['leader']})" for m in matched)
     evidence = (f"Final validation loss after {budget}: {losses}; lowest: {best['model']}. "
                 f"{large.name} − {small.name}: {_fmt_d(final)} nats."
                 + (f" At matched wall-clock points, {large.name} − {small.name}: {along}." if along else ""))
@@ -269,7 +269,7 @@ def claim_steps(sizes: Sequence[Size], curves: dict[str, list[dict[str, Any]]]) 
                  "The sizes were not evaluated at common steps (a wall-clock evaluation grid), so matched steps are "
                  "interpolated linearly between each size's evaluations; pretrain.eval_every_steps evaluates every "
                  "size at the same steps.")
-    along = "; ".join(f"step {m['step']:g}: {m['diff']:+.3f} (lowest {m['leader']})" for m in matched)
+    along = "; ".join(f"step {m['step']:.4g}: {m['diff']:+.3f} (lowest {m['leader']})" for m in matched)
     evidence = (f"At step {s_hi:g}{tok_txt}, the last every size reached: {at_txt}. {large.name} − {small.name}: "
                 f"{_fmt_d(final)} nats." + (f" Along the common range: {along}." if along else ""))
     return Claim(status=status, reason=reason, evidence=evidence, estimate=final.estimate, interval=final.interval,
