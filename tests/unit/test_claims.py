@@ -314,6 +314,9 @@ def test_compression_without_pruning_or_predictions_is_not_measured(tmp_path: Pa
     assert "pruning: not measured" in no_prune.evidence
     no_pred = card(make_run(tmp_path / "n", predictions=False))[3]
     assert no_pred.status == NOT_MEASURED and "predictions" in no_pred.reason
+    shown = {r["model"]: r["drop"] for r in no_pred.parts[0].numbers["per_size_point_estimates"]}
+    assert shown == pytest.approx({SMALL: 60 / N_TEST, LARGE: 4 / N_TEST})  # the rows' accuracies, no interval
+    assert "without intervals" in no_pred.evidence
     assert no_pred.interval is None
 
 

@@ -100,7 +100,15 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
     try:
         flags = [(s, load(d), load(c), d, c) for s, d, c in pairs]
     except _Missing as exc:
-        return Part(name, NOT_MEASURED, str(exc), reason=str(exc))
+        # Without per-example predictions the drops have no paired interval and decide nothing, but the
+        # result rows' accuracies still show which way they point.
+        points = [{"model": s.name, "uncompressed": d["variant"], "compressed": c["variant"],
+                   "drop": float(d[f"{load.split}_accuracy"]) - float(c[f"{load.split}_accuracy"])}
+                  for s, d, c in pairs
+                  if d.get(f"{load.split}_accuracy") is not None and c.get(f"{load.split}_accuracy") is not None]
+        shown = ", ".join(f"{r['model']} {100 * r['drop']:+.1f}" for r in points)
+        evidence = f"{label}: {load.split} accuracy drop, points, without intervals: {shown}." if points else str(exc)
+        return Part(name, NOT_MEASURED, evidence, reason=str(exc), numbers={"per_size_point_estimates": points})
     labels0 = flags[0][1].labels
     if any(not np.array_equal(x.labels, labels0) for _, dn, cp, _, _ in flags for x in (dn, cp)):
         why = f"the sizes' {load.split} predictions are not on the same examples (labels differ); rerun finetune and compress"
@@ -172,7 +180,8 @@ def claim_compression(sizes: Sequence[Size], variants: Sequence[dict[str, Any]],
     if status == NOT_MEASURED:
         reasons = list(dict.fromkeys(p.reason for p in parts if p.reason))
         reason = "; ".join(reasons)
-    evidence = " ".join(p.evidence if p.status != NOT_MEASURED else f"{p.name}: not measured ({p.reason})." for p in parts)
+    evidence = " ".join(p.evidence if p.status != NOT_MEASURED or p.evidence != p.reason
+                        else f"{p.name}: not measured ({p.reason})." for p in parts)
     return Claim(
         number=3, key="compression-drop", figure=FIGURE, claim=CLAIM,
         status=status, reason=reason, evidence=evidence, rule=_rule(split),
