@@ -478,3 +478,18 @@ def test_a_run_without_compress_results_says_to_run_the_stage(tmp_path: Path) ->
     for n in (3, 4, 5):
         assert c[n].status == NOT_MEASURED and "run the compress stage" in c[n].reason, (n, c[n].reason)
     assert c[1].status == HOLDS  # the curves are still there
+
+
+def test_console_card_shows_every_status_and_every_reason(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from tlc_export.report.claims import card_table
+
+    c = build_card(load_report_data(make_run(tmp_path / "r", predictions=False), "t"))
+    con = Console(record=True, width=200)
+    con.print(card_table(c))
+    text = " ".join(con.export_text().split())
+    for claim in c.claims:
+        assert claim.status in text
+        if claim.status == NOT_MEASURED:
+            assert f"{claim.number}. not measured: {claim.reason}" in text

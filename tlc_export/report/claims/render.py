@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from tlc_export.report.claims.card import Card, Claim
 from tlc_export.report.claims.rules import FAILS, HOLDS, NOISE, NOT_MEASURED
@@ -85,15 +87,17 @@ def card_markdown(card: Card) -> str:
     return "\n".join(lines) + "\n"
 
 
-def card_table(card: Card) -> Table:
+def card_table(card: Card) -> Group:
+    """The card for the console: a compact table, then why each unmeasured claim was not measured."""
     t = Table(title=f"{TITLE} ({card.run})", show_lines=True)
-    for col, kw in (("#", {"justify": "right"}), ("claim", {"ratio": 3}), ("paper", {}), ("status", {"ratio": 2}),
-                    ("d [95 % interval]", {})):
+    for col, kw in (("#", {"justify": "right"}), ("claim", {"ratio": 3}), ("paper", {"ratio": 1}),
+                    ("status", {"ratio": 1}), ("d [95 % interval]", {"ratio": 1})):
         t.add_column(col, overflow="fold", **kw)
     for c in card.claims:
         style = _STYLE[c.status]
-        t.add_row(str(c.number), c.claim, c.figure, f"[{style}]{c.status_text}[/{style}]", interval_text(c))
-    return t
+        t.add_row(str(c.number), c.claim, c.figure, f"[{style}]{c.status}[/{style}]", interval_text(c))
+    why = [Text(f"{c.number}. not measured: {c.reason}", style="dim") for c in card.claims if c.status == NOT_MEASURED]
+    return Group(t, *why)
 
 
 def compare_table(cmp: dict[str, Any]) -> Table:
