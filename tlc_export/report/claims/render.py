@@ -19,11 +19,13 @@ INTRO = ("Each row is a claim of Train Large, Then Compress, the evidence this r
          "{split} accuracies report; dev only selects. Machine-readable: claims.json.")
 _STYLE = {HOLDS: "green", FAILS: "red", NOISE: "yellow", NOT_MEASURED: "dim"}
 _CSS = """<style>
-#claims-table td.wrap{white-space:normal;min-width:28rem;max-width:46rem;text-align:left}
-#claims-table td.claim{white-space:normal;min-width:14rem;text-align:left}
-#claims-table td.status{font-weight:600} td.status.holds{color:#2d7d2d} td.status.fails{color:#b03a2e}
-td.status.noise{color:#9a6a00} td.status.unmeasured{color:#777;font-weight:400;white-space:normal;max-width:18rem}
-td.unstable{color:#b03a2e;font-weight:600}
+#claims-table{width:100%}
+#claims-table td{white-space:normal;text-align:left;vertical-align:top}
+#claims-table td.claim{min-width:12rem;max-width:18rem} #claims-table td.fig{white-space:nowrap}
+#claims-table td.wrap{min-width:22rem} #claims-table td.d{white-space:nowrap;text-align:right}
+#claims-table td.status{font-weight:600;max-width:15rem} #claims-table .why{font-weight:400;font-size:.75rem;color:#777}
+td.status.holds{color:#2d7d2d} td.status.fails{color:#b03a2e} td.status.noise{color:#9a6a00}
+td.status.unmeasured{color:#777} td.unstable{color:#b03a2e;font-weight:600}
 #claims-table pre{white-space:pre-wrap;font-size:.75rem;max-height:20rem;overflow:auto}
 </style>"""
 _PAGE_CSS = ("body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}"
@@ -56,6 +58,13 @@ def _details(c: Claim) -> str:
             f"{parts}{notes}<p><b>Inputs:</b> {esc(', '.join(c.sources))}</p><pre>{esc(nums)}</pre></details>")
 
 
+def _status_html(c: Claim) -> str:
+    """The status in bold, a "not measured" reason in small print; the text reads as `status_text`."""
+    if c.status != NOT_MEASURED:
+        return esc(c.status)
+    return f"{esc(c.status)} <span class='why'>({esc(c.reason)})</span>"
+
+
 def card_html(card: Card) -> str:
     rows = []
     for c in card.claims:
@@ -63,7 +72,7 @@ def card_html(card: Card) -> str:
         rows.append(
             f'<tr data-claim="{c.number}" data-status="{esc(c.status)}" data-estimate="{esc(c.estimate)}" '
             f'data-lo="{esc(lo)}" data-hi="{esc(hi)}"><td>{c.number}</td><td class="claim">{esc(c.claim)}</td>'
-            f'<td class="l">{esc(c.figure)}</td><td class="status {_CLASS[c.status]}">{esc(c.status_text)}</td>'
+            f'<td class="fig">{esc(c.figure)}</td><td class="status {_CLASS[c.status]}">{_status_html(c)}</td>'
             f'<td class="d">{esc(interval_text(c))}</td><td class="wrap">{esc(c.evidence)}{_details(c)}</td></tr>')
     head = "".join(f"<th class='l'>{h}</th>" for h in ("#", "claim", "paper", "status", "d [95 % interval]", "evidence"))
     return (f"{_CSS}<h2 id='claims'>{TITLE}</h2><p class='note'>{esc(INTRO.format(split=card.split.capitalize()))}</p>"
