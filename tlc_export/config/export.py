@@ -37,5 +37,10 @@ class ExportConfig(Section):
     calibration_samples: int = Field(default=128, ge=1, description="Train-split sentences used to calibrate onnx-int8-static.")
     validation_samples: int = Field(default=32, ge=1, description="Padded dev sentences used to compare every file against PyTorch.")
     accuracy_split: Literal["dev", "test"] = Field(default="dev", description="Split on which ONNX Runtime accuracy is measured.")
-    trt_max_batch: int = Field(default=32, ge=1, description="TensorRT optimisation profile: largest batch.")
+    trt_max_batch: int = Field(default=32, ge=1, description="TensorRT optimisation profiles: largest batch.")
+    trt_opt_batches: list[int] = Field(
+        default_factory=lambda: [1, 32],
+        description="One TensorRT optimisation profile per batch size, tuned for it (opt = that batch); use the "
+        "bench's batch_sizes. Together the profiles cover 1..trt_max_batch.",
+    )
     trt_max_seq_len: int = Field(default=128, ge=1, description="TensorRT optimisation profile: longest sequence.")

@@ -38,7 +38,16 @@ class PretrainConfig(Section):
     checkpoint_every_s: float = Field(default=60.0, gt=0, description="Save a resumable checkpoint every this many training seconds.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU.")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
-    compile: bool = Field(default=False, description="torch.compile the model (CUDA only; ignored on CPU).")
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the training step. Compilation runs before the clock starts (and again after a "
+        "resume) and is reported as compile_s, outside the budget. Meant for CUDA; on CPU inductor's C++ backend "
+        "works but compiles slowly.",
+    )
+    compile_backend: str = Field(
+        default="inductor",
+        description="torch.compile backend: inductor (fast kernels), or aot_eager / eager to debug compile problems.",
+    )
     masked_only_head: bool = Field(
         default=True, description="Compute the vocabulary head only on masked positions (same loss, less work)."
     )
