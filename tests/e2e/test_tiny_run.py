@@ -122,6 +122,11 @@ def test_tiny_recipe_runs_every_stage_then_skips(tmp_path: Path, monkeypatch: py
     html = (run_dir / "report" / "index.html").read_text()
     assert "1L-32H.s50.b4" in html or "1L-32H" in html
     assert (run_dir / "report" / "summary.md").exists()
+    # The reproduction card: written, at the top of the report, and printed at the end of `tlc run`.
+    card = json.loads((run_dir / "report" / "claims.json").read_text())
+    assert [c["number"] for c in card["claims"]] == [1, 2, 3, 4, 5]
+    assert html.index("id='claims'") < html.index("id='verdict'")
+    assert "Claims of the paper" in result.output
 
     again = CliRunner().invoke(main, ["run", str(recipe), "--run-dir", str(run_dir)], catch_exceptions=False)
     assert again.exit_code == 0

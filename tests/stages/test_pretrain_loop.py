@@ -258,6 +258,30 @@ def test_a_later_oom_is_not_swallowed(tmp_path: Path, monkeypatch: pytest.Monkey
         pretrain_size(SIZE, cfg(time_budget_s=5.0), make_data(tmp_path), tmp_path / SIZE.name, dropout=0.0)
 
 
+def test_step_grid_evaluates_at_the_same_steps_and_resumes_without_repeats(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    out = tmp_path / SIZE.name
+    # A checkpoint at every step: the state resumed from is one taken right after a grid evaluation.
+    c = cfg(time_budget_s=1.5, eval_every_steps=3, eval_every_s=100.0, checkpoint_every_s=1e-6)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_checkpoint(counters: Counters) -> None:
+        if counters.step > 6 and counters.step % 3 == 1:  # one step past an evaluated, checkpointed step
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pretrain_size(SIZE, c, data, out, dropout=0.0, on_step=stop_after_checkpoint)
+    saved = Counters(**json.loads((out / "state" / "trainer.json").read_text()))
+    assert saved.step > 0
+    row = pretrain_size(SIZE, c, data, out, dropout=0.0)
+    steps = [p["step"] for p in read_jsonl(out / "curves.jsonl")]
+    assert steps == sorted(set(steps)), steps  # nothing evaluated twice across the resume
+    assert all(s % 3 == 0 for s in steps[:-1]) and steps[-1] == row["steps"]
+    assert steps[:-1] == list(range(0, steps[-2] + 1, 3))  # every grid step, none skipped
+
+
 @pytest.mark.parametrize("bad", ["train_ids.npy"])
 def test_stage_reports_missing_data(tmp_path: Path, bad: str) -> None:
     from tlc_export.errors import StageError

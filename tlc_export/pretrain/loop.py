@@ -175,6 +175,8 @@ def pretrain_size(
     if main and compile_s:
         console.print(f"[dim]{size.name}: compiled in {compile_s:.1f}s (not on the training clock)[/dim]")
     train_losses: list[float] = []
+    # The step of the last evaluation on record (a resumed state's own, so it is not repeated).
+    last_eval_step = int(atomic.read_jsonl(curves_path)[-1]["step"]) if main and curves_path.exists() and counters.curves_lines else -1
     feed = BatchFeed(batches.next_batch, lambda: batches.position, device, rank=rank, world_size=world)
     steps_here = 0
     with progress, contextlib.closing(feed):
@@ -183,7 +185,8 @@ def pretrain_size(
             if counters.elapsed_s >= budget:
                 break
             # Evaluation and checkpoints happen between steps, outside the training clock.
-            if main and counters.elapsed_s >= counters.next_eval_s:
+            if main and _eval_due(cfg, counters, last_eval_step):
+                last_eval_step = counters.step
                 log_eval(train_losses)
                 train_losses = []
                 counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
@@ -335,6 +338,13 @@ def _shared_elapsed(elapsed: float, device: torch.device, world: int) -> float:
     t = torch.tensor([elapsed], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def _eval_due(cfg: PretrainConfig, counters: Counters, last_eval_step: int) -> bool:
+    """Every `eval_every_steps` optimizer steps (the same steps for every size) or every `eval_every_s`."""
+    if cfg.eval_every_steps:
+        return counters.step % cfg.eval_every_steps == 0 and counters.step != last_eval_step
+    return counters.elapsed_s >= counters.next_eval_s
 
 
 def _truncate_jsonl(path: Path, lines: int) -> None:

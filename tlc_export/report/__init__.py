@@ -13,6 +13,7 @@ from tlc_export.report.answers import (
     train_large_verdict,
     usable_variants,
 )
+from tlc_export.report.claims import build_card, card_html, card_markdown, write_card
 from tlc_export.report.data import ReportData, compression_label, load_report_data
 from tlc_export.report.html import render_html
 from tlc_export.report.markdown import render_markdown
@@ -31,7 +32,7 @@ def build_report(
     storage_budgets_mb: list[float] | None = None,
     latency_budgets_ms: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Write index.html, summary.md and the PNGs into out_dir; return a small summary."""
+    """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary."""
     out = Path(out_dir)
     variants = [dict(r) for r in data.variants]
     front = {id(r) for r in pareto_frontier(usable_variants(variants), x=lambda r: r["storage_bytes"],
@@ -40,6 +41,7 @@ def build_report(
         r["compression"] = compression_label(r)
         r["on_frontier"] = "yes" if id(r) in front else ""
     verdict = train_large_verdict(variants)
+    card = build_card(data, verdict)
     batch, lat = latency_answers(data.bench, latency_budgets_ms)
     figures = {
         "frontier-plot": (accuracy_storage_png(variants), "frontier-plot", "accuracy vs storage with the Pareto frontier"),
@@ -52,16 +54,20 @@ def build_report(
         "figures": figures, "storage_answers": storage_answers(variants, storage_budgets_mb),
         "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": data.bench,
         "environment": data.environment,
+        "claims_html": card_html(card), "claims_md": card_markdown(card),
     }
     images = {}
     for key, (png, _, _) in figures.items():
         if png:
             atomic.write_bytes(out / _PNG_FILES[key], png)
             images[key] = _PNG_FILES[key]
+    write_card(card, out)
     atomic.write_text(out / "index.html", render_html(ctx))
     atomic.write_text(out / "summary.md", render_markdown(ctx, images))
     return {
         "index": "report/index.html", "summary": "report/summary.md",
         "train_large_won": verdict.won if verdict.decided else None,
         "frontier": [r["variant"] for r in variants if r["on_frontier"]],
+        "claims": "report/claims.json",
+        "claims_status": {str(c.number): c.status for c in card.claims},
     }

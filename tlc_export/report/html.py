@@ -125,6 +125,7 @@ def render_html(ctx: dict[str, Any]) -> str:
         f"<title>tlc report — {esc(ctx['name'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>Train Large, Then Compress — {esc(ctx['name'])}</h1>",
         f"<p class='note'>{esc(env_txt)}</p>",
+        ctx.get("claims_html", ""),  # the reproduction card opens the report (report/claims)
         f"<h2>Did train large, then compress win?</h2><p id='verdict' class='verdict {vcls}'>{esc(v.sentence)}</p>",
         f"<p class='note'>{esc(ctx['definition'])}</p>",
         "<h2>Accuracy vs storage (Figure 6/7 analogue)</h2>",

@@ -23,7 +23,7 @@ def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, s
 def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
     from tlc_export.report.html import BENCH_COLUMNS, VARIANT_COLUMNS
 
-    out = [f"# Train Large, Then Compress — {ctx['name']}\n", "## Verdict\n", ctx["verdict"].sentence + "\n",
+    out = [f"# Train Large, Then Compress — {ctx['name']}\n", ctx.get("claims_md", ""), "## Verdict\n", ctx["verdict"].sentence + "\n",
            f"_{ctx['definition']}_\n"]
     for title, key in (("Accuracy vs storage", "frontier-plot"), ("Accuracy vs latency", "latency-plot"),
                        ("Pretraining curves", "pretrain-plot"), ("Compression error", "error-plot")):
