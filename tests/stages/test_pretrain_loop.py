@@ -147,10 +147,10 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert steps == sorted(set(steps)), "curve points of lost work were not dropped"
 
 
-@pytest.mark.parametrize("bad", ["train_ids.npy"])
-def test_stage_reports_missing_data(tmp_path: Path, bad: str) -> None:
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_stage_reports_missing_data(tmp_path: Path, split: str) -> None:
+    from tlc_export.data.token_files import TokenSplit
     from tlc_export.errors import StageError
-    from tlc_export.stages.pretrain import _load_ids
 
-    with pytest.raises(StageError, match=bad):
-        _load_ids(tmp_path / bad)
+    with pytest.raises(StageError, match=rf"{split}\.json: missing; run the data stage"):
+        TokenSplit.open(tmp_path / "tokens", split)
