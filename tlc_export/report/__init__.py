@@ -13,7 +13,7 @@ from tlc_export.report.answers import (
     train_large_verdict,
     usable_variants,
 )
-from tlc_export.report.data import ReportData, compression_label, load_report_data
+from tlc_export.report.data import ReportData, compression_label, epoch_notes, load_report_data
 from tlc_export.report.html import render_html
 from tlc_export.report.markdown import render_markdown
 from tlc_export.report.pareto import pareto_frontier
@@ -51,7 +51,7 @@ def build_report(
         "name": data.name, "verdict": verdict, "definition": " ".join((Verdict.__doc__ or "").split()),
         "figures": figures, "storage_answers": storage_answers(variants, storage_budgets_mb),
         "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": data.bench,
-        "environment": data.environment,
+        "environment": data.environment, "epoch_notes": epoch_notes(data.pretrain),
     }
     images = {}
     for key, (png, _, _) in figures.items():
