@@ -50,7 +50,8 @@ def builtin_documents_path(kind: str) -> Callable[[], Path]:
 
 
 def _keyed_texts(src: TextSource, recipe: Recipe, field: str) -> Iterator[tuple[str | None, str]]:
-    """(stable key or None, text) pairs in the source's order; empty texts included."""
+    """(stable key or None, text) pairs in the source's order; empty texts included. Keys: the id
+    column, else the file and row/block number, else the row number (None: use the position)."""
     from tlc_export.data.fetch import iter_documents
 
     if src.kind in ("brown", "gcide", "austen"):
@@ -69,7 +70,7 @@ def _keyed_texts(src: TextSource, recipe: Recipe, field: str) -> Iterator[tuple[
         from tlc_export.data.hf import iter_hf_rows
 
         yield from _row_texts(iter_hf_rows(src, recipe.base_dir, field), src, f"hf dataset '{src.name}'", field,
-                              default_key=lambda i: None)
+                              default_key=str)
     else:
         raise DataSourceError(f"{field}.kind: unknown source kind '{src.kind}'")
 

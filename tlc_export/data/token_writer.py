@@ -145,9 +145,7 @@ class _Shard:
     sources: list[int] = field(default_factory=list)
     nbytes: list[int] = field(default_factory=list)
 
-    @property
-    def size(self) -> int:
-        return sum(self.nbytes)
+    size: int = 0  # sum of nbytes, kept up to date by the writer
 
 
 @dataclass
@@ -247,19 +245,24 @@ def write_token_files(
         while len(inflight) >= window:
             commit(*inflight.popleft())
 
+    sizes: dict[int, int] = {}  # id(document) -> UTF-8 bytes, while the router holds it
+
     def add(routed: list[tuple[str, Document]]) -> None:
         for split, doc in routed:
             shard = current[split]
             shard.texts.append(doc.text)
             shard.sources.append(doc.source)
-            shard.nbytes.append(len(doc.text.encode("utf-8")))
+            shard.nbytes.append(sizes.pop(id(doc)))
+            shard.size += shard.nbytes[-1]
             if shard.size >= shard_bytes:
                 emit(split)
 
     try:
         for doc in documents:
-            text_hash.update(doc.text.encode("utf-8"))
+            raw = doc.text.encode("utf-8")
+            text_hash.update(raw)
             text_hash.update(b"\0")
+            sizes[id(doc)] = len(raw)
             n_read += 1
             add(router.route(doc, score(doc)))
         add(router.finish())
