@@ -8,6 +8,9 @@ byte-identical for any number of workers. After every appended shard the files a
 that point, re-reads the corpus (reading is much cheaper than encoding), skips the shards already
 written and goes on. Memory is bounded by the shards in flight, never by the corpus. Everything
 is written into `.tokens.partial/` and renamed to `tokens/` only when complete.
+
+Workers are started with "spawn" (no fork of a process that may hold torch/OpenMP or tokenizers
+threads): a script that calls this directly needs the usual `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
