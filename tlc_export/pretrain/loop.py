@@ -171,15 +171,12 @@ def pretrain_size(
 
     warning: dict[str, Any] = {"text": None, "projected": None}
 
-    def check_epochs(final: bool = False) -> None:
-        # Once per run, at the first evaluation with training time behind it.
-        if warning["projected"] is not None:
-            return
-        warning["projected"] = batches.epoch if final else projected_epochs(batches.epoch, counters.elapsed_s, budget)
-        warning["text"] = epoch_warning(size.name, warning["projected"], data.train_tokens, len(data.train_rows),
-                                        data.seq_len, budget, counters.tokens / max(counters.elapsed_s, 1e-9))
-        if warning["text"]:
-            console.print(f"[bold yellow]warning:[/bold yellow] {warning['text']}", highlight=False)
+    def check_epochs(projected: float | None) -> None:
+        text = epoch_warning(size.name, projected, data.train_tokens, len(data.train_rows), data.seq_len, budget,
+                             counters.tokens / max(counters.elapsed_s, 1e-9))
+        if text:
+            warning.update(text=text, projected=projected)
+            console.print(f"[bold yellow]warning:[/bold yellow] {text}", highlight=False)
 
     def log_eval(train_losses: list[float]) -> None:
         v = evaluate(loss_module, val, device, dtype, micro)
@@ -194,7 +191,10 @@ def pretrain_size(
         })
         counters.curves_lines += 1
         progress.update(task, ppl=f"{v.ppl:.1f}")
-        check_epochs()
+        if warning["projected"] is None and counters.elapsed_s > 0:
+            # Once, at the first evaluation with training time behind it: the projection to the budget.
+            warning["projected"] = projected_epochs(batches.epoch, counters.elapsed_s, budget)
+            check_epochs(warning["projected"])
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
@@ -239,10 +239,9 @@ def pretrain_size(
                 on_step(counters)
         if main:
             log_eval(train_losses)
-            if warning["text"] is None and batches.epoch > 0:
+            if warning["text"] is None:
                 # The early projection can undershoot (warm-up, compile): judge the epochs actually seen.
-                warning["projected"] = None
-                check_epochs(final=True)
+                check_epochs(batches.epoch)
 
     row = {
         "model": size.name, "layers": size.layers, "hidden": size.hidden,
