@@ -11,7 +11,8 @@ a second and records the peak resident memory of the whole process tree (the mai
 tokenizer workers) and of the main process alone.
 
 Reported per run: wall seconds of the data stage (from data/results.json), end-to-end MB/s
-(corpus bytes / stage seconds), tokenize-only MB/s, tokens/s, tokenizer-training seconds, peak RSS.
+(corpus bytes / stage seconds), tokenize-only MB/s, tokens/s, tokenizer-training seconds, peak RSS,
+and CPU seconds per MB of the whole process tree (unlike MB/s, not inflated by other load).
 `--baseline REF` also runs the data stage of git revision REF (e.g. `main` before this change) on
 the smallest corpus, for a same-machine comparison. Last, the step check: the same CPU training
 step fed from `PackedRows` over the memory-mapped token file and from the in-memory packed array
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -130,6 +132,7 @@ def run_stage(corpus: Path, workdir: Path, vocab: int, workers: int | None, base
     else:
         cmd = [sys.executable, "-m", "tlc_export", "data", "prepare", str(recipe), "--run-dir", str(case / "run")]
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, cwd=case, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = TreeRSS(proc.pid)
     sampler.start()
@@ -137,11 +140,13 @@ def run_stage(corpus: Path, workdir: Path, vocab: int, workers: int | None, base
     wall = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and its workers, once reaped
+    cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"data stage failed ({' '.join(cmd)}):\n{output[-3000:]}")
     results = json.loads((case / "run" / "data" / "results.json").read_text())
     return {"case": case, "wall_s": wall, "results": results, "peak_rss_total": sampler.peak_total,
-            "peak_rss_main": sampler.peak_main}
+            "peak_rss_main": sampler.peak_main, "cpu_s": cpu_s}
 
 
 def step_check(tokens_dir: Path, seq_len: int = 128, rounds: int = 3, steps: int = 10) -> dict[str, Any]:
@@ -236,6 +241,8 @@ def main() -> None:
                     "tokenize_mb_per_s": res.get("tokenize_mb_per_s"), "tokens": tokens,
                     "tokens_per_s": tokens / seconds, "tokenizer_train_s": tok_s,
                     "peak_rss_mb": r["peak_rss_total"] / 1e6, "peak_rss_main_mb": r["peak_rss_main"] / 1e6,
+                    # CPU time of the whole process tree: the load-independent cost on a shared machine.
+                    "cpu_s_per_mb": r["cpu_s"] / (nbytes / 1e6),
                 }
                 rows.append(row)
                 print(f"  {code} {gb:g} GB, {row['workers']} worker(s): {seconds:.0f}s, {row['mb_per_s']:.2f} MB/s, "
@@ -255,13 +262,13 @@ def main() -> None:
     print(f"\nData stage (`tlc data prepare`), vocab {args.vocab}, {os.cpu_count()} cores ({cpu}), "
           f"load average at the end {os.getloadavg()[0]:.1f}")
     head = ("code", "GB", "workers", "stage s", "MB/s", "tokenize MB/s", "tokens/s", "tok. train s", "peak RSS MB",
-            "main RSS MB")
+            "main RSS MB", "CPU s/MB")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         cells = [r["code"], f"{r['corpus_gb']:.2f}", r["workers"], f"{r['stage_s']:.0f}", f"{r['mb_per_s']:.2f}",
                  "-" if r["tokenize_mb_per_s"] is None else f"{r['tokenize_mb_per_s']:.2f}",
                  f"{r['tokens_per_s']:,.0f}", "-" if r["tokenizer_train_s"] is None else f"{r['tokenizer_train_s']:.0f}",
-                 f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_main_mb']:.0f}"]
+                 f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_main_mb']:.0f}", f"{r['cpu_s_per_mb']:.2f}"]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     if steps:
         print(f"\nTraining step ({steps['model']}, batch {steps['batch']}, seq {steps['seq_len']}, CPU, median of "
