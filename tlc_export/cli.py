@@ -151,8 +151,17 @@ def data() -> None:
 
 @data.command("prepare")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-def data_prepare(recipe: Path) -> None:
-    """Fetch and cache every data source RECIPE needs (under $TLC_HOME)."""
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory to write the token files into (default: runs/<recipe name>).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Tokenizer processes (overrides data.workers; the files are identical for any value).")
+@click.option("--fetch-only", is_flag=True, help="Only fetch and check the sources; do not tokenize.")
+def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_only: bool) -> None:
+    """Fetch every data source RECIPE needs, then run the data stage into the run directory.
+
+    Run it once on one node; then every node and rank of `tlc run --run-dir` on shared storage
+    finds the data stage up to date and memory-maps the same token files.
+    """
     try:
         from tlc_export.data import prepare_data
 
@@ -160,6 +169,15 @@ def data_prepare(recipe: Path) -> None:
         info = prepare_data(r)
         for name, desc in info.items():
             console.print(f"[green]✓[/green] {name}: {desc}")
+        if fetch_only:
+            return
+        if workers is not None:
+            r.data.workers = workers
+        rd = RunDir(run_dir or Path("runs") / recipe.stem)
+        rd.root.mkdir(parents=True, exist_ok=True)
+        rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
+        _run(r, rd, only=["data"])
+        console.print(f"[bold green]data ready[/bold green] — {rd.root / 'data' / 'tokens'}")
     except TlcError as exc:
         _fail(exc)
 

@@ -282,10 +282,10 @@ def test_step_grid_evaluates_at_the_same_steps_and_resumes_without_repeats(tmp_p
     assert steps[:-1] == list(range(0, steps[-2] + 1, 3))  # every grid step, none skipped
 
 
-@pytest.mark.parametrize("bad", ["train_ids.npy"])
-def test_stage_reports_missing_data(tmp_path: Path, bad: str) -> None:
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_stage_reports_missing_data(tmp_path: Path, split: str) -> None:
+    from tlc_export.data.token_files import TokenSplit
     from tlc_export.errors import StageError
-    from tlc_export.stages.pretrain import _load_ids
 
-    with pytest.raises(StageError, match=bad):
-        _load_ids(tmp_path / bad)
+    with pytest.raises(StageError, match=rf"{split}\.json: missing; run the data stage"):
+        TokenSplit.open(tmp_path / "tokens", split)

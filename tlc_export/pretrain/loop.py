@@ -21,10 +21,16 @@ from transformers import PreTrainedTokenizerBase
 from tlc_export import atomic, distributed
 from tlc_export.config.models import ModelSize
 from tlc_export.config.pretrain import PretrainConfig
-from tlc_export.data.mlm import MLMBatches
+from tlc_export.data.mlm import MLMBatches, PackedRows
 from tlc_export.errors import StageError
 from tlc_export.models import build_mlm, count_params, mlm_flops
-from tlc_export.pretrain.evaluate import evaluate, fixed_val_batches
+from tlc_export.pretrain.epochs import epoch_warning, projected_epochs
+from tlc_export.pretrain.evaluate import (
+    ValidationSample,
+    evaluate,
+    fixed_val_batches,
+    validation_sample,
+)
 from tlc_export.pretrain.feed import BatchFeed
 from tlc_export.pretrain.loss import MLMLoss
 from tlc_export.pretrain.masking import masked_per_row
@@ -50,16 +56,33 @@ clock = time.perf_counter
 
 @dataclass
 class PretrainData:
-    """Packed rows and the tokenizer, shared by every size."""
+    """Packed rows and the tokenizer, shared by every size.
 
-    train_rows: np.ndarray  # [n, seq_len] int32, from pack_sequences
-    val_rows: np.ndarray
+    Rows are `PackedRows` over the memory-mapped token files (or in-memory arrays from
+    `pack_sequences`, in tests): indexing returns int32 `[k, seq_len]`.
+    """
+
+    train_rows: np.ndarray | PackedRows  # [n, seq_len]
+    val_rows: np.ndarray | PackedRows
     tokenizer: PreTrainedTokenizerBase
     mlm_probability: float = 0.15
+    val_row_sources: np.ndarray | None = None  # data.sources index of each validation row (None: one source)
+    source_labels: list[str] | None = None
 
     @property
     def seq_len(self) -> int:
         return int(self.train_rows.shape[1])
+
+    @property
+    def train_tokens(self) -> int:
+        """Tokens in the training rows: the corpus size one epoch covers."""
+        return len(self.train_rows) * (self.seq_len - 2)
+
+    def validation_sample(self, cfg: PretrainConfig) -> ValidationSample:
+        """The fixed validation rows every evaluation of every size uses (seeded by pretrain.seed)."""
+        bs = min(cfg.batch_size, 32)
+        return validation_sample(len(self.val_rows), self.val_row_sources, list(self.source_labels or []),
+                                 cfg.eval_batches * bs, bs, cfg.seed)
 
     def mask_spec(self) -> MaskSpec:
         tok = self.tokenizer
@@ -141,26 +164,45 @@ def pretrain_size(
     counters.compile_s += compile_s
 
     batches = MLMBatches(data.train_rows, cfg.batch_size, seed=cfg.seed, start=counters.data_position)
-    val = fixed_val_batches(data.val_rows, cfg.eval_batches, min(cfg.batch_size, 32), mask, cfg.seed) if main else []
+    sample = data.validation_sample(cfg)
+    val = fixed_val_batches(data.val_rows, sample.indices, sample.batch_size, mask, cfg.seed) if main else []
     if main and not val:
-        raise StageError("data/val_ids.npy: the validation split has no full sequence; raise data.val_fraction")
+        raise StageError("data/tokens/val.bin: the validation split has no full sequence; raise data.val_fraction")
     flops = mlm_flops(model, data.seq_len)
     tokens_per_step = cfg.batch_size * data.seq_len
     budget = cfg.time_budget_s
 
+    warning: dict[str, Any] = {"text": None, "projected": None}
+
+    def trained_epochs() -> float:
+        # From the position of the last batch trained on: the feed may have prepared batches ahead.
+        return counters.data_position / max(1, len(data.train_rows))
+
+    def check_epochs(projected: float | None) -> None:
+        text = epoch_warning(size.name, projected, data.train_tokens, len(data.train_rows), data.seq_len, budget,
+                             counters.tokens / max(counters.elapsed_s, 1e-9))
+        if text:
+            warning.update(text=text, projected=projected)
+            console.print(f"[bold yellow]warning:[/bold yellow] {text}", highlight=False)
+
     def log_eval(train_losses: list[float]) -> None:
-        val_loss, val_ppl = evaluate(loss_module, val, device, dtype, micro)
+        v = evaluate(loss_module, val, device, dtype, micro)
         atomic.append_jsonl(curves_path, {
             "size": size.name, "elapsed_s": round(counters.elapsed_s, 4), "step": counters.step,
-            "tokens": counters.tokens,
+            "tokens": counters.tokens, "epochs": trained_epochs(),
             "flops": flops.paper(counters.tokens), "flops_paper": flops.paper(counters.tokens),
             "flops_computed": counters.flops_computed,
             "lr": lr_at(counters.elapsed_s, budget, cfg.lr, cfg.warmup_fraction),
             "train_loss": sum(train_losses) / len(train_losses) if train_losses else None,
-            "val_loss": val_loss, "val_ppl": val_ppl, "wall_time": time.time(),
+            "val_loss": v.loss, "val_ppl": v.ppl, "val_loss_sums": v.loss_sums, "val_token_counts": v.token_counts,
+            "wall_time": time.time(),
         })
         counters.curves_lines += 1
-        progress.update(task, ppl=f"{val_ppl:.1f}")
+        progress.update(task, ppl=f"{v.ppl:.1f}")
+        if warning["projected"] is None and counters.elapsed_s > 0:
+            # Once, at the first evaluation with training time behind it: the projection to the budget.
+            warning["projected"] = projected_epochs(trained_epochs(), counters.elapsed_s, budget)
+            check_epochs(warning["projected"])
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
@@ -232,6 +274,9 @@ def pretrain_size(
                 on_step(counters)
         if main:
             log_eval(train_losses)
+            if warning["text"] is None:
+                # The early projection can undershoot (warm-up, compile): judge the epochs actually seen.
+                check_epochs(trained_epochs())
 
     row = {
         "model": size.name, "layers": size.layers, "hidden": size.hidden,
@@ -244,6 +289,8 @@ def pretrain_size(
         "recompiles_after_warmup": _graphs() - graphs if cfg.compile else None,
         "masked_per_row": k_masked if cfg.masked_only_head else None,
         "final_val_loss": None, "final_val_ppl": None, "micro_batch_size": step_fn.micro_batch_size,
+        "epochs": trained_epochs(), "train_tokens": data.train_tokens, "train_rows": len(data.train_rows),
+        "projected_epochs": warning["projected"], "epoch_warning": warning["text"],
         "batch_size": cfg.batch_size, "world_size": world, "device": str(device),
         "checkpoint": str(Path(out_dir.name) / "checkpoint"),
     }

@@ -14,7 +14,7 @@ from tlc_export.report.answers import (
     usable_variants,
 )
 from tlc_export.report.claims import build_card, card_html, card_markdown, write_card
-from tlc_export.report.data import ReportData, compression_label, load_report_data
+from tlc_export.report.data import ReportData, compression_label, epoch_notes, load_report_data
 from tlc_export.report.html import render_html
 from tlc_export.report.markdown import render_markdown
 from tlc_export.report.pareto import pareto_frontier
@@ -53,7 +53,7 @@ def build_report(
         "name": data.name, "verdict": verdict, "definition": " ".join((Verdict.__doc__ or "").split()),
         "figures": figures, "storage_answers": storage_answers(variants, storage_budgets_mb),
         "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": data.bench,
-        "environment": data.environment,
+        "environment": data.environment, "epoch_notes": epoch_notes(data.pretrain),
         "claims_html": card_html(card), "claims_md": card_markdown(card),
     }
     images = {}

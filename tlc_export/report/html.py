@@ -19,6 +19,7 @@ table.sortable th{cursor:pointer} table.sortable th[data-dir=asc]::after{content
 tr.unavailable td{color:#999} tr.failed td{color:#b33}
 img{max-width:100%;border:1px solid #eee} .scroll{overflow-x:auto;max-height:80vh}
 .note{color:#666;font-size:.85rem}
+.warning{background:#fff6e0;border-left:5px solid #d9a400;padding:.5rem .8rem;border-radius:4px}
 """
 
 # Click a header to sort by it; numbers sort numerically, empty cells last. Marks <body data-ready>.
@@ -112,6 +113,14 @@ BENCH_COLUMNS = [
 ]
 
 
+def epochs_html(notes: tuple[str | None, list[str]] | None) -> str:
+    """Epochs seen per size, and the pretrain stage's warnings for budgets that repeat the corpus."""
+    summary, warnings = notes or (None, [])
+    out = [f"<p class='note' id='epochs'>{esc(summary)}</p>"] if summary else []
+    out += [f"<p class='warning epoch-warning'>{esc(w)}</p>" for w in warnings]
+    return "\n".join(out)
+
+
 def render_html(ctx: dict[str, Any]) -> str:
     """ctx: name, verdict, figures {id: (png, alt)}, storage_answers, latency_batch, latency_answers,
     variants, bench, environment, definition."""
@@ -142,6 +151,7 @@ def render_html(ctx: dict[str, Any]) -> str:
         img(*figs["latency-plot"]),
         "<h2>Pretraining curves</h2>",
         img(*figs["pretrain-plot"]),
+        epochs_html(ctx.get("epoch_notes")),
         "<h2>Compression error</h2>",
         img(*figs["error-plot"]),
         "<h2>Variants (compress stage)</h2>",

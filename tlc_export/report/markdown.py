@@ -29,6 +29,12 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
                        ("Pretraining curves", "pretrain-plot"), ("Compression error", "error-plot")):
         if key in images:
             out.append(f"## {title}\n\n![{title}]({images[key]})\n")
+        if key == "pretrain-plot":
+            summary, warnings = ctx.get("epoch_notes") or (None, [])
+            if key not in images and (summary or warnings):
+                out.append(f"## {title}\n")
+            out += [f"{summary}\n"] if summary else []
+            out += [f"> **Warning:** {w}\n" for w in warnings]
     out.append("## Best variant per storage budget\n")
     out.append(md_table(ctx["storage_answers"], [("budget_mb", "budget MB", ""), ("variant", "variant", "l"),
                ("compression", "compression", "l"), ("storage_mb", "storage MB", ""),
