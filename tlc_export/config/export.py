@@ -44,3 +44,10 @@ class ExportConfig(Section):
         "bench's batch_sizes. Together the profiles cover 1..trt_max_batch.",
     )
     trt_max_seq_len: int = Field(default=128, ge=1, description="TensorRT optimisation profile: longest sequence.")
+    optimize_cpu_graph: bool = Field(
+        default=True,
+        description="Fuse the ONNX Runtime CPU formats (onnx-fp32, onnx-int8, onnx-int4, and onnx-int8-dynamic, which is "
+        "quantized from the fused fp32 graph): attention into com.microsoft.Attention, then ONNX Runtime's transformer "
+        "optimizer (SkipLayerNormalization, BiasGelu). Each fused file is validated like the unfused one and replaced "
+        "by it, with the reason, when it fails. The unfused file stays beside it as <format>.unfused.onnx.",
+    )

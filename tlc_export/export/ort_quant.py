@@ -63,15 +63,26 @@ def _with_preprocessed(src: Path, out: Path, fn) -> None:
             fn(pre, tmp)
 
 
+def has_contrib_ops(path: str | os.PathLike[str]) -> bool:
+    """True when the graph uses com.microsoft operators (a graph the transformer optimizer fused)."""
+    return any(n.domain == "com.microsoft" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
 def quantize_int8_dynamic(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
-    """INT8 weights, dynamically quantized activations (ORT's CPU-fast form)."""
+    """INT8 weights, dynamically quantized activations (ORT's CPU-fast form).
+
+    `src` may be the fused graph of `tlc_export.export.optimize`: its `Attention` nodes become
+    `QAttention`, and its contrib ops carry no type information the quantizer can read, so
+    `DefaultTensorType` tells it they compute fp32.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if has_contrib_ops(src) else {}
     _with_preprocessed(Path(src), out, lambda pre, tmp: quantize_dynamic(
         str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=False,
-        op_types_to_quantize=["MatMul", "Gemm"]))
+        op_types_to_quantize=["MatMul", "Gemm", "Attention"], extra_options=extra))
 
 
 def quantize_int8_static(src: str | os.PathLike[str], out: str | os.PathLike[str], calibration: Sequence[Batch]) -> None:

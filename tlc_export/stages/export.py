@@ -38,6 +38,15 @@ INT8_CODE_BITS = (8, 6)  # 6-bit codes travel in the INT8 container; storage_byt
 INT4_FORMATS = ("onnx-int4", "tensorrt-int4")
 
 
+INT8_FUSED_SLACK = 1.5  # a fused INT8 file may be this much further from fp32 than the unfused one (plus TOLERANCE_FP32)
+TOLERANCE_FP32 = 1e-3
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
 def _variant(size: str, sparsity: float, bits: int) -> str:
     return f"{size}.s{round(sparsity * 100):02d}.b{bits}"
 
@@ -196,6 +205,64 @@ class _SizeJob:
 
         return V.accuracy(V.torch_logits(model, self.acc_b), self.acc_b)
 
+    def _cpu_file(self, raw: Path, dst: Path, ref_model, tol: float, acc: float, int4_dq: bool = False) -> dict[str, Any]:
+        """The ONNX Runtime CPU file of a same-function format: the fused graph of `raw`
+        (`tlc_export.export.optimize`) when it passes the same validation as any file (checker, logits
+        within `tol`, accuracy), else `raw` itself, with the reason in `graph_optimization`."""
+        from tlc_export.export.optimize import GraphOptimization, optimize_for_cpu
+
+        if not self.cfg.optimize_cpu_graph:
+            opt = GraphOptimization(False, reason="export.optimize_cpu_graph is false")
+        else:
+            try:
+                c = ref_model.config
+                opt = optimize_for_cpu(raw, dst, int(c.num_attention_heads), int(c.hidden_size))
+                out = self._validate(dst, ref_model, tol, acc, True, int4_dq=int4_dq)
+                return {**out, "graph_optimization": opt.to_dict(), "unfused_path": self._rel(raw)}
+            except Exception as e:  # noqa: BLE001 - whatever breaks the fused file, the exporter's graph remains
+                dst.unlink(missing_ok=True)
+                opt = GraphOptimization(False, reason=_reason(e))
+                self.ctx.console.print(f"[yellow]{dst.name}: graph optimization not applied:[/yellow] {escape(opt.reason or '')[:200]}")
+        out = self._validate(raw, ref_model, tol, acc, True, int4_dq=int4_dq)
+        return {**out, "graph_optimization": opt.to_dict(), "unfused_path": self._rel(raw)}
+
+    def _int8_dynamic(self, variant: str, raw: Path, fused: Path | None, model, acc: float) -> dict[str, Any]:
+        """ORT's dynamic INT8 quantization of the fused fp32 graph, kept when its logits are as close to the
+        fp32 model as those of the unfused graph quantized the same way (both are ORT's grid, not ours);
+        otherwise the unfused INT8 file, with the reason."""
+        from tlc_export.export import ort_quant
+        from tlc_export.export import validate as V
+        from tlc_export.export.optimize import GraphOptimization
+
+        dst = self._path(variant, "onnx-int8-dynamic")
+        unfused = self._path(variant, "onnx-int8-dynamic", ".unfused.onnx")
+        ort_quant.quantize_int8_dynamic(raw, unfused)
+        if fused is None:
+            opt = GraphOptimization(False, reason="the fp32 graph was not fused (see the onnx-fp32 row)"
+                                    if self.cfg.optimize_cpu_graph else "export.optimize_cpu_graph is false")
+        else:
+            ref = V.torch_logits(model, self.val_b)
+            d_unfused, scale = V.max_abs_diff(V.onnx_logits(V.session(unfused), self.val_b), ref)
+            limit = INT8_FUSED_SLACK * d_unfused + TOLERANCE_FP32 * max(1.0, scale)
+            try:
+                ort_quant.quantize_int8_dynamic(fused, dst)
+                out = self._validate(dst, model, None, acc, False)
+                if not out["max_abs_diff"] <= limit:
+                    raise StageError(f"fused INT8 max |Δ logit| {out['max_abs_diff']:.3g} vs fp32 exceeds {limit:.3g} "
+                                     f"({INT8_FUSED_SLACK}× the unfused INT8 file's {d_unfused:.3g} + {TOLERANCE_FP32:g})")
+                fp32_opt = (self.done.get((variant, "onnx-fp32")) or {}).get("graph_optimization") or {}
+                opt = GraphOptimization(True, fp32_opt.get("fusions", {}), fp32_opt.get("attention_fused", 0),
+                                        fp32_opt.get("nodes_before", 0), fp32_opt.get("nodes_after", 0))
+                return {**out, "graph_optimization": {**opt.to_dict(), "quantized_from": self._rel(fused),
+                                                      "unfused_max_abs_diff": d_unfused},
+                        "unfused_path": self._rel(unfused)}
+            except Exception as e:  # noqa: BLE001 - the unfused INT8 file remains
+                dst.unlink(missing_ok=True)
+                opt = GraphOptimization(False, reason=_reason(e))
+                self.ctx.console.print(f"[yellow]{variant} onnx-int8-dynamic: fused graph not used:[/yellow] {escape(opt.reason or '')[:200]}")
+        out = self._validate(unfused, model, None, acc, False)
+        return {**out, "graph_optimization": opt.to_dict(), "unfused_path": self._rel(unfused)}
+
     def fp_variant(self, variant: str, model, sparsity: float) -> None:
         from tlc_export.export import ort_quant
         from tlc_export.export.int4 import to_fp16
@@ -209,18 +276,33 @@ class _SizeJob:
             return
         acc = self._torch_acc(model)
         sd = {k: v for k, v in model.state_dict().items()}
+        raw = self._path(variant, "onnx-fp32", ".unfused.onnx")
         fp32 = self._path(variant, "onnx-fp32")
         extra = {"exporter": self.template.exporter, "densified": sparsity > 0}
 
         def ensure_fp32() -> Path:
-            if not fp32.is_file():
+            """The exporter's graph with this variant's weights: what fp16, ORT's quantizers and TensorRT start from."""
+            if not raw.is_file():
                 proto = self.template.load()
                 rewrite_weights(proto, self.template.refs, {}, sd)
-                save_model(proto, fp32)
-            return fp32
+                save_model(proto, raw)
+            return raw
+
+        fp32_row: dict[str, Any] = {}
 
         def f32() -> dict[str, Any]:
-            return self._validate(ensure_fp32(), model, TOLERANCE["fp32"], acc, True)
+            if not fp32_row:
+                fp32_row.update(self._cpu_file(ensure_fp32(), fp32, model, TOLERANCE["fp32"], acc))
+            return fp32_row
+
+        def fused_fp32() -> Path | None:
+            """The validated fused fp32 file (built even when onnx-fp32 is not a requested format), or None."""
+            row = self.done.get((variant, "onnx-fp32")) or f32()
+            applied = (row.get("graph_optimization") or {}).get("applied")
+            return fp32 if applied and fp32.is_file() else None
+
+        def int8_dynamic() -> dict[str, Any]:
+            return self._int8_dynamic(variant, ensure_fp32(), fused_fp32() if self.cfg.optimize_cpu_graph else None, model, acc)
 
         def f16() -> dict[str, Any]:
             p = self._path(variant, "onnx-fp16")
@@ -254,7 +336,7 @@ class _SizeJob:
         # fp32 is written even when only derived formats are asked for (they quantize it).
         self._step(variant, "onnx-fp32", f32, **extra)
         self._step(variant, "onnx-fp16", f16, **extra)
-        self._step(variant, "onnx-int8-dynamic", lambda: ort_fmt("onnx-int8-dynamic", ort_quant.quantize_int8_dynamic), **extra)
+        self._step(variant, "onnx-int8-dynamic", int8_dynamic, **extra)
         self._step(variant, "onnx-int8-static", lambda: self._validate(ensure_static(), model, None, acc, False), **extra)
         self._step(variant, "onnx-int4-matmulnbits", lambda: ort_fmt(
             "onnx-int4-matmulnbits", lambda a, b: ort_quant.quantize_int4_matmulnbits(a, b, self.cfg.int4_block_size)), **extra)
@@ -313,10 +395,11 @@ class _SizeJob:
 
         def int8() -> dict[str, Any]:
             p = self._path(variant, "onnx-int8")
+            raw = self._path(variant, "onnx-int8", ".unfused.onnx")
             proto = self.template.load()
             rewrite_weights(proto, self.template.refs, art.quantized, art.dense, container="int8")
-            save_model(proto, p)
-            return {**self._validate(p, model, TOLERANCE["fp32"], acc, True), "codes": "compress"}
+            save_model(proto, raw)
+            return {**self._cpu_file(raw, p, model, TOLERANCE["fp32"], acc), "codes": "compress"}
 
         if bits in INT8_CODE_BITS:
             self._step(variant, "onnx-int8", int8, **extra)
@@ -362,12 +445,17 @@ class _SizeJob:
                 ref = reference(q)
             proto = int4_model(self.template.load(), self.template.refs, q, state, fp16=trt, matmul_only=trt)
             p = self._path(variant, fmt)
-            save_model(proto, p)
             tol = TOLERANCE["fp16" if trt else "fp32"]
             # The file computes its reference's function, so its accuracy must match the reference's;
             # a re-quantized file's reference is the block-requantized model, not the variant itself.
             ref_acc = acc if codes == "compress" else self._torch_acc(ref)
-            out = {**self._validate(p, ref, tol, ref_acc, True, int4_dq=True), "codes": codes}
+            if trt:  # TensorRT parses standard ONNX only: no CPU fusions
+                save_model(proto, p)
+                out = {**self._validate(p, ref, tol, ref_acc, True, int4_dq=True), "codes": codes}
+            else:
+                raw = self._path(variant, fmt, ".unfused.onnx")
+                save_model(proto, raw)
+                out = {**self._cpu_file(raw, p, ref, tol, ref_acc, int4_dq=True), "codes": codes}
             if codes != "compress":
                 out["variant_dev_accuracy"] = acc
                 out["accuracy_diff_vs_variant_points"] = 100 * (out["dev_accuracy_onnx"] - acc)
