@@ -278,5 +278,96 @@ def _compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
         console.print(f"comparison: {out / 'claims_compare.html'}")
 
 
+@main.command("package")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write (new or empty; see --force).")
+@click.option("--variant", default=None, help="Ship this variant (e.g. 4L-256H.s00.b8); see --format.")
+@click.option("--format", "fmt", default=None,
+              help="Export format to ship (default: the one carrying the variant's own weights: onnx-fp32 / -int8 / -int4).")
+@click.option("--max-storage-mb", type=float, default=None,
+              help="Ship the report's answer for this storage budget (the most accurate variant on dev that fits).")
+@click.option("--max-latency-ms", type=float, default=None,
+              help="Ship the report's answer for this p50 latency budget (smallest timed batch unless --batch).")
+@click.option("--backend", default=None, help="With --max-latency-ms: only this bench backend's rows (e.g. onnxruntime).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="With --max-latency-ms: latency at this batch size.")
+@click.option("--name", default=None, help="Triton model name (default: the variant, with . replaced by _).")
+@click.option("--max-batch-size", type=click.IntRange(min=0), default=None,
+              help="Triton max_batch_size (default 32; a TensorRT engine's largest profile).")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--allow-other-gpu", is_flag=True,
+              help="Package a TensorRT engine although this machine's GPU is not the one it was built on.")
+def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_storage_mb: float | None,
+            max_latency_ms: float | None, backend: str | None, batch: int | None, name: str | None,
+            max_batch_size: int | None, force: bool, allow_other_gpu: bool) -> None:
+    """Write one variant of RUN_DIR as a self-contained serving bundle in --out.
+
+    The bundle holds model.onnx, config.json (with label names), the tokenizer files, tlc.json
+    (provenance), a README and a Triton model repository (triton/<name>/). Choose what to ship with
+    --variant [--format], or let the report's answer table choose with --max-storage-mb or
+    --max-latency-ms [--backend --batch]. Nothing is written unless the whole bundle is.
+    """
+    try:
+        from tlc_export.package import check_run, choose, write_bundle
+        from tlc_export.package.bundle import check_out
+
+        check_out(out.absolute(), force)
+        check_run(run_dir)
+        choice = choose(run_dir, variant=variant, fmt=fmt, max_storage_mb=max_storage_mb,
+                        max_latency_ms=max_latency_ms, backend=backend, batch=batch)
+        meta = write_bundle(run_dir, choice, out, force=force, name=name, max_batch_size=max_batch_size,
+                            allow_other_gpu=allow_other_gpu)
+    except TlcError as exc:
+        _fail(exc)
+        return
+    _print_package(meta, out)
+
+
+def _print_package(meta: dict[str, Any], out: Path) -> None:
+    from tlc_export.package.readme import pct, selection_text
+
+    acc = meta.get("accuracy") or {}
+    console.print(f"[bold green]packaged[/bold green] {meta['variant']} ({meta['format']}) → {out}")
+    console.print(f"  chosen as {selection_text(meta.get('selection') or {})}")
+    storage = meta.get("storage_bytes")
+    console.print(f"  test accuracy {pct(acc.get('test'))}; dev {pct(acc.get('dev'))}; storage "
+                  f"{'n/a' if storage is None else f'{storage / 1e6:.3g} MB'}; model.onnx "
+                  f"{meta['model_file']['total_bytes'] / 1e6:.3g} MB")
+    opt = meta.get("graph_optimization") or {}
+    if opt:
+        console.print("  graph: " + (f"fused ({', '.join(f'{v} {k}' for k, v in opt.get('fusions', {}).items())})"
+                                     if opt.get("applied") else f"not fused ({opt.get('reason')})"))
+    console.print(f"  Triton: {out / 'triton' / meta['name'] / 'config.pbtxt'}")
+    console.print(f"  try it: tlc predict {out} \"a gorgeous, witty, seductive movie.\"")
+
+
+@main.command("predict")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Classify every row of a .csv/.tsv/.jsonl file.")
+@click.option("--text-column", default="text", show_default=True, help="Column (or JSON key) holding the text.")
+@click.option("--pair-column", default=None, help="Column holding the second text of a pair task.")
+@click.option("--label-column", default=None, help="Column holding gold labels: also print the accuracy with its 95 % interval.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Texts per ONNX Runtime call (inputs are sorted by length first).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads (default: all cores).")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one JSON line per input here instead of printing a table.")
+@click.option("--jsonl", is_flag=True, help="Print JSON lines to stdout instead of a table.")
+def predict(bundle: Path, texts: tuple[str, ...], file_: Path | None, text_column: str, pair_column: str | None,
+            label_column: str | None, batch_size: int, threads: int | None, output: Path | None, jsonl: bool) -> None:
+    """Classify TEXTS (or --file rows) with a bundle from `tlc package`: label and probabilities.
+
+    Runs with ONNX Runtime, tokenizers and NumPy only (no torch).
+    """
+    from tlc_export.serving.cli import run_predict
+
+    try:
+        run_predict(console, bundle, list(texts), file_, text_column, pair_column, label_column, batch_size, threads,
+                    output, jsonl)
+    except TlcError as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     main()

@@ -284,6 +284,8 @@ def optimize_for_cpu(
         opt = optimize_model(model, model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0)
     finally:
         quiet.setLevel(level)
+    if any(n.domain == MS_DOMAIN for n in opt.model.graph.node) and not any(o.domain == MS_DOMAIN for o in opt.model.opset_import):
+        opt.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     after = _counts(opt.model)
     fusions = {op: after[op] - before.get(op, 0) for op in FUSED_OPS if after[op] - before.get(op, 0) > 0}
     dst = Path(dst)

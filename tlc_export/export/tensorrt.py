@@ -16,6 +16,8 @@ batch 1 on batch-32 kernels. A timing cache on disk makes rebuilds fast.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -35,6 +37,29 @@ def _import_tensorrt():
             "or `pip install 'tlc-export[tensorrt]'` on a machine with an NVIDIA GPU"
         ) from e
     return trt
+
+
+def current_gpu() -> dict[str, str] | None:
+    """{name, compute_capability} of GPU 0 here (nvidia-smi, else torch if installed), or None."""
+    exe = shutil.which("nvidia-smi")
+    if exe:
+        try:
+            out = subprocess.run([exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=20, check=True).stdout.strip().splitlines()
+            if out:
+                name, _, cc = out[0].rpartition(",")
+                return {"name": name.strip(), "compute_capability": cc.strip()}
+        except (subprocess.SubprocessError, OSError):
+            pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+    except Exception:  # noqa: BLE001 - no torch or a broken CUDA: no GPU to report
+        pass
+    return None
 
 
 def default_shapes(max_batch: int, max_seq: int) -> dict[str, Shape]:
@@ -141,5 +166,5 @@ def build_engine(
     if cache is not None and timing_cache is not None:
         write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     return {"engine": str(out_path), "bytes": out_path.stat().st_size, "log": str(out_path) + ".log",
-            "tensorrt_version": getattr(trt, "__version__", None),
+            "tensorrt_version": getattr(trt, "__version__", None), "gpu": current_gpu(),
             "profiles": [{k: list(v) for k, v in p.items()} for p in profiles]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,40 @@ from tlc_export.report.markdown import render_markdown
 from tlc_export.report.pareto import pareto_frontier
 from tlc_export.report.plots import accuracy_latency_png, accuracy_storage_png, pretrain_curves_png
 
-__all__ = ["ReportData", "Verdict", "build_report", "load_report_data", "pareto_frontier", "train_large_verdict"]
+__all__ = ["AnswerTables", "ReportData", "Verdict", "answer_tables", "build_report", "load_report_data", "pareto_frontier",
+           "train_large_verdict"]
 
 _PNG_FILES = {"frontier-plot": "accuracy_vs_storage.png", "latency-plot": "accuracy_vs_latency.png",
               "pretrain-plot": "pretrain_curves.png", "error-plot": "compression_error.png"}
+
+
+@dataclass
+class AnswerTables:
+    """The report's two answers: the variant to deploy per storage budget, and per latency budget."""
+
+    storage: list[dict[str, Any]]
+    latency_batch: int | None
+    latency: list[dict[str, Any]]
+
+
+def answer_tables(
+    data: ReportData,
+    storage_budgets_mb: list[float] | None = None,
+    latency_budgets_ms: list[float] | None = None,
+    *,
+    backend: str | None = None,
+    batch: int | None = None,
+) -> AnswerTables:
+    """The answer tables of `data`, exactly as the report shows them; `tlc package --max-storage-mb /
+    --max-latency-ms` calls this with its one budget, so the variant it ships is the one the report names.
+
+    `backend` / `batch` restrict the latency answer to that backend's rows / that batch size (the
+    report itself uses every backend at the smallest timed batch).
+    """
+    bench = [r for r in data.bench if (backend is None or r.get("backend") == backend)
+             and (batch is None or r.get("batch") == batch)]
+    lat_batch, lat = latency_answers(bench, latency_budgets_ms)
+    return AnswerTables(storage_answers([dict(r) for r in data.variants], storage_budgets_mb), lat_batch, lat)
 
 
 def build_report(
@@ -42,7 +73,8 @@ def build_report(
         r["on_frontier"] = "yes" if id(r) in front else ""
     verdict = train_large_verdict(variants)
     card = build_card(data, verdict)
-    batch, lat = latency_answers(data.bench, latency_budgets_ms)
+    answers = answer_tables(data, storage_budgets_mb, latency_budgets_ms)
+    batch, lat = answers.latency_batch, answers.latency
     figures = {
         "frontier-plot": (accuracy_storage_png(variants), "frontier-plot", "accuracy vs storage with the Pareto frontier"),
         "latency-plot": (accuracy_latency_png(data.bench), "latency-plot", "accuracy vs p50 latency per backend"),
@@ -51,7 +83,7 @@ def build_report(
     }
     ctx = {
         "name": data.name, "verdict": verdict, "definition": " ".join((Verdict.__doc__ or "").split()),
-        "figures": figures, "storage_answers": storage_answers(variants, storage_budgets_mb),
+        "figures": figures, "storage_answers": answers.storage,
         "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": data.bench,
         "environment": data.environment, "epoch_notes": epoch_notes(data.pretrain),
         "claims_html": card_html(card), "claims_md": card_markdown(card),

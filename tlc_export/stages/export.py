@@ -85,7 +85,9 @@ class ExportStage(Stage):
         done = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)
                 if r.get("status") == "ok" and (r.get("path") is None or (ctx.run_dir.root / r["path"]).exists())}
         planned: set[tuple[str, str]] = set()
-        sizes = sorted({r["model"] for r in comp_rows})
+        # `tlc package` exports one variant the recipe's export.sparsity left out (options["variants"]).
+        only = set(ctx.options.get("variants") or ())
+        sizes = sorted({r["model"] for r in comp_rows if not only or r["variant"] in only})
         for size in sizes:
             model_dir = ft_dir / size / "model"
             tok = load_tokenizer(model_dir)
@@ -96,19 +98,24 @@ class ExportStage(Stage):
             template = self._template(ctx, size, dense)
             rows = [r for r in comp_rows if r["model"] == size]
             levels = sorted({float(r.get("sparsity") or 0.0) for r in rows} | {0.0})
-            if cfg.sparsity is not None:
+            if only:
+                levels = [s for s in levels if any(r["variant"] in only and math.isclose(float(r.get("sparsity") or 0.0), s,
+                                                                                         abs_tol=1e-6) for r in rows)]
+            elif cfg.sparsity is not None:
                 want = set(cfg.sparsity) | {0.0}
                 levels = [s for s in levels if any(math.isclose(s, w, abs_tol=1e-6) for w in want)]
             job = _SizeJob(ctx, size, template, formats, done, rows_file, acc_batches, val_batches, cal_batches, planned)
             for s in levels:
                 fp_model = dense if s == 0 else _load_hf(self._pruned_dir(ctx, rows, s))
-                job.fp_variant(_variant(size, s, 32), fp_model, s)
+                b32 = _variant(size, s, 32)
+                if not only or b32 in only:
+                    job.fp_variant(b32, fp_model, s)
                 level_rows = [r for r in rows if math.isclose(float(r.get("sparsity") or 0.0), s, abs_tol=1e-6)]
                 for r in level_rows:
-                    if int(r["bits"]) < 32:
+                    if int(r["bits"]) < 32 and (not only or r["variant"] in only):
                         job.quant_variant(r)
-                if not any(int(r["bits"]) == 4 for r in level_rows):
-                    job.int4_from_fp(_variant(size, s, 32), fp_model)
+                if not any(int(r["bits"]) == 4 for r in level_rows) and (not only or b32 in only):
+                    job.int4_from_fp(b32, fp_model)
         # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped.
         latest = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)}
         all_rows = [r for k, r in latest.items() if k in planned and r["format"] in formats]
@@ -359,7 +366,8 @@ class _SizeJob:
             return {**base, "path": None, "file_bytes": None, "status": "unavailable", "tensorrt_version": None,
                     "reason": f"{e} (ONNX {base['onnx_path']} passes the TensorRT rules)"}
         return {**base, "path": self._rel(eng), "engine_path": self._rel(eng), "file_bytes": int(info["bytes"]),
-                "tensorrt_version": info["tensorrt_version"], "trt_profiles": info["profiles"]}
+                "tensorrt_version": info["tensorrt_version"], "trt_profiles": info["profiles"],
+                "gpu": info.get("gpu")}  # an engine runs only on this GPU model (tlc package checks it)
 
     def _artifact(self, row: dict[str, Any]):
         from tlc_export.compress.artifact import load_artifact

@@ -1,0 +1,71 @@
+"""Export one (variant, format) the run's export stage did not write, for a bundle.
+
+The report answers over every compress variant, but a recipe may export only some sparsity levels
+(`export.sparsity: []` in the quickstart). When the chosen variant has no file yet, `tlc package`
+runs the export stage's own code for that one pair (same graph, same validation against PyTorch,
+same accuracy measurement) into `RUN/package/export/`, a cache with the export folder's layout.
+The run's own `export/` and its manifest are not touched, so the report stays current.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from tlc_export.package.select import PackageError
+from tlc_export.rundir import RESOLVED_RECIPE, RunDir
+
+CACHE = Path("package") / "export"
+
+
+def producible_formats(bits: int) -> tuple[str, ...]:
+    """The export formats the export stage writes for a variant of this bit width."""
+    from tlc_export.stages.export import FP_FORMATS, INT4_FORMATS, INT8_CODE_BITS, INT8_CODE_FORMATS
+
+    if bits >= 32:
+        return FP_FORMATS
+    if bits in INT8_CODE_BITS:
+        return INT8_CODE_FORMATS
+    if bits == 4:
+        return INT4_FORMATS
+    return ()
+
+
+def export_one(run_dir: str | Path, variant: str, fmt: str, model: str, console: Console | None = None) -> dict[str, Any]:
+    """The export row of (variant, fmt), exported now into RUN/package/export/ (resumed if already there)."""
+    from tlc_export.recipe import parse_recipe
+    from tlc_export.stages.base import StageContext
+    from tlc_export.stages.export import ExportStage
+
+    rd = RunDir(run_dir)
+    root = rd.root
+    resolved = root / RESOLVED_RECIPE
+    base = rd.load_manifest().get("recipe_base_dir")
+    recipe = parse_recipe(resolved.read_text(), file=str(resolved), base_dir=Path(base) if base else root)
+    if recipe.export is None or recipe.finetune is None:
+        raise PackageError(f"{resolved}: the recipe has no export/finetune section, so {variant} {fmt} cannot be exported")
+    out = root / CACHE
+    # The exported graph of this size is reusable as is (the slow dynamo export runs once per size).
+    for name in ("graph.onnx", "graph.onnx.refs.json"):
+        src, dst = root / "export" / model / name, out / model / name
+        if src.is_file() and not dst.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    out.mkdir(parents=True, exist_ok=True)
+    console = console or Console(stderr=True)
+    console.print(f"[bold]exporting {variant} {fmt}[/bold]: the run's export stage left it out (export.sparsity / "
+                  f"export.formats); writing it to {out}")
+    ctx = StageContext(recipe=recipe, run_dir=rd, out_dir=out, inputs={}, console=console,
+                       options={"formats": [fmt], "variants": [variant]})
+    ExportStage().run(ctx)
+    rows = json.loads((out / "results.json").read_text())
+    row = next((r for r in rows if r.get("variant") == variant and r.get("format") == fmt), None)
+    if row is None:
+        raise PackageError(f"exporting {variant} {fmt} produced no row (see {out / 'rows.jsonl'})")
+    if row.get("status") != "ok":
+        raise PackageError(f"{variant} {fmt}: export {row.get('status')}: {row.get('reason')}")
+    return {**row, "exported_by": "tlc package", "export_reason": "not among the run's exported variants/formats"}

@@ -1,0 +1,16 @@
+"""Running a serving bundle (`tlc package`'s output) with ONNX Runtime, `tokenizers` and NumPy only.
+
+Nothing in this package imports torch or transformers: `tlc predict` and a deployment need only
+`pip install onnxruntime tokenizers numpy`. The export stage measures accuracy with the same
+tokenizer and the same length-sorted batches (`tokens.py`), so `tlc predict` on the task's test
+split reproduces the accuracy the run reports for that file.
+"""
+
+from __future__ import annotations
+
+from tlc_export.serving.bundle import BUNDLE_FILES, Bundle, BundleError
+from tlc_export.serving.predictor import Predictions, Predictor
+from tlc_export.serving.tokens import ServingTokenizer, length_batches, pad_batch
+
+__all__ = ["BUNDLE_FILES", "Bundle", "BundleError", "Predictions", "Predictor", "ServingTokenizer",
+           "length_batches", "pad_batch"]

@@ -1,0 +1,100 @@
+"""Texts to classify from a CSV or JSONL file (`tlc predict --file`), with clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlc_export.errors import TlcError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+class InputFileError(TlcError):
+    """An input file cannot be read as texts; the message names the file, the line and the fix."""
+
+
+@dataclass
+class InputTable:
+    """Texts (and optional second texts and gold labels) in file order; `lines[i]` is the line of row i."""
+
+    texts: list[str]
+    pairs: list[str | None] | None
+    labels: list[Any] | None
+    lines: list[int]
+
+
+def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise InputFileError(f"{path}: unknown file type {path.suffix!r}; use .csv, .tsv or .jsonl")
+    text = path.read_text(encoding="utf-8-sig")
+    if kind in ("csv", "tsv"):
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if kind == "tsv" else ",")
+        columns = list(reader.fieldnames or [])
+        return [(i + 2, dict(r)) for i, r in enumerate(reader)], columns
+    rows, columns = [], []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputFileError(f"{path}:{n}: not valid JSON ({e.msg}); one JSON object per line") from e
+        if not isinstance(obj, dict):
+            raise InputFileError(f"{path}:{n}: expected a JSON object like {{\"text\": \"...\"}}, got {type(obj).__name__}")
+        for k in obj:
+            if k not in columns:
+                columns.append(k)
+        rows.append((n, obj))
+    return rows, columns
+
+
+def read_inputs(path: str | Path, text_column: str = "text", pair_column: str | None = None,
+                label_column: str | None = None) -> InputTable:
+    """Read `text_column` (and `pair_column`, `label_column` when given) from every row of `path`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    records, columns = _records(path)
+    if not records:
+        raise InputFileError(f"{path}: no rows to classify")
+    for flag, col in (("--text-column", text_column), ("--pair-column", pair_column), ("--label-column", label_column)):
+        if col is not None and col not in columns:
+            raise InputFileError(f"{path}: no column {col!r} (columns: {', '.join(map(repr, columns)) or 'none'}); "
+                                 f"pass {flag} with one of them")
+    texts: list[str] = []
+    pairs: list[str | None] = []
+    labels: list[Any] = []
+    for line, rec in records:
+        value = rec.get(text_column)
+        if not isinstance(value, str):
+            raise InputFileError(f"{path}:{line}: {text_column!r} is {'missing' if value is None else type(value).__name__}, "
+                                 "expected text")
+        texts.append(value)
+        if pair_column is not None:
+            p = rec.get(pair_column)
+            pairs.append(None if p is None else str(p))
+        if label_column is not None:
+            labels.append(rec.get(label_column))
+    return InputTable(texts, pairs if pair_column else None, labels if label_column else None, [n for n, _ in records])
+
+
+def label_ids(values: Sequence[Any], names: Sequence[str], path: str | Path, lines: Sequence[int], column: str) -> list[int]:
+    """Gold labels as ids: a label name of the bundle, or its integer id."""
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for v, line in zip(values, lines, strict=True):
+        key = str(v).strip() if v is not None else ""
+        if key in index:
+            out.append(index[key])
+        elif key.lstrip("-").isdigit() and 0 <= int(key) < len(names):
+            out.append(int(key))
+        else:
+            raise InputFileError(f"{path}:{line}: {column!r} is {v!r}, not one of the bundle's labels "
+                                 f"{list(names)} (or their ids 0..{len(names) - 1})")
+    return out
