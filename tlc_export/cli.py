@@ -23,7 +23,8 @@ STAGE_ORDER = ["data", "pretrain", "finetune", "compress", "export", "bench", "r
 
 def _fail(exc: Exception) -> None:
     code = 2 if isinstance(exc, RecipeError) else 1
-    err_console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
+    # soft_wrap: paths and commands in the message stay whole (the terminal wraps them for display)
+    err_console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -294,11 +295,12 @@ def _compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @click.option("--max-batch-size", type=click.IntRange(min=0), default=None,
               help="Triton max_batch_size (default 32; a TensorRT engine's largest profile).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--dry-run", is_flag=True, help="Only print which (variant, format) would be packaged, and why.")
 @click.option("--allow-other-gpu", is_flag=True,
               help="Package a TensorRT engine although this machine's GPU is not the one it was built on.")
 def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_storage_mb: float | None,
             max_latency_ms: float | None, backend: str | None, batch: int | None, name: str | None,
-            max_batch_size: int | None, force: bool, allow_other_gpu: bool) -> None:
+            max_batch_size: int | None, force: bool, dry_run: bool, allow_other_gpu: bool) -> None:
     """Write one variant of RUN_DIR as a self-contained serving bundle in --out.
 
     The bundle holds model.onnx, config.json (with label names), the tokenizer files, tlc.json
@@ -313,7 +315,13 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
         check_out(out.absolute(), force)
         check_run(run_dir)
         choice = choose(run_dir, variant=variant, fmt=fmt, max_storage_mb=max_storage_mb,
-                        max_latency_ms=max_latency_ms, backend=backend, batch=batch)
+                        max_latency_ms=max_latency_ms, backend=backend, batch=batch, export_missing=not dry_run)
+        if dry_run:
+            from tlc_export.package.readme import selection_text
+
+            console.print(f"would package {choice.variant} ({choice.format}), chosen as {selection_text(choice.selection)}"
+                          + ("; not exported yet: `tlc package` would export it first" if choice.export is None else ""))
+            return
         meta = write_bundle(run_dir, choice, out, force=force, name=name, max_batch_size=max_batch_size,
                             allow_other_gpu=allow_other_gpu)
     except TlcError as exc:

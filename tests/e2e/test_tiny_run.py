@@ -2,97 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import random
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tiny_recipe import FILLER, NEG, POS, RECIPE, _write_data  # noqa: F401 (test_torchrun imports them from here)
 
 from tlc_export.cli import main
 
-POS = ["great", "wonderful", "moving", "brilliant", "funny", "charming"]
-NEG = ["awful", "boring", "dull", "clumsy", "tedious", "bland"]
-FILLER = ["the", "film", "story", "actors", "plot", "music", "was", "really", "quite", "and", "a", "its"]
-
-
-def _write_data(root: Path) -> None:
-    rng = random.Random(0)
-    docs = root / "corpus"
-    docs.mkdir()
-    for i in range(40):
-        paras = []
-        for _ in range(6):
-            words = [rng.choice(FILLER + POS + NEG) for _ in range(rng.randint(12, 30))]
-            paras.append(" ".join(words).capitalize() + ".")
-        (docs / f"doc{i:02d}.txt").write_text("\n\n".join(paras))
-    with open(root / "task.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        for i in range(500):
-            label = i % 2
-            cue = rng.choice(POS if label else NEG)
-            words = [rng.choice(FILLER) for _ in range(rng.randint(4, 10))]
-            words.insert(rng.randrange(len(words) + 1), cue)
-            w.writerow([" ".join(words), "pos" if label else "neg"])
-
-
-RECIPE = """\
-name: tiny
-data:
-  sources: [{kind: text, path: "corpus/*.txt"}]
-  max_seq_len: 32
-  val_fraction: 0.1
-  min_val_documents: 4
-tokenizer: {vocab_size: 400}
-models:
-  sizes:
-    - {layers: 1, hidden: 32}
-    - {layers: 2, hidden: 64, heads: 2}
-pretrain:
-  time_budget_s: 2
-  batch_size: 8
-  micro_batch_size: 4
-  lr: 2.0e-3
-  eval_every_s: 1
-  eval_batches: 2
-  checkpoint_every_s: 1
-finetune:
-  task: {kind: csv, path: task.csv}
-  lr: 2.0e-3
-  batch_size: 16
-  epochs: 2
-  max_length: 24
-compress:
-  quantize: {bits: [8, 4]}
-  prune: {sparsity: [0.5], step: 0.5, recovery_max_steps: 4, recovery_eval_every_steps: 2}
-  analysis: {bits: 4, sparsity: 0.5}
-export:
-  formats: [onnx-fp32, onnx-int8, onnx-int8-dynamic, onnx-int4, tensorrt-int8]
-  sparsity: []
-  calibration_samples: 8
-  validation_samples: 8
-  trt_max_seq_len: 32
-bench:
-  backends: [torch-eager, onnxruntime, tensorrt]
-  batch_sizes: [2]
-  seq_len: 16
-  warmup: 1
-  runs: 2
-report: {}
-"""
-
 
 @pytest.mark.slow
-def test_tiny_recipe_runs_every_stage_then_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
-    _write_data(tmp_path)
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(RECIPE)
-    run_dir = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", str(recipe), "--run-dir", str(run_dir)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+def test_tiny_recipe_runs_every_stage_then_skips(tiny_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLC_HOME", str(tiny_run.home))
+    recipe, run_dir = tiny_run.recipe, tiny_run.run_dir
+    assert tiny_run.exit_code == 0, tiny_run.output
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stages = manifest["stages"]
@@ -126,7 +49,7 @@ def test_tiny_recipe_runs_every_stage_then_skips(tmp_path: Path, monkeypatch: py
     card = json.loads((run_dir / "report" / "claims.json").read_text())
     assert [c["number"] for c in card["claims"]] == [1, 2, 3, 4, 5]
     assert html.index("id='claims'") < html.index("id='verdict'")
-    assert "Claims of the paper" in result.output
+    assert "Claims of the paper" in tiny_run.output
 
     again = CliRunner().invoke(main, ["run", str(recipe), "--run-dir", str(run_dir)], catch_exceptions=False)
     assert again.exit_code == 0

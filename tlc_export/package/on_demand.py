@@ -16,10 +16,46 @@ from typing import Any
 
 from rich.console import Console
 
-from tlc_export.package.select import PackageError
+from tlc_export.atomic import read_jsonl, write_json
+from tlc_export.errors import TlcError
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
 
 CACHE = Path("package") / "export"
+KEY_FILE = "cache_key.json"
+
+
+class OnDemandExportError(TlcError):
+    """A pair could not be exported for a bundle; the message says why."""
+
+
+def _cache_key(rd: RunDir) -> dict[str, str | None]:
+    """What the cached files were made from: the export stage's key covers its config and every upstream key."""
+    rec = rd.records().get("export")
+    return {"export": rec.cache_key if rec else None}
+
+
+def cache_dir(rd: RunDir) -> Path:
+    """RUN/package/export/, emptied first when the run's export inputs changed since it was filled."""
+    out = rd.root / CACHE
+    key_file = out / KEY_FILE
+    want = _cache_key(rd)
+    if out.exists() and (not key_file.is_file() or json.loads(key_file.read_text()) != want):
+        shutil.rmtree(out)
+    if not out.exists():
+        out.mkdir(parents=True)
+        write_json(key_file, want)
+    return out
+
+
+def cached_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of pairs exported on demand earlier, when still current and their file is there."""
+    rd = RunDir(run_dir)
+    out = rd.root / CACHE
+    key_file = out / KEY_FILE
+    if not key_file.is_file() or json.loads(key_file.read_text()) != _cache_key(rd):
+        return []
+    return [{**r, "exported_by": "tlc package"} for r in read_jsonl(out / "rows.jsonl")
+            if r.get("status") == "ok" and r.get("path") and (rd.root / r["path"]).is_file()]
 
 
 def producible_formats(bits: int) -> tuple[str, ...]:
@@ -47,15 +83,14 @@ def export_one(run_dir: str | Path, variant: str, fmt: str, model: str, console:
     base = rd.load_manifest().get("recipe_base_dir")
     recipe = parse_recipe(resolved.read_text(), file=str(resolved), base_dir=Path(base) if base else root)
     if recipe.export is None or recipe.finetune is None:
-        raise PackageError(f"{resolved}: the recipe has no export/finetune section, so {variant} {fmt} cannot be exported")
-    out = root / CACHE
+        raise OnDemandExportError(f"{resolved}: the recipe has no export/finetune section, so {variant} {fmt} cannot be exported")
+    out = cache_dir(rd)
     # The exported graph of this size is reusable as is (the slow dynamo export runs once per size).
     for name in ("graph.onnx", "graph.onnx.refs.json"):
         src, dst = root / "export" / model / name, out / model / name
         if src.is_file() and not dst.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
-    out.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
     console.print(f"[bold]exporting {variant} {fmt}[/bold]: the run's export stage left it out (export.sparsity / "
                   f"export.formats); writing it to {out}")
@@ -65,7 +100,7 @@ def export_one(run_dir: str | Path, variant: str, fmt: str, model: str, console:
     rows = json.loads((out / "results.json").read_text())
     row = next((r for r in rows if r.get("variant") == variant and r.get("format") == fmt), None)
     if row is None:
-        raise PackageError(f"exporting {variant} {fmt} produced no row (see {out / 'rows.jsonl'})")
+        raise OnDemandExportError(f"exporting {variant} {fmt} produced no row (see {out / 'rows.jsonl'})")
     if row.get("status") != "ok":
-        raise PackageError(f"{variant} {fmt}: export {row.get('status')}: {row.get('reason')}")
+        raise OnDemandExportError(f"{variant} {fmt}: export {row.get('status')}: {row.get('reason')}")
     return {**row, "exported_by": "tlc package", "export_reason": "not among the run's exported variants/formats"}

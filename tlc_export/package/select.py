@@ -31,7 +31,7 @@ class Choice:
 
     variant: str
     format: str
-    export: dict[str, Any]
+    export: dict[str, Any] | None  # None: not exported yet (dry run of a pair `tlc package` would export)
     compress: dict[str, Any] | None
     bench: list[dict[str, Any]] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)
@@ -69,8 +69,11 @@ def _export_rows(root: Path) -> list[dict[str, Any]]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise PackageError(f"{path}: not valid JSON ({e}); rerun `tlc export {root} --force`") from e
-    rows = data.get("artifacts", []) if isinstance(data, dict) else data
-    return [r for r in rows if isinstance(r, dict)]
+    from tlc_export.package.on_demand import cached_rows
+
+    rows = [r for r in (data.get("artifacts", []) if isinstance(data, dict) else data) if isinstance(r, dict)]
+    have = {(r.get("variant"), r.get("format")) for r in rows}
+    return rows + [r for r in cached_rows(root) if (r.get("variant"), r.get("format")) not in have]
 
 
 def _format_for(variant: str, fmt: str | None, compress: dict[str, Any] | None, rows: list[dict[str, Any]]) -> str:
@@ -98,12 +101,10 @@ def _pick(variant: str, fmt: str, root: Path, rows: list[dict[str, Any]], compre
             raise PackageError(f"variant {variant} ({bits}-bit) has no {fmt} file: the export stage writes "
                                f"{', '.join(can) or 'nothing'} for a {bits}-bit variant; exported for it: "
                                f"{', '.join(ok) or 'none'}")
-        if not export_missing:
-            raise PackageError(f"variant {variant} has no {fmt} export in {root / 'export' / 'results.json'} "
-                               f"(exported for it: {', '.join(ok) or 'none'}); add it to the recipe's export section "
-                               f"and rerun `tlc export {root}`")
         if compress is None:
             raise PackageError(f"variant {variant}: not in {root / 'compress' / 'results.json'}; rerun the compress stage")
+        if not export_missing:
+            return Choice(variant, fmt, None, compress, [], selection)
         row = export_one(root, variant, fmt, str(compress["model"]))
         return Choice(variant, fmt, row, compress, [], {**selection, "exported_on_demand": True})
     if row.get("status") != "ok" or not row.get("path"):
@@ -123,8 +124,11 @@ def choose(
     backend: str | None = None,
     batch: int | None = None,
     data: ReportData | None = None,
+    export_missing: bool = True,
 ) -> Choice:
-    """The one (variant, format) to package; raises PackageError naming the valid choices."""
+    """The one (variant, format) to package; raises PackageError naming the valid choices. A pair the run
+    did not export is exported now (`on_demand.export_one`), or, with `export_missing=False`, returned
+    with `export=None`."""
     from tlc_export.report import answer_tables
 
     modes = [m for m, v in (("--variant", variant), ("--max-storage-mb", max_storage_mb),
@@ -147,7 +151,8 @@ def choose(
         if variant not in known:
             raise PackageError(f"unknown variant {variant!r}; this run has: {', '.join(known) or 'none'}")
         comp = by_variant.get(variant)
-        return _pick(variant, _format_for(variant, fmt, comp, rows), root, rows, comp, data.bench, {"by": "variant"})
+        return _pick(variant, _format_for(variant, fmt, comp, rows), root, rows, comp, data.bench, {"by": "variant"},
+                     export_missing)
 
     if max_storage_mb is not None:
         if max_storage_mb <= 0:
@@ -162,7 +167,8 @@ def choose(
                                f"{smallest['storage_bytes'] / 1e6:.3g} MB (raise --max-storage-mb)")
         comp = by_variant.get(a["variant"])
         sel = {"by": "max_storage_mb", "budget_mb": max_storage_mb, "answer": a}
-        return _pick(a["variant"], _format_for(a["variant"], fmt, comp, rows), root, rows, comp, data.bench, sel)
+        return _pick(a["variant"], _format_for(a["variant"], fmt, comp, rows), root, rows, comp, data.bench, sel,
+                     export_missing)
 
     assert max_latency_ms is not None
     if max_latency_ms <= 0:
@@ -189,4 +195,5 @@ def choose(
                            f"pass --backend {ONNX_RUNTIME_BACKEND} to choose among ONNX Runtime rows")
     sel = {"by": "max_latency_ms", "budget_ms": max_latency_ms, "backend": backend, "batch": tables.latency_batch,
            "answer": a}
-    return _pick(a["variant"], str(a["format"]), root, rows, by_variant.get(a["variant"]), data.bench, sel)
+    return _pick(a["variant"], str(a["format"]), root, rows, by_variant.get(a["variant"]), data.bench, sel,
+                 export_missing)

@@ -103,3 +103,9 @@ class Bundle:
             raise BundleError(f"{path}: {size} bytes, but tlc.json records {want['bytes']} (truncated or replaced); {FIX}")
         if want.get("sha256") and sha256_file(path) != want["sha256"]:
             raise BundleError(f"{path}: SHA-256 differs from the one tlc.json records (file changed or corrupt); {FIX}")
+        if want.get("external_data"):
+            data = self.root / str(want["external_data"])
+            if not data.is_file():
+                raise BundleError(f"{data}: missing (model.onnx keeps its weights there); {FIX}")
+            if want.get("external_data_sha256") and sha256_file(data) != want["external_data_sha256"]:
+                raise BundleError(f"{data}: SHA-256 differs from the one tlc.json records (file changed or corrupt); {FIX}")
