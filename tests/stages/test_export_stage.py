@@ -97,6 +97,36 @@ def _run_export(recipe, run: RunDir) -> tuple[dict, list[dict]]:
     return outputs, json.loads((out / "results.json").read_text())
 
 
+def _ops(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def _check_cpu_fusions(run: RunDir, by: dict, task, keys) -> None:
+    """Each CPU file is the fused graph (one com.microsoft Attention per layer, ORT's fusions), computing
+    what the exporter's unfused graph beside it computes (plain onnxruntime, padded batches)."""
+    import onnxruntime as ort
+
+    from tlc_export.data import load_tokenizer
+
+    tok = load_tokenizer(run.stage_dir("finetune") / SIZE / "model")
+    batches = V.encode(tok, task.dev[:24], 32, 8)
+    assert any((b.attention_mask == 0).any() for b in batches), "the check needs padded rows"
+    for key in keys:
+        r = by[key]
+        opt = r["graph_optimization"]
+        assert opt["applied"] and opt["attention_fused"] == 2, (key, opt)
+        assert opt["fusions"]["Attention"] == 2 and opt["fusions"]["SkipLayerNormalization"] == 4, opt
+        fused, raw = run.root / r["path"], run.root / r["unfused_path"]
+        assert fused.name == f"{key[1]}.onnx" and raw.name == f"{key[1]}.unfused.onnx"
+        assert "Attention" in _ops(fused) and "Softmax" not in _ops(fused) and "Attention" not in _ops(raw)
+        opts = ort.SessionOptions()
+        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")  # no int8-activation INT4 fusion
+        a, b = (ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (fused, raw))
+        for batch in batches:
+            la, lb = (s.run(None, batch.feeds())[0] for s in (a, b))
+            np.testing.assert_allclose(la, lb, rtol=0, atol=1e-5 * max(1.0, float(np.abs(lb).max())))
+
+
 def test_every_format_has_a_valid_row(run_dir):
     recipe, run, model, comp_rows, task = run_dir
     outputs, rows = _run_export(recipe, run)
@@ -117,6 +147,10 @@ def test_every_format_has_a_valid_row(run_dir):
         else:
             assert r["status"] == "ok", (key, r["reason"])
             assert (run.root / r["path"]).is_file()
+    _check_cpu_fusions(run, by, task, [(b32, "onnx-fp32"), (b8, "onnx-int8"), (b4, "onnx-int4")])
+    assert by[(b32, "onnx-int8-dynamic")]["graph_optimization"]["applied"]
+    assert "QAttention" in _ops(run.root / by[(b32, "onnx-int8-dynamic")]["path"])
+    assert "Attention" not in _ops(run.root / by[(b4, "tensorrt-int4")]["onnx_path"])  # TensorRT gets standard ONNX
     # The static Q/DQ file TensorRT INT8 needs is there although onnx-int8-static is also listed here;
     # it is the same file.
     # TensorRT INT8 reads that file turned into an fp16 graph (fp16 scales, no fp32 initializer).
@@ -160,9 +194,22 @@ def test_every_format_has_a_valid_row(run_dir):
     assert by[(b4, "onnx-int4")]["codes"] == "requantized"
 
 
-def test_six_bit_goes_to_int8_and_missing_four_bit_requantizes_fp32(run_dir, tmp_path):
+def test_six_bit_goes_to_int8_and_missing_four_bit_requantizes_fp32(run_dir, tmp_path, monkeypatch):
     import shutil
 
+    import tlc_export.export.optimize as optimize
+
+    real = optimize.optimize_for_cpu
+
+    def broken(src, dst, *a, **kw):  # a fusion that changes the function: validation must reject it
+        out = real(src, dst, *a, **kw)
+        proto = onnx.load(str(dst))
+        ln = next(i for i in proto.graph.initializer if i.name.endswith("LayerNorm.weight"))
+        ln.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(ln) * 3, ln.name))
+        onnx.save(proto, str(dst))
+        return out
+
+    monkeypatch.setattr(optimize, "optimize_for_cpu", broken)
     recipe, run, model, _, _ = run_dir
     run2 = RunDir(tmp_path / "run")
     shutil.copytree(run.stage_dir("finetune"), run2.stage_dir("finetune"))
@@ -183,6 +230,10 @@ def test_six_bit_goes_to_int8_and_missing_four_bit_requantizes_fp32(run_dir, tmp
     codes = [numpy_helper.to_array(i) for i in onnx.load(str(run2.root / six["path"])).graph.initializer
              if i.name.endswith("__codes")]
     assert codes and all(c.dtype == np.uint8 and int(c.max()) <= 63 for c in codes)
+    for r in rows:  # the broken fusion was caught: each file is the exporter's graph, with the reason
+        assert r["path"].endswith(".unfused.onnx") and not r["graph_optimization"]["applied"], r
+        assert "does not match the reference" in r["graph_optimization"]["reason"]
+        assert not (run2.root / r["path"].replace(".unfused.onnx", ".onnx")).exists()
     four = by[(b32, "onnx-int4")]
     assert four["codes"] == "requantized-from-fp32" and four["source"] == b32 and four["bits"] == 4
     # re-quantized from the fp32 model, so close to it in accuracy though a different function
