@@ -102,3 +102,22 @@ def test_engine_gpu_check() -> None:
         check_engine_gpu({**row, "gpu": None}, False, here={"name": "NVIDIA H200", "compute_capability": "9.0"})
     forced = check_engine_gpu(row, True, here={"name": "NVIDIA L4", "compute_capability": "8.9"})
     assert forced["gpu_check"].startswith("forced (--allow-other-gpu)")
+
+
+def test_export_scores_with_the_batches_tlc_predict_uses(bpe_dir: Path) -> None:
+    """The export stage's accuracy batches are predict's length batches; per-row results return to example order."""
+    from transformers import AutoTokenizer
+
+    from tlc_export.export.validate import encode_by_length, in_example_order
+    from tlc_export.finetune.toy import ToyExample
+
+    examples = [ToyExample(t, i % 2) for i, t in enumerate(TEXTS * 3)]
+    batches = encode_by_length(bpe_dir, examples, 16, 4)
+    ref = AutoTokenizer.from_pretrained(str(bpe_dir))([e.text for e in examples], truncation=True, max_length=16)["input_ids"]
+    widths = [b.input_ids.shape[1] for b in batches]
+    assert widths == sorted(widths) and sum(len(b.index) for b in batches) == len(examples)
+    for b in batches:
+        for row, i in enumerate(b.index):
+            n = int(b.attention_mask[row].sum())
+            assert b.input_ids[row, :n].tolist() == ref[i]
+    np.testing.assert_array_equal(in_example_order([b.labels for b in batches], batches), [e.label for e in examples])

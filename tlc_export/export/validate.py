@@ -33,6 +33,7 @@ class Batch:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     labels: np.ndarray | None = None
+    index: np.ndarray | None = None  # positions of the rows in the example list (length-sorted batches)
 
     def feeds(self) -> dict[str, np.ndarray]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
@@ -51,6 +52,38 @@ def encode(tokenizer, examples: Sequence, max_length: int, batch_size: int) -> l
         )
         out.append(Batch(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64),
                          np.array([e.label for e in chunk], dtype=np.int64)))
+    return out
+
+
+def encode_by_length(tokenizer_dir: str | os.PathLike[str], examples: Sequence, max_length: int,
+                     batch_size: int) -> list[Batch]:
+    """`Example`s as `tlc predict` batches them (`tlc_export.serving.tokens`): the bundle's tokenizer,
+    sorted by length, `batch_size` per batch, each padded to its longest row; `Batch.index` maps rows back
+    to `examples`. Scoring files with these batches makes `tlc predict` reproduce their accuracy exactly,
+    also for dynamic INT8, whose activation scales depend on the batch."""
+    from tlc_export.serving.tokens import ServingTokenizer, length_batches, pad_batch
+
+    tok = ServingTokenizer.from_dir(tokenizer_dir, max_length)
+    pairs = [e.text_pair for e in examples]
+    ids = tok.encode([e.text for e in examples], pairs if any(p is not None for p in pairs) else None)
+    labels = np.array([e.label for e in examples], dtype=np.int64)
+    out = []
+    for idx in length_batches([len(x) for x in ids], batch_size):
+        x, m = pad_batch(ids, idx, tok.pad_id)
+        out.append(Batch(x, m, labels[idx], index=idx))
+    return out
+
+
+def in_example_order(values: Sequence[np.ndarray], batches: Sequence[Batch]) -> np.ndarray:
+    """Per-row values of `batches` (e.g. argmax labels) put back in example order."""
+    n = sum(len(b.input_ids) for b in batches)
+    first = np.asarray(values[0]) if values else np.zeros(0)
+    out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+    pos = 0
+    for v, b in zip(values, batches, strict=True):
+        idx = b.index if b.index is not None else np.arange(pos, pos + len(v))
+        out[idx] = v
+        pos += len(v)
     return out
 
 

@@ -84,7 +84,7 @@ def render_readme(meta: dict[str, Any]) -> str:
         "probs = np.exp(logits - logits.max(-1, keepdims=True))",
         "probs /= probs.sum(-1, keepdims=True)",
         "for p in probs:",
-        "    print(labels[int(p.argmax())], dict(zip(labels, p.round(3))))",
+        "    print(labels[int(p.argmax())], {name: round(float(x), 3) for name, x in zip(labels, p)})",
         "```",
         "",
         "`config.json` and the tokenizer files also load with `transformers.AutoConfig` / `AutoTokenizer` "

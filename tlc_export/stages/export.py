@@ -91,7 +91,7 @@ class ExportStage(Stage):
         for size in sizes:
             model_dir = ft_dir / size / "model"
             tok = load_tokenizer(model_dir)
-            acc_batches = V.encode(tok, split, max_len, 32)
+            acc_batches = V.encode_by_length(model_dir, split, max_len, 32)  # as `tlc predict` batches
             val_batches = V.encode(tok, split[: cfg.validation_samples], max_len, 8)
             cal_batches = V.encode(tok, task.train[: cfg.calibration_samples], max_len, 8)
             dense = _load_hf(model_dir)
