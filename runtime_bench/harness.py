@@ -60,6 +60,9 @@ class EvalSet:
 
     split: str
     batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (input_ids, attention_mask, labels)
+    # False: score each batch as it is (a short last batch stays short). ONNX Runtime's dynamic INT8
+    # picks one activation scale per batch, so rows added to a batch can change its other rows' logits.
+    pad_last: bool = True
 
     @property
     def size(self) -> int:
@@ -73,10 +76,14 @@ def encode_split(
     max_length: int,
     batch_size: int = 32,
     pad_multiple: int = 16,
+    pad_last: bool = True,
 ) -> EvalSet:
-    """Tokenize `Example`s (text, label, text_pair) with an HF tokenizer into an EvalSet."""
+    """Tokenize `Example`s (text, label, text_pair) with an HF tokenizer into an EvalSet.
+
+    `pad_multiple=1, pad_last=False` gives `tlc predict`'s batches (each padded to its longest row,
+    the last one left short): what an ONNX Runtime accuracy must use to equal the served model's."""
     if not examples:
-        return EvalSet(split, [])
+        return EvalSet(split, [], pad_last)
     texts = [e.text for e in examples]
     pairs = [e.text_pair for e in examples]
     enc = tokenizer(
@@ -101,7 +108,7 @@ def encode_split(
             ids[r, : len(seq)] = seq
             mask[r, : len(seq)] = 1
         batches.append((ids, mask, labels[idx]))
-    return EvalSet(split, batches)
+    return EvalSet(split, batches, pad_last)
 
 
 def backend_accuracy(backend: Any, evalset: EvalSet, batch_size: int | None = None) -> float:
@@ -110,7 +117,7 @@ def backend_accuracy(backend: Any, evalset: EvalSet, batch_size: int | None = No
     total = 0
     for ids, mask, labels in evalset.batches:
         n = len(labels)
-        if batch_size and n < batch_size:
+        if batch_size and n < batch_size and evalset.pad_last:
             # Pad the last batch with copies of its first row so every call has the same batch size.
             reps = batch_size - n
             ids = np.concatenate([ids, np.repeat(ids[:1], reps, 0)])

@@ -206,13 +206,19 @@ def _test_split_csv(tiny_run, path: Path, split: str) -> int:
     return len(examples)
 
 
-def test_predict_on_a_csv_reproduces_the_bench_accuracy(tiny_run, fp32_bundle: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["onnx-fp32", "onnx-int8-dynamic"])
+def test_predict_on_a_csv_reproduces_the_bench_accuracy(tiny_run, fp32_bundle: Path, tmp_path: Path, fmt: str) -> None:
+    """Dynamic INT8 quantizes activations per batch: equal accuracy needs the bench to batch as predict does."""
     bench = [json.loads(x) for x in (tiny_run.run_dir / "bench" / "results.jsonl").read_text().splitlines()]
-    row = next(r for r in bench if r["variant"] == B32 and r["format"] == "onnx-fp32" and r["status"] == "ok")
+    row = next(r for r in bench if r["variant"] == B32 and r["format"] == fmt and r["status"] == "ok")
     split = "test" if row.get("test_accuracy") is not None else row["accuracy_split"]
     n = _test_split_csv(tiny_run, tmp_path / "split.csv", split)
+    bundle = fp32_bundle
+    if fmt != "onnx-fp32":
+        bundle = tmp_path / "bundle"
+        assert _package(tiny_run, "--variant", B32, "--format", fmt, "--out", str(bundle)).exit_code == 0
     out = tmp_path / "pred.jsonl"
-    r = CliRunner().invoke(main, ["predict", str(fp32_bundle), "--file", str(tmp_path / "split.csv"), "--text-column", "review",
+    r = CliRunner().invoke(main, ["predict", str(bundle), "--file", str(tmp_path / "split.csv"), "--text-column", "review",
                                   "--label-column", "gold", "--output", str(out)])
     assert r.exit_code == 0, r.output
     recs = [json.loads(x) for x in out.read_text().splitlines()]

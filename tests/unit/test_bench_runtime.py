@@ -102,6 +102,35 @@ def test_onnxruntime_accuracy_equals_torch(work: dict) -> None:
     assert abs(acc_t - acc_o) <= 0.001
 
 
+def test_serving_batches_score_what_tlc_predict_runs(work: dict) -> None:
+    """pad_multiple=1, pad_last=False: the batches `tlc predict` runs (each padded to its longest row,
+    the short last batch not filled with copies), so an accuracy is the served model's to the example."""
+    exs = examples(37, 4)
+    es = encode_split(work["tok"], exs, "test", max_length=24, batch_size=16, pad_multiple=1, pad_last=False)
+    ref = work["tok"]([e.text for e in exs], truncation=True, max_length=24)["input_ids"]
+    assert [len(lab) for _, _, lab in es.batches] == [16, 16, 5]
+    seen = []
+    for ids, mask, _ in es.batches:
+        assert ids.shape[1] == int(mask.sum(1).max())  # no padding beyond the batch's longest row
+        seen.extend(ids[r, : int(mask[r].sum())].tolist() for r in range(len(ids)))
+    assert sorted(map(tuple, seen)) == sorted(map(tuple, ref))
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.shapes: list[tuple[int, ...]] = []
+
+        def run(self, ids, mask):
+            self.shapes.append(ids.shape)
+            return np.zeros((len(ids), 2), dtype=np.float32)
+
+    rec = Recorder()
+    backend_accuracy(rec, es, 16)
+    assert [s[0] for s in rec.shapes] == [16, 16, 5]
+    rec.shapes.clear()
+    backend_accuracy(rec, encode_split(work["tok"], exs, "test", max_length=24, batch_size=16), 16)
+    assert [s[0] for s in rec.shapes] == [16, 16, 16]  # the timing-friendly default fills the last batch
+
+
 def test_unavailable_backends_give_rows_not_crashes(work: dict) -> None:
     if torch.cuda.is_available():
         pytest.skip("on a CUDA machine these backends are available")

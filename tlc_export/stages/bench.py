@@ -121,7 +121,8 @@ class BenchStage(Stage):
                 if pre is not None:
                     new = [pre]
                 else:
-                    sets = self._evalsets(ctx, cfg, v.model, evalsets) if cfg.accuracy else []
+                    sets = self._evalsets(ctx, cfg, v.model, evalsets, serving=backend == "onnxruntime") \
+                        if cfg.accuracy else []
                     settings.time_latency = timed
                     new = bench_variant(v, [backend], [dtype], settings, sets)
                 n = expected[timed] if pre is None else 1
@@ -210,18 +211,30 @@ class BenchStage(Stage):
             v.vocab_size = vocab_size_of(source)
         return v
 
-    def _evalsets(self, ctx: StageContext, cfg: BenchConfig, size: str | None, cache: dict[str, list[EvalSet]]) -> list[EvalSet]:
-        """Tokenized accuracy splits for one model size (its finetune folder holds the tokenizer)."""
-        key = size or ""
+    def _evalsets(self, ctx: StageContext, cfg: BenchConfig, size: str | None, cache: dict[str, list[EvalSet]],
+                  serving: bool = False) -> list[EvalSet]:
+        """Tokenized accuracy splits for one model size (its finetune folder holds the tokenizer).
+
+        `serving`: `tlc predict`'s batches (length-sorted, 32 a batch, each padded to its longest row),
+        which the export stage also scores with, so an ONNX Runtime row's accuracy on either split is
+        what `tlc predict` gets for that file (dynamic INT8's per-batch scale makes batching matter)."""
+        size = size or ""
+        key = f"{size}|serving" if serving else size
         if key in cache:
             return cache[key]
         from tlc_export.data import load_task, load_tokenizer
 
         if not hasattr(self, "_task"):
             self._task = load_task(ctx.recipe.finetune.task, ctx.recipe)
-        tok_dir = ctx.input_dir("finetune") / key / "model"
+        tok_dir = ctx.input_dir("finetune") / size / "model"
         tok = load_tokenizer(tok_dir)
         max_len = ctx.recipe.finetune.max_length
         splits = {"dev": self._task.dev, "test": self._task.test}
-        cache[key] = [encode_split(tok, splits[s], s, max_len, cfg.eval_batch_size) for s in cfg.accuracy_splits]
+        if serving:
+            from tlc_export.serving.tokens import DEFAULT_BATCH_SIZE
+
+            cache[key] = [encode_split(tok, splits[s], s, max_len, DEFAULT_BATCH_SIZE, pad_multiple=1, pad_last=False)
+                          for s in cfg.accuracy_splits]
+        else:
+            cache[key] = [encode_split(tok, splits[s], s, max_len, cfg.eval_batch_size) for s in cfg.accuracy_splits]
         return cache[key]
