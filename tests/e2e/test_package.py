@@ -67,7 +67,7 @@ def fp32_bundle(tiny_run, tmp_path_factory) -> Path:
     return out
 
 
-def test_bundle_loads_with_plain_onnxruntime_and_transformers(tiny_run, fp32_bundle: Path) -> None:
+def test_bundle_loads_with_plain_onnxruntime_and_transformers(tiny_run, fp32_bundle: Path, tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
     b = fp32_bundle
@@ -95,6 +95,18 @@ def test_bundle_loads_with_plain_onnxruntime_and_transformers(tiny_run, fp32_bun
     assert meta["run"]["recipe_hash"] == json.loads((tiny_run.run_dir / "manifest.json").read_text())["recipe_hash"]
     assert meta["latency"] and all(r["backend"] == "onnxruntime" for r in meta["latency"])
     assert meta["self_check"]["max_abs_diff"] == 0.0
+    # accuracy of the shipped file: the bench's ONNX Runtime row, with its 95 % Wilson interval over the split
+    bench = [json.loads(x) for x in (tiny_run.run_dir / "bench" / "results.jsonl").read_text().splitlines()]
+    row = next(r for r in bench if r["variant"] == B32 and r["format"] == "onnx-fp32" and r["status"] == "ok")
+    test = meta["accuracy"]["test"]
+    n = _test_split_csv(tiny_run, tmp_path / "test.csv", "test")
+    assert test["accuracy"] == row["test_accuracy"] and test["n"] == n
+    k, z = round(test["accuracy"] * n), 1.959964
+    p, d = k / n, 1 + z * z / n
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / d
+    np.testing.assert_allclose(test["ci"], [max(0.0, (p + z * z / (2 * n)) / d - half), min(1.0, (p + z * z / (2 * n)) / d + half)],
+                               atol=1e-6)
+    assert meta["variant_accuracy"]["test"]["accuracy"] == comp[B32]["test_accuracy"]
 
 
 def test_triton_config_parses_and_matches_the_graph(fp32_bundle: Path) -> None:

@@ -150,6 +150,11 @@ def test_every_format_has_a_valid_row(run_dir):
     _check_cpu_fusions(run, by, task, [(b32, "onnx-fp32"), (b8, "onnx-int8"), (b4, "onnx-int4")])
     assert by[(b32, "onnx-int8-dynamic")]["graph_optimization"]["applied"]
     assert "QAttention" in _ops(run.root / by[(b32, "onnx-int8-dynamic")]["path"])
+    # the embedding tables are INT8 too (as in ONNX Runtime's default quantize_dynamic): no 2-D fp32 weight is left
+    dyn = onnx.load(str(run.root / by[(b32, "onnx-int8-dynamic")]["path"])).graph
+    assert [i.name for i in dyn.initializer if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT] == []
+    emb = [model.config.vocab_size, model.config.hidden_size]
+    assert any(list(i.dims) == emb and i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for i in dyn.initializer)
     assert "Attention" not in _ops(run.root / by[(b4, "tensorrt-int4")]["onnx_path"])  # TensorRT gets standard ONNX
     # The static Q/DQ file TensorRT INT8 needs is there although onnx-int8-static is also listed here;
     # it is the same file.

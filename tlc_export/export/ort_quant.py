@@ -73,7 +73,9 @@ def quantize_int8_dynamic(src: str | os.PathLike[str], out: str | os.PathLike[st
 
     `src` may be the fused graph of `tlc_export.export.optimize`: its `Attention` nodes become
     `QAttention`, and its contrib ops carry no type information the quantizer can read, so
-    `DefaultTensorType` tells it they compute fp32.
+    `DefaultTensorType` tells it they compute fp32. The embedding tables (`Gather`) are quantized too
+    (8-bit rows, dequantized after the lookup), as ONNX Runtime's default does: they are most of a
+    small model's bytes, and a lookup costs nothing to dequantize.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -82,7 +84,7 @@ def quantize_int8_dynamic(src: str | os.PathLike[str], out: str | os.PathLike[st
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if has_contrib_ops(src) else {}
     _with_preprocessed(Path(src), out, lambda pre, tmp: quantize_dynamic(
         str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=False,
-        op_types_to_quantize=["MatMul", "Gemm", "Attention"], extra_options=extra))
+        op_types_to_quantize=["MatMul", "Gemm", "Attention", "Gather"], extra_options=extra))
 
 
 def quantize_int8_static(src: str | os.PathLike[str], out: str | os.PathLike[str], calibration: Sequence[Batch]) -> None:

@@ -7,12 +7,13 @@ error leaves `--out` as it was.
 tlc.json (schema 1): `schema, created_utc, tlc_version, name, run {dir, recipe_name, recipe_hash,
 cache_keys}, selection {by, budget_mb | budget_ms, backend, batch, answer}, variant, model, format,
 bits, sparsity, granularity, symmetric, codes, params, storage_bytes (the variant's packed storage,
-what budgets compare), model_file {bytes, sha256, external_data}, accuracy {<split>: {accuracy, ci,
-n}}, accuracy_source, majority_accuracy, learned_task, latency [bench rows: backend, device, dtype,
-batch, seq_len, threads, latency_ms_p50, latency_ms_p90, throughput_seq_s, runtime_version],
-validation {reference, max_abs_diff, tolerance}, graph_optimization, labels, max_length, inputs,
-outputs, runtime {exported_with, packaged_with}, tensorrt (engines only), triton {name, path,
-max_batch_size}, self_check {texts, max_abs_diff}`.
+what budgets compare), model_file {bytes, sha256, external_data}, accuracy {<split>: {accuracy, n,
+ci, interval}} (the shipped file), accuracy_source, variant_accuracy (the variant in PyTorch, as the
+report's tables show it), variant_accuracy_source, majority_accuracy, learned_task, latency [bench
+rows: backend, device, dtype, batch, seq_len, threads, latency_ms_p50, latency_ms_p90,
+throughput_seq_s, runtime_version], validation {reference, max_abs_diff, tolerance},
+graph_optimization, labels, max_length, inputs, outputs, runtime {exported_with, packaged_with},
+tensorrt (engines only), triton {name, path, max_batch_size}, self_check {texts, max_abs_diff}`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from tlc_export import __version__
+from tlc_export import __version__, stats
 from tlc_export.atomic import atomic_path
 from tlc_export.package.gpu import check_engine_gpu
 from tlc_export.package.readme import render_readme
 from tlc_export.package.select import Choice, PackageError
 from tlc_export.package.triton import config_pbtxt, graph_io, model_name
-from tlc_export.rundir import RunDir
+from tlc_export.rundir import RESOLVED_RECIPE, RunDir
 from tlc_export.serving.bundle import CONFIG_FILE, META_FILE, MODEL_FILE, SCHEMA, sha256_file
 from tlc_export.serving.tokens import ServingTokenizer
 
@@ -149,15 +150,55 @@ def _self_check(tmp: Path, source_onnx: Path) -> dict[str, Any]:
     return {"texts": len(SELF_CHECK_TEXTS), "max_abs_diff": diff, "reference": str(source_onnx)}
 
 
-def _accuracy(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for split in ("dev", "test"):
-        acc = row.get(f"{split}_accuracy")
-        if acc is None and split == "dev":
-            acc = row.get("dev_accuracy_onnx_ort_default", row.get("dev_accuracy_onnx"))
-        if acc is not None:
-            out[split] = {"accuracy": acc, "ci": row.get(f"{split}_accuracy_ci"), "n": row.get(f"{split}_n")}
+def _task_facts(root: Path) -> tuple[dict[str, int], str]:
+    """(examples per split, the export stage's accuracy split) of the run's task; ({}, "dev") when the
+    task cannot be loaded here (then accuracies are recorded without an interval)."""
+    try:
+        from tlc_export.data import load_task
+        from tlc_export.recipe import parse_recipe
+
+        resolved = root / RESOLVED_RECIPE
+        base = RunDir(root).load_manifest().get("recipe_base_dir")
+        recipe = parse_recipe(resolved.read_text(), file=str(resolved), base_dir=Path(base) if base else root)
+        task = load_task(recipe.finetune.task, recipe)
+        split = recipe.export.accuracy_split if recipe.export else "dev"
+        return {"dev": len(task.dev), "test": len(task.test)}, split
+    except Exception:  # noqa: BLE001 - provenance only: a missing interval must not stop packaging
+        return {}, "dev"
+
+
+def _with_interval(acc: Any, n: int | None) -> dict[str, Any]:
+    """An accuracy measured on n examples, with its 95 % Wilson interval."""
+    out: dict[str, Any] = {"accuracy": float(acc), "n": n, "ci": None}
+    if n:
+        out["ci"] = list(stats.wilson_interval(round(float(acc) * n), n))
+        out["interval"] = "wilson-95"
     return out
+
+
+def _accuracy(choice: Choice, sizes: dict[str, int], export_split: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """(accuracy of the shipped file per split, where each came from, accuracy of the variant in PyTorch).
+
+    The shipped file's accuracies are the bench's rows for this (variant, format) on its runtime (scored
+    with `tlc predict`'s batches), else the export stage's ONNX Runtime score on its accuracy split."""
+    backend = "tensorrt" if choice.is_engine else "onnxruntime"
+    rows = [b for b in choice.bench if b.get("backend") == backend]
+    out: dict[str, Any] = {}
+    sources = []
+    for split in ("dev", "test"):
+        value = next((b[f"{split}_accuracy"] for b in rows if b.get(f"{split}_accuracy") is not None), None)
+        if value is not None:
+            out[split] = _with_interval(value, sizes.get(split))
+            sources.append(f"{split}: bench/results.jsonl ({backend} row of this file)")
+    e = choice.export or {}
+    plain = e.get("dev_accuracy_onnx_ort_default", e.get("dev_accuracy_onnx"))
+    if export_split not in out and plain is not None:
+        out[export_split] = _with_interval(plain, sizes.get(export_split))
+        sources.append(f"{export_split}: export stage (this file through a plain ONNX Runtime CPU session)")
+    comp = choice.compress or {}
+    variant = {split: _with_interval(comp[f"{split}_accuracy"], sizes.get(split))
+               for split in ("dev", "test") if comp.get(f"{split}_accuracy") is not None}
+    return out, "; ".join(sources) or "not measured", variant
 
 
 def write_bundle(
@@ -187,6 +228,8 @@ def write_bundle(
     tname = model_name(name or choice.variant)
     if max_batch_size is None:
         max_batch_size = _engine_max_batch(choice.export) or DEFAULT_MAX_BATCH
+
+    accuracy, accuracy_source, variant_accuracy = _accuracy(choice, *_task_facts(root))
 
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -223,8 +266,9 @@ def write_bundle(
                            "external_data_sha256": sha256_file(tmp / EXTERNAL_DATA_FILE) if external else None,
                            "total_bytes": model_bytes,
                            "source": e.get("onnx_path") if choice.is_engine else e.get("path")},
-            "accuracy": _accuracy(e),
-            "accuracy_source": "export/results.json: the exported file through a plain ONNX Runtime CPU session",
+            "accuracy": accuracy, "accuracy_source": accuracy_source,
+            "variant_accuracy": variant_accuracy,
+            "variant_accuracy_source": "compress/results.json: the variant in PyTorch (what the report's tables show)",
             "majority_accuracy": e.get("majority_accuracy"), "learned_task": e.get("learned_task"),
             "latency": [{k: b.get(k) for k in LATENCY_FIELDS} for b in choice.bench if b.get("latency_ms_p50") is not None],
             "validation": {"reference": "the PyTorch model of the variant (export stage)", "max_abs_diff": e.get("max_abs_diff"),

@@ -38,6 +38,7 @@ def render_readme(meta: dict[str, Any]) -> str:
     name = meta["name"]
     labels = meta["labels"]
     acc = meta.get("accuracy") or {}
+    var_acc = meta.get("variant_accuracy") or {}
     opt = meta.get("graph_optimization") or {}
     fusions = ", ".join(f"{v} {k}" for k, v in (opt.get("fusions") or {}).items())
     opt_text = (f"fused for ONNX Runtime CPU ({fusions})" if opt.get("applied")
@@ -59,6 +60,7 @@ def render_readme(meta: dict[str, Any]) -> str:
         f"| model.onnx | {meta['model_file']['total_bytes'] / 1e6:.3g} MB, graph {opt_text} |",
         f"| accuracy, test (95 % interval) | {pct(acc.get('test'))} |",
         f"| accuracy, dev | {pct(acc.get('dev'))} |",
+        f"| the variant in PyTorch (the report's figure), test / dev | {pct(var_acc.get('test'))} / {pct(var_acc.get('dev'))} |",
         f"| latency (bench) | {_latency(meta.get('latency') or [])} |",
         f"| max input length | {meta['max_length']} tokens (longer texts are truncated) |",
         "",
