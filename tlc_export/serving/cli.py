@@ -40,7 +40,7 @@ def _table(recs: list[dict[str, Any]], labels: list[str], limit: int) -> Table:
     t.add_column("text", overflow="ellipsis", max_width=60, no_wrap=True)
     t.add_column("label", style="bold")
     for name in labels:
-        t.add_column(f"P({name})", justify="right")
+        t.add_column(f"P({name})", justify="right", no_wrap=True, min_width=len(name) + 3)
     if recs and "gold_label" in recs[0]:
         t.add_column("gold")
     for i, r in enumerate(recs[:limit]):
