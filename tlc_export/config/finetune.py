@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from tlc_export.config.common import Section
 
@@ -39,7 +39,17 @@ class TaskConfig(Section):
 class FinetuneConfig(Section):
     """Finetuning of every pretrained size on the task; the best dev checkpoint is kept."""
 
+    model_config = ConfigDict(populate_by_name=True)
+
     task: TaskConfig = Field(default_factory=TaskConfig, description="The downstream task.")
+    start_from: Literal["final", "every-kept", "matched-perplexity"] = Field(
+        default="final", alias="from",
+        description="Which pretrained checkpoint each size is finetuned from. final: the end of its budget. "
+        "every-kept: also every checkpoint kept earlier (pretrain.keep_checkpoints_at), each finetuned and quantized "
+        "as `<size>@k<percent>` beside the size's own model (the paper's Figure 8: compressibility vs convergence). "
+        "matched-perplexity: the first kept or final checkpoint whose validation perplexity is at most the worst "
+        "size's final perplexity, so every size starts at the same perplexity (Table 2); the choice is recorded.",
+    )
     lr: float = Field(default=1e-4, gt=0, description="Peak AdamW learning rate.")
     batch_size: int = Field(default=32, ge=1, description="Sequences per step.")
     epochs: float = Field(default=3.0, gt=0, description="Training epochs (fractions allowed).")
