@@ -235,19 +235,17 @@ def _sweep_status(parent: Path) -> None:
     from tlc_export.report.sweep import point_statuses
 
     table = Table(title=f"{parent} — sweep")
-    for col in ("point", "values", *STAGE_ORDER):
+    for col in ("point", "values", "stages (shared = a cache hit from another point)"):
         table.add_column(col, overflow="fold")
     colours = {"done": "green", "running": "yellow", "failed": "red"}
     for row in point_statuses(parent):
         cells = []
         for name in STAGE_ORDER:
             st = row["stages"].get(name)
-            if st is None:
-                cells.append("[dim]-[/dim]")
-                continue
-            mark = " (shared)" if st.get("hit") else ""
-            cells.append(f"[{colours.get(st['status'], 'white')}]{st['status']}[/]{mark}")
-        table.add_row(row["id"], row["label"], *cells)
+            if st is not None:
+                mark = " (shared)" if st.get("hit") else ""
+                cells.append(f"{name} [{colours.get(st['status'], 'white')}]{st['status']}[/]{mark}")
+        table.add_row(row["id"], row["label"], ", ".join(cells) or "[dim]not started[/dim]")
     console.print(table)
 
 

@@ -124,7 +124,7 @@ def test_tiny_recipe_runs_every_stage_then_skips(tmp_path: Path, monkeypatch: py
     assert (run_dir / "report" / "summary.md").exists()
     # The reproduction card: written, at the top of the report, and printed at the end of `tlc run`.
     card = json.loads((run_dir / "report" / "claims.json").read_text())
-    assert [c["number"] for c in card["claims"]] == [1, 2, 3, 4, 5]
+    assert [c["number"] for c in card["claims"]] == [1, 2, 3, 4, 5, 6, 7]
     assert html.index("id='claims'") < html.index("id='verdict'")
     assert "Claims of the paper" in result.output
 

@@ -421,7 +421,7 @@ def test_claims_json_html_and_markdown_agree(tmp_path: Path) -> None:
     out = build_report(load_report_data(root, "agree"), root / "report")
     data = json.loads((root / "report" / "claims.json").read_text())
     assert out["claims"] == "report/claims.json"
-    assert [c["number"] for c in data["claims"]] == [1, 2, 3, 4, 5]
+    assert [c["number"] for c in data["claims"]] == [1, 2, 3, 4, 5, 6, 7]
     assert {c["status"] for c in data["claims"]} >= {HOLDS, FAILS}
     html = (root / "report" / "index.html").read_text()
     assert html.index("id='claims'") < html.index("id='verdict'")  # the card opens the report

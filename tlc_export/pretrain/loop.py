@@ -251,6 +251,8 @@ def pretrain_size(
                         keep(fraction, train_losses)
                         train_losses = []
                         last_eval_step = counters.step
+                        if counters.elapsed_s >= counters.next_eval_s:  # that evaluation was just made
+                            counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
                 if main:  # a resume starts after the kept checkpoint, never before it
                     save_state(state_dir, model, optimizer, counters)
             if main and _eval_due(cfg, counters, last_eval_step):

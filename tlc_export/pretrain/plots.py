@@ -8,7 +8,6 @@ from typing import Any
 
 from tlc_export.atomic import atomic_path
 
-
 AXIS_LABELS = {
     "elapsed_s": "training wall-clock (s)",
     "step": "gradient steps",

@@ -13,7 +13,14 @@ from tlc_export.report.answers import (
     train_large_verdict,
     usable_variants,
 )
+from tlc_export.report.checkpoints import (
+    checkpoint_study,
+    fig8_png,
+    sections_html,
+    sections_markdown,
+)
 from tlc_export.report.claims import build_card, card_html, card_markdown, write_card
+from tlc_export.report.curve_plots import flops_curve_png
 from tlc_export.report.data import ReportData, compression_label, epoch_notes, load_report_data
 from tlc_export.report.html import render_html
 from tlc_export.report.markdown import render_markdown
@@ -23,7 +30,8 @@ from tlc_export.report.plots import accuracy_latency_png, accuracy_storage_png, 
 __all__ = ["ReportData", "Verdict", "build_report", "load_report_data", "pareto_frontier", "train_large_verdict"]
 
 _PNG_FILES = {"frontier-plot": "accuracy_vs_storage.png", "latency-plot": "accuracy_vs_latency.png",
-              "pretrain-plot": "pretrain_curves.png", "error-plot": "compression_error.png"}
+              "pretrain-plot": "pretrain_curves.png", "error-plot": "compression_error.png",
+              "flops-plot": "loss_vs_flops.png", "fig8-plot": "fig8_checkpoints.png"}
 
 
 def build_report(
@@ -49,6 +57,11 @@ def build_report(
         "pretrain-plot": (pretrain_curves_png(data.curves), "pretrain-plot", "validation perplexity vs wall-clock and steps"),
         "error-plot": (data.error_png, "error-plot", "compression error analysis"),
     }
+    study = checkpoint_study(data.run_dir)
+    flops_png = flops_curve_png(data.curves)
+    fig8 = fig8_png({"this run": study.fig8}) if study.fig8 and not study.fig8_note else None
+    figures["flops-plot"] = (flops_png, "flops-plot", "validation loss vs model FLOPs")
+    figures["fig8-plot"] = (fig8, "fig8-plot", "accuracy drop at 4 bits vs pretraining checkpoint")
     ctx = {
         "name": data.name, "verdict": verdict, "definition": " ".join((Verdict.__doc__ or "").split()),
         "figures": figures, "storage_answers": storage_answers(variants, storage_budgets_mb),
@@ -62,6 +75,8 @@ def build_report(
             atomic.write_bytes(out / _PNG_FILES[key], png)
             images[key] = _PNG_FILES[key]
     write_card(card, out)
+    ctx["ablation_html"] = sections_html(study, flops_png, fig8)
+    ctx["ablation_md"] = sections_markdown(study, images)
     atomic.write_text(out / "index.html", render_html(ctx))
     atomic.write_text(out / "summary.md", render_markdown(ctx, images))
     return {

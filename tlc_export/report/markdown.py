@@ -35,6 +35,7 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
                 out.append(f"## {title}\n")
             out += [f"{summary}\n"] if summary else []
             out += [f"> **Warning:** {w}\n" for w in warnings]
+    out.append(ctx.get("ablation_md", ""))
     out.append("## Best variant per storage budget\n")
     out.append(md_table(ctx["storage_answers"], [("budget_mb", "budget MB", ""), ("variant", "variant", "l"),
                ("compression", "compression", "l"), ("storage_mb", "storage MB", ""),

@@ -100,3 +100,8 @@ def accuracy_latency_png(bench: list[dict[str, Any]]) -> bytes | None:
         ax.grid(alpha=0.3, which="both")
     axes[0][-1].legend(fontsize=7, loc="best")
     return _png(fig)
+
+
+def png_bytes(fig: Any) -> bytes:
+    """A finished figure as PNG bytes, closed afterwards (for figure modules beside this one)."""
+    return _png(fig)

@@ -158,12 +158,12 @@ class _Entry:
     value_lines: list[int | None]
 
 
-def _entries(spec: dict[str, Any], node: yaml.Node | None, file: str | None) -> tuple[str, list[_Entry], list[RecipeProblem]]:
+def _entries(spec: dict[str, Any], node: yaml.Node | None, sweep_line: int | None) -> tuple[str, list[_Entry], list[RecipeProblem]]:
     problems: list[RecipeProblem] = []
     mode = spec.get("mode", "product")
     _, mode_node = _mapping_get(node, "mode")
     if mode not in ("product", "zip"):
-        problems.append(RecipeProblem("sweep.mode", f"unknown mode {mode!r}", _line(mode_node) or _line(node),
+        problems.append(RecipeProblem("sweep.mode", f"unknown mode {mode!r}", _line(mode_node) or sweep_line,
                                       hint="use `product` (every combination) or `zip` (the i-th values together)"))
     raw: list[tuple[str, Any, yaml.Node | None, yaml.Node | None]] = []
     for k, v in spec.items():
@@ -199,11 +199,11 @@ def _entries(spec: dict[str, Any], node: yaml.Node | None, file: str | None) -> 
         lines = [_line(items[i]) if i < len(items) else _line(val_node) for i in range(len(values))]
         entries.append(_Entry(path, values, _line(key_node), lines))
     if not raw and not problems:
-        problems.append(RecipeProblem("sweep", "the sweep names no field", _line(node),
+        problems.append(RecipeProblem("sweep", "the sweep names no field", sweep_line,
                                       hint="add field paths with lists, e.g. `pretrain.batch_size: [256, 2048]`"))
     if mode == "zip" and len({len(e.values) for e in entries}) > 1:
         lengths = ", ".join(f"{e.path} has {len(e.values)}" for e in entries)
-        problems.append(RecipeProblem("sweep", f"mode zip needs lists of the same length: {lengths}", _line(node),
+        problems.append(RecipeProblem("sweep", f"mode zip needs lists of the same length: {lengths}", sweep_line,
                                       hint="give every list one value per point, or use mode: product"))
     return str(mode), entries, problems
 
@@ -244,7 +244,7 @@ def parse_sweep(text: str, data: dict[str, Any], root: yaml.Node | None, file: s
     if not isinstance(spec, dict):
         raise RecipeError(file, [RecipeProblem("sweep", "`sweep` must be a mapping", sweep_line,
                                                hint="e.g. `sweep: {mode: product, pretrain.batch_size: [256, 2048]}`")])
-    mode, entries, problems = _entries(spec, node, file)
+    mode, entries, problems = _entries(spec, node, sweep_line)
     if problems:
         raise RecipeError(file, problems)
     base = {k: v for k, v in data.items() if k != "sweep"}
