@@ -5,6 +5,12 @@ For each size: iterative magnitude pruning from the finetuned model (levels save
 unquantized) is fake-quantized with the pruning mask re-applied, written as a packed artifact, and
 scored on dev and test. Every variant row is also kept beside its artifact, so an interrupted run
 resumes variant by variant. Plus the compression-error analysis of each dense model (Figure 9).
+
+Under `finetune.from: every-kept`, each model finetuned from an earlier pretraining checkpoint
+(`<size>@<tag>`, the paper's Figure 8) is quantized at every bit width, dense only (no pruning
+ladder: the figure is about quantization); its rows go to `compress/checkpoints.json`, apart from
+the size's own variants in `compress/results.json`, so export, bench and the answers see only
+those.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from tlc_export.stages.base import Stage, StageContext
 from tlc_export.stages.finetune import pick_device
 
 RESULTS = "results.json"
+CHECKPOINTS = "checkpoints.json"
 
 
 def variant_name(size: str, sparsity: float, bits: int) -> str:
@@ -59,6 +66,15 @@ class CompressStage(Stage):
             ctx.console.print(results_table(size.name, size_rows, recipe.compress.eval_split))
         atomic.write_json(ctx.out_dir / RESULTS, rows)
         atomic.write_json(ctx.out_dir / "ladder.json", ladders)
+        extra: list[dict[str, Any]] = []
+        for ft in _checkpoint_rows(ctx):
+            key_rows, _, _ = self._one(ctx, ft["model"], task, prune=False)
+            for r in key_rows:
+                r.update(size=ft.get("size"), pretrained_from=ft.get("pretrained_from"))
+            extra.extend(key_rows)
+            ctx.console.print(results_table(ft["model"], key_rows, recipe.compress.eval_split))
+        if extra or (ctx.out_dir / CHECKPOINTS).exists():
+            atomic.write_json(ctx.out_dir / CHECKPOINTS, extra)
         table = plot_errors(errors, ctx.out_dir / "error_analysis.png")
         atomic.write_json(ctx.out_dir / "error_analysis.json", table)
         return {
@@ -66,9 +82,11 @@ class CompressStage(Stage):
             "error_analysis": f"{self.name}/error_analysis.json",
             "error_plot": f"{self.name}/error_analysis.png",
             "variants": len(rows),
+            **({"checkpoints": f"{self.name}/{CHECKPOINTS}", "checkpoint_variants": len(extra)} if extra else {}),
         }
 
-    def _one(self, ctx: StageContext, size: str, task: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    def _one(self, ctx: StageContext, size: str, task: Any,
+             prune: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
         from tlc_export.compress.masks import mask_sparsity
         from tlc_export.compress.prune import load_level, prune_ladder
         from tlc_export.finetune import evaluate_accuracy, load_classifier, load_tokenizer
@@ -89,13 +107,17 @@ class CompressStage(Stage):
             dense.to("cpu")
 
         out = ctx.out_dir / size
-        ctx.console.print(f"[bold]compress {size}[/]: pruning ladder from dev {base:.4f}")
-        ladder = prune_ladder(
-            copy.deepcopy(dense).to(device), tokenizer, task, ccfg.prune, fcfg, out / "pruned",
-            base_dev_acc=base, console=ctx.console, name=size,
-        )
         levels: list[tuple[float, str, Any, dict | None]] = [(0.0, f"finetune/{size}/model", dense, None)]
-        for s in ccfg.prune.sparsity:
+        if not prune:
+            ctx.console.print(f"[bold]compress {size}[/]: quantization only (an earlier pretraining checkpoint)")
+            ladder = []
+        else:
+            ctx.console.print(f"[bold]compress {size}[/]: pruning ladder from dev {base:.4f}")
+            ladder = prune_ladder(
+                copy.deepcopy(dense).to(device), tokenizer, task, ccfg.prune, fcfg, out / "pruned",
+                base_dev_acc=base, console=ctx.console, name=size,
+            )
+        for s in ccfg.prune.sparsity if prune else []:
             rec = next(r for r in ladder if abs(r.sparsity - s) < 1e-9)
             m, masks = load_level(out / "pruned" / rec.model_dir)
             levels.append((s, f"{self.name}/{size}/pruned/{rec.model_dir}", m, masks))
@@ -157,6 +179,15 @@ def _finetune_dev_accuracy(path: Path) -> float | None:
     if not path.exists():
         return None
     return float(json.loads(path.read_text())["dev_accuracy"])
+
+
+def _checkpoint_rows(ctx: StageContext) -> list[dict[str, Any]]:
+    """The finetune stage's models from earlier pretraining checkpoints (`finetune.from: every-kept`)."""
+    path = ctx.input_dir("finetune") / RESULTS
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return [r for r in data.get("checkpoints") or [] if isinstance(r, dict) and r.get("model")] if isinstance(data, dict) else []
 
 
 def results_table(size: str, rows: list[dict[str, Any]], split: str = "dev") -> Table:

@@ -38,16 +38,22 @@ class FinetuneStage(Stage):
         task = load_task(cfg.task, ctx.recipe)
         counts = {"train": len(task.train), "dev": len(task.dev), "test": len(task.test)}
         ctx.console.print(f"[bold]finetune[/]: task {cfg.task.kind} {counts}, {task.num_labels} labels")
-        rows = [self._one(ctx, size.name, task) for size in ctx.recipe.models.grid()]
-        atomic.write_json(ctx.out_dir / RESULTS, {"task": cfg.task.kind, "examples": counts, "label_names": task.label_names, "models": rows})
-        ctx.console.print(results_table(rows))
+        targets, match = pretrained_starts(ctx)
+        done = [self._one(ctx, t, task) for t in targets]
+        rows = [r for r, t in zip(done, targets, strict=True) if t.primary]
+        extra = [r for r, t in zip(done, targets, strict=True) if not t.primary]
+        atomic.write_json(ctx.out_dir / RESULTS, {
+            "task": cfg.task.kind, "examples": counts, "label_names": task.label_names, "from": cfg.start_from,
+            "models": rows, "checkpoints": extra, "matched_perplexity": match.record() if match else None,
+        })
+        ctx.console.print(results_table(done))
         return {
             "results": f"{self.name}/{RESULTS}",
             "models": {r["model"]: r["model_dir"] for r in rows},
             "dev_accuracy": {r["model"]: r["dev_accuracy"] for r in rows},
         }
 
-    def _one(self, ctx: StageContext, size: str, task: Any) -> dict[str, Any]:
+    def _one(self, ctx: StageContext, target: Any, task: Any) -> dict[str, Any]:
         import torch
 
         from tlc_export.finetune import (
@@ -61,15 +67,16 @@ class FinetuneStage(Stage):
 
         cfg = ctx.recipe.finetune
         assert cfg is not None
+        size = target.key  # the size's name, or `<size>@<tag>` for an earlier checkpoint (every-kept)
         out = ctx.out_dir / size
         done = out / RESULTS
         if done.exists() and (out / "model" / "config.json").exists():
             row = json.loads(done.read_text())
             ctx.console.print(f"  {size}: already finetuned (dev {row['dev_accuracy']:.4f}), skipping")
             return row
-        ckpt = ctx.input_dir("pretrain") / size / "checkpoint"
+        ckpt = ctx.run_dir.root / target.checkpoint.path
         if not (ckpt / "config.json").exists():
-            raise StageError(f"{ckpt}: pretrained checkpoint missing; run the pretrain stage for {size} first")
+            raise StageError(f"{ckpt}: pretrained checkpoint missing; run the pretrain stage for {target.size} first")
         tokenizer = load_tokenizer(ckpt)
         torch.manual_seed(cfg.seed)  # the new classifier head's init is part of what the seed fixes
         model = load_classifier(ckpt, num_labels=task.num_labels, dropout=cfg.dropout)
@@ -80,7 +87,8 @@ class FinetuneStage(Stage):
         save_classifier(model.to("cpu"), tokenizer, out / "model")
         row = {
             "model": size,
-            "size": size,
+            "size": target.size,
+            "pretrained_from": target.checkpoint.record(),
             "params": sum(p.numel() for p in model.parameters()),
             "dev_accuracy": result.best_dev_accuracy,
             "test_accuracy": test_acc,
@@ -93,6 +101,24 @@ class FinetuneStage(Stage):
         atomic.write_json(done, row)
         ctx.console.print(f"  {size}: dev {row['dev_accuracy']:.4f}, test {test_acc:.4f}, {result.steps} steps, {result.seconds:.0f} s")
         return row
+
+
+def pretrained_starts(ctx: StageContext) -> tuple[list[Any], Any]:
+    """The models to finetune for `finetune.from` and the matched-perplexity choice
+    (`tlc_export.finetune.checkpoints`), from the pretrain stage's results."""
+    from tlc_export.finetune.checkpoints import finetune_targets
+
+    cfg = ctx.recipe.finetune
+    assert cfg is not None
+    path = ctx.input_dir("pretrain") / "results.json"
+    if not path.is_file():
+        raise StageError(f"{path}: missing; run the pretrain stage first")
+    rows = json.loads(path.read_text()).get("models", [])
+    targets, match = finetune_targets(cfg.start_from, rows, [s.name for s in ctx.recipe.models.grid()])
+    if match is not None and cfg.start_from == "matched-perplexity":
+        picked = ", ".join(f"{s} {c.tag} (ppl {c.val_ppl:.2f})" for s, c in match.choices.items())
+        ctx.console.print(f"  matched perplexity ≤ {match.target_ppl:.2f} ({match.worst_size}'s final): {picked}")
+    return targets, match
 
 
 def results_table(rows: list[dict[str, Any]]) -> Table:
