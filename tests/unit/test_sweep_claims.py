@@ -8,7 +8,12 @@ import numpy as np
 
 from tlc_export.report.claims.rules import FAILS, HOLDS, NOISE, NOT_MEASURED
 from tlc_export.report.claims.sizes import Size
-from tlc_export.report.claims.sweep import PointRun, claim_overfit, claim_size_vs_batch, not_in_single_run
+from tlc_export.report.claims.sweep import (
+    PointRun,
+    claim_overfit,
+    claim_size_vs_batch,
+    not_in_single_run,
+)
 
 SMALL, LARGE = Size("2L-64H", 100_000), Size("8L-256H", 5_000_000)
 BATCHES = 8

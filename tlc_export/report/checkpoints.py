@@ -19,7 +19,7 @@ from typing import Any
 
 from tlc_export.errors import TlcError
 from tlc_export.predictions import load_predictions
-from tlc_export.stats import accuracy_interval, paired_bootstrap_diff
+from tlc_export.stats import accuracy_interval, paired_bootstrap_diff, wilson_interval
 
 SPLIT = "test"
 FIG8_BITS = 4
@@ -64,14 +64,22 @@ def _dense_and_b4(variants: Sequence[dict[str, Any]], key: str) -> tuple[dict[st
     return dense, b4
 
 
-def _accuracy(run_dir: Path, row: dict[str, Any]) -> tuple[float | None, tuple[float, float] | None, int | None]:
+def _accuracy(run_dir: Path, row: dict[str, Any], n: int | None) -> tuple[float | None, tuple[float, float] | None, int | None]:
+    """Accuracy on the reporting split with its 95 % Wilson interval: from the per-example predictions,
+    else from the row's own interval, else from the accuracy and the split's size `n`."""
     flags = _correct(run_dir, row)
     if flags is not None and len(flags):
         acc = accuracy_interval(flags)
         return acc.accuracy, (acc.ci_low, acc.ci_high), int(len(flags))
     value = row.get(f"{SPLIT}_accuracy")
+    if value is None:
+        return None, None, None
     ci = row.get(f"{SPLIT}_accuracy_ci")
-    return (float(value) if value is not None else None), (tuple(ci) if ci else None), None
+    if ci:
+        return float(value), (float(ci[0]), float(ci[1])), n
+    if n:
+        return float(value), wilson_interval(round(float(value) * n), n), n
+    return float(value), None, None
 
 
 def checkpoint_study(run_dir: str | Path) -> Study:
@@ -129,7 +137,7 @@ def checkpoint_study(run_dir: str | Path) -> Study:
             continue
         if mode == "final" and choice.get("tag") != "final":
             continue
-        acc, ci, n = _accuracy(root, t)
+        acc, ci, n = _accuracy(root, t, (ft.get("examples") or {}).get(SPLIT))
         study.table2.append({
             "model": size, "params": t.get("params"), "checkpoint": choice.get("tag"), "finetuned_as": key,
             "fraction": choice.get("fraction"), "elapsed_s": choice.get("elapsed_s"), "step": choice.get("step"),
@@ -196,6 +204,7 @@ def fig8_png(panels: dict[str, Sequence[dict[str, Any]]]) -> bytes | None:
         ax.set_visible(False)
     fig.suptitle(f"Compressibility vs convergence (Figure 8): {FIG8_BITS}-bit drop per checkpoint, 95 % intervals",
                  fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return png_bytes(fig)
 
 
