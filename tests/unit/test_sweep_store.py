@@ -144,3 +144,15 @@ def test_a_stale_lock_is_taken_over_and_a_busy_one_waited_for(tmp_path: Path, mo
     finish.join()
     assert len(messages) == 1 and "another-node" in messages[0] and str(lock) in messages[0]
     assert lock.exists()  # not ours to remove
+
+
+def test_data_prepare_builds_the_shared_data_stage_once_for_every_point(tmp_path: Path) -> None:
+    (tmp_path / "corpus.txt").write_text("some text\n\nmore text\n")
+    recipe = tmp_path / "sweep.yaml"
+    recipe.write_text(RECIPE.replace("finetune: {}\n", "data: {sources: [{kind: text, path: corpus.txt}]}\n"))
+    out = CliRunner().invoke(main, ["data", "prepare", str(recipe), "--run-dir", str(tmp_path / "run")])
+    assert out.exit_code == 0, out.output
+    assert len(Counting.calls["data"]) == 1 and "pretrain" not in Counting.calls
+    for point in (tmp_path / "run" / "points").iterdir():
+        assert _manifest(point)["stages"]["data"]["status"] == "done"
+    assert len(list((tmp_path / "run" / "points").iterdir())) == 4

@@ -92,6 +92,11 @@ def run_sweep(
 
     console = console or Console()
     chosen = [sweep.point(k) for k in points] if points is not None else sweep.points
+    if distributed.is_distributed() and len(chosen) > 1:
+        # After pretraining only rank 0 goes on; the others would wait at the next point's barrier for as
+        # long as its finetune, compress … take.
+        raise TlcError(f"under torchrun, run one sweep point per launch (--point K, 0 … {len(sweep.points) - 1}); "
+                       "`tlc sweep list RECIPE` prints the commands")
     if distributed.is_main():
         open_parent(sweep, parent, recipe_path)
     outcomes = []
