@@ -66,6 +66,7 @@ def test_tiny_sweep_point_then_all_then_the_merged_report(tmp_path: Path, monkey
     assert [r["model"] for r in ft["checkpoints"]] == ["1L-32H@k50", "2L-64H@k50"]
     assert ft["checkpoints"][0]["pretrained_from"]["path"] == "pretrain/1L-32H/kept/k50"
     assert set(ft["matched_perplexity"]["choices"]) == {"1L-32H", "2L-64H"}
+    assert set(ft["matched_perplexity"]["first_evaluated"]) == {"1L-32H", "2L-64H"}
     extra = json.loads((point / "compress" / "checkpoints.json").read_text())
     assert {r["variant"] for r in extra} == {"1L-32H@k50.s00.b32", "1L-32H@k50.s00.b4", "2L-64H@k50.s00.b32",
                                              "2L-64H@k50.s00.b4"}

@@ -68,3 +68,19 @@ def test_targets_per_mode() -> None:
     assert [(t.key, t.checkpoint.tag) for t in matched] == [("2L-64H", "final"), ("4L-128H", "k50"), ("8L-256H", "k25")]
     with pytest.raises(StageError, match="no row for 16L-512H"):
         finetune_targets("final", ROWS, [*sizes, "16L-512H"])
+
+
+def test_the_first_evaluation_at_the_target_is_recorded_beside_the_kept_choice() -> None:
+    # 4L-128H's curve reaches ppl ≤ 50 at 30 % of its budget, between its kept checkpoints (k25: 55, k50: 45):
+    # only kept checkpoints have weights, so it starts from k50, and the record shows the grid was coarse.
+    curve = [{"step": 100 * i, "elapsed_s": 10.0 * i, "val_ppl": p}
+             for i, p in enumerate([90.0, 70.0, 55.0, 49.0, 47.0, 45.0, 40.0], start=1)]
+    sizes = ["2L-64H", "4L-128H", "8L-256H"]
+    _, m = finetune_targets("matched-perplexity", ROWS, sizes, {"4L-128H": curve, "8L-256H": [{"step": 5, "val_ppl": 99.0}]})
+    assert m is not None and m.choices["4L-128H"].tag == "k50"
+    ev = m.record()["first_evaluated"]
+    assert ev["4L-128H"]["step"] == 400 and ev["4L-128H"]["val_ppl"] == 49.0
+    assert ev["4L-128H"]["fraction"] == pytest.approx(40.0 / 100.0)  # elapsed / the row's budget
+    assert ev["8L-256H"] is None and ev["2L-64H"] is None  # never at the target / no curve given
+    _, without = finetune_targets("matched-perplexity", ROWS, sizes)
+    assert without is not None and without.record()["first_evaluated"] == {}

@@ -12,7 +12,7 @@ import pytest
 
 from tlc_export.predictions import SplitPredictions, save_predictions
 from tlc_export.report import build_report, load_report_data
-from tlc_export.report.checkpoints import checkpoint_study
+from tlc_export.report.checkpoints import checkpoint_study, table2_lines
 
 N = 200  # test examples
 SIZES = {"2L-64H": 100_000, "8L-256H": 5_000_000}
@@ -64,7 +64,9 @@ def _run(root: Path) -> Path:
                 "predictions": _preds(root, f"compress/{key}/variants/{v}.predictions.npz", correct)})
     match = {"target_ppl": 60.0, "worst_size": "2L-64H", "rule": "…",
              "choices": {"2L-64H": _checkpoint("2L-64H", "final", 1.0, 60.0),
-                         "8L-256H": _checkpoint("8L-256H", "k50", 0.5, 55.0)}}
+                         "8L-256H": _checkpoint("8L-256H", "k50", 0.5, 55.0)},
+             "first_evaluated": {"2L-64H": {"step": 900, "elapsed_s": 97.0, "fraction": 0.97, "val_ppl": 59.5},
+                                 "8L-256H": {"step": 120, "elapsed_s": 31.0, "fraction": 0.31, "val_ppl": 58.0}}}
     (root / "finetune").mkdir(parents=True, exist_ok=True)
     (root / "finetune" / "results.json").write_text(json.dumps(
         {"from": "every-kept", "examples": {"train": 1000, "dev": N, "test": N}, **ft_rows, "matched_perplexity": match}))
@@ -101,6 +103,14 @@ def test_table2_takes_each_sizes_matched_checkpoint_with_a_wilson_interval(tmp_p
     assert rows["8L-256H"]["test_accuracy"] == pytest.approx(170 / N)
     assert rows["8L-256H"]["test_accuracy_ci"] == pytest.approx(_wilson(170, N), abs=1e-9)
     assert rows["8L-256H"]["pretrain_val_ppl"] == 55.0 and rows["8L-256H"]["target_ppl"] == 60.0
+    assert rows["8L-256H"]["first_evaluated"]["step"] == 120
+
+
+def test_table2_shows_where_the_curve_first_reached_the_target(tmp_path: Path) -> None:
+    lines = table2_lines(checkpoint_study(_run(tmp_path)).table2)
+    col = lines[0].index("curve first at target (% of budget)")
+    by_model = {r[0]: r for r in lines[1:]}
+    assert by_model["8L-256H"][col] == "31.0 (step 120, ppl 58.00)" and by_model["8L-256H"][1] == "k50"
 
 
 def test_the_run_report_shows_flops_fig8_and_table2(tmp_path: Path) -> None:

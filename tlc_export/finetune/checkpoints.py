@@ -19,7 +19,7 @@ stage), so the perplexities compare.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tlc_export.errors import StageError
@@ -71,10 +71,13 @@ class Match:
     target_ppl: float
     worst_size: str
     choices: dict[str, Checkpoint]
+    # Per size, the first evaluation on its learning curve at or below the target ({step, elapsed_s,
+    # fraction, val_ppl}), None when the curve never got there; empty when no curves were given.
+    evaluated: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         return {"target_ppl": self.target_ppl, "worst_size": self.worst_size, "rule": MATCH_RULE,
-                "choices": {s: c.record() for s, c in self.choices.items()}}
+                "choices": {s: c.record() for s, c in self.choices.items()}, "first_evaluated": self.evaluated}
 
 
 def target_key(size: str, tag: str) -> str:
@@ -120,14 +123,34 @@ def match_perplexity(cands: dict[str, list[Checkpoint]]) -> Match:
     return Match(target, worst, choices)
 
 
-def finetune_targets(mode: str, pretrain_rows: list[dict[str, Any]], sizes: list[str]) -> tuple[list[Target], Match | None]:
+def first_evaluated(curve: list[dict[str, Any]], target_ppl: float, budget_s: float | None) -> dict[str, Any] | None:
+    """The first curve point (in training order) whose validation perplexity is at most `target_ppl`."""
+    pts = [p for p in curve if p.get("val_ppl") is not None and math.isfinite(float(p["val_ppl"]))]
+    pts.sort(key=lambda p: (float(p.get("elapsed_s") or 0.0), int(p.get("step") or 0)))
+    for p in pts:
+        if float(p["val_ppl"]) <= target_ppl * (1 + 1e-12):
+            el = p.get("elapsed_s")
+            frac = float(el) / budget_s if el is not None and budget_s else None
+            return {"step": p.get("step"), "elapsed_s": el, "fraction": frac, "val_ppl": float(p["val_ppl"]),
+                    "kept": p.get("kept")}
+    return None
+
+
+def finetune_targets(mode: str, pretrain_rows: list[dict[str, Any]], sizes: list[str],
+                     curves: dict[str, list[dict[str, Any]]] | None = None) -> tuple[list[Target], Match | None]:
     """The models to finetune for `finetune.from`, sizes in grid order, primary first within a size;
-    and the matched-perplexity choice whenever it can be made (it is recorded under every mode)."""
-    cands = candidates([r for r in pretrain_rows if r.get("model") in sizes])
+    and the matched-perplexity choice whenever it can be made (it is recorded under every mode).
+    `curves` (size → its `curves.jsonl` points) adds each size's first evaluation at the target."""
+    rows = [r for r in pretrain_rows if r.get("model") in sizes]
+    cands = candidates(rows)
     missing = [s for s in sizes if s not in cands]
     if missing:
         raise StageError(f"pretrain/results.json has no row for {', '.join(missing)}; run the pretrain stage")
     match = match_perplexity(cands) if any(len(c) > 1 for c in cands.values()) or mode == "matched-perplexity" else None
+    if match is not None and curves:
+        budgets = {str(r["model"]): r.get("budget_s") or r.get("elapsed_s") for r in rows}
+        match.evaluated.update({s: first_evaluated(curves.get(s) or [], match.target_ppl, budgets.get(s))
+                                for s in cands})
     out: list[Target] = []
     for size in sizes:
         cps = cands[size]

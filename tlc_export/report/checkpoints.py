@@ -142,6 +142,7 @@ def checkpoint_study(run_dir: str | Path) -> Study:
             "model": size, "params": t.get("params"), "checkpoint": choice.get("tag"), "finetuned_as": key,
             "fraction": choice.get("fraction"), "elapsed_s": choice.get("elapsed_s"), "step": choice.get("step"),
             "pretrain_val_ppl": choice.get("val_ppl"), "target_ppl": match.get("target_ppl"),
+            "first_evaluated": (match.get("first_evaluated") or {}).get(size),
             f"{SPLIT}_accuracy": acc, f"{SPLIT}_accuracy_ci": list(ci) if ci else None, "examples": n,
             "dev_accuracy": t.get("dev_accuracy"), "lr": t.get("lr"), "seed": t.get("seed", t.get("seeds")),
         })
@@ -160,15 +161,23 @@ def _pct(x: Any) -> str:
 
 def table2_lines(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     """Header and rows of Table 2 as text cells (shared by HTML and Markdown)."""
-    out = [["model", "checkpoint", "% of budget", "step", "pretrain val ppl", f"{SPLIT} acc % [95 %]", "dev acc %"]]
+    out = [["model", "checkpoint", "% of budget", "step", "pretrain val ppl", "curve first at target (% of budget)",
+            f"{SPLIT} acc % [95 %]", "dev acc %"]]
     for r in rows:
         ci = r.get(f"{SPLIT}_accuracy_ci")
         acc = _pct(r.get(f"{SPLIT}_accuracy")) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
         out.append([str(r["model"]), str(r.get("checkpoint")), _pct(r.get("fraction")),
                     str(r.get("step") if r.get("step") is not None else "-"),
                     f"{r['pretrain_val_ppl']:.2f}" if r.get("pretrain_val_ppl") is not None else "-",
-                    acc, _pct(r.get("dev_accuracy"))])
+                    _first_evaluated(r.get("first_evaluated")), acc, _pct(r.get("dev_accuracy"))])
     return out
+
+
+def _first_evaluated(ev: dict[str, Any] | None) -> str:
+    """Where the learning curve first reached the target: a kept checkpoint much later means the kept grid is coarse."""
+    if not ev:
+        return "-"
+    return f"{_pct(ev.get('fraction'))} (step {ev.get('step')}, ppl {float(ev['val_ppl']):.2f})"
 
 
 def fig8_png(panels: dict[str, Sequence[dict[str, Any]]]) -> bytes | None:

@@ -113,8 +113,12 @@ def pretrained_starts(ctx: StageContext) -> tuple[list[Any], Any]:
     path = ctx.input_dir("pretrain") / "results.json"
     if not path.is_file():
         raise StageError(f"{path}: missing; run the pretrain stage first")
+    from tlc_export.atomic import read_jsonl
+
     rows = json.loads(path.read_text()).get("models", [])
-    targets, match = finetune_targets(cfg.start_from, rows, [s.name for s in ctx.recipe.models.grid()])
+    sizes = [s.name for s in ctx.recipe.models.grid()]
+    curves = {s: read_jsonl(f) for s in sizes if (f := ctx.input_dir("pretrain") / s / "curves.jsonl").is_file()}
+    targets, match = finetune_targets(cfg.start_from, rows, sizes, curves)
     if match is not None and cfg.start_from == "matched-perplexity":
         picked = ", ".join(f"{s} {c.tag} (ppl {c.val_ppl:.2f})" for s, c in match.choices.items())
         ctx.console.print(f"  matched perplexity ≤ {match.target_ppl:.2f} ({match.worst_size}'s final): {picked}")
