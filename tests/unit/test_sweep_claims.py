@@ -41,10 +41,24 @@ def test_size_beats_batch_when_the_larger_model_at_the_small_batch_wins() -> Non
            _point("b32", 32, 1.0, small=3.95, large=3.6)]
     c = claim_size_vs_batch(pts)
     assert c.number == 6 and c.status == HOLDS
-    assert abs(c.estimate - (3.5 - 3.9)) < 1e-9
-    assert c.interval[1] < 0
-    assert c.numbers["best_larger_batch"] == 16 and c.numbers["smallest_batch"] == 8
-    assert abs(c.numbers["gain_from_size"] - 0.5) < 1e-9 and abs(c.numbers["gain_from_batch"] - 0.1) < 1e-9
+    # One part per starting batch; the largest starting batch with a larger one (16) decides.
+    assert [p.name for p in c.parts] == ["from batch 8", "from batch 16"] and [p.status for p in c.parts] == [HOLDS] * 2
+    assert abs(c.parts[0].estimate - (3.5 - 3.9)) < 1e-9 and c.parts[0].numbers["best_larger_batch"] == 16
+    assert abs(c.estimate - (3.4 - 3.95)) < 1e-9 and c.interval[1] < 0
+    assert c.numbers["best_larger_batch"] == 32 and c.numbers["smallest_batch"] == 16
+    assert abs(c.numbers["gain_from_size"] - 0.5) < 1e-9 and abs(c.numbers["gain_from_batch"] + 0.05) < 1e-9
+    assert "from batch 16 (decides)" in c.evidence
+
+
+def test_below_the_critical_batch_a_larger_batch_still_pays_and_past_it_the_model_does() -> None:
+    # Figure 13's shape: from batch 8 a larger batch helps the small model a lot; past 16 it barely does,
+    # while the larger model at 16 is far better. The part that starts past the critical batch decides.
+    pts = [_point("b8", 8, 1.0, small=5.0, large=4.9), _point("b16", 16, 1.0, small=4.0, large=3.5),
+           _point("b32", 32, 1.0, small=3.98, large=3.6)]
+    c = claim_size_vs_batch(pts)
+    assert [p.status for p in c.parts] == [FAILS, HOLDS]
+    assert c.status == HOLDS and c.numbers["smallest_batch"] == 16
+    assert abs(c.estimate - (3.5 - 3.98)) < 1e-9
 
 
 def test_size_does_not_beat_batch_when_the_bigger_batch_wins() -> None:

@@ -1,11 +1,14 @@
 """Claims 6 and 7, measured across the points of a sweep (a single run says why it cannot).
 
 6. "Model size beats batch size in wall-clock" (§3, Figure 13, Table 1): under the same budget,
-   growing the model at the smallest batch size lowers the validation loss more than growing the
-   batch size of the smaller model. d = final loss of the largest size at the smallest batch size −
-   the smallest size's best final loss at any larger batch size (its best learning rate too, when
-   the sweep varies it): holds when the whole interval is below 0. Choosing the smaller model's
-   best batch on the same validation batches favours batch size, so a "holds" is conservative.
+   growing the model lowers the validation loss more than growing the batch size of the smaller
+   model. One part per starting batch b (every swept batch size with a larger one): d_b = final
+   loss of the largest size at b − the smallest size's best final loss at any batch larger than b
+   (its best learning rate too, when the sweep varies it). The paper's advice is to grow the batch
+   up to the critical batch size and the model after it (Figure 13: from 256 a larger batch still
+   pays), so the part that starts at the largest such b decides (holds when its whole interval is
+   below 0); the parts from smaller batches are shown as evidence. Choosing the smaller model's best
+   batch on the same validation batches favours batch size, so a "holds" is conservative.
 7. "Larger models overfit small data" (§5.1, Figure 14): at the smallest data fraction the largest
    size ends with a higher validation loss than the smallest. d = largest − smallest, holds when the
    whole interval is above 0; one part per group of points that differ only in data.fraction.
@@ -45,11 +48,13 @@ SIZE_VS_BATCH = {"number": 6, "key": "size-beats-batch", "figure": "Figure 13, T
 OVERFIT = {"number": 7, "key": "overfit-small-data", "figure": "Figure 14",
            "claim": "Larger models overfit small data: with a small fraction of the corpus they end with a higher "
                     "validation loss than smaller models"}
-_RULE6 = ("d = final validation loss of the largest size at the sweep's smallest batch size − the smallest size's "
-          "lowest final loss at any larger batch size, on the same validation batches, with its 95 % interval; holds "
-          "when the whole interval is below 0 (the bigger model did better than the bigger batch), does not hold when "
-          "wholly above 0, within noise otherwise. Points differing in other swept fields than batch size and learning "
-          "rate are compared only within their group; the group with the largest data.fraction decides. "
+_RULE6 = ("Per starting batch size b (each swept batch size with a larger one): d_b = final validation loss of the "
+          "largest size at b − the smallest size's lowest final loss at any batch size larger than b, on the same "
+          "validation batches, with its 95 % interval. The part starting at the largest such b decides (the paper "
+          "grows the batch up to the critical batch size, then the model): holds when its whole interval is below 0 "
+          "(the bigger model did better than the bigger batch), does not hold when wholly above 0, within noise "
+          "otherwise; the other parts are evidence. Points differing in other swept fields than batch size and "
+          "learning rate are compared only within their group; the group with the largest data.fraction decides. "
           f"Needs per-batch validation losses from at least {MIN_BATCHES} batches.")
 _RULE7 = ("Per group of points that differ only in data.fraction: d = final validation loss of the largest size − "
           "the smallest size's, at the group's smallest fraction, paired over the validation batches, with its 95 % "
@@ -150,36 +155,57 @@ def claim_size_vs_batch(points: Sequence[PointRun]) -> Claim:
     if len(sizes) < 2:
         return nm("the points pretrained fewer than two common sizes; the claim compares sizes: add one to models.sizes")
     small, large = sizes[0], sizes[-1]
-    b0 = min(p.batch_size for p in group)
-    at_b0 = [x for x in (_loss(p, large) for p in group if p.batch_size == b0) if x is not None]
-    larger = [x for x in (_loss(p, small) for p in group if p.batch_size > b0) if x is not None]
-    small_b0 = [x for x in (_loss(p, small) for p in group if p.batch_size == b0) if x is not None]
-    if not at_b0 or not larger:
-        return nm("a final validation loss is missing (or not finite) for the compared points")
-    a = min(at_b0, key=lambda x: x.loss)
-    b = min(larger, key=lambda x: x.loss)
-    d, iv, n, why = _paired(a, b)
-    status = decide_difference(iv[0], iv[1], "lower") if iv else NOT_MEASURED
+    batches = sorted({p.batch_size for p in group})
     table = [{"point": p.id, "batch_size": p.batch_size, "lr": p.lr, "fraction": p.fraction,
               **{s.name: (_loss(p, s).loss if _loss(p, s) else None) for s in sizes}} for p in group]
-    gain_size = gain_batch = None
-    if small_b0:
-        s0 = min(small_b0, key=lambda x: x.loss)
-        gain_size, gain_batch = s0.loss - a.loss, s0.loss - b.loss
     listing = "; ".join(f"batch {r['batch_size']} (lr {r['lr']:g}): " + ", ".join(
         f"{s.name} {r[s.name]:.3f}" for s in sizes if r.get(s.name) is not None) for r in table)
-    gains = (f" From {small.name} at batch {b0}: growing the model to {large.name} lowers the loss by {gain_size:.3f}, "
-             f"the best larger batch ({b.point.batch_size}) by {gain_batch:.3f} nats." if gain_size is not None else "")
-    evidence = (f"Final validation loss after the same budget at data.fraction {group[0].fraction:g}: {listing}.{gains} "
-                f"{large.name}@batch {b0} − {small.name}@batch {b.point.batch_size}: {_fmt(d, iv)} nats.")
-    return Claim(status=status, reason=None if iv else why, evidence=evidence, estimate=d, interval=iv,
-                 interval_method=INTERVAL_METHOD if iv else None,
-                 compared={"larger": f"{large.name} @ batch {b0} ({a.point.id})",
-                           "smaller": f"{small.name} @ batch {b.point.batch_size} ({b.point.id})"},
-                 numbers={"final_loss": table, "smallest_batch": b0, "best_larger_batch": b.point.batch_size,
-                          "gain_from_size": gain_size, "gain_from_batch": gain_batch, "validation_batches": n},
+    parts: list[Part] = []
+    for b0 in batches[:-1]:
+        at_b0 = [x for x in (_loss(p, large) for p in group if p.batch_size == b0) if x is not None]
+        larger = [x for x in (_loss(p, small) for p in group if p.batch_size > b0) if x is not None]
+        small_b0 = [x for x in (_loss(p, small) for p in group if p.batch_size == b0) if x is not None]
+        name = f"from batch {b0}"
+        if not at_b0 or not larger:
+            why = f"a final validation loss is missing (or not finite) at batch {b0} or above"
+            parts.append(Part(name, NOT_MEASURED, why, reason=why, numbers={"smallest_batch": b0}))
+            continue
+        a = min(at_b0, key=lambda x: x.loss)
+        b = min(larger, key=lambda x: x.loss)
+        d, iv, n, why = _paired(a, b)
+        gain_size = gain_batch = None
+        if small_b0:
+            s0 = min(small_b0, key=lambda x: x.loss)
+            gain_size, gain_batch = s0.loss - a.loss, s0.loss - b.loss
+        gains = (f"from {small.name} at batch {b0}, growing the model to {large.name} lowers the loss by "
+                 f"{gain_size:.3f}, the best larger batch ({b.point.batch_size}) by {gain_batch:.3f} nats; "
+                 if gain_size is not None else "")
+        parts.append(Part(name, decide_difference(iv[0], iv[1], "lower") if iv else NOT_MEASURED,
+                          f"{gains}{large.name}@batch {b0} − {small.name}@batch {b.point.batch_size}: {_fmt(d, iv)} nats.",
+                          reason=None if iv else why, estimate=d, interval=iv,
+                          numbers={"smallest_batch": b0, "best_larger_batch": b.point.batch_size,
+                                   "larger": f"{large.name} @ batch {b0} ({a.point.id})",
+                                   "smaller": f"{small.name} @ batch {b.point.batch_size} ({b.point.id})",
+                                   "gain_from_size": gain_size, "gain_from_batch": gain_batch,
+                                   "validation_batches": n}))
+    measured = [p for p in parts if p.estimate is not None]
+    if not measured:
+        return nm("a final validation loss is missing (or not finite) for the compared points")
+    decider = measured[-1]  # the largest starting batch: past the critical batch size, where the paper's claim is made
+    status = decider.status
+    evidence = (f"Final validation loss after the same budget at data.fraction {group[0].fraction:g}: {listing}. "
+                + " ".join(f"{p.name}{' (decides)' if p is decider else ''}: {p.evidence}" for p in parts))
+    return Claim(status=status, reason=decider.reason if status == NOT_MEASURED else None, evidence=evidence,
+                 estimate=decider.estimate, interval=decider.interval,
+                 interval_method=INTERVAL_METHOD if decider.interval else None,
+                 compared={"larger": str(decider.numbers["larger"]), "smaller": str(decider.numbers["smaller"])},
+                 numbers={"final_loss": table, **{k: decider.numbers[k] for k in (
+                     "smallest_batch", "best_larger_batch", "gain_from_size", "gain_from_batch", "validation_batches")}},
+                 parts=parts,
                  notes=["The smaller model's batch size is the best of the larger ones on the same validation batches: "
-                        "that choice favours batch size, so a 'holds' is conservative."], **base)
+                        "that choice favours batch size, so a 'holds' is conservative.",
+                        "Parts from smaller starting batches are evidence, not the decision: below the critical batch "
+                        "size the paper itself grows the batch first (Figure 13)."], **base)
 
 
 def claim_overfit(points: Sequence[PointRun]) -> Claim:
