@@ -50,17 +50,18 @@ class TrainSettings:
     bf16: bool = False  # bf16 autocast for the training forward (CUDA); weights and evaluation stay fp32
 
     @classmethod
-    def from_finetune(cls, cfg: FinetuneConfig, num_train: int) -> TrainSettings:
+    def from_finetune(cls, cfg: FinetuneConfig, num_train: int, lr: float | None = None, seed: int | None = None) -> TrainSettings:
+        """One candidate of the recipe's grid: `lr` and `seed` (default: the first of each list)."""
         steps_per_epoch = max(1, math.ceil(num_train / cfg.batch_size))
         return cls(
-            lr=cfg.lr,
+            lr=cfg.lr[0] if lr is None else lr,
             batch_size=cfg.batch_size,
             max_steps=max(1, math.ceil(cfg.epochs * steps_per_epoch)),
             max_length=cfg.max_length,
             warmup_ratio=cfg.warmup_ratio,
             weight_decay=cfg.weight_decay,
             eval_every_steps=cfg.eval_every_steps,
-            seed=cfg.seed,
+            seed=cfg.seeds[0] if seed is None else seed,
             bf16=use_bf16(cfg.precision),
         )
 
