@@ -131,7 +131,7 @@ def test_compress_stage_writes_every_variant(tmp_path, monkeypatch):
 
     errors = json.loads((out / "error_analysis.json").read_text())
     assert {e["model"] for e in errors} == {"2L-32H"} and (out / "error_analysis.png").stat().st_size > 0
-    assert "2L-32H" in buf.getvalue() and "test accuracy" in buf.getvalue()
+    assert "2L-32H" in buf.getvalue() and "test acc [95 %]" in buf.getvalue()
 
     # Resume: nothing is rewritten.
     stamps = {p: p.stat().st_mtime_ns for p in (out / "2L-32H" / "variants").glob("*.safetensors")}

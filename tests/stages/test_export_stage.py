@@ -22,7 +22,7 @@ from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
 from tlc_export.stages.compress import variant_name
-from tlc_export.stages.export import ExportStage
+from tlc_export.stages.export import ExportStage, fusable_int4
 
 SIZE = "2L-32H"
 FORMATS = ["onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4",
@@ -186,6 +186,8 @@ def test_every_format_has_a_valid_row(run_dir):
     sym_init = {i.name: i for i in onnx.load(str(run.root / sym_row["path"])).graph.initializer}
     assert any(i.data_type == onnx.TensorProto.INT4 for i in sym_init.values())
     assert not any(i.data_type == onnx.TensorProto.UINT4 for i in sym_init.values())
+    # Only block DequantizeLinear → MatMul is fused by ORT's default session; the paper's grid is not.
+    assert fusable_int4(onnx.load(str(run.root / sym_row["path"]))) and not fusable_int4(onnx.load(str(path4)))
 
 
 def test_six_bit_goes_to_int8_and_no_four_bit_variant_means_no_int4_file(run_dir, tmp_path):

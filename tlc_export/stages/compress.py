@@ -208,23 +208,18 @@ def _finetune_row(path: Path) -> dict[str, Any]:
 
 
 def results_table(size: str, rows: list[dict[str, Any]]) -> Table:
-    """Accuracy by sparsity (rows) and grid (columns): test with its 95 % interval, dev beside, artifact MB."""
-    grids = sorted({(r["bits"], r.get("grid") or "") for r in rows}, key=lambda g: (-g[0], g[1]))
-    levels = sorted({r["sparsity"] for r in rows})
-    by = {(r["sparsity"], r["bits"], r.get("grid") or ""): r for r in rows}
-    table = Table(title=f"compress {size}: {REPORT_SPLIT} accuracy [95 %] · {SELECTION_SPLIT} · artifact MB")
-    table.add_column("sparsity")
-    for b, tag in grids:
-        table.add_column(("fp32" if b == 32 else f"{b}-bit") + (f" {tag}" if tag else ""), justify="right")
-    for s in levels:
-        cells = []
-        for b, tag in grids:
-            r = by.get((s, b, tag))
-            if r is None:
-                cells.append("")
-                continue
-            ci = r.get(f"{REPORT_SPLIT}_accuracy_ci") or [float("nan")] * 2
-            cells.append(f"{r[f'{REPORT_SPLIT}_accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] · "
-                         f"{r[f'{SELECTION_SPLIT}_accuracy']:.3f} · {r['storage_bytes'] / 1e6:.2f}")
-        table.add_row(f"{round(s * 100)} %", *cells)
+    """One line per variant: artifact MB, test accuracy with its 95 % interval, dev beside it, and
+    whether it is significantly above the majority class."""
+    table = Table(title=f"compress {size} ({REPORT_SPLIT} reports, {SELECTION_SPLIT} selected)")
+    for col in ("variant", "MB", f"{REPORT_SPLIT} acc [95 %]", f"{SELECTION_SPLIT} acc", "> majority"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    order = sorted(rows, key=lambda r: (r["sparsity"], -r["bits"], r.get("grid") or ""))
+    for r in order:
+        ci = r.get(f"{REPORT_SPLIT}_accuracy_ci") or [float("nan")] * 2
+        table.add_row(
+            r["variant"], f"{r['storage_bytes'] / 1e6:.2f}",
+            f"{100 * r[f'{REPORT_SPLIT}_accuracy']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]",
+            f"{100 * r[f'{SELECTION_SPLIT}_accuracy']:.1f}",
+            "yes" if r.get("learned_task") else "[red]no[/]",
+        )
     return table
