@@ -76,6 +76,9 @@ def test_verdict_with_identical_predictions_is_within_noise() -> None:
     assert v.comparison.p_value == 1.0 and v.comparison.diff == 0 and v.split == "test"
     assert v.witness["variant"] == f"{LARGE}.s60.b4" and v.reference["variant"] == f"{SMALL}.s00.b8"
     assert v.sentence.startswith("Within noise") and "n = 400" in v.sentence and "McNemar" in v.sentence
+    assert "Caution" not in v.sentence
+    vs[1]["learned_task"] = False  # the reference is no better than the majority class
+    assert "Caution: 2L-128H.s00.b8 is not significantly above" in train_large_verdict(vs, _preds(vs)).sentence
 
 
 def test_verdict_large_gap_is_won_and_reversed_is_lost() -> None:
@@ -200,7 +203,7 @@ def test_report_files_hold_every_variant_the_frontier_and_the_verdict(tmp_path: 
     assert 'id="frontier-plot"' in html and "<script>" in html
     md = (run / "report" / "summary.md").read_text()
     assert "accuracy_vs_storage.png" in md and f"{LARGE}.s60.b4" in md and "Yes:" in md
-    assert "test split (n = 400)" in md and "exact McNemar" in md and "Majority baseline" in md
+    assert "test split (n = 400)" in md and "exact McNemar" in md and "Majority baseline on test: 60.0 %" in md
     assert "| 6L-384H | 10000000 | 0.0003 | 300 |" in md
     assert (run / "report" / "accuracy_vs_storage.png").read_bytes()[:4] == b"\x89PNG"
     assert "did-not-learn" not in html

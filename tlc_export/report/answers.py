@@ -283,4 +283,8 @@ def train_large_verdict(
     )
     if cmp_.outcome != "won":
         sentence += " With a short pretraining budget the large model may simply be undertrained."
+    weak = [r["variant"] for r in (w, ref) if r.get("learned_task") is False]
+    if weak:
+        sentence += (f" Caution: {' and '.join(weak)} {'is' if len(weak) == 1 else 'are'} not significantly above always "
+                     "answering the majority class (did not learn the task), so this comparison says little.")
     return Verdict(True, cmp_.outcome == "won", sentence, ref, w, cmp_.outcome, cmp_, report_split)

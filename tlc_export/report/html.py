@@ -162,6 +162,15 @@ def splits_text(ctx: dict[str, Any]) -> str:
     return text
 
 
+def majority_note(ctx: dict[str, Any]) -> str:
+    """One line under each answer table: the accuracy of always answering the majority label."""
+    maj = ctx.get("majority")
+    if not maj:
+        return ""
+    name = maj.get("label_name", maj.get("label"))
+    return f"Majority baseline on {ctx['report_split']}: {100 * maj['accuracy']:.1f} % (always {name!r})."
+
+
 def not_learned_lines(ctx: dict[str, Any]) -> list[str]:
     rep = ctx["report_split"]
     out = []
@@ -198,8 +207,10 @@ def render_html(ctx: dict[str, Any]) -> str:
         f"<p class='note'>Chosen on {esc(sel)} among the variants that fit, reported on {esc(rep)}; the last column "
         f"compares the choice with the runner-up on the same {esc(rep)} examples (≈: within noise).</p>",
         table(ctx["storage_answers"], storage_answer_columns(sel, rep), "storage-answers"),
+        f"<p class='note'>{esc(majority_note(ctx))}</p>",
         f"<h2>Best (variant, backend) per p50 latency budget (batch {esc(ctx.get('latency_batch'))})</h2>",
         table(ctx["latency_answers"], latency_answer_columns(sel, rep), "latency-answers"),
+        f"<p class='note'>{esc(majority_note(ctx))}</p>",
         f"<h2>Accuracy vs latency per backend on {esc(rep)}</h2>",
         img(*figs["latency-plot"]),
         "<h2>Finetuning: learning rate and seed chosen on dev</h2>",

@@ -26,6 +26,7 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
         FINETUNE_COLUMNS,
         VARIANT_COLUMNS,
         latency_answer_columns,
+        majority_note,
         not_learned_lines,
         splits_text,
         storage_answer_columns,
@@ -43,8 +44,10 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
     out.append("## Best variant per storage budget\n")
     out.append(f"_Chosen on {sel}, reported on {rep}; ≈ marks a choice the {rep} split cannot tell from its runner-up._\n")
     out.append(md_table(ctx["storage_answers"], storage_answer_columns(sel, rep)))
+    out.append(majority_note(ctx) + "\n")
     out.append(f"## Best (variant, backend) per p50 latency budget (batch {ctx.get('latency_batch')})\n")
     out.append(md_table(ctx["latency_answers"], latency_answer_columns(sel, rep)))
+    out.append(majority_note(ctx) + "\n")
     out.append("## Finetuning: learning rate and seed chosen on dev\n")
     out.append(md_table(ctx.get("finetune") or [], FINETUNE_COLUMNS))
     out.append("## Variants\n")
