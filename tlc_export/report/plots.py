@@ -126,5 +126,5 @@ def accuracy_latency_png(bench: list[dict[str, Any]], split: str = REPORT_SPLIT,
         ax.set_ylabel(f"{split} accuracy (%), 95 % interval")
         ax.set_title(f"batch {b}, seq {timed[0].get('seq_len')}")
         ax.grid(alpha=0.3, which="both")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a point
     return _png(fig)

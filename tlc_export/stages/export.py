@@ -44,7 +44,6 @@ ACT_QUANT = {"onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits"}
 FP_FORMATS = ("onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits", "tensorrt-int8")
 INT8_CODE_FORMATS = ("onnx-int8",)
 INT8_CODE_BITS = (8, 6)  # 6-bit codes travel in the INT8 container; storage_bytes stays the packed size
-INT4_FORMATS = ("onnx-int4", "tensorrt-int4")
 
 
 def _variant(size: str, sparsity: float, bits: int) -> str:
