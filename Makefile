@@ -7,7 +7,7 @@ TLC := $(VENV)/bin/tlc
 # torch first with an exact pin: a looser spec pulls a multi-GB CUDA build on these machines.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup quickstart test lint system-deps screenshot clean
+.PHONY: setup quickstart test lint system-deps screenshot clean gpu-carry
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ lint: setup
 
 screenshot: setup
 	$(PY) scripts/report_screenshot.py runs/quickstart docs/pareto.png --height 1000
+
+# Wheels (Python 3.12) and built-in data for a GPU machine without a package index: see runtime_bench/gpu_check.py.
+gpu-carry: setup
+	$(PY) scripts/gpu_carry.py
 
 clean:
 	rm -rf runs

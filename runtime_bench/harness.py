@@ -11,16 +11,16 @@ from typing import Any
 import numpy as np
 
 from runtime_bench.backends import get_backend
-from runtime_bench.metrics import PeakMemory, latency_stats, time_calls
+from runtime_bench.metrics import PeakMemory, device_used_bytes, latency_stats, time_calls
 
 # Every result row has these keys (None where they do not apply), in this order.
 FIELDS = (
     "variant", "model", "params", "sparsity", "bits", "format", "backend", "device", "dtype",
     "batch", "seq_len", "storage_bytes", "file_bytes", "packed_code_bytes", "nonzero_params", "nonzero_bits",
     "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "latency_ms_min",
-    "latency_ms_max", "runs", "spread_flag", "throughput_seq_s", "peak_mem_bytes",
+    "latency_ms_max", "runs", "spread_flag", "throughput_seq_s", "peak_mem_bytes", "model_mem_bytes",
     "accuracy", "accuracy_split", "dev_accuracy", "test_accuracy", "accuracy_source",
-    "threads", "load_s", "status", "reason", "artifact",
+    "threads", "load_s", "runtime_version", "status", "reason", "artifact",
 )
 
 # Token ids below this are specials (<s>, <pad>, </s>, <unk>, <mask> in our tokenizer): avoid them.
@@ -211,13 +211,20 @@ def _bench_one(
             r["reason"] = "accuracy only: latency is timed on dense variants (latency_variants: dense)"
         return finish("ok")
     try:
+        used_before = device_used_bytes() if backend.cuda else None
         t0 = time.perf_counter()
         backend.load(v.source, dtype)
         load_s = time.perf_counter() - t0
+        used_after = device_used_bytes() if backend.cuda else None
         extra = backend.describe()
         for r in rows:
             r["load_s"] = round(load_s, 3)
             r["device"] = extra.get("device", backend.device)
+            # What the loaded model holds on the device, whichever allocator (torch, TensorRT, ORT) holds it.
+            if used_before is not None and used_after is not None:
+                r["model_mem_bytes"] = max(0, used_after - used_before)
+            r["runtime_version"] = extra.get("runtime_version")
+            r.update({k: val for k, val in extra.items() if k not in FIELDS})
         acc = _accuracy(v, backend, name, dtype, evalsets, s.eval_batch_size)
         for r in rows:
             r.update(acc)
@@ -229,7 +236,9 @@ def _bench_one(
                 log(f"{v.variant} {name} {dtype} batch {r['batch']}")
             ids, mask = random_inputs(r["batch"], s.seq_len, v.vocab_size, s.seed)
             prepared = backend.prepare(ids, mask)
-            with PeakMemory(cuda=backend.cuda) as mem:
+            # Peak = what the timed calls add on top of the loaded backend, plus memory its runtime reports
+            # holding outside torch's allocator (a TensorRT context's activations).
+            with PeakMemory(cuda=backend.cuda, extra_bytes=backend.runtime_memory_bytes()) as mem:
                 samples = time_calls(lambda p=prepared: backend.forward(p), backend.sync, s.warmup, s.runs, cuda=backend.cuda)
             st = latency_stats(samples)
             r.update(st.as_row())

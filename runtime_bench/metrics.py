@@ -143,14 +143,18 @@ def peak_rss_bytes() -> int | None:
 
 
 class PeakMemory:
-    """Peak memory of a block: `torch.cuda.max_memory_allocated` on CUDA, RSS growth on CPU.
+    """Peak memory a block adds on top of what was in use when it started.
 
-    CPU: bytes the process's peak RSS rose above its RSS at entry (the block's working set beyond
-    what was already resident, e.g. activations and ORT arenas; weights loaded before are excluded).
+    CUDA: `max_memory_allocated` during the block minus `memory_allocated` at its start (the
+    caching allocator's peak is reset on entry), so weights loaded before and whatever earlier
+    backends left behind are excluded; `extra_bytes` adds memory a runtime holds outside torch's
+    allocator where its API reports it (a TensorRT context's activation memory). CPU: bytes the
+    process's peak RSS rose above its RSS at entry (activations, ORT arenas).
     """
 
-    def __init__(self, cuda: bool = False):
+    def __init__(self, cuda: bool = False, extra_bytes: int | None = None):
         self.cuda = cuda
+        self.extra_bytes = extra_bytes
         self.bytes: int | None = None
         self._base = 0
 
@@ -171,10 +175,24 @@ class PeakMemory:
             import torch
 
             torch.cuda.synchronize()
-            self.bytes = int(torch.cuda.max_memory_allocated())
+            self.bytes = max(0, int(torch.cuda.max_memory_allocated()) - self._base) + (self.extra_bytes or 0)
         else:
             peak = peak_rss_bytes()
             self.bytes = None if peak is None else max(0, peak - self._base)
+
+
+def device_used_bytes() -> int | None:
+    """Bytes in use on the current CUDA device by every allocator (torch, TensorRT, ONNX Runtime), from
+    the driver (`cudaMemGetInfo`); None without CUDA."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        free, total = torch.cuda.mem_get_info()
+        return int(total - free)
+    except Exception:  # noqa: BLE001 - a broken driver must not stop a measurement
+        return None
 
 
 # --- environment ----------------------------------------------------------------------------

@@ -1,54 +1,61 @@
-"""Masked-LM training throughput: our pretraining step vs a plain `transformers` eager step.
+"""Masked-LM training throughput: our pretraining step vs plain `transformers`, eager and compiled.
 
     python -m runtime_bench.pretrain_throughput --sizes 4L-256H --batch 16 --seq 128 --device cpu --steps 10
+    python -m runtime_bench.pretrain_throughput --sizes 12L-768H --batch 128 --micro 128   # CUDA
 
-Both steps run on the same freshly initialised model, batch and masks in the same process:
-- ours: `tlc_export.pretrain.step.TrainStep` (masked-only head, bf16 autocast + fused AdamW on
-  CUDA, optional torch.compile), as the pretrain stage runs it;
-- plain: `model(input_ids, labels=labels).loss.backward(); optimizer.step()` with the full
-  vocabulary head, fp32 on CPU / bf16 autocast on CUDA, unfused AdamW.
-Masking is timed in both. MFU = model FLOPs per second / device peak, with model FLOPs from
-`tlc_export.models.train_flops` (the same for both steps, so MFU ratio = throughput ratio).
+Every step runs on a freshly initialised model of the same size and seed, on the same rows:
+- `ours`: `tlc_export.pretrain.step.TrainStep` as the pretrain stage runs it: masking on the
+  device (k = round(0.15·seq) positions per row), the vocabulary head only on those positions
+  (static shapes), bf16 autocast + fused AdamW on CUDA, torch.compile when compiling;
+- `plain`: `model(input_ids, labels=labels).loss.backward(); optimizer.step()` with the full
+  vocabulary head and the same optimizer and autocast, eager;
+- `plain_compiled`: the same plain model under `torch.compile`.
+The plain steps get their masks ready-made on the device (a DataLoader with workers and pinned
+memory would hide that work), so they time the model alone; ours includes its on-device masking.
+Compilation happens in warm-up steps before timing and is reported as `compile_s`.
 
-Peak estimates: H100 SXM bf16 dense 989 TFLOP/s, H200 989, A100 312 (NVIDIA data sheets). CPU:
-cores × 2 FMA units × 8 fp32 lanes (AVX2) × 2 FLOPs × clock (default 2.5 GHz, override with
---cpu-ghz); AVX-512 machines have 16 lanes. Human table first, then one JSON line.
+Two utilisation columns (FLOPs from `tlc_export.models.mlm_flops`):
+- `mfu`: model FLOPs counted the paper's way, 6·N·tokens + attention with N = non-embedding
+  parameters + the vocab × hidden output projection: the same work for every step, so MFU
+  ratios equal throughput ratios;
+- `hfu`: the FLOPs each step actually computes (ours: the head only on the k masked positions
+  per row; plain: the full head, = model FLOPs).
+The peak comes from `runtime_bench.peaks` by exact GPU model (SXM / PCIe / NVL differ), or
+`--peak-tflops`. Human table first, then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import os
 import re
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from runtime_bench.peaks import cpu_peak, gpu_peak
 from tlc_export.config.models import ModelSize
 from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.data.mlm import mask_tokens
-from tlc_export.models import build_mlm, count_params, train_flops
+from tlc_export.models import build_mlm, count_params, mlm_flops
 from tlc_export.pretrain.loss import MLMLoss
+from tlc_export.pretrain.masking import masked_per_row
 from tlc_export.pretrain.step import MaskSpec, TrainStep, autocast_dtype, make_optimizer
 
-GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 SPECIAL = (0, 1, 2, 3, 4)
+VARIANTS = ("ours", "plain", "plain_compiled")
 
 
-def device_peak(device: torch.device, cpu_ghz: float) -> tuple[float, str]:
+def device_peak(device: torch.device, cpu_ghz: float, override_tflops: float | None = None) -> tuple[float, str]:
+    if override_tflops:
+        return override_tflops * 1e12, f"--peak-tflops {override_tflops:g}"
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in GPU_PEAK_BF16.items():
-            if key in name:
-                return peak, f"{name} bf16 dense"
-        return float("nan"), f"{name} (peak unknown)"
-    cores = torch.get_num_threads()
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    lanes = 16 if "avx512f" in flags else 8
-    return cores * 2 * lanes * 2 * cpu_ghz * 1e9, f"{cores} cores × 2 FMA × {lanes} fp32 lanes × {cpu_ghz} GHz"
+        return gpu_peak(torch.cuda.get_device_name(device))
+    return cpu_peak(torch.get_num_threads(), cpu_ghz)
 
 
 def parse_size(text: str) -> ModelSize:
@@ -58,72 +65,118 @@ def parse_size(text: str) -> ModelSize:
     return ModelSize(layers=int(m[1]), hidden=int(m[2]))
 
 
-def bench_size(size: ModelSize, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[int], Any], device: torch.device, steps: int) -> list[float]:
+    times = []
+    for i in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn(1000 + i)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def bench_size(size: ModelSize, args: argparse.Namespace, device: torch.device, compile_steps: bool) -> dict[str, Any]:
     cfg = PretrainConfig(time_budget_s=1, batch_size=args.batch, micro_batch_size=min(args.micro, args.batch),
-                         compile=args.compile, device=device.type)
+                         device=device.type, compile=compile_steps)
     dtype = autocast_dtype(cfg, device)
+    micro = cfg.micro_batch_size or args.batch
     spec = MaskSpec(mask_token_id=4, vocab_size=args.vocab, special_ids=SPECIAL)
     gen = torch.Generator().manual_seed(0)
     rows = torch.randint(5, args.vocab, (args.batch, args.seq), generator=gen)
     rows[:, 0], rows[:, -1] = 0, 2
+    k = masked_per_row(args.seq, spec.probability)
 
     def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
         return build_mlm(size, args.vocab, args.seq, dropout=0.1).to(device)
 
-    model = fresh()
-    mod = MLMLoss(model, masked_only=True)
-    ours = TrainStep(mod, make_optimizer(model, cfg, device), micro_batch_size=cfg.micro_batch_size or args.batch,
-                     device=device, dtype=dtype, grad_clip=cfg.grad_clip, mask=spec,
-                     forward=torch.compile(mod) if args.compile and device.type == "cuda" else None)
+    def make_ours() -> tuple[Callable[[int], Any], float, torch.nn.Module]:
+        model = fresh()
+        mod = MLMLoss(model, masked_only=True, capacity=k)
+        fwd = torch.compile(mod, dynamic=False) if compile_steps else None
+        step = TrainStep(mod, make_optimizer(model, cfg, device), micro_batch_size=micro, device=device,
+                         dtype=dtype, grad_clip=cfg.grad_clip, mask=spec, forward=fwd)
+        on_device = rows.to(device)
+        t0 = time.perf_counter()
+        step.warmup(args.seq, args.batch)
+        return (lambda i: step(on_device, 1e-4, i)), (time.perf_counter() - t0) if compile_steps else 0.0, model
 
-    plain_model = fresh()
-    plain_opt = torch.optim.AdamW(plain_model.parameters(), lr=1e-4)
-    mask_gen = torch.Generator()
+    def make_plain(compiled: bool) -> tuple[Callable[[int], Any], float, torch.nn.Module]:
+        model = fresh()
+        opt = make_optimizer(model, cfg, device)
+        fwd = torch.compile(model, dynamic=False) if compiled else model
+        masked = []
+        for seed in range(4):  # a few ready-made mask sets, cycled
+            x, y = mask_tokens(rows, mask_token_id=4, vocab_size=args.vocab, special_ids=SPECIAL,
+                               generator=torch.Generator().manual_seed(seed))
+            masked.append((x.to(device), y.to(device)))
 
-    def plain(seed: int) -> None:
-        mask_gen.manual_seed(seed)
-        x, y = mask_tokens(rows, mask_token_id=4, vocab_size=args.vocab, special_ids=SPECIAL, generator=mask_gen)
-        x, y = x.to(device), y.to(device)
-        for xs, ys in zip(x.split(args.micro), y.split(args.micro), strict=True):
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = plain_model(input_ids=xs, labels=ys).loss
-            (loss * xs.shape[0] / x.shape[0]).backward()
-        plain_opt.step()
-        plain_opt.zero_grad(set_to_none=True)
+        def step(i: int) -> None:
+            x, y = masked[i % len(masked)]
+            for xs, ys in zip(x.split(micro), y.split(micro), strict=True):
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    loss = fwd(input_ids=xs, labels=ys).loss
+                (loss * xs.shape[0] / x.shape[0]).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
-    def timed(fn: Any) -> list[float]:
-        for i in range(args.warmup):
-            fn(i)
-        times = []
-        for i in range(args.steps):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn(1000 + i)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        return times
+        t0 = time.perf_counter()
+        step(0)
+        _sync(device)
+        return step, (time.perf_counter() - t0) if compiled else 0.0, model
 
-    # Interleave the two so that drift in machine load hits both alike.
-    t_ours, t_plain = [], []
-    for _ in range(2):
-        t_ours += timed(lambda i: ours(rows, 1e-4, i))
-        t_plain += timed(plain)
+    makers = {"ours": make_ours, "plain": lambda: make_plain(False)}
+    if compile_steps:
+        makers["plain_compiled"] = lambda: make_plain(True)
+    peak, peak_note = device_peak(device, args.cpu_ghz, args.peak_tflops)
     tokens = args.batch * args.seq
-    flops = train_flops(count_params(model, non_embedding=True) + args.vocab * size.hidden, tokens,
-                        size.layers, size.hidden, args.seq)
-    peak, peak_note = device_peak(device, args.cpu_ghz)
-    out: dict[str, Any] = {"size": size.name, "params": count_params(model), "peak_flops": peak, "peak_note": peak_note}
-    for name, ts in (("ours", t_ours), ("plain", t_plain)):
+    out: dict[str, Any] = {"size": size.name, "peak_flops": peak, "peak_note": peak_note, "masked_per_row": k}
+    steps: dict[str, Callable[[int], Any]] = {}
+    compile_s: dict[str, float] = {}
+    models: dict[str, torch.nn.Module] = {}
+    for name, make in makers.items():
+        torch._dynamo.reset()
+        steps[name], compile_s[name], models[name] = make()
+        for i in range(args.warmup):
+            steps[name](i)
+        _sync(device)
+    flops = mlm_flops(models["ours"], args.seq)
+    out["params"] = count_params(models["ours"])
+    out["flops_params"] = flops.params
+    # Interleave the variants so that drift in machine load hits them alike.
+    times: dict[str, list[float]] = {n: [] for n in steps}
+    for _ in range(2):
+        for name, fn in steps.items():
+            times[name] += _timed(fn, device, args.steps)
+    model_flops = flops.paper(tokens)
+    for name, ts in times.items():
         step_s = statistics.median(ts)
-        out[name] = {"step_ms": step_s * 1e3, "tokens_per_s": tokens / step_s, "mfu": flops / step_s / peak}
-    out["ratio"] = out["ours"]["tokens_per_s"] / out["plain"]["tokens_per_s"]
+        hw = flops.computed(tokens, args.batch * k) if name == "ours" else model_flops
+        out[name] = {"step_ms": step_s * 1e3, "tokens_per_s": tokens / step_s, "mfu": model_flops / step_s / peak,
+                     "hfu": hw / step_s / peak, "model_flops": model_flops, "hardware_flops": hw,
+                     "compile_s": round(compile_s[name], 2), "compiled": compile_steps or name == "plain_compiled"}
+    out["ratio_vs_plain"] = out["ours"]["tokens_per_s"] / out["plain"]["tokens_per_s"]
+    if "plain_compiled" in out:
+        out["ratio_vs_plain_compiled"] = out["ours"]["tokens_per_s"] / out["plain_compiled"]["tokens_per_s"]
+    del steps, models
+    torch._dynamo.reset()
+    _free(device)
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="4L-256H", help="comma-separated, e.g. 2L-128H,4L-256H")
     p.add_argument("--batch", type=int, default=16, help="sequences per optimizer step")
@@ -132,26 +185,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--steps", type=int, default=10, help="timed steps per round (two rounds each)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--compile", action="store_true", help="torch.compile our step (CUDA)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile ours and add the compiled plain baseline (auto: on CUDA only)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cpu-ghz", type=float, default=2.5)
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak, when the lookup does not know it")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
-    rows = [bench_size(parse_size(s), args, device) for s in args.sizes.split(",")]
+    compile_steps = args.compile == "on" or (args.compile == "auto" and use_cuda)
+    rows = [bench_size(parse_size(s), args, device, compile_steps) for s in args.sizes.split(",")]
 
-    print(f"device {device} · {rows[0]['peak_note']} · batch {args.batch} · seq {args.seq} · vocab {args.vocab}")
-    print(f"{'size':>10} {'params':>10} {'ours tok/s':>11} {'plain tok/s':>12} {'ours ms':>8} {'plain ms':>9} "
-          f"{'ours MFU':>9} {'plain MFU':>10} {'ratio':>6}")
+    print(f"device {device} · {rows[0]['peak_note']} · batch {args.batch} (micro {args.micro}) · seq {args.seq} · "
+          f"vocab {args.vocab} · compile {'on' if compile_steps else 'off'}")
+    print("MFU: model FLOPs the paper's way (6·N·tokens + attention, full head); HFU: FLOPs computed")
+    print(f"{'size':>10} {'step':>15} {'tok/s':>11} {'ms':>8} {'MFU':>7} {'HFU':>7} {'compile s':>9}")
     for r in rows:
-        o, pl = r["ours"], r["plain"]
-        print(f"{r['size']:>10} {r['params']:>10,} {o['tokens_per_s']:>11,.0f} {pl['tokens_per_s']:>12,.0f} "
-              f"{o['step_ms']:>8.1f} {pl['step_ms']:>9.1f} {o['mfu']:>9.2%} {pl['mfu']:>10.2%} {r['ratio']:>6.2f}")
-    print(json.dumps({"bench": "pretrain_throughput", "device": str(device), "batch": args.batch, "seq": args.seq,
-                      "vocab": args.vocab, "results": rows}))
+        for name in VARIANTS:
+            if name not in r:
+                continue
+            v = r[name]
+            print(f"{r['size']:>10} {name:>15} {v['tokens_per_s']:>11,.0f} {v['step_ms']:>8.1f} {v['mfu']:>7.2%} "
+                  f"{v['hfu']:>7.2%} {v['compile_s']:>9.1f}")
+        extra = f", vs plain compiled {r['ratio_vs_plain_compiled']:.2f}×" if "ratio_vs_plain_compiled" in r else ""
+        print(f"{r['size']:>10} ours vs plain eager {r['ratio_vs_plain']:.2f}×{extra}")
+    result = {"bench": "pretrain_throughput", "device": str(device), "batch": args.batch, "micro": args.micro,
+              "seq": args.seq, "vocab": args.vocab, "compiled": compile_steps, "results": rows}
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

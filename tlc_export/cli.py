@@ -74,6 +74,7 @@ def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str |
             return
         report = rd.root / "report" / "index.html"
         console.print(f"[bold green]done[/bold green] — run directory: {rd.root}")
+        _print_card(rd.root)
         if report.exists():
             console.print(f"report: [link=file://{report.resolve()}]{report}[/link]")
     except TlcError as exc:
@@ -150,8 +151,17 @@ def data() -> None:
 
 @data.command("prepare")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-def data_prepare(recipe: Path) -> None:
-    """Fetch and cache every data source RECIPE needs (under $TLC_HOME)."""
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory to write the token files into (default: runs/<recipe name>).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Tokenizer processes (overrides data.workers; the files are identical for any value).")
+@click.option("--fetch-only", is_flag=True, help="Only fetch and check the sources; do not tokenize.")
+def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_only: bool) -> None:
+    """Fetch every data source RECIPE needs, then run the data stage into the run directory.
+
+    Run it once on one node; then every node and rank of `tlc run --run-dir` on shared storage
+    finds the data stage up to date and memory-maps the same token files.
+    """
     try:
         from tlc_export.data import prepare_data
 
@@ -159,6 +169,15 @@ def data_prepare(recipe: Path) -> None:
         info = prepare_data(r)
         for name, desc in info.items():
             console.print(f"[green]✓[/green] {name}: {desc}")
+        if fetch_only:
+            return
+        if workers is not None:
+            r.data.workers = workers
+        rd = RunDir(run_dir or Path("runs") / recipe.stem)
+        rd.root.mkdir(parents=True, exist_ok=True)
+        rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
+        _run(r, rd, only=["data"])
+        console.print(f"[bold green]data ready[/bold green] — {rd.root / 'data' / 'tokens'}")
     except TlcError as exc:
         _fail(exc)
 
@@ -202,7 +221,61 @@ _stage_command("finetune", "Finetune every pretrained size in RUN_DIR.")
 _stage_command("compress", "Prune and quantize every finetuned size in RUN_DIR.")
 _stage_command("export", "Export RUN_DIR's variants to ONNX / TensorRT and validate them.", [_formats_option()])
 _stage_command("bench", "Measure storage, latency and accuracy of every exported variant in RUN_DIR.")
-_stage_command("report", "Write RUN_DIR/report/index.html and summary.md.")
+
+
+def _print_card(root: Path) -> None:
+    """The reproduction card the report stage wrote, as a table (nothing when there is no report)."""
+    from tlc_export.report.claims import read_card
+    from tlc_export.report.claims.render import card_table
+
+    card = read_card(root / "report")
+    if card is not None:
+        console.print(card_table(card))
+        console.print(f"claims: {root / 'report' / 'claims.json'} (evidence, numbers and rules in index.html#claims)")
+
+
+@main.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Re-run even if up to date.")
+@click.option("--compare", is_flag=True,
+              help="Put the claims cards of several RUN_DIRS side by side (e.g. two budgets or two seeds); "
+                   "a claim whose status differs between runs is marked unstable.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --compare: also write claims_compare.json, .md and .html into this folder.")
+def report(run_dirs: tuple[Path, ...], force: bool, compare: bool, out: Path | None) -> None:
+    """Write RUN_DIR/report/index.html, summary.md and claims.json, and print the claims card.
+
+    With --compare RUN_A RUN_B …: the claims cards of several runs side by side.
+    """
+    try:
+        if compare:
+            _compare(run_dirs, out)
+            return
+        if len(run_dirs) != 1:
+            raise TlcError(f"got {len(run_dirs)} run directories; pass one, or several with --compare")
+        if out is not None:
+            raise TlcError("--out is for --compare; a single run's report goes to RUN_DIR/report/")
+        rd = RunDir(run_dirs[0])
+        _run(_recipe_from_run_dir(rd), rd, only=["report"], force=("report",) if force else ())
+        _print_card(rd.root)
+    except TlcError as exc:
+        _fail(exc)
+
+
+def _compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
+    from tlc_export import atomic
+    from tlc_export.report.claims import compare_runs, compare_table
+    from tlc_export.report.claims.render import compare_html, compare_markdown
+
+    cmp = compare_runs(list(run_dirs))
+    console.print(compare_table(cmp))
+    if cmp["unstable"]:
+        console.print(f"[red]unstable[/red] (the status flips between runs): claim(s) {', '.join(map(str, cmp['unstable']))}")
+    if out is not None:
+        atomic.write_json(out / "claims_compare.json", cmp)
+        atomic.write_text(out / "claims_compare.md", compare_markdown(cmp))
+        atomic.write_text(out / "claims_compare.html", compare_html(cmp))
+        console.print(f"comparison: {out / 'claims_compare.html'}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM
@@ -85,6 +87,49 @@ def train_flops(params: int, tokens: int, layers: int, hidden: int, seq_len: int
     output projection for a full-vocabulary head).
     """
     return 6.0 * params * tokens + 12.0 * layers * seq_len * hidden * tokens
+
+
+@dataclass(frozen=True)
+class MLMFlops:
+    """Training FLOPs of a masked-LM model, counted two ways.
+
+    - `paper(tokens)`: the standard model-FLOPs count, 6·N·tokens + attention (`train_flops`), with
+      N = non-embedding parameters + the vocab × hidden output projection (tied with the word
+      embedding, so `count_params(non_embedding=True)` leaves it out). It charges the vocabulary
+      head for every token, as a plain full-head MLM step computes it. This is what curves and
+      rows call `flops` / `flops_paper`, and what MFU is computed from.
+    - `computed(tokens, predicted)`: what our step actually multiplies: the encoder for every
+      token that runs through the model (padding rows of a fixed-size micro-batch included), the
+      head (`lm_head`: dense h×h, LayerNorm, decoder V×h) only for the `predicted` positions
+      (masked-position head) — hardware FLOPs, for hardware utilisation.
+    """
+
+    body_params: int  # N minus the head: encoder layers, embedding LayerNorm
+    head_params: int  # lm_head dense + LayerNorm + output bias + the V × h decoder
+    layers: int
+    hidden: int
+    seq_len: int
+
+    @property
+    def params(self) -> int:
+        return self.body_params + self.head_params
+
+    def paper(self, tokens: float) -> float:
+        return train_flops(self.params, tokens, self.layers, self.hidden, self.seq_len)  # type: ignore[arg-type]
+
+    def computed(self, tokens: float, predicted: float) -> float:
+        attention = 12.0 * self.layers * self.seq_len * self.hidden * tokens
+        return 6.0 * self.body_params * tokens + attention + 6.0 * self.head_params * predicted
+
+
+def mlm_flops(model: nn.Module, seq_len: int) -> MLMFlops:
+    """`MLMFlops` of a `RobertaPreLayerNormForMaskedLM` (or any model with `lm_head` and a tied decoder)."""
+    cfg = model.config  # type: ignore[attr-defined]
+    vocab, hidden = int(cfg.vocab_size), int(cfg.hidden_size)
+    n = count_params(model, non_embedding=True) + vocab * hidden
+    head = sum(p.numel() for p in model.lm_head.parameters() if p is not model.lm_head.decoder.weight)  # type: ignore[attr-defined]
+    head += vocab * hidden  # the tied decoder weight, counted in N through the line above
+    return MLMFlops(body_params=n - head, head_params=head, layers=int(cfg.num_hidden_layers), hidden=hidden, seq_len=seq_len)
 
 
 class LogitsOnly(nn.Module):

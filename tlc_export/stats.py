@@ -7,7 +7,11 @@ One place for the statistics the report, the finetune grid and the claims card r
   discordant pairs decides ("won" / "lost" / "within noise"); a paired bootstrap gives the
   interval of the accuracy difference that is shown next to it;
 - `above_majority`: the same paired comparison against the constant majority predictor, which is
-  how a model that "did not learn the task" is detected.
+  how a model that "did not learn the task" is detected;
+- `paired_ratio_bootstrap`: the difference of two losses measured on the same validation batches
+  (summed loss / token count per batch), with a paired bootstrap interval over batches;
+- `bootstrap_mean`: the mean of per-unit values (e.g. a per-example difference of accuracy drops)
+  with its bootstrap interval.
 
 Everything is deterministic (the bootstrap has a fixed seed), so a report rendered twice from the
 same predictions says the same thing. Only the standard library and NumPy are used, so the GPU
@@ -203,7 +207,11 @@ def above_majority(predictions: Sequence[int] | np.ndarray, labels: Sequence[int
     """The classifier against always answering the split's majority label, on the same examples.
 
     `outcome != "won"` means the model is not significantly better than the constant answer: it
-    did not learn the task.
+    did not learn the task;
+- `paired_ratio_bootstrap`: the difference of two losses measured on the same validation batches
+  (summed loss / token count per batch), with a paired bootstrap interval over batches;
+- `bootstrap_mean`: the mean of per-unit values (e.g. a per-example difference of accuracy drops)
+  with its bootstrap interval.
     """
     preds = np.asarray(predictions).reshape(-1)
     labs = np.asarray(labels).reshape(-1)
@@ -221,3 +229,72 @@ def _pair(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> tup
     if x.size == 0:
         raise ValueError("paired comparison needs at least one example")
     return x, y
+
+
+def _bootstrap_weights(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """How many times each of n units is drawn in each of `samples` resamples (each row sums to n)."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=samples)
+
+
+def paired_ratio_bootstrap(
+    num_a: Sequence[float] | np.ndarray,
+    den_a: Sequence[float] | np.ndarray,
+    num_b: Sequence[float] | np.ndarray,
+    den_b: Sequence[float] | np.ndarray,
+    samples: int = BOOTSTRAP_SAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """(Σnum_a/Σden_a − Σnum_b/Σden_b, percentile interval), resampling units jointly.
+
+    Made for validation losses: unit i is one validation batch, `num` its summed masked-token loss
+    and `den` its masked-token count, so Σnum/Σden is the loss over all masked tokens. Both models
+    were scored on the same batches, so a resample draws the *same* batches for A and B (paired):
+    batch-to-batch difficulty, which both share, cancels out of the difference.
+    """
+    arrays = [np.asarray(x, dtype=np.float64).reshape(-1) for x in (num_a, den_a, num_b, den_b)]
+    n = arrays[0].size
+    if n == 0 or any(a.size != n for a in arrays):
+        raise ValueError(f"paired ratio bootstrap needs the same non-zero number of units, got {[a.size for a in arrays]}")
+    na, da, nb, db = arrays
+    if da.sum() <= 0 or db.sum() <= 0:
+        raise ValueError("paired ratio bootstrap needs positive denominators")
+    diff = float(na.sum() / da.sum() - nb.sum() / db.sum())
+    rng = np.random.default_rng(seed)
+    boot = np.empty(samples)
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, samples, chunk):
+        w = _bootstrap_weights(n, min(chunk, samples - start), rng).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot[start:start + w.shape[0]] = w @ na / (w @ da) - w @ nb / (w @ db)
+    boot = boot[np.isfinite(boot)]  # a resample may draw only zero-count units
+    lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return diff, float(lo), float(hi)
+
+
+def bootstrap_mean(
+    values: Sequence[float] | np.ndarray,
+    samples: int = BOOTSTRAP_SAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """(mean, percentile interval) of per-unit values by resampling units with replacement.
+
+    A resample is fully described by how often it draws each *distinct* value, so one multinomial
+    draw over the distinct values is the same distribution as resampling indices, at
+    O(samples × distinct values) cost (per-example differences of correctness flags take at most
+    five values).
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size == 0:
+        raise ValueError("a bootstrap needs at least one value")
+    uniq, counts = np.unique(v, return_counts=True)
+    n = v.size
+    rng = np.random.default_rng(seed)
+    boot = np.empty(samples)
+    chunk = max(1, 2_000_000 // uniq.size)
+    for start in range(0, samples, chunk):
+        draws = rng.multinomial(n, counts / n, size=min(chunk, samples - start))
+        boot[start:start + draws.shape[0]] = draws @ uniq / n
+    lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(v.mean()), float(lo), float(hi)

@@ -69,5 +69,10 @@ class Backend(ABC):
         return None
 
     def describe(self) -> dict[str, Any]:
-        """Extra row fields (provider, compile mode, replaced layers...)."""
+        """Extra row fields (provider, compile mode, replaced layers, `runtime_version`...)."""
         return {}
+
+    def runtime_memory_bytes(self) -> int | None:
+        """Device memory the runtime holds for running the model outside torch's allocator, where its API
+        reports it (None: none, or not reported)."""
+        return None

@@ -87,4 +87,6 @@ class OnnxRuntime(Backend):
         self.session = None
 
     def describe(self) -> dict[str, Any]:
-        return {"device": self.provider, "provider": PROVIDERS[self.provider]}
+        import onnxruntime as ort
+
+        return {"device": self.provider, "provider": PROVIDERS[self.provider], "runtime_version": f"onnxruntime {ort.__version__}"}

@@ -101,13 +101,27 @@ class TorchEager(Backend):
             torch.cuda.empty_cache()
 
     def describe(self) -> dict[str, Any]:
-        return {"device": self.device, **self._extra}
+        return {"device": self.device, "runtime_version": f"torch {torch.__version__}", **self._extra}
 
 
 class TorchCompile(TorchEager):
-    """torch.compile: CUDA graphs ("reduce-overhead") on CUDA, inductor's default mode on CPU."""
+    """torch.compile: CUDA graphs ("reduce-overhead") on CUDA, inductor's default mode on CPU.
+
+    Dynamo's cache is process-wide with a recompile limit (8 per function): every load starts from
+    a fresh cache, so one bench run's many variant × dtype × shape rows never fall back to eager,
+    and close() drops the graphs and their CUDA-graph memory pools.
+    """
 
     name = "torch-compile"
+
+    def load(self, source: str | Path | nn.Module, dtype: Dtype = "fp32") -> None:
+        torch._dynamo.reset()
+        super().load(source, dtype)
+
+    def close(self) -> None:
+        self.module = None
+        torch._dynamo.reset()
+        super().close()
 
     def _transform(self, model: nn.Module) -> nn.Module:
         mode = "reduce-overhead" if self.cuda else "default"

@@ -91,7 +91,9 @@ class Int4WeightOnlyLinear(nn.Module):
         # [K/group, N, 2]: (scale, zero) pairs, group-major, as _weight_int4pack_mm expects.
         sz = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
         self.register_buffer("scales_and_zeros", sz)
-        self.register_buffer("codes", q.to(torch.uint8))  # kept for the reference dequantization
+        # Host copy of the codes (a plain attribute, not a buffer: .to("cuda") leaves it on the CPU, so
+        # the GPU holds only the packed weight): re-packing after a move, and the reference dequantization.
+        self.codes = q.to(torch.uint8).cpu()
         self.register_buffer("packed", self._pack(q))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
 
@@ -107,12 +109,12 @@ class Int4WeightOnlyLinear(nn.Module):
         # .to(dtype)/.half() would cast the scales, and the packed layout is device-specific:
         # restore bf16 scales and re-pack from the codes on whatever device they now live.
         self.scales_and_zeros = self.scales_and_zeros.to(torch.bfloat16)
-        self.packed = self._pack(self.codes.to(torch.int32))
+        self.packed = self._pack(self.codes.to(self.packed.device, torch.int32))
         return self
 
     def dequantized_weight(self) -> torch.Tensor:
         sz = self.scales_and_zeros.float().transpose(0, 1)  # [N, K/group, 2]
-        q = self.codes.float().reshape(self.out_features, -1, self.group_size)
+        q = self.codes.to(sz.device).float().reshape(self.out_features, -1, self.group_size)
         w = (q - 8.0) * sz[..., 0:1] + sz[..., 1:2]
         return w.reshape(self.out_features, self.in_features)
 

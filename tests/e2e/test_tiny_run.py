@@ -139,6 +139,11 @@ def test_tiny_recipe_runs_every_stage_then_skips(tmp_path: Path, monkeypatch: py
     verdict = html.split("id='verdict'", 1)[1].split("</p>", 1)[0]
     assert "test split (n = " in verdict and "McNemar" in verdict
     assert "chosen lr" in html and (run_dir / "report" / "summary.md").exists()
+    # The reproduction card: written, at the top of the report, and printed at the end of `tlc run`.
+    card = json.loads((run_dir / "report" / "claims.json").read_text())
+    assert [c["number"] for c in card["claims"]] == [1, 2, 3, 4, 5]
+    assert html.index("id='claims'") < html.index("id='verdict'")
+    assert "Claims of the paper" in result.output
 
     again = CliRunner().invoke(main, ["run", str(recipe), "--run-dir", str(run_dir)], catch_exceptions=False)
     assert again.exit_code == 0

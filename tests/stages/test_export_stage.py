@@ -16,6 +16,7 @@ from rich.console import Console
 from tlc_export.compress.artifact import load_artifact, save_artifact
 from tlc_export.compress.quantize import QuantConfig, quantize_
 from tlc_export.export import validate as V
+from tlc_export.export.trt_rules import check_tensorrt_onnx
 from tlc_export.finetune import TrainSettings, finetune_, save_classifier
 from tlc_export.finetune.toy import toy_classifier, toy_examples, toy_tokenizer
 from tlc_export.recipe import parse_recipe
@@ -140,7 +141,12 @@ def test_every_format_has_a_valid_row(run_dir):
             assert r["storage_bytes"] is None
     # The static Q/DQ file TensorRT INT8 needs is there although onnx-int8-static is also listed here;
     # it is the same file.
-    assert by[(b32, "tensorrt-int8")]["onnx_path"] == by[(b32, "onnx-int8-static")]["path"]
+    # TensorRT INT8 reads that file turned into an fp16 graph (fp16 scales, no fp32 initializer).
+    trt8 = run.root / by[(b32, "tensorrt-int8")]["onnx_path"]
+    assert trt8.name == "tensorrt-int8.onnx" and trt8.is_file()
+    assert check_tensorrt_onnx(trt8, "int8") == []
+    assert any(v.rule == "fp16 graph for INT8" for v in check_tensorrt_onnx(run.root / by[(b32, "onnx-int8-static")]["path"], "int8"))
+    assert by[(b8, "onnx-int8")]["storage_bytes"] == comp_rows[1]["storage_bytes"]
 
     # onnx-int8 holds the artifact's own codes, bit for bit.
     art = load_artifact(run.root / comp_rows[1]["artifact"])

@@ -115,42 +115,177 @@ def test_eval_and_checkpoint_time_not_counted(tmp_path: Path, monkeypatch: pytes
     assert wall > row["elapsed_s"] + 0.3 * evals - 0.05, (wall, row["elapsed_s"], evals)
 
 
-def _train_child(tmp: str) -> None:
+class StepClock:
+    """A training clock on which every step lasts exactly `dt` seconds (each reading advances it by `dt`)."""
+
+    def __init__(self, dt: float) -> None:
+        self.t, self.dt = 0.0, dt
+
+    def __call__(self) -> float:
+        self.t += self.dt
+        return self.t
+
+
+def _snapshotting(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Deterministic clock, and a copy of every checkpoint the loop writes, named by its step."""
+    import shutil
+
+    import tlc_export.pretrain.loop as loop
+
+    real_save = loop.save_state
+
+    def save_and_copy(target, model, optimizer, counters):  # noqa: ANN001, ANN202
+        real_save(target, model, optimizer, counters)
+        shutil.copytree(target, folder / f"step{counters.step:04d}", dirs_exist_ok=True)
+
+    monkeypatch.setattr(loop, "clock", StepClock(0.05))
+    monkeypatch.setattr(loop, "save_state", save_and_copy)
+
+
+def _resume_cfg() -> PretrainConfig:
+    return cfg(time_budget_s=1.0, eval_every_s=0.3, checkpoint_every_s=0.25)
+
+
+def _train_child(tmp: str, stop_at: int) -> None:
     torch.set_num_threads(1)
-    pretrain_size(SIZE, cfg(time_budget_s=4.0), make_data(Path(tmp)), Path(tmp) / SIZE.name, dropout=0.0)
+
+    def hang(c: Counters) -> None:
+        if c.step == stop_at:  # trained past the last checkpoint: this work is lost to the kill
+            (Path(tmp) / "reached").write_text(str(c.step))
+            time.sleep(120)
+
+    pretrain_size(SIZE, _resume_cfg(), make_data(Path(tmp)), Path(tmp) / "killed" / SIZE.name, dropout=0.0, on_step=hang)
 
 
-def test_resume_after_kill_9(tmp_path: Path) -> None:
-    out = tmp_path / SIZE.name
-    child = mp.get_context("fork").Process(target=_train_child, args=(str(tmp_path),))
+def _tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {f"w.{k}": v for k, v in load_file(folder / "model.safetensors").items()}
+    opt = torch.load(folder / "optimizer.pt", weights_only=True)
+    for pid, st in opt["state"].items():
+        for k, v in st.items():
+            out[f"opt.{pid}.{k}"] = torch.as_tensor(v)
+    return out
+
+
+def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed with SIGKILL after a checkpoint, resumed: weights and optimizer state at the same step, and
+    the final weights, equal those of a run that was never interrupted."""
+    _snapshotting(monkeypatch, tmp_path / "snap-killed")
+    child = mp.get_context("fork").Process(target=_train_child, args=(str(tmp_path), 12))
     child.start()
-    state = out / "state" / "trainer.json"
-    deadline = time.monotonic() + 60
-    while not state.exists() and time.monotonic() < deadline and child.is_alive():
+    deadline = time.monotonic() + 90
+    while not (tmp_path / "reached").exists() and time.monotonic() < deadline and child.is_alive():
         time.sleep(0.05)
-    assert state.exists(), "no checkpoint written before the deadline"
-    time.sleep(0.7)  # let it train past the checkpoint, so some work is lost and must be redone
+    assert (tmp_path / "reached").exists(), "the child never reached step 12"
     os.kill(child.pid, signal.SIGKILL)
     child.join()
     assert child.exitcode == -signal.SIGKILL
-    saved = Counters(**json.loads(state.read_text()))
-    assert saved.step > 0 and 0 < saved.elapsed_s < 4.0
+    out = tmp_path / "killed" / SIZE.name
+    saved = Counters(**json.loads((out / "state" / "trainer.json").read_text()))
+    assert 0 < saved.step < 12
 
     seen: list[tuple[int, float, int]] = []
-    row = pretrain_size(SIZE, cfg(time_budget_s=4.0), make_data(tmp_path), out, dropout=0.0,
-                        on_step=lambda c: seen.append((c.step, c.elapsed_s, c.data_position)))
-    first_step, first_elapsed, first_pos = seen[0]
-    assert first_step == saved.step + 1 and first_elapsed > saved.elapsed_s
-    assert first_pos == saved.data_position + 16
-    assert 4.0 <= row["elapsed_s"] < 4.0 + 0.5 and row["steps"] == seen[-1][0]
+    resumed = pretrain_size(SIZE, _resume_cfg(), make_data(tmp_path), out, dropout=0.0,
+                            on_step=lambda c: seen.append((c.step, c.elapsed_s, c.data_position)))
+    assert seen[0][0] == saved.step + 1 and seen[0][1] > saved.elapsed_s and seen[0][2] == saved.data_position + 16
     steps = [c["step"] for c in read_jsonl(out / "curves.jsonl")]
     assert steps == sorted(set(steps)), "curve points of lost work were not dropped"
 
+    _snapshotting(monkeypatch, tmp_path / "snap-straight")
+    straight = pretrain_size(SIZE, _resume_cfg(), make_data(tmp_path), tmp_path / "straight" / SIZE.name, dropout=0.0)
+    assert resumed["steps"] == straight["steps"] == 20  # 1.0 s of 0.05 s steps
+    after = sorted(p.name for p in (tmp_path / "snap-killed").iterdir() if int(p.name[4:]) > 12)
+    assert after, "no checkpoint was written after the resume"
+    for name in after:
+        a, b = _tensors(tmp_path / "snap-killed" / name), _tensors(tmp_path / "snap-straight" / name)
+        assert a.keys() == b.keys() and any(k.startswith("opt.") for k in a)
+        for k in a:
+            assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), (name, k)
+    fa, fb = (_tensors_final(p / "checkpoint") for p in (out, tmp_path / "straight" / SIZE.name))
+    for k in fa:
+        assert torch.allclose(fa[k], fb[k], atol=1e-6), k
+    assert resumed["final_val_loss"] == pytest.approx(straight["final_val_loss"], abs=1e-5)
 
-@pytest.mark.parametrize("bad", ["train_ids.npy"])
-def test_stage_reports_missing_data(tmp_path: Path, bad: str) -> None:
+
+def _tensors_final(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_oom_on_the_first_step_halves_the_micro_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from tlc_export.pretrain.loss import MLMLoss
+
+    real_forward = MLMLoss.forward
+    calls: list[int] = []
+
+    def forward(self, ids, labels):  # noqa: ANN001, ANN202
+        if torch.is_grad_enabled():
+            calls.append(len(ids))
+            if len(ids) > 4:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(self, ids, labels)
+
+    monkeypatch.setattr(MLMLoss, "forward", forward)
+    console = Console(record=True, width=200)
+    row = pretrain_size(SIZE, cfg(time_budget_s=0.5, micro_batch_size=8), make_data(tmp_path), tmp_path / SIZE.name,
+                        dropout=0.0, console=console)
+    assert row["micro_batch_size"] == 4 and row["steps"] > 1
+    assert calls[0] == 8 and set(calls[1:]) == {4}
+    assert "micro-batch halved to 4" in console.export_text()
+    state_free = json.loads((tmp_path / SIZE.name / "checkpoint" / "done.json").read_text())
+    assert state_free["micro_batch_size"] == 4
+
+
+def test_a_later_oom_is_not_swallowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlc_export.pretrain.loss import MLMLoss
+
+    real_forward = MLMLoss.forward
+    calls: list[int] = []
+
+    def forward(self, ids, labels):  # noqa: ANN001, ANN202
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) > 6:  # third step (2 micro-batches each)
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(self, ids, labels)
+
+    monkeypatch.setattr(MLMLoss, "forward", forward)
+    with pytest.raises(torch.OutOfMemoryError):
+        pretrain_size(SIZE, cfg(time_budget_s=5.0), make_data(tmp_path), tmp_path / SIZE.name, dropout=0.0)
+
+
+def test_step_grid_evaluates_at_the_same_steps_and_resumes_without_repeats(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    out = tmp_path / SIZE.name
+    # A checkpoint at every step: the state resumed from is one taken right after a grid evaluation.
+    c = cfg(time_budget_s=1.5, eval_every_steps=3, eval_every_s=100.0, checkpoint_every_s=1e-6)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_checkpoint(counters: Counters) -> None:
+        if counters.step > 6 and counters.step % 3 == 1:  # one step past an evaluated, checkpointed step
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        pretrain_size(SIZE, c, data, out, dropout=0.0, on_step=stop_after_checkpoint)
+    saved = Counters(**json.loads((out / "state" / "trainer.json").read_text()))
+    assert saved.step > 0
+    row = pretrain_size(SIZE, c, data, out, dropout=0.0)
+    steps = [p["step"] for p in read_jsonl(out / "curves.jsonl")]
+    assert steps == sorted(set(steps)), steps  # nothing evaluated twice across the resume
+    assert all(s % 3 == 0 for s in steps[:-1]) and steps[-1] == row["steps"]
+    assert steps[:-1] == list(range(0, steps[-2] + 1, 3))  # every grid step, none skipped
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_stage_reports_missing_data(tmp_path: Path, split: str) -> None:
+    from tlc_export.data.token_files import TokenSplit
     from tlc_export.errors import StageError
-    from tlc_export.stages.pretrain import _load_ids
 
-    with pytest.raises(StageError, match=bad):
-        _load_ids(tmp_path / bad)
+    with pytest.raises(StageError, match=rf"{split}\.json: missing; run the data stage"):
+        TokenSplit.open(tmp_path / "tokens", split)

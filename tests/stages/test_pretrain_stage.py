@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from test_pretrain_loop import cfg, make_ids, make_tokenizer
+from token_format import split_docs, write_token_split
 
 from tlc_export.config.data import DataConfig
 from tlc_export.config.models import ModelsConfig, ModelSize
@@ -21,8 +21,9 @@ def test_stage_trains_every_size_and_writes_figures(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     data = run.stage_dir("data")
     make_tokenizer(data / "tokenizer")
-    np.save(data / "train_ids.npy", make_ids(20_000))
-    np.save(data / "val_ids.npy", make_ids(2_000, seed=1))
+    for split, ids in (("train", make_ids(20_000)), ("val", make_ids(2_000, seed=1))):
+        docs = split_docs(ids)
+        write_token_split(data / "tokens", split, docs, [0] * len(docs), ["counting"], data / "tokenizer")
     sizes = [ModelSize(layers=1, hidden=32, heads=2), ModelSize(layers=2, hidden=64, heads=2)]
     recipe = Recipe(models=ModelsConfig(sizes=sizes, dropout=0.0), pretrain=cfg(time_budget_s=1.0),
                     data=DataConfig(max_seq_len=32))
@@ -36,6 +37,10 @@ def test_stage_trains_every_size_and_writes_figures(tmp_path: Path) -> None:
     for r in results["models"]:
         assert 1.0 <= r["elapsed_s"] < 1.5 and r["steps"] > 0 and r["final_val_ppl"] > 1
         assert (run.root / r["checkpoint"] / "model.safetensors").exists()
+    # Token files are read as they are: 20,000 ids pack into 20,000 // 30 rows of 32.
+    assert results["train_rows"] == 20_000 // 30 and results["train_tokens"] == 20_000 // 30 * 30
+    assert results["validation_sample"]["rows"] == min(2_000 // 30, 2 * 16)
+    assert results["validation_sample"]["rows_per_source"] == {"counting": results["validation_sample"]["rows"]}
     big, small = results["models"][1], results["models"][0]
     assert big["params"] > small["params"]
     for key in ("results", "curves_wallclock", "curves_steps"):

@@ -275,3 +275,16 @@ def test_bench_stage_on_a_fabricated_run(tmp_path: Path, work: dict) -> None:
     BenchStage().run(ctx)
     again = [json.loads(line) for line in (ctx.out_dir / "results.jsonl").read_text().splitlines()]
     assert [r["latency_ms_p50"] for r in again] == [r["latency_ms_p50"] for r in rows]
+
+
+def test_int4_linear_keeps_no_second_copy_of_the_codes_on_the_device() -> None:
+    """Only the packed weight is a buffer (what .to('cuda') moves); the codes stay on the host."""
+    torch.manual_seed(0)
+    q4 = Int4WeightOnlyLinear(torch.nn.Linear(256, 128))
+    buffers = dict(q4.named_buffers())
+    assert "codes" not in buffers and "packed" in buffers
+    x = torch.randn(4, 256)
+    before = q4(x)
+    q4.to(torch.float16)  # re-packs from the host codes; scales stay bf16
+    assert q4.scales_and_zeros.dtype == torch.bfloat16 and q4.codes.device.type == "cpu"
+    assert torch.allclose(q4(x), before, atol=1e-3)

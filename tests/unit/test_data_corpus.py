@@ -1,4 +1,4 @@
-"""Local corpus sources, the validation split, and the data stage end to end on a tiny corpus."""
+"""Local corpus sources, their errors, and the data stage end to end on a tiny two-source corpus."""
 
 from __future__ import annotations
 
@@ -9,24 +9,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from tlc_export.data.corpus import load_corpus, split_documents
+from tlc_export.data.corpus import load_corpus
 from tlc_export.errors import DataSourceError
 from tlc_export.recipe import parse_recipe
 
 MODELS = "models: {sizes: [{layers: 1, hidden: 32}]}\npretrain: {time_budget_s: 1}\n"
-
-
-def test_split_documents_disjoint_deterministic_with_minimum():
-    docs = [f"doc {i}" for i in range(1000)]
-    train, val = split_documents(docs, 0.005, 50, seed=0)
-    assert len(val) == 50 and len(train) == 950 and not set(train) & set(val)
-    assert train == [d for d in docs if d in set(train)]  # corpus order kept
-    assert split_documents(docs, 0.005, 50, seed=0) == (train, val)
-    assert split_documents(docs, 0.005, 50, seed=1)[1] != val
-    assert len(split_documents(docs, 0.1, 5, seed=0)[1]) == 100
-    assert len(split_documents(docs[:10], 0.005, 50, seed=0)[1]) == 5  # never more than half
-    with pytest.raises(DataSourceError):
-        split_documents(["only one"], 0.1, 1, seed=0)
 
 
 def test_text_csv_jsonl_sources(tmp_path):
@@ -52,7 +39,9 @@ def test_missing_glob_and_column_errors(tmp_path):
         load_corpus(bad_col)
 
 
-def test_data_stage_writes_tokenizer_and_streams(tmp_path, monkeypatch):
+def test_data_stage_writes_tokenizer_and_token_files(tmp_path, monkeypatch):
+    from tlc_export.data.split import val_score
+    from tlc_export.data.token_files import TokenSplit
     from tlc_export.data.tokenizer import EOS_ID, load_tokenizer
     from tlc_export.rundir import RunDir
     from tlc_export.stages.base import StageContext
@@ -65,9 +54,11 @@ def test_data_stage_writes_tokenizer_and_streams(tmp_path, monkeypatch):
     for i in range(8):
         paras = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 20))) + "." for _ in range(5)]
         (tmp_path / "corpus" / f"{i}.txt").write_text("\n\n".join(paras))
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"text": f"json row {i} " + "light " * i}) + "\n"
+                                              for i in range(1, 13)))
     recipe = parse_recipe(
-        "data: {sources: [{kind: text, path: 'corpus/*.txt'}], max_seq_len: 16, min_val_documents: 4}\n"
-        "tokenizer: {vocab_size: 300}\n" + MODELS, base_dir=tmp_path,
+        "data: {sources: [{kind: text, path: 'corpus/*.txt'}, {kind: jsonl, path: t.jsonl}], max_seq_len: 16,"
+        " min_val_documents: 4, val_fraction: 0.05}\ntokenizer: {vocab_size: 300}\n" + MODELS, base_dir=tmp_path,
     )
     out = tmp_path / "run" / "data"
     out.mkdir(parents=True)
@@ -75,25 +66,53 @@ def test_data_stage_writes_tokenizer_and_streams(tmp_path, monkeypatch):
                        console=Console(quiet=True))
     outputs = DataStage().run(ctx)
 
-    assert outputs["documents"] == {"train": 36, "val": 4}
-    train, val = np.load(out / "train_ids.npy"), np.load(out / "val_ids.npy")
-    assert train.dtype == np.int32 and val.dtype == np.int32
-    assert int((train == EOS_ID).sum()) == 36 and train[-1] == EOS_ID
-    assert outputs["tokens"] == {"train": len(train), "val": len(val)}
+    # 40 paragraphs + 12 rows; the hash alone picks (by hand) these, topped up to 4 if fewer.
+    texts = load_corpus(recipe)
+    assert len(texts) == 52
+    assert outputs["documents"]["train"] + outputs["documents"]["val"] == 52
+    assert outputs["documents"]["val"] >= 4 and outputs["tokens"] == "data/tokens"
+    train = TokenSplit.open(out / "tokens", "train")
+    val = TokenSplit.open(out / "tokens", "val")
+    assert train.ids.dtype == np.uint16 and int((np.asarray(train.ids) == EOS_ID).sum()) == len(train.document_ends)
+    assert outputs["tokens_per_split"] == {"train": len(train.ids), "val": len(val.ids)}
     tok = load_tokenizer(out / "tokenizer")
     assert tok.model_max_length == 16
-    first_doc = tok.decode(train[: int(np.argmax(train == EOS_ID))].tolist())
-    all_docs = load_corpus(recipe)
-    assert first_doc in all_docs
+    first_doc = tok.decode(np.asarray(train.ids[: int(train.document_ends[0]) - 1]).tolist())
+    assert first_doc in texts
     results = json.loads((out / "results.json").read_text())
-    assert results["tokens"]["train"] == len(train) and results["tokenizer"]["vocab_size"] == len(tok)
+    assert results["tokens"]["train"] == len(train.ids) and results["tokenizer"]["vocab_size"] == len(tok)
+    # Per-source counts add up, and the tokenizer never trained on held-out text of this small corpus.
+    per_source = results["sources"]
+    assert [p["label"] for p in per_source] == ["text:corpus/*.txt", "jsonl:t.jsonl"]
+    assert per_source[0]["train"]["documents"] + per_source[0]["val"]["documents"] == 40
+    assert sum(p["val"]["documents"] for p in per_source) == len(val.document_ends)
+    assert results["tokenizer"]["sample"]["whole_corpus"] is True
+    assert results["tokenizer"]["validation_documents_in_sample"] == 0
+    assert results["tokenizer"]["held_out_before_training"] == outputs["documents"]["val"]
+    hashed = sum(val_score(0, s, k) < 0.05 for s, k in _keys(recipe))
+    assert results["split"]["hashed_val_documents"] == hashed
 
 
-def test_hf_source_without_datasets_is_a_clear_error(tmp_path):
-    import importlib.util
+def _keys(recipe):
+    from tlc_export.data.corpus import iter_corpus
+    from tlc_export.data.sources import source_identity
 
-    if importlib.util.find_spec("datasets") is not None:
-        pytest.skip("`datasets` is installed; this checks the message shown when it is not")
+    ids = [source_identity(s) for s in recipe.data.sources]
+    return [(ids[d.source], d.key) for d in iter_corpus(recipe)]
+
+
+def test_hf_source_without_datasets_is_a_clear_error(tmp_path, monkeypatch):
+
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_datasets(name, *args, **kwargs):  # as if `datasets` were not installed
+        if name == "datasets":
+            raise ImportError("No module named 'datasets'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
     recipe = parse_recipe("data: {sources: [{kind: hf, name: wikitext}]}\n" + MODELS, base_dir=tmp_path)
-    with pytest.raises(DataSourceError, match=r"wikitext.*datasets.*kind: csv"):
+    with pytest.raises(DataSourceError, match=r"data\.sources\[0\].*wikitext.*tlc-export\[hf\].*kind: csv"):
         load_corpus(recipe)

@@ -260,12 +260,17 @@ def test_ort_quantizers_static_is_tensorrt_form(exported, tmp_path):
     save_model(proto, fp32)
     ort_quant.quantize_int8_static(fp32, tmp_path / "s.onnx", [_batch(4, 16, seed=s) for s in range(4)])
     ort_quant.quantize_int4_matmulnbits(fp32, tmp_path / "n.onnx", 32)
-    assert check_tensorrt_onnx(tmp_path / "s.onnx", "int8") == []
+    # ORT writes an fp32 graph around the Q/DQ pairs; TensorRT gets it converted to fp16.
+    assert {v.rule for v in check_tensorrt_onnx(tmp_path / "s.onnx", "int8")} == {"fp16 graph for INT8"}
+    from tlc_export.export.tensorrt import int8_fp16_qdq
+
+    h = int8_fp16_qdq(tmp_path / "s.onnx", tmp_path / "h.onnx")
+    assert check_tensorrt_onnx(h, "int8") == []
     assert any(v.rule == "ORT-only op" for v in check_tensorrt_onnx(tmp_path / "n.onnx", "int4"))
     batches = [_batch(4, 16, seed=9)]
     ref = V.torch_logits(m, batches)
     spread = float(np.abs(ref[0]).max())
-    for f in ("s.onnx", "n.onnx"):
+    for f in ("s.onnx", "n.onnx", "h.onnx"):
         V.check(tmp_path / f)
         d, _, _ = V.compare(tmp_path / f, ref, batches, None)
         assert d < 0.25 * max(1.0, spread), (f, d)  # re-quantized, so close but not equal

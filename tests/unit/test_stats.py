@@ -6,10 +6,12 @@ import pytest
 from tlc_export.stats import (
     above_majority,
     accuracy_interval,
+    bootstrap_mean,
     compare_paired,
     majority_baseline,
     mcnemar_exact,
     paired_bootstrap_diff,
+    paired_ratio_bootstrap,
     wilson_interval,
 )
 
@@ -117,3 +119,46 @@ def test_predictions_round_trip(tmp_path):
     assert sorted(got) == ["dev", "test"]
     assert got["dev"].correct.tolist() == [True, False, True]
     assert got["test"].accuracy == 1.0
+
+
+def _index_bootstrap(stat, n, samples=4000, seed=123):
+    """Reference: resample indices in a plain loop (a different algorithm and seed from the code's)."""
+    rng = np.random.default_rng(seed)
+    vals = np.array([stat(rng.integers(0, n, n)) for _ in range(samples)])
+    return np.quantile(vals, [0.025, 0.975])
+
+
+def test_bootstrap_mean_matches_index_resampling_and_normal_theory():
+    v = np.random.default_rng(0).normal(0.3, 1.0, 2000)
+    mean, lo, hi = bootstrap_mean(v)
+    assert mean == pytest.approx(v.mean(), abs=1e-12)
+    half = 1.96 * v.std(ddof=1) / np.sqrt(v.size)  # large n: the bootstrap interval ≈ the normal one
+    assert lo == pytest.approx(v.mean() - half, abs=0.15 * half)
+    assert hi == pytest.approx(v.mean() + half, abs=0.15 * half)
+    flags = np.random.default_rng(1).integers(-2, 3, 500).astype(float)  # few distinct values: multinomial path
+    _, lo2, hi2 = bootstrap_mean(flags)
+    ref = _index_bootstrap(lambda i: flags[i].mean(), flags.size)
+    assert lo2 == pytest.approx(ref[0], abs=0.02) and hi2 == pytest.approx(ref[1], abs=0.02)
+    assert bootstrap_mean(flags) == bootstrap_mean(flags)  # deterministic
+    assert bootstrap_mean(np.full(50, 0.25)) == (0.25, 0.25, 0.25)
+
+
+def test_paired_ratio_bootstrap_is_the_loss_difference_with_a_paired_interval():
+    rng = np.random.default_rng(2)
+    counts = rng.integers(80, 120, 12).astype(float)
+    difficulty = rng.normal(0, 0.5, 12)  # shared by both models: pairing must cancel it
+    loss_b = 5.0 + difficulty
+    loss_a = loss_b - 0.2 + rng.normal(0, 0.02, 12)
+    sums_a, sums_b = loss_a * counts, loss_b * counts
+    d, lo, hi = paired_ratio_bootstrap(sums_a, counts, sums_b, counts)
+    assert d == pytest.approx(sums_a.sum() / counts.sum() - sums_b.sum() / counts.sum(), rel=1e-12)
+    assert lo < d < hi < 0
+    ref = _index_bootstrap(lambda i: sums_a[i].sum() / counts[i].sum() - sums_b[i].sum() / counts[i].sum(), 12)
+    assert lo == pytest.approx(ref[0], abs=0.01) and hi == pytest.approx(ref[1], abs=0.01)
+    # Unpaired (the two models on independently drawn batches) the shared difficulty would swamp 0.2:
+    other = np.random.default_rng(9)
+    unpaired = _index_bootstrap(lambda i: sums_a[i].sum() / counts[i].sum()
+                                - (lambda j: sums_b[j].sum() / counts[j].sum())(other.integers(0, 12, 12)), 12)
+    assert unpaired[1] - unpaired[0] > 5 * (hi - lo)
+    with pytest.raises(ValueError, match="same non-zero number"):
+        paired_ratio_bootstrap(sums_a, counts, sums_b[:5], counts[:5])

@@ -41,5 +41,10 @@ class ExportConfig(Section):
         description="Split of the validation sentences and of the weight-only check (a file holding a variant's own codes "
         "must match PyTorch's accuracy there). Every file's own accuracy is measured on dev and test either way.",
     )
-    trt_max_batch: int = Field(default=32, ge=1, description="TensorRT optimisation profile: largest batch.")
+    trt_max_batch: int = Field(default=32, ge=1, description="TensorRT optimisation profiles: largest batch.")
+    trt_opt_batches: list[int] = Field(
+        default_factory=lambda: [1, 32],
+        description="One TensorRT optimisation profile per batch size, tuned for it (opt = that batch); use the "
+        "bench's batch_sizes. Together the profiles cover 1..trt_max_batch.",
+    )
     trt_max_seq_len: int = Field(default=128, ge=1, description="TensorRT optimisation profile: longest sequence.")

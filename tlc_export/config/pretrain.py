@@ -28,11 +28,26 @@ class PretrainConfig(Section):
     )
     grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the gradient norm (None = no clipping).")
     eval_every_s: float = Field(default=30.0, gt=0, description="Evaluate validation perplexity every this many training seconds.")
+    eval_every_steps: int | None = Field(
+        default=None, ge=1,
+        description="Evaluate every this many optimizer steps instead of every eval_every_s seconds, so every size is "
+        "evaluated at the same steps (the claims card then compares sample efficiency without interpolating). "
+        "The final evaluation at the end of the budget happens either way.",
+    )
     eval_batches: int = Field(default=20, ge=1, description="Validation batches per evaluation (fixed masks, so points are comparable).")
     checkpoint_every_s: float = Field(default=60.0, gt=0, description="Save a resumable checkpoint every this many training seconds.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU.")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
-    compile: bool = Field(default=False, description="torch.compile the model (CUDA only; ignored on CPU).")
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the training step. Compilation runs before the clock starts (and again after a "
+        "resume) and is reported as compile_s, outside the budget. Meant for CUDA; on CPU inductor's C++ backend "
+        "works but compiles slowly.",
+    )
+    compile_backend: str = Field(
+        default="inductor",
+        description="torch.compile backend: inductor (fast kernels), or aot_eager / eager to debug compile problems.",
+    )
     masked_only_head: bool = Field(
         default=True, description="Compute the vocabulary head only on masked positions (same loss, less work)."
     )

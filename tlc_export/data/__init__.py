@@ -1,4 +1,5 @@
-"""Data layer: built-in and local corpora, the BPE tokenizer, task data and masked-LM batching.
+"""Data layer: streamed corpora, the hash split, the BPE tokenizer, token files, task data and
+masked-LM batching.
 
 Names are imported lazily so `import tlc_export.data.mlm` stays light (no tokenizers/transformers).
 """
@@ -10,7 +11,15 @@ from typing import Any
 
 _EXPORTS = {
     "load_corpus": "tlc_export.data.corpus",
-    "split_documents": "tlc_export.data.corpus",
+    "iter_corpus": "tlc_export.data.corpus",
+    "CorpusReader": "tlc_export.data.corpus",
+    "iter_source": "tlc_export.data.sources",
+    "Document": "tlc_export.data.sources",
+    "SplitRouter": "tlc_export.data.split",
+    "TokenSplit": "tlc_export.data.token_files",
+    "token_dtype": "tlc_export.data.token_files",
+    "write_token_files": "tlc_export.data.token_writer",
+    "PackedRows": "tlc_export.data.mlm",
     "load_tokenizer": "tlc_export.data.tokenizer",
     "train_tokenizer": "tlc_export.data.tokenizer",
     "Example": "tlc_export.data.task",

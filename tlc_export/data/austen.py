@@ -71,6 +71,11 @@ def _documents() -> Iterator[str]:
         yield from paragraphs(lines)
 
 
+def documents_path() -> Path:
+    """The parsed documents as a cached JSON-lines file (fetched and parsed once)."""
+    return cached_documents(f"corpus/austen.{CACHE_VERSION}.jsonl", _documents)
+
+
 def load_austen() -> list[str]:
     """One document per paragraph of the six novels, in publication order."""
-    return read_documents(cached_documents(f"corpus/austen.{CACHE_VERSION}.jsonl", _documents))
+    return read_documents(documents_path())

@@ -75,6 +75,11 @@ def _documents() -> Iterator[str]:
         yield detokenize([tok for s in sentences for tok in s])
 
 
+def documents_path() -> Path:
+    """The parsed documents as a cached JSON-lines file (fetched and parsed once)."""
+    return cached_documents(f"corpus/brown.{CACHE_VERSION}.jsonl", _documents)
+
+
 def load_brown() -> list[str]:
     """One document per Brown text (file), detokenized, tags removed."""
-    return read_documents(cached_documents(f"corpus/brown.{CACHE_VERSION}.jsonl", _documents))
+    return read_documents(documents_path())

@@ -89,9 +89,16 @@ def cached_documents(relpath: str, produce: Callable[[], Iterable[str]]) -> Path
     return cached(relpath, build)
 
 
-def read_documents(path: Path) -> list[str]:
+def iter_documents(path: Path) -> Iterator[str]:
+    """Documents of a cached JSON-lines file, one at a time."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_documents(path: Path) -> list[str]:
+    return list(iter_documents(path))
 
 
 def _run(cmd: list[str], cwd: Path, source: str, alternative: str) -> subprocess.CompletedProcess[str]:

@@ -111,6 +111,11 @@ def _documents() -> Iterator[str]:
             yield doc
 
 
+def documents_path() -> Path:
+    """The parsed documents as a cached JSON-lines file (fetched and parsed once)."""
+    return cached_documents(f"corpus/gcide.{CACHE_VERSION}.jsonl", _documents)
+
+
 def load_gcide() -> list[str]:
     """One document per dictionary entry, markup removed."""
-    return read_documents(cached_documents(f"corpus/gcide.{CACHE_VERSION}.jsonl", _documents))
+    return read_documents(documents_path())

@@ -1,24 +1,36 @@
-"""User-provided data: local text/CSV/JSON-lines files and Hugging Face `datasets`."""
+"""User-provided data: local text/CSV/JSON-lines files, read as streams of rows and documents."""
 
 from __future__ import annotations
 
 import csv
 import glob
 import json
-import re
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tlc_export.errors import DataSourceError
 
-_BLANK_LINES = re.compile(r"\n\s*\n")
+# A text file without blank lines would otherwise be one document as large as the file; past this
+# many characters a document is cut at the next line break, so memory stays bounded.
+MAX_DOCUMENT_CHARS = 1_000_000
+
+
+def _readable(p: Path) -> bool:
+    # Named pipes count: `mkfifo c.txt; zcat big.txt.gz > c.txt &` streams a compressed corpus.
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISFIFO(mode)
 
 
 def resolve_glob(pattern: str, base_dir: Path, *, field: str) -> list[Path]:
     """Files matching `pattern` (relative to the recipe's folder), sorted for a stable order."""
     full = Path(pattern).expanduser()
     full = full if full.is_absolute() else base_dir / full
-    files = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
+    files = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if _readable(Path(p)))
     if not files:
         raise DataSourceError(
             f"{field}: no file matches '{pattern}' (looked for {full}); fix the path, which is "
@@ -27,26 +39,48 @@ def resolve_glob(pattern: str, base_dir: Path, *, field: str) -> list[Path]:
     return files
 
 
+def iter_text_blocks(path: Path) -> Iterator[str]:
+    """A plain-text file's documents: each blank-line separated block, stripped, read line by line."""
+    lines: list[str] = []
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as exc:
+                    raise DataSourceError(f"{path}:{lineno}: not UTF-8 text ({exc}); convert the file to UTF-8") from None
+                if line.strip():
+                    lines.append(line)
+                    size += len(line)
+                    if size < MAX_DOCUMENT_CHARS:
+                        continue
+                if lines:
+                    block = "\n".join(lines).strip()
+                    lines, size = [], 0
+                    if block:
+                        yield block
+            if lines:
+                block = "\n".join(lines).strip()
+                if block:
+                    yield block
+    except OSError as exc:
+        raise DataSourceError(f"{path}: cannot read ({exc}); fix the `path`") from None
+
+
 def read_text_documents(files: list[Path]) -> list[str]:
-    """Plain-text files; each blank-line separated block is one document."""
-    docs: list[str] = []
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataSourceError(f"{f}: not UTF-8 text ({exc}); convert it to UTF-8") from None
-        docs.extend(b.strip() for b in _BLANK_LINES.split(text.replace("\r\n", "\n")) if b.strip())
-    return docs
+    """Plain-text files; each blank-line separated block is one document (small corpora, tests)."""
+    return [doc for f in files for doc in iter_text_blocks(f)]
 
 
-def read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
-    """Rows of a CSV (header row required) or JSON-lines file, as dicts."""
-    if not path.is_file():
+def iter_rows(path: Path, kind: str) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV (header row required) or JSON-lines file, one at a time."""
+    if not _readable(path):
         raise DataSourceError(f"{path}: file not found; fix the `path` (relative to the recipe file)")
     if kind == "csv":
         with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    rows = []
+            yield from csv.DictReader(f)
+        return
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -57,8 +91,12 @@ def read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
                 raise DataSourceError(f"{path}:{lineno}: invalid JSON ({exc.msg}); each line must be one JSON object") from None
             if not isinstance(row, dict):
                 raise DataSourceError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+            yield row
+
+
+def read_rows(path: Path, kind: str) -> list[dict[str, Any]]:
+    """All rows of a CSV or JSON-lines file (task data, which is small)."""
+    return list(iter_rows(path, kind))
 
 
 def require_columns(rows: list[dict[str, Any]], columns: dict[str, str], where: str) -> None:
@@ -74,21 +112,11 @@ def require_columns(rows: list[dict[str, Any]], columns: dict[str, str], where: 
             )
 
 
-def read_table_column(path: Path, kind: str, column: str, *, field: str) -> list[str]:
-    rows = read_rows(path, kind)
-    require_columns(rows, {field: column}, str(path))
-    return [str(r[column]) for r in rows if r.get(column) not in (None, "")]
-
-
 def load_hf_rows(name: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    """Rows of a Hugging Face dataset split (needs the `datasets` package and the hub)."""
-    try:
-        import datasets  # optional dependency, imported only when used
-    except ImportError:
-        raise DataSourceError(
-            f"hf dataset '{name}': the `datasets` package is not installed; `pip install "
-            "'tlc-export[hf]'`, or export the data to a local csv/jsonl file and use `kind: csv`"
-        ) from None
+    """Rows of a Hugging Face dataset split (finetune tasks: small; needs `datasets` and the hub)."""
+    from tlc_export.data.hf import import_datasets
+
+    datasets = import_datasets(f"hf dataset '{name}'")
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # the hub raises many types: connection, auth, missing config

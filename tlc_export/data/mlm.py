@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,59 @@ def pack_sequences(ids: np.ndarray, seq_len: int, bos_id: int, eos_id: int) -> n
     rows[:, -1] = eos_id
     rows[:, 1:-1] = ids[: n * body].reshape(n, body)
     return rows
+
+
+class PackedRows:
+    """The rows of `pack_sequences(ids, ...)`, cut on demand from a flat token array.
+
+    `ids` is typically a read-only `np.memmap` of a token file: indexing reads only the requested
+    rows' tokens, so every process can share one file without loading it. Supports `len()`,
+    `.shape`, and indexing by an int, a slice or an integer array; returns int32 arrays.
+    """
+
+    def __init__(self, ids: np.ndarray, seq_len: int, bos_id: int, eos_id: int) -> None:
+        if seq_len < 3:
+            raise ValueError(f"seq_len must be at least 3 (bos + 1 token + eos), got {seq_len}")
+        self.ids = ids
+        self.seq_len = seq_len
+        self.body = seq_len - 2
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self.n_rows = len(ids) // self.body
+        self._offsets = np.arange(self.body, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, self.seq_len)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens inside the rows (the tail that does not fill a row is dropped)."""
+        return self.n_rows * self.body
+
+    def row_starts(self, rows: np.ndarray) -> np.ndarray:
+        """Token offset of each row's first body token."""
+        return np.asarray(rows, dtype=np.int64) * self.body
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, slice):
+            rows = np.arange(self.n_rows)[index]
+        else:
+            rows = np.asarray(index, dtype=np.int64)
+        single = rows.ndim == 0
+        rows = rows.reshape(-1)
+        rows = np.where(rows < 0, rows + self.n_rows, rows)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_rows):
+            raise IndexError(f"row index out of range for {self.n_rows} packed rows")
+        out = np.empty((len(rows), self.seq_len), dtype=np.int32)
+        out[:, 0] = self.bos_id
+        out[:, -1] = self.eos_id
+        # One gather per batch; on a memmap only the pages of these rows are touched.
+        out[:, 1:-1] = self.ids[self.row_starts(rows)[:, None] + self._offsets]
+        return out[0] if single else out
 
 
 def mask_tokens(
@@ -81,7 +135,7 @@ class MLMBatches:
     of (rows, batch_size, seed) and `position` (rows consumed) is enough to resume exactly.
     """
 
-    def __init__(self, rows: np.ndarray, batch_size: int, seed: int, start: int = 0) -> None:
+    def __init__(self, rows: np.ndarray | PackedRows, batch_size: int, seed: int, start: int = 0) -> None:
         if len(rows) == 0:
             raise ValueError("no packed rows: the corpus is shorter than one sequence")
         if batch_size < 1:
@@ -118,6 +172,7 @@ class MLMBatches:
         return np.concatenate(out)
 
     def next_batch(self) -> torch.Tensor:
+        """A CPU int64 tensor [batch_size, seq_len] of packed rows."""
         return torch.from_numpy(self.rows[self.next_indices()].astype(np.int64))
 
     def __iter__(self) -> Iterator[torch.Tensor]:

@@ -86,17 +86,18 @@ def _wrap(tok: Any, model_max_length: int) -> Any:
 
 
 def train_tokenizer(
-    docs: list[str], cfg: TokenizerConfig, out_dir: Path, *, model_max_length: int
+    docs: list[str], cfg: TokenizerConfig, out_dir: Path, *, model_max_length: int,
+    sample: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse from $TLC_HOME) a tokenizer on `docs` and save it into `out_dir`.
 
     Returns {"vocab_size", "checksum", "cached"}; `checksum` keys the cache: the training text's
-    checksum together with the tokenizer settings.
+    checksum, how it was sampled (`sample`, e.g. `Sample.spec()`), and the tokenizer settings.
     """
     if not docs:
         raise DataSourceError("cannot train the tokenizer: the training split is empty")
-    key_payload = {"text": text_checksum(docs), "tokenizer": cfg.model_dump(mode="json"),
-                   "model_max_length": model_max_length, "format": 2}
+    key_payload = {"text": text_checksum(docs), "sample": sample, "tokenizer": cfg.model_dump(mode="json"),
+                   "model_max_length": model_max_length, "format": 3}
     key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:24]
     cache_dir = tlc_home() / "tokenizers" / key
     hit = (cache_dir / "tokenizer.json").is_file()

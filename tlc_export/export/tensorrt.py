@@ -1,14 +1,22 @@
 """Build a serialized TensorRT engine from a Q/DQ ONNX file (TensorRT Python API, imported lazily).
 
 Strongly typed network: TensorRT runs the precisions the ONNX file states (INT8 Q/DQ, INT4 weight
-DQ, fp16 graph), instead of the deprecated weakly typed builder flags. Dynamic batch and sequence
-come from one optimization profile. A timing cache on disk makes rebuilds fast.
+DQ, fp16 graph), instead of the weakly typed builder flags (deprecated in 10.12, removed in 11 with
+the calibrators). Works with TensorRT 10.x (the STRONGLY_TYPED creation flag is set) and 11.x
+(every network is strongly typed; the flag is ignored or absent): nothing here touches a
+precision flag. A strongly typed INT8 engine built from an fp32 Q/DQ graph would run every
+non-quantized layer in fp32/TF32, so `int8_fp16_qdq` turns ONNX Runtime's static Q/DQ file into
+an fp16 graph with fp16 scales first.
+
+Profiles: one optimization profile per benchmarked batch size (opt = that batch, full sequence),
+because TensorRT tunes kernels for the opt shape; a single profile with opt = max would run
+batch 1 on batch-32 kernels. A timing cache on disk makes rebuilds fast.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tlc_export.atomic import atomic_path, write_bytes, write_text
@@ -30,23 +38,63 @@ def _import_tensorrt():
 
 
 def default_shapes(max_batch: int, max_seq: int) -> dict[str, Shape]:
-    """min/opt/max profile: opt at the largest batch and sequence (what the bench measures)."""
+    """One min/opt/max profile covering every shape, opt at the largest batch and sequence."""
     return {"min": (1, 1), "opt": (max_batch, max_seq), "max": (max_batch, max_seq)}
+
+
+def profile_shapes(opt_batches: Sequence[int], max_batch: int, max_seq: int) -> list[dict[str, Shape]]:
+    """One profile per batch in `opt_batches` (opt = (batch, max_seq)); together they cover 1..max_batch.
+
+    Profile i takes the batches above the previous opt batch up to its own; the last one reaches
+    `max_batch`. Sequences 1..max_seq everywhere.
+    """
+    batches = sorted({int(b) for b in opt_batches if 1 <= int(b) <= max_batch}) or [max_batch]
+    out: list[dict[str, Shape]] = []
+    lo = 1
+    for i, b in enumerate(batches):
+        hi = max_batch if i == len(batches) - 1 else b
+        out.append({"min": (lo, 1), "opt": (b, max_seq), "max": (hi, max_seq)})
+        lo = b + 1
+    return out
+
+
+def int8_fp16_qdq(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """ONNX Runtime's static INT8 Q/DQ file as an fp16 graph (opset 21: fp16 Q/DQ scales), int64 inputs
+    and fp32 logits kept; the input of the strongly typed TensorRT INT8 engine."""
+    import onnx
+
+    from tlc_export.export.int4 import to_fp16, to_opset21
+
+    model = to_fp16(to_opset21(onnx.load(str(src))))
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst, suffix=".onnx") as tmp:
+        onnx.save_model(model, str(tmp))
+    return dst
+
+
+def strongly_typed_flags(trt) -> int:  # noqa: ANN001 - the tensorrt module
+    """`create_network` flags: STRONGLY_TYPED where the enum still has it (10.x; ignored by 11.x)."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
 
 
 def build_engine(
     onnx_path: str | os.PathLike[str],
     precision: str,
-    shapes: Mapping[str, Shape],
+    shapes: Mapping[str, Shape] | Sequence[Mapping[str, Shape]],
     out_path: str | os.PathLike[str],
     timing_cache: str | os.PathLike[str] | None = None,
     workspace_gib: float = 4.0,
 ) -> dict[str, object]:
-    """Parse `onnx_path`, build a strongly typed engine with one profile, write it atomically.
+    """Parse `onnx_path`, build a strongly typed engine with one profile per entry of `shapes`, write it
+    atomically.
 
-    `shapes`: {"min"|"opt"|"max": (batch, sequence)} applied to `input_ids` and `attention_mask`.
-    Writes `<out_path>.log` (parser errors, builder messages). Raises BackendUnavailable when TensorRT
-    is missing, StageError when the ONNX breaks TensorRT's rules or the build fails.
+    `shapes`: one {"min"|"opt"|"max": (batch, sequence)} or a list of them (`profile_shapes`), applied
+    to every input (`input_ids`, `attention_mask`). Writes `<out_path>.log` (parser errors, builder
+    messages). Raises BackendUnavailable when TensorRT is missing, StageError when the ONNX breaks
+    TensorRT's rules or the build fails. Returns the engine path, size, log, profiles and the
+    TensorRT version (an engine only runs under the version that built it).
     """
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     violations = check_tensorrt_onnx(onnx_path, precision)  # type: ignore[arg-type]
@@ -64,7 +112,7 @@ def build_engine(
 
     logger = _Logger()
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -72,11 +120,13 @@ def build_engine(
         raise StageError(f"{onnx_path}: TensorRT OnnxParser failed: {'; '.join(errs[:3])}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        name = network.get_input(i).name
-        profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
-    config.add_optimization_profile(profile)
+    profiles = [shapes] if isinstance(shapes, Mapping) else list(shapes)
+    for shp in profiles:
+        profile = builder.create_optimization_profile()
+        for i in range(network.num_inputs):
+            name = network.get_input(i).name
+            profile.set_shape(name, shp["min"], shp["opt"], shp["max"])
+        config.add_optimization_profile(profile)
     cache = None
     if timing_cache is not None:
         tc = Path(timing_cache)
@@ -90,4 +140,6 @@ def build_engine(
         tmp.write_bytes(bytes(engine))
     if cache is not None and timing_cache is not None:
         write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
-    return {"engine": str(out_path), "bytes": out_path.stat().st_size, "log": str(out_path) + ".log"}
+    return {"engine": str(out_path), "bytes": out_path.stat().st_size, "log": str(out_path) + ".log",
+            "tensorrt_version": getattr(trt, "__version__", None),
+            "profiles": [{k: list(v) for k, v in p.items()} for p in profiles]}

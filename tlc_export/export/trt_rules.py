@@ -7,7 +7,8 @@ Nothing here can run TensorRT, so the rules are checked on the graph itself (FIE
   feeding a MatMul/Gemm weight; no INT4 QuantizeLinear; UINT4 is not accepted;
 - scales are positive constants; INT4 blocks lie along one of the last two dims;
 - no `MatMulNBits` (ORT contrib op TensorRT cannot parse);
-- precision "int4": the non-quantized graph is fp16 (strongly typed network runs what it reads).
+- precision "int4" and "int8": the non-quantized graph is fp16 (a strongly typed network runs the
+  precision it reads: an fp32 graph would run every non-quantized layer in fp32/TF32).
 """
 
 from __future__ import annotations
@@ -114,16 +115,17 @@ def check_tensorrt_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str],
         elif is_weight and block:
             out.append(Violation(label, "INT8 weights per channel", "block-wise INT8 DequantizeLinear"))
 
-    if precision == "int4":
+    if precision in ("int4", "int8"):
+        rule = f"fp16 graph for {precision.upper()}"
         dq_outs = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
-        scales = {n.input[1] for n in g.node if n.op_type == "DequantizeLinear"}
+        scales = {n.input[1] for n in g.node if n.op_type in ("DequantizeLinear", "QuantizeLinear")}
         for name, t in inits.items():
             if t.data_type == TensorProto.FLOAT and name not in scales and name not in dq_outs:
-                out.append(Violation(name, "fp16 graph for INT4", "fp32 initializer in a strongly typed INT4 network"))
+                out.append(Violation(name, rule, f"fp32 initializer in a strongly typed {precision.upper()} network"))
         for n in g.node:
             if n.op_type == "DequantizeLinear" and dtype_of(n.input[1]) == TensorProto.FLOAT:
-                out.append(Violation(n.name or n.output[0], "fp16 graph for INT4", "fp32 scale: the weight dequantizes to fp32"))
-        if not any(t.data_type == TensorProto.INT4 for t in inits.values()):
+                out.append(Violation(n.name or n.output[0], rule, "fp32 scale: the tensor dequantizes to fp32"))
+        if precision == "int4" and not any(t.data_type == TensorProto.INT4 for t in inits.values()):
             out.append(Violation("<graph>", "INT4 weights", "no INT4 initializer: not an INT4 weight-only model"))
     if precision == "int8" and not any(n.op_type == "QuantizeLinear" for n in g.node):
         out.append(Violation("<graph>", "explicit quantization", "no QuantizeLinear: not an INT8 Q/DQ model"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -20,11 +21,19 @@ from transformers import PreTrainedTokenizerBase
 from tlc_export import atomic, distributed
 from tlc_export.config.models import ModelSize
 from tlc_export.config.pretrain import PretrainConfig
-from tlc_export.data.mlm import MLMBatches
+from tlc_export.data.mlm import MLMBatches, PackedRows
 from tlc_export.errors import StageError
-from tlc_export.models import build_mlm, count_params, train_flops
-from tlc_export.pretrain.evaluate import evaluate, fixed_val_batches
+from tlc_export.models import build_mlm, count_params, mlm_flops
+from tlc_export.pretrain.epochs import epoch_warning, projected_epochs
+from tlc_export.pretrain.evaluate import (
+    ValidationSample,
+    evaluate,
+    fixed_val_batches,
+    validation_sample,
+)
+from tlc_export.pretrain.feed import BatchFeed
 from tlc_export.pretrain.loss import MLMLoss
+from tlc_export.pretrain.masking import masked_per_row
 from tlc_export.pretrain.schedule import lr_at
 from tlc_export.pretrain.state import Counters, load_state, save_state
 from tlc_export.pretrain.step import (
@@ -32,6 +41,8 @@ from tlc_export.pretrain.step import (
     MaskSpec,
     TrainStep,
     autocast_dtype,
+    free_device_memory,
+    is_oom,
     make_optimizer,
     pick_device,
     probe_micro_batch,
@@ -39,20 +50,39 @@ from tlc_export.pretrain.step import (
 
 DONE_FILE = "done.json"
 CURVES_FILE = "curves.jsonl"
+# The training clock (a seam: tests substitute a deterministic one to compare runs step by step).
+clock = time.perf_counter
 
 
 @dataclass
 class PretrainData:
-    """Packed rows and the tokenizer, shared by every size."""
+    """Packed rows and the tokenizer, shared by every size.
 
-    train_rows: np.ndarray  # [n, seq_len] int32, from pack_sequences
-    val_rows: np.ndarray
+    Rows are `PackedRows` over the memory-mapped token files (or in-memory arrays from
+    `pack_sequences`, in tests): indexing returns int32 `[k, seq_len]`.
+    """
+
+    train_rows: np.ndarray | PackedRows  # [n, seq_len]
+    val_rows: np.ndarray | PackedRows
     tokenizer: PreTrainedTokenizerBase
     mlm_probability: float = 0.15
+    val_row_sources: np.ndarray | None = None  # data.sources index of each validation row (None: one source)
+    source_labels: list[str] | None = None
 
     @property
     def seq_len(self) -> int:
         return int(self.train_rows.shape[1])
+
+    @property
+    def train_tokens(self) -> int:
+        """Tokens in the training rows: the corpus size one epoch covers."""
+        return len(self.train_rows) * (self.seq_len - 2)
+
+    def validation_sample(self, cfg: PretrainConfig) -> ValidationSample:
+        """The fixed validation rows every evaluation of every size uses (seeded by pretrain.seed)."""
+        bs = min(cfg.batch_size, 32)
+        return validation_sample(len(self.val_rows), self.val_row_sources, list(self.source_labels or []),
+                                 cfg.eval_batches * bs, bs, cfg.seed)
 
     def mask_spec(self) -> MaskSpec:
         tok = self.tokenizer
@@ -104,8 +134,14 @@ def pretrain_size(
         size, vocab_size=len(tok), max_seq_len=data.seq_len, dropout=dropout,
         pad_id=int(tok.pad_token_id), bos_id=int(tok.bos_token_id), eos_id=int(tok.eos_token_id),
     ).to(device)
+    # Two views of one model: evaluation sizes the head per batch (CPU-masked validation rows), training
+    # gathers a fixed k positions per row (static shapes, see loss.py).
     loss_module = MLMLoss(model, masked_only=cfg.masked_only_head)
+    k_masked = masked_per_row(data.seq_len, data.mlm_probability)
+    train_module = MLMLoss(model, masked_only=cfg.masked_only_head, capacity=k_masked)
     optimizer = make_optimizer(model, cfg, device)
+    if cfg.compile:
+        torch._dynamo.reset()  # a fresh cache per size: earlier sizes' graphs must not count against the recompile limit
 
     state_dir = out_dir / "state"
     curves_path = out_dir / CURVES_FILE
@@ -122,41 +158,51 @@ def pretrain_size(
         torch.manual_seed(cfg.seed * 7919 + rank * 104_729 + counters.step)
 
     per_rank = math.ceil(cfg.batch_size / world)
-    micro = _micro_batch(cfg, counters, loss_module, device, dtype, data.seq_len, mask.vocab_size, per_rank)
+    micro = _micro_batch(cfg, counters, train_module, optimizer, device, dtype, data.seq_len, mask, per_rank)
     counters.micro_batch_size = micro
-
-    forward: torch.nn.Module = loss_module
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        forward = DDP(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile and device.type == "cuda":
-        forward = torch.compile(forward)
-    step_fn = TrainStep(
-        loss_module, optimizer, micro_batch_size=micro, device=device, dtype=dtype, grad_clip=cfg.grad_clip,
-        mask=mask, forward=forward, all_reduce=_all_reduce if world > 1 else None, rank=rank, world_size=world,
-    )
+    step_fn, compile_s, graphs = _build_step(cfg, train_module, optimizer, micro, device, dtype, mask, rank, world, data.seq_len)
+    counters.compile_s += compile_s
 
     batches = MLMBatches(data.train_rows, cfg.batch_size, seed=cfg.seed, start=counters.data_position)
-    val = fixed_val_batches(data.val_rows, cfg.eval_batches, min(cfg.batch_size, 32), mask, cfg.seed) if main else []
+    sample = data.validation_sample(cfg)
+    val = fixed_val_batches(data.val_rows, sample.indices, sample.batch_size, mask, cfg.seed) if main else []
     if main and not val:
-        raise StageError("data/val_ids.npy: the validation split has no full sequence; raise data.val_fraction")
-    flops_params = count_params(model, non_embedding=True) + model.config.vocab_size * size.hidden
+        raise StageError("data/tokens/val.bin: the validation split has no full sequence; raise data.val_fraction")
+    flops = mlm_flops(model, data.seq_len)
     tokens_per_step = cfg.batch_size * data.seq_len
     budget = cfg.time_budget_s
 
+    warning: dict[str, Any] = {"text": None, "projected": None}
+
+    def trained_epochs() -> float:
+        # From the position of the last batch trained on: the feed may have prepared batches ahead.
+        return counters.data_position / max(1, len(data.train_rows))
+
+    def check_epochs(projected: float | None) -> None:
+        text = epoch_warning(size.name, projected, data.train_tokens, len(data.train_rows), data.seq_len, budget,
+                             counters.tokens / max(counters.elapsed_s, 1e-9))
+        if text:
+            warning.update(text=text, projected=projected)
+            console.print(f"[bold yellow]warning:[/bold yellow] {text}", highlight=False)
+
     def log_eval(train_losses: list[float]) -> None:
-        val_loss, val_ppl = evaluate(loss_module, val, device, dtype, micro)
+        v = evaluate(loss_module, val, device, dtype, micro)
         atomic.append_jsonl(curves_path, {
             "size": size.name, "elapsed_s": round(counters.elapsed_s, 4), "step": counters.step,
-            "tokens": counters.tokens,
-            "flops": train_flops(flops_params, counters.tokens, size.layers, size.hidden, data.seq_len),
+            "tokens": counters.tokens, "epochs": trained_epochs(),
+            "flops": flops.paper(counters.tokens), "flops_paper": flops.paper(counters.tokens),
+            "flops_computed": counters.flops_computed,
             "lr": lr_at(counters.elapsed_s, budget, cfg.lr, cfg.warmup_fraction),
             "train_loss": sum(train_losses) / len(train_losses) if train_losses else None,
-            "val_loss": val_loss, "val_ppl": val_ppl, "wall_time": time.time(),
+            "val_loss": v.loss, "val_ppl": v.ppl, "val_loss_sums": v.loss_sums, "val_token_counts": v.token_counts,
+            "wall_time": time.time(),
         })
         counters.curves_lines += 1
-        progress.update(task, ppl=f"{val_ppl:.1f}")
+        progress.update(task, ppl=f"{v.ppl:.1f}")
+        if warning["projected"] is None and counters.elapsed_s > 0:
+            # Once, at the first evaluation with training time behind it: the projection to the budget.
+            warning["projected"] = projected_epochs(trained_epochs(), counters.elapsed_s, budget)
+            check_epochs(warning["projected"])
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
@@ -168,14 +214,21 @@ def pretrain_size(
                              step=counters.step, loss="-", ppl="-", tps="-")
     if main and resumed:
         console.print(f"[cyan]{size.name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget:g}s[/cyan]")
+    if main and compile_s:
+        console.print(f"[dim]{size.name}: compiled in {compile_s:.1f}s (not on the training clock)[/dim]")
     train_losses: list[float] = []
-    with progress:
+    # The step of the last evaluation on record (a resumed state's own, so it is not repeated).
+    last_eval_step = int(atomic.read_jsonl(curves_path)[-1]["step"]) if main and curves_path.exists() and counters.curves_lines else -1
+    feed = BatchFeed(batches.next_batch, lambda: batches.position, device, rank=rank, world_size=world)
+    steps_here = 0
+    with progress, contextlib.closing(feed):
         while True:
             counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
             # Evaluation and checkpoints happen between steps, outside the training clock.
-            if main and counters.elapsed_s >= counters.next_eval_s:
+            if main and _eval_due(cfg, counters, last_eval_step):
+                last_eval_step = counters.step
                 log_eval(train_losses)
                 train_losses = []
                 counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
@@ -184,15 +237,35 @@ def pretrain_size(
                 if main:
                     save_state(state_dir, model, optimizer, counters)
 
-            t0 = time.perf_counter()
+            rows, position = feed.next()
             lr = lr_at(counters.elapsed_s, budget, cfg.lr, cfg.warmup_fraction)
-            loss = step_fn(batches.next_batch(), lr, mask_seed=cfg.seed * 1_000_003 + counters.step)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            counters.elapsed_s += time.perf_counter() - t0
+            while True:
+                t0 = clock()
+                try:
+                    loss = step_fn(rows, lr, mask_seed=cfg.seed * 1_000_003 + counters.step, global_rows=cfg.batch_size)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    break
+                except Exception as exc:  # noqa: BLE001 - only a first-step OOM is answered; see below
+                    if not (steps_here == 0 and world == 1 and step_fn.micro_batch_size > 1 and is_oom(exc)):
+                        raise
+                # Out of memory on this process's first step (the probe cannot foresee everything): start
+                # the step again with half the micro-batch. Outside the handler, so its tensors are gone.
+                optimizer.zero_grad(set_to_none=True)
+                free_device_memory(device)
+                micro = step_fn.micro_batch_size // 2
+                console.print(f"[yellow]{size.name}: out of memory on the first step; micro-batch halved to {micro}[/yellow]")
+                counters.micro_batch_size = micro
+                step_fn, compile_s, graphs = _build_step(cfg, train_module, optimizer, micro, device, dtype, mask, rank,
+                                                         world, data.seq_len)
+                counters.compile_s += compile_s
+            counters.elapsed_s += clock() - t0
+            steps_here += 1
             counters.step += 1
             counters.tokens += tokens_per_step
-            counters.data_position = batches.position
+            counters.flops_computed += flops.computed(step_fn.rows_computed * data.seq_len,
+                                                      step_fn.rows_computed * _predicted_per_row(cfg, data.seq_len, k_masked))
+            counters.data_position = position
             counters.last_train_loss = loss
             train_losses.append(loss)
             progress.update(task, completed=min(counters.elapsed_s, budget), step=counters.step,
@@ -201,14 +274,23 @@ def pretrain_size(
                 on_step(counters)
         if main:
             log_eval(train_losses)
+            if warning["text"] is None:
+                # The early projection can undershoot (warm-up, compile): judge the epochs actually seen.
+                check_epochs(trained_epochs())
 
     row = {
         "model": size.name, "layers": size.layers, "hidden": size.hidden,
         "params": count_params(model), "non_embedding_params": count_params(model, non_embedding=True),
         "steps": counters.step, "tokens": counters.tokens, "elapsed_s": round(counters.elapsed_s, 3),
         "budget_s": budget, "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9),
-        "flops": train_flops(flops_params, counters.tokens, size.layers, size.hidden, data.seq_len),
-        "final_val_loss": None, "final_val_ppl": None, "micro_batch_size": micro,
+        "flops": flops.paper(counters.tokens), "flops_paper": flops.paper(counters.tokens),
+        "flops_computed": counters.flops_computed, "flops_params": flops.params,
+        "compile_s": round(counters.compile_s, 3), "compiled": cfg.compile,
+        "recompiles_after_warmup": _graphs() - graphs if cfg.compile else None,
+        "masked_per_row": k_masked if cfg.masked_only_head else None,
+        "final_val_loss": None, "final_val_ppl": None, "micro_batch_size": step_fn.micro_batch_size,
+        "epochs": trained_epochs(), "train_tokens": data.train_tokens, "train_rows": len(data.train_rows),
+        "projected_epochs": warning["projected"], "epoch_warning": warning["text"],
         "batch_size": cfg.batch_size, "world_size": world, "device": str(device),
         "checkpoint": str(Path(out_dir.name) / "checkpoint"),
     }
@@ -223,21 +305,63 @@ def pretrain_size(
         console.print(
             f"[green]{size.name}[/green]: {counters.step} steps, {row['tokens_per_s']:,.0f} tok/s, "
             f"val ppl {row['final_val_ppl']:.2f}"
+            + (f", compile {counters.compile_s:.1f}s outside the budget" if cfg.compile else "")
         )
+    if cfg.compile:
+        torch._dynamo.reset()  # drop this size's graphs (and CUDA-graph pools) before the next size
     distributed.barrier()
     return row
 
 
+def _graphs() -> int:
+    """Graphs dynamo has compiled in this process since its last reset (a recompile adds one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _predicted_per_row(cfg: PretrainConfig, seq_len: int, k_masked: int) -> int:
+    """Positions per row the vocabulary head runs on."""
+    return k_masked if cfg.masked_only_head else seq_len
+
+
+def _build_step(
+    cfg: PretrainConfig, train_module: MLMLoss, optimizer: torch.optim.Optimizer, micro: int, device: torch.device,
+    dtype: torch.dtype | None, mask: MaskSpec, rank: int, world: int, seq_len: int,
+) -> tuple[TrainStep, float, int]:
+    """The step function, its compile warm-up seconds (0 when nothing is compiled), and the count of
+    compiled graphs after the warm-up (any later increase is a recompile)."""
+    forward: torch.nn.Module = train_module
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        forward = DDP(train_module, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        torch._dynamo.reset()
+        # dynamic=False: one static graph; micro-batches never change shape (see TrainStep).
+        forward = torch.compile(forward, backend=cfg.compile_backend, dynamic=False)
+    step_fn = TrainStep(
+        train_module, optimizer, micro_batch_size=micro, device=device, dtype=dtype, grad_clip=cfg.grad_clip,
+        mask=mask, forward=forward, all_reduce=_all_reduce if world > 1 else None, rank=rank, world_size=world,
+    )
+    if not (cfg.compile or device.type == "cuda"):
+        return step_fn, 0.0, 0
+    # Compilation, autotuning and CUDA's lazy initialisation happen here, before the clock starts.
+    t0 = time.perf_counter()
+    step_fn.warmup(seq_len, cfg.batch_size)
+    return step_fn, (time.perf_counter() - t0) if cfg.compile else 0.0, _graphs() if cfg.compile else 0
+
+
 def _micro_batch(
-    cfg: PretrainConfig, counters: Counters, loss_module: MLMLoss, device: torch.device,
-    dtype: torch.dtype | None, seq_len: int, vocab_size: int, per_rank: int,
+    cfg: PretrainConfig, counters: Counters, loss_module: MLMLoss, optimizer: torch.optim.Optimizer,
+    device: torch.device, dtype: torch.dtype | None, seq_len: int, mask: MaskSpec, per_rank: int,
 ) -> int:
-    if cfg.micro_batch_size is not None:
+    if counters.micro_batch_size:
+        micro = counters.micro_batch_size  # keep what the interrupted run used (probed, configured or halved)
+    elif cfg.micro_batch_size is not None:
         micro = min(cfg.micro_batch_size, per_rank)
-    elif counters.micro_batch_size:
-        micro = counters.micro_batch_size  # keep what the interrupted run probed
     elif device.type == "cuda":
-        micro = probe_micro_batch(loss_module, device, dtype, seq_len, vocab_size, per_rank)
+        micro = probe_micro_batch(loss_module, optimizer, device, dtype, seq_len, mask, per_rank)
     else:
         micro = min(CPU_MICRO_BATCH, per_rank)
     if distributed.world_size() > 1:
@@ -261,6 +385,13 @@ def _shared_elapsed(elapsed: float, device: torch.device, world: int) -> float:
     t = torch.tensor([elapsed], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def _eval_due(cfg: PretrainConfig, counters: Counters, last_eval_step: int) -> bool:
+    """Every `eval_every_steps` optimizer steps (the same steps for every size) or every `eval_every_s`."""
+    if cfg.eval_every_steps:
+        return counters.step % cfg.eval_every_steps == 0 and counters.step != last_eval_step
+    return counters.elapsed_s >= counters.next_eval_s
 
 
 def _truncate_jsonl(path: Path, lines: int) -> None:

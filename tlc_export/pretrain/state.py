@@ -33,6 +33,8 @@ class Counters:
     next_checkpoint_s: float = 0.0
     micro_batch_size: int = 0
     last_train_loss: float | None = None
+    compile_s: float = 0.0  # compile warm-ups of every attempt so far, outside the training clock
+    flops_computed: float = 0.0  # FLOPs our step actually ran (masked-position head, padding rows)
 
 
 def save_state(target: Path, model: nn.Module, optimizer: torch.optim.Optimizer, counters: Counters) -> None:

@@ -13,7 +13,8 @@ from tlc_export.report.answers import (
     train_large_verdict,
     usable_variants,
 )
-from tlc_export.report.data import ReportData, compression_label, load_report_data
+from tlc_export.report.claims import build_card, card_html, card_markdown, write_card
+from tlc_export.report.data import ReportData, compression_label, epoch_notes, load_report_data
 from tlc_export.report.html import render_html
 from tlc_export.report.markdown import render_markdown
 from tlc_export.report.pareto import pareto_frontier
@@ -62,7 +63,7 @@ def build_report(
     storage_budgets_mb: list[float] | None = None,
     latency_budgets_ms: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Write index.html, summary.md and the PNGs into out_dir; return a small summary.
+    """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary.
 
     Dev selects, test reports (`tlc_export.scoring`): the verdict, the Pareto frontier, the answer
     tables and the plots' y-axis are on the test split, with 95 % intervals and dev shown beside.
@@ -84,6 +85,7 @@ def build_report(
     verdict = train_large_verdict(variants, data.predictions)
     batch, lat = latency_answers(bench, latency_budgets_ms, data.predictions)
     finetune = _finetune_rows(data)
+    card = build_card(data, verdict)
     figures = {
         "frontier-plot": (accuracy_storage_png(variants, split, majority), "frontier-plot",
                           f"{split} accuracy vs storage with 95 % intervals, the Pareto frontier and the majority line"),
@@ -99,12 +101,15 @@ def build_report(
         "environment": data.environment, "finetune": finetune, "majority": majority,
         "select_split": SELECTION_SPLIT, "report_split": split,
         "not_learned": [r for r in finetune if r.get("learned_task") is False],
+        "epoch_notes": epoch_notes(data.pretrain),
+        "claims_html": card_html(card), "claims_md": card_markdown(card),
     }
     images = {}
     for key, (png, _, _) in figures.items():
         if png:
             atomic.write_bytes(out / _PNG_FILES[key], png)
             images[key] = _PNG_FILES[key]
+    write_card(card, out)
     atomic.write_text(out / "index.html", render_html(ctx))
     atomic.write_text(out / "summary.md", render_markdown(ctx, images))
     return {
@@ -114,4 +119,6 @@ def build_report(
         "verdict_outcome": verdict.outcome,
         "frontier": [r["variant"] for r in variants if r["on_frontier"]],
         "did_not_learn": [r["model"] for r in ctx["not_learned"]],
+        "claims": "report/claims.json",
+        "claims_status": {str(c.number): c.status for c in card.claims},
     }

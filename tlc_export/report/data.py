@@ -20,6 +20,7 @@ class ReportData:
     exports: list[dict[str, Any]] = field(default_factory=list)  # export/results.json rows
     bench: list[dict[str, Any]] = field(default_factory=list)  # bench/results.jsonl rows
     curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # size -> curve points
+    pretrain: list[dict[str, Any]] = field(default_factory=list)  # pretrain/results.json rows (epochs, warnings)
     environment: dict[str, Any] = field(default_factory=dict)
     error_png: bytes | None = None
     error_json: Any = None
@@ -47,6 +48,7 @@ def load_report_data(run_dir: str | Path, name: str = "experiment") -> ReportDat
     env = root / "bench" / "environment.json"
     if env.is_file():
         d.environment = json.loads(env.read_text())
+    d.pretrain = _rows(root / "pretrain" / "results.json", "models")
     pre = root / "pretrain"
     if pre.is_dir():
         for curve in sorted(pre.glob("*/curves.jsonl")):
@@ -73,6 +75,13 @@ def load_report_data(run_dir: str | Path, name: str = "experiment") -> ReportDat
             except StageError:
                 pass  # a missing file means no paired test for that row; the report says so
     return d
+
+
+def epoch_notes(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
+    """('Epochs of the training split seen: 2L-128H 0.56 · …', the pretrain stage's epoch warnings)."""
+    seen = [f"{r['model']} {float(r['epochs']):.2f}" for r in rows if r.get("epochs") is not None]
+    summary = ("Epochs of the training split seen: " + " · ".join(seen)) if seen else None
+    return summary, [str(r["epoch_warning"]) for r in rows if r.get("epoch_warning")]
 
 
 def compression_label(row: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ table.sortable th{cursor:pointer} table.sortable th[data-dir=asc]::after{content
 tr.unavailable td{color:#999} tr.failed td{color:#b33}
 img{max-width:100%;border:1px solid #eee} .scroll{overflow-x:auto;max-height:80vh}
 .note{color:#666;font-size:.85rem}
+.warning{background:#fff6e0;border-left:5px solid #d9a400;padding:.5rem .8rem;border-radius:4px}
 """
 
 # Click a header to sort by it; numbers sort numerically, empty cells last. Marks <body data-ready>.
@@ -183,6 +184,14 @@ def not_learned_lines(ctx: dict[str, Any]) -> list[str]:
     return out
 
 
+def epochs_html(notes: tuple[str | None, list[str]] | None) -> str:
+    """Epochs seen per size, and the pretrain stage's warnings for budgets that repeat the corpus."""
+    summary, warnings = notes or (None, [])
+    out = [f"<p class='note' id='epochs'>{esc(summary)}</p>"] if summary else []
+    out += [f"<p class='warning epoch-warning'>{esc(w)}</p>" for w in warnings]
+    return "\n".join(out)
+
+
 def render_html(ctx: dict[str, Any]) -> str:
     """ctx: name, verdict, figures {id: (png, alt)}, storage_answers, latency_batch, latency_answers,
     variants, bench, environment, definition, finetune, majority, select_split, report_split, not_learned."""
@@ -197,6 +206,7 @@ def render_html(ctx: dict[str, Any]) -> str:
         f"<title>tlc report — {esc(ctx['name'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>Train Large, Then Compress — {esc(ctx['name'])}</h1>",
         f"<p class='note'>{esc(env_txt)}</p>",
+        ctx.get("claims_html", ""),  # the reproduction card opens the report (report/claims)
         f"<h2>Did train large, then compress win?</h2><p id='verdict' class='verdict {verdict_class(v)}'>{esc(v.sentence)}</p>",
         f"<p class='note'>{esc(ctx['definition'])}</p>",
         f"<div id='did-not-learn'>{warn}</div>" if warn else "",
@@ -217,6 +227,7 @@ def render_html(ctx: dict[str, Any]) -> str:
         table(ctx.get("finetune") or [], FINETUNE_COLUMNS, "finetune-table", row_attr="model"),
         "<h2>Pretraining curves</h2>",
         img(*figs["pretrain-plot"]),
+        epochs_html(ctx.get("epoch_notes")),
         "<h2>Compression error</h2>",
         img(*figs["error-plot"]),
         "<h2>Variants (compress stage)</h2>",

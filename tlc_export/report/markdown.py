@@ -33,7 +33,7 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
     )
 
     sel, rep = ctx["select_split"], ctx["report_split"]
-    out = [f"# Train Large, Then Compress — {ctx['name']}\n", "## Verdict\n", ctx["verdict"].sentence + "\n",
+    out = [f"# Train Large, Then Compress — {ctx['name']}\n", ctx.get("claims_md", ""), "## Verdict\n", ctx["verdict"].sentence + "\n",
            f"_{ctx['definition']}_\n"]
     out += [f"> **{line}**\n" for line in not_learned_lines(ctx)]
     out.append(splits_text(ctx) + "\n")
@@ -41,6 +41,12 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
                        ("Pretraining curves", "pretrain-plot"), ("Compression error", "error-plot")):
         if key in images:
             out.append(f"## {title}\n\n![{title}]({images[key]})\n")
+        if key == "pretrain-plot":
+            summary, warnings = ctx.get("epoch_notes") or (None, [])
+            if key not in images and (summary or warnings):
+                out.append(f"## {title}\n")
+            out += [f"{summary}\n"] if summary else []
+            out += [f"> **Warning:** {w}\n" for w in warnings]
     out.append("## Best variant per storage budget\n")
     out.append(f"_Chosen on {sel}, reported on {rep}; ≈ marks a choice the {rep} split cannot tell from its runner-up._\n")
     out.append(md_table(ctx["storage_answers"], storage_answer_columns(sel, rep)))

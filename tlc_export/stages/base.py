@@ -51,7 +51,9 @@ class Stage(ABC):
         out = {}
         for s in self.sections:
             v = getattr(recipe, s)
-            out[s] = v.model_dump(mode="json") if v is not None else None
+            # Execution-only fields (e.g. data.workers) change speed, never results: not part of the key.
+            skip = set(getattr(type(v), "execution_only", ()))
+            out[s] = v.model_dump(mode="json", exclude=skip) if v is not None else None
         if options:
             out["_options"] = options
         return out

@@ -1,39 +1,12 @@
-"""`data` stage: corpus → validation split → BPE tokenizer → flat token-id streams."""
+"""`data` stage: streamed corpus → hash split → BPE tokenizer on a bounded sample → token files."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tlc_export import atomic
-from tlc_export.errors import StageError
 from tlc_export.stages.base import Stage, StageContext
-
-_CHUNK = 2000  # documents encoded per batch call (the Rust encoder parallelises within a batch)
-
-
-def encode_stream(tokenizer_json: Path, docs: list[str], eos_id: int, progress: Any = None, task: Any = None) -> np.ndarray:
-    """Token ids of all documents, each followed by `</s>`, as one int32 array."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    parts: list[np.ndarray] = []
-    for start in range(0, len(docs), _CHUNK):
-        for enc in tok.encode_batch(docs[start : start + _CHUNK], add_special_tokens=False):
-            parts.append(np.asarray(enc.ids, dtype=np.int32))
-            parts.append(np.asarray([eos_id], dtype=np.int32))
-        if progress is not None:
-            progress.advance(task, min(_CHUNK, len(docs) - start))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    # np.save(path) would append ".npy" to the temporary name; write through a handle instead.
-    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
 
 
 class DataStage(Stage):
@@ -44,80 +17,111 @@ class DataStage(Stage):
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
+            DownloadColumn,
             Progress,
             TextColumn,
             TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
         )
 
-        from tlc_export.data.corpus import load_source, split_documents
-        from tlc_export.data.tokenizer import EOS_ID, text_checksum, train_tokenizer
+        from tlc_export.data.corpus import CorpusReader
+        from tlc_export.data.sources import source_size_bytes
+        from tlc_export.data.split import SplitRouter
+        from tlc_export.data.token_files import TOKENS_DIR
+        from tlc_export.data.token_writer import available_cpus, shard_bytes_for, write_token_files
+        from tlc_export.data.tokenizer import EOS_ID, train_tokenizer
 
         recipe, out, console = ctx.recipe, ctx.out_dir, ctx.console
+        d, tcfg = recipe.data, recipe.tokenizer
         t0 = time.perf_counter()
+        for i, src in enumerate(d.sources):
+            console.print(f"  source {i}: [cyan]{src.label}[/cyan]")
 
-        docs: list[str] = []
-        sources = []
-        for i, src in enumerate(recipe.data.sources):
-            with console.status(f"[bold]data[/bold]: loading source {i} ({src.kind})"):
-                part = load_source(src, recipe, i)
-            docs.extend(part)
-            sources.append({"kind": src.kind, "path": src.path, "name": src.name, "documents": len(part)})
-            console.print(f"  source {i} [cyan]{src.kind}[/cyan]: {len(part):,} documents")
-
-        d = recipe.data
-        train_docs, val_docs = split_documents(docs, d.val_fraction, d.min_val_documents, d.seed)
-        console.print(f"  split: {len(train_docs):,} train / {len(val_docs):,} validation documents")
-
+        reader = CorpusReader(recipe)
+        with console.status(f"[bold]data[/bold]: reading a {tcfg.sample_bytes / 1e6:g} MB tokenizer sample"):
+            sample = reader.take_sample(tcfg.sample_bytes)
+        spec = sample.spec(tcfg.sample_bytes)
         with console.status(
-            f"[bold]data[/bold]: training byte-level BPE (vocab {recipe.tokenizer.vocab_size:,}) "
-            f"on {sum(len(x) for x in train_docs) / 1e6:.1f} M characters"
+            f"[bold]data[/bold]: training byte-level BPE (vocab {tcfg.vocab_size:,}) on "
+            f"{spec['bytes'] / 1e6:.1f} MB ({spec['documents']:,} documents"
+            + (", the whole training split)" if sample.exhausted else ")")
         ):
-            tok_info = train_tokenizer(train_docs, recipe.tokenizer, out / "tokenizer", model_max_length=d.max_seq_len)
+            t_tok = time.perf_counter()
+            tok_info = train_tokenizer(sample.texts, tcfg, out / "tokenizer", model_max_length=d.max_seq_len,
+                                       sample=spec)
+            tok_seconds = time.perf_counter() - t_tok
         console.print(
-            f"  tokenizer: {tok_info['vocab_size']:,} tokens"
-            + (" (reused from cache)" if tok_info["cached"] else "")
+            f"  tokenizer: {tok_info['vocab_size']:,} tokens, trained on {spec['bytes'] / 1e6:.1f} MB"
+            + (" (reused from cache)" if tok_info["cached"] else f" in {tok_seconds:.1f}s")
         )
+        read_per_source, n_held_out = sample.read_per_source, len(sample.held_out)
+        del sample  # its texts stay alive only in the reader's replay buffers, until tokenized
 
-        streams: dict[str, np.ndarray] = {}
+        sizes = [source_size_bytes(s, recipe) for s in d.sources]
+        total = sum(sizes) if all(s is not None for s in sizes) else None  # type: ignore[misc]
+        workers = d.workers or available_cpus()
+        router = SplitRouter(d.val_fraction, d.min_val_documents)
+        plan = {"data": d.model_dump(mode="json", exclude=set(type(d).execution_only)), "tokenizer": tok_info["checksum"]}
+        t_enc = time.perf_counter()
         with Progress(
-            TextColumn("  encoding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn(f"  tokenizing ({workers} worker{'s' if workers > 1 else ''})"), BarColumn(),
+            DownloadColumn(), TransferSpeedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
             console=console, transient=True,
         ) as progress:
-            for split, split_docs in (("train", train_docs), ("val", val_docs)):
-                task = progress.add_task(split, total=len(split_docs))
-                streams[split] = encode_stream(out / "tokenizer" / "tokenizer.json", split_docs, EOS_ID, progress, task)
-
-        for split, ids in streams.items():
-            # Pretraining packs rows of max_seq_len (bos + body + eos); fewer tokens give no rows.
-            if len(ids) < d.max_seq_len:
-                raise StageError(
-                    f"data: the {split} split has {len(ids):,} tokens, fewer than one sequence of "
-                    f"data.max_seq_len={d.max_seq_len}; add data sources, lower data.max_seq_len"
-                    + (", or raise data.min_val_documents / data.val_fraction" if split == "val" else "")
-                )
-            _save_npy(out / f"{split}_ids.npy", ids)
-
+            task = progress.add_task("tokenize", total=total)
+            written = write_token_files(
+                reader.documents(), score=reader.score, router=router, out_dir=out,
+                tokenizer_dir=out / "tokenizer", vocab_size=tok_info["vocab_size"], eos_id=EOS_ID,
+                source_labels=[s.label for s in d.sources], plan=plan, workers=workers,
+                min_tokens=d.max_seq_len, shard_bytes=shard_bytes_for(total),
+                on_progress=lambda n: progress.advance(task, n),
+            )
+        enc_seconds = time.perf_counter() - t_enc
+        heads = written.headers
+        text_bytes = heads["train"]["bytes"] + heads["val"]["bytes"]
+        # Validation documents the tokenizer saw: only possible when min_val_documents topped up the
+        # hash split of a corpus larger than the sample, which could not know them yet.
+        in_sample = 0 if spec["whole_corpus"] else sum(
+            doc.position < read_per_source[doc.source] for doc in router.topped_up)
+        seconds = time.perf_counter() - t0
         results = {
-            "documents": {"train": len(train_docs), "val": len(val_docs)},
-            "tokens": {k: int(len(v)) for k, v in streams.items()},
-            "characters": {"train": sum(len(x) for x in train_docs), "val": sum(len(x) for x in val_docs)},
-            "sources": sources,
-            "tokenizer": {"vocab_size": tok_info["vocab_size"], "checksum": tok_info["checksum"]},
-            "text_checksum": text_checksum(docs),
+            "documents": {s: heads[s]["documents"] for s in heads},
+            "tokens": {s: heads[s]["tokens"] for s in heads},
+            "bytes": {s: heads[s]["bytes"] for s in heads},
+            "sources": [
+                {"source": i, "kind": src.kind, "label": src.label, "path": src.path, "name": src.name,
+                 **{s: {k: heads[s]["sources"][i][k] for k in ("documents", "tokens", "bytes")} for s in heads}}
+                for i, src in enumerate(d.sources)
+            ],
+            "token_files": {"folder": f"{self.name}/{TOKENS_DIR}", "dtype": heads["train"]["dtype"],
+                            "tokenizer_sha256": heads["train"]["tokenizer_sha256"]},
+            "tokenizer": {"vocab_size": tok_info["vocab_size"], "checksum": tok_info["checksum"],
+                          "cached": tok_info["cached"], "seconds": round(tok_seconds, 2), "sample": spec,
+                          "validation_documents_in_sample": in_sample,
+                          "held_out_before_training": n_held_out},
+            "split": {"val_fraction": d.val_fraction, "min_val_documents": d.min_val_documents, "seed": d.seed,
+                      "hashed_val_documents": router.hashed_val,
+                      "topped_up_val_documents": len(router.topped_up)},
+            "text_checksum": written.text_sha256,
             "max_seq_len": d.max_seq_len,
-            "seconds": round(time.perf_counter() - t0, 2),
+            "workers": written.workers,
+            "resumed_shards": written.resumed_shards,
+            "tokenize_seconds": round(enc_seconds, 2),
+            "tokenize_mb_per_s": round(text_bytes / 1e6 / max(enc_seconds, 1e-9), 3),
+            "seconds": round(seconds, 2),
         }
         atomic.write_json(out / "results.json", results)
         console.print(
-            f"  tokens: {results['tokens']['train']:,} train / {results['tokens']['val']:,} validation"
+            f"  tokens: {heads['train']['tokens']:,} train / {heads['val']['tokens']:,} validation "
+            f"({heads['train']['dtype']}), {heads['train']['documents']:,} / {heads['val']['documents']:,} "
+            f"documents; {text_bytes / 1e6:.1f} MB at {results['tokenize_mb_per_s']:.2f} MB/s"
         )
         return {
             "tokenizer": f"{self.name}/tokenizer",
-            "train_ids": f"{self.name}/train_ids.npy",
-            "val_ids": f"{self.name}/val_ids.npy",
+            "tokens": f"{self.name}/{TOKENS_DIR}",
             "results": f"{self.name}/results.json",
             "documents": results["documents"],
-            "tokens": results["tokens"],
+            "tokens_per_split": results["tokens"],
             "vocab_size": tok_info["vocab_size"],
         }

@@ -284,9 +284,12 @@ class _SizeJob:
             return static
 
         def trt_int8() -> dict[str, Any]:
-            # The engine's input is built here even when onnx-int8-static is not a requested format.
-            p = ensure_static()
-            out = self._validated.get(p) or self._validate(p, model, None, acc, False)
+            # The engine's input: the static Q/DQ file (built here even when onnx-int8-static is not a
+            # requested format) as an fp16 graph, so non-quantized layers run in fp16, not fp32/TF32.
+            from tlc_export.export.tensorrt import int8_fp16_qdq
+
+            p = int8_fp16_qdq(ensure_static(), self._path(variant, "tensorrt-int8"))
+            out = self._validate(p, model, None, acc, False)
             # The engine's own accuracy is measured by the bench on the GPU; the ONNX file's is not the engine's.
             onnx_file = {k: out[k] for k in ("max_abs_diff", "dev_accuracy_onnx", "dev_accuracy_torch", "accuracy_diff_points")}
             return {**onnx_file, **self._engine(p, "int8", variant)}
@@ -307,7 +310,7 @@ class _SizeJob:
 
     def _engine(self, onnx_path: Path, precision: str, variant: str) -> dict[str, Any]:
         """Engine from an ONNX file that passed the TensorRT rules; `unavailable` (not failed) without TensorRT."""
-        from tlc_export.export.tensorrt import build_engine, default_shapes
+        from tlc_export.export.tensorrt import build_engine, profile_shapes
         from tlc_export.export.trt_rules import check_tensorrt_onnx
 
         violations = check_tensorrt_onnx(onnx_path, precision)  # type: ignore[arg-type]
@@ -316,12 +319,13 @@ class _SizeJob:
             raise StageError(f"{onnx_path}: breaks TensorRT rules: {'; '.join(map(str, violations[:3]))}")
         eng = self._path(variant, f"tensorrt-{precision}", ".engine")
         try:
-            info = build_engine(onnx_path, precision, default_shapes(self.cfg.trt_max_batch, self.cfg.trt_max_seq_len),
-                                eng, timing_cache=self.ctx.out_dir / "trt_timing.cache")
+            shapes = profile_shapes(self.cfg.trt_opt_batches, self.cfg.trt_max_batch, self.cfg.trt_max_seq_len)
+            info = build_engine(onnx_path, precision, shapes, eng, timing_cache=self.ctx.out_dir / "trt_timing.cache")
         except BackendUnavailable as e:
-            return {**base, "path": None, "file_bytes": None, "status": "unavailable",
+            return {**base, "path": None, "file_bytes": None, "status": "unavailable", "tensorrt_version": None,
                     "reason": f"{e} (ONNX {base['onnx_path']} passes the TensorRT rules)"}
-        return {**base, "path": self._rel(eng), "engine_path": self._rel(eng), "file_bytes": int(info["bytes"])}
+        return {**base, "path": self._rel(eng), "engine_path": self._rel(eng), "file_bytes": int(info["bytes"]),
+                "tensorrt_version": info["tensorrt_version"], "trt_profiles": info["profiles"]}
 
     def _artifact(self, row: dict[str, Any]):
         from tlc_export.compress.artifact import load_artifact

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tlc_export import atomic, distributed
 from tlc_export.errors import StageError
 from tlc_export.stages.base import Stage, StageContext
@@ -18,27 +16,13 @@ class PretrainStage(Stage):
     inputs = ("data",)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
-        from tlc_export.data.mlm import pack_sequences
-        from tlc_export.pretrain.loop import CURVES_FILE, PretrainData, pretrain_size
+        from tlc_export.pretrain.loop import CURVES_FILE, pretrain_size
         from tlc_export.pretrain.plots import plot_curves
 
         recipe = ctx.recipe
-        data_dir = ctx.input_dir("data")
-        tokenizer = load_mlm_tokenizer(data_dir / "tokenizer")
         seq_len = recipe.data.max_seq_len
-        rows = {
-            split: pack_sequences(
-                _load_ids(data_dir / f"{split}_ids.npy"), seq_len,
-                int(tokenizer.bos_token_id), int(tokenizer.eos_token_id),
-            )
-            for split in ("train", "val")
-        }
-        if len(rows["train"]) == 0:
-            raise StageError(
-                f"{data_dir / 'train_ids.npy'}: fewer tokens than one sequence of data.max_seq_len={seq_len}; "
-                "add data sources or lower data.max_seq_len"
-            )
-        data = PretrainData(rows["train"], rows["val"], tokenizer, recipe.data.mlm_probability)
+        data = load_pretrain_data(ctx.input_dir("data"), seq_len, recipe.data.mlm_probability)
+        val_sample = data.validation_sample(recipe.pretrain).record()
 
         models: list[dict[str, Any]] = []
         curves: dict[str, list[dict[str, Any]]] = {}
@@ -62,7 +46,9 @@ class PretrainStage(Stage):
             budget = recipe.pretrain.time_budget_s
             atomic.write_json(ctx.out_dir / "results.json", {
                 "time_budget_s": budget, "seq_len": seq_len, "batch_size": recipe.pretrain.batch_size,
-                "world_size": distributed.world_size(), "models": models,
+                "world_size": distributed.world_size(),
+                "train_tokens": data.train_tokens, "train_rows": len(data.train_rows),
+                "validation_sample": val_sample, "models": models,
             })
             plot_curves(curves, "elapsed_s", ctx.out_dir / "curves_wallclock.png",
                         f"Same {budget:g} s budget: perplexity vs wall-clock")
@@ -86,13 +72,26 @@ def load_mlm_tokenizer(path: Path) -> Any:
     return tok
 
 
-def _load_ids(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise StageError(f"{path}: missing; run the data stage first (`tlc data <recipe>`)")
-    try:
-        ids = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise StageError(f"{path}: not a readable .npy token array ({exc}); rerun the data stage with --force") from exc
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise StageError(f"{path}: expected a flat integer token array, got {ids.dtype} of shape {ids.shape}")
-    return np.asarray(ids)
+def load_pretrain_data(data_dir: Path, seq_len: int, mlm_probability: float) -> Any:
+    """The data stage's token files, memory-mapped and packed into rows on demand (no copy per rank)."""
+    from tlc_export.data.mlm import PackedRows
+    from tlc_export.data.token_files import TOKENS_DIR, TokenSplit, tokenizer_sha256
+    from tlc_export.pretrain.loop import PretrainData
+
+    tokenizer = load_mlm_tokenizer(data_dir / "tokenizer")
+    sha = tokenizer_sha256(data_dir / "tokenizer")
+    bos, eos = int(tokenizer.bos_token_id), int(tokenizer.eos_token_id)
+    splits = {s: TokenSplit.open(data_dir / TOKENS_DIR, s, tokenizer_sha=sha) for s in ("train", "val")}
+    rows = {s: PackedRows(t.ids, seq_len, bos, eos) for s, t in splits.items()}
+    for s, r in rows.items():
+        if len(r) == 0:
+            raise StageError(
+                f"{splits[s].folder / (s + '.bin')}: {len(splits[s].ids):,} tokens, fewer than one sequence of "
+                f"data.max_seq_len={seq_len}; add data sources or lower data.max_seq_len"
+            )
+    val = splits["val"]
+    return PretrainData(
+        rows["train"], rows["val"], tokenizer, mlm_probability,
+        val_row_sources=val.source_of_tokens(rows["val"].row_starts(range(len(rows["val"])))),
+        source_labels=val.source_labels,
+    )

@@ -1,0 +1,52 @@
+"""Build a run's reproduction card from its run directory."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tlc_export.atomic import read_jsonl
+from tlc_export.report.answers import Verdict
+from tlc_export.report.claims.card import Card
+from tlc_export.report.claims.compression import claim_compression
+from tlc_export.report.claims.curves import claim_steps, claim_wallclock
+from tlc_export.report.claims.errors import claim_errors
+from tlc_export.report.claims.frontier import claim_frontier
+from tlc_export.report.claims.sizes import order_sizes
+from tlc_export.report.data import ReportData
+
+REPORTING_SPLIT = "test"  # dev selects, test reports
+
+
+def _pretrain(data: ReportData) -> dict[str, Any]:
+    path = data.run_dir / "pretrain" / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _curves(data: ReportData) -> dict[str, list[dict[str, Any]]]:
+    """Every evaluation of every size (ReportData keeps only points with a perplexity)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    pre = data.run_dir / "pretrain"
+    for curve in sorted(pre.glob("*/curves.jsonl")) if pre.is_dir() else []:
+        pts = read_jsonl(curve)
+        if pts:
+            out[curve.parent.name] = pts
+    return out or dict(data.curves)
+
+
+def build_card(data: ReportData, verdict: Verdict | None = None) -> Card:
+    """All five claims for the run in `data` (`verdict`: the report's, when it has computed one)."""
+    pre = _pretrain(data)
+    pre_rows = [r for r in pre.get("models", []) if isinstance(r, dict)]
+    curves = _curves(data)
+    variants = [dict(r) for r in data.variants]
+    names = [r["model"] for r in pre_rows if r.get("model")] + list(curves) + [str(r["model"]) for r in variants if r.get("model")]
+    sizes = order_sizes(names, pre_rows, variants)
+    claims = [
+        claim_wallclock(sizes, curves, pre.get("time_budget_s")),
+        claim_steps(sizes, curves),
+        claim_compression(sizes, variants, data.run_dir, REPORTING_SPLIT),
+        claim_frontier(variants, verdict),
+        claim_errors(sizes, data.error_json),
+    ]
+    return Card(run=data.name, run_dir=str(data.run_dir), claims=claims, split=REPORTING_SPLIT)
