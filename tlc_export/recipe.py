@@ -146,6 +146,16 @@ _HINTS = {
 }
 
 
+# Keys that existed once: a specific message instead of "unknown key".
+_REMOVED = {
+    "compress.eval_split": (
+        "`compress.eval_split` was removed: dev selects (checkpoints, recovery, lr, seed) and test reports "
+        "(verdict, frontier, answer tables), always; both accuracies are recorded for every variant",
+        "delete this line",
+    ),
+}
+
+
 def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> list[RecipeProblem]:
     problems = []
     for e in err.errors():
@@ -157,11 +167,12 @@ def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> l
         msg = e["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        hint = _HINTS.get(e["type"])
         if e["type"] == "extra_forbidden":
             msg = f"unknown key `{loc[-1]}`"
-        problems.append(
-            RecipeProblem(path=_loc_str(loc), message=msg, line=line, column=col, hint=_HINTS.get(e["type"]))
-        )
+            if _loc_str(loc) in _REMOVED:
+                msg, hint = _REMOVED[_loc_str(loc)]
+        problems.append(RecipeProblem(path=_loc_str(loc), message=msg, line=line, column=col, hint=hint))
     return problems
 
 

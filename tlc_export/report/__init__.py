@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tlc_export import atomic
+from tlc_export import atomic, stats
 from tlc_export.report.answers import (
     Verdict,
     latency_answers,
@@ -26,6 +26,7 @@ from tlc_export.report.html import render_html
 from tlc_export.report.markdown import render_markdown
 from tlc_export.report.pareto import pareto_frontier
 from tlc_export.report.plots import accuracy_latency_png, accuracy_storage_png, pretrain_curves_png
+from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
 
 __all__ = ["ReportData", "Verdict", "build_report", "load_report_data", "pareto_frontier", "train_large_verdict"]
 
@@ -34,26 +35,70 @@ _PNG_FILES = {"frontier-plot": "accuracy_vs_storage.png", "latency-plot": "accur
               "flops-plot": "loss_vs_flops.png", "fig8-plot": "fig8_checkpoints.png"}
 
 
+def _with_intervals(rows: list[dict[str, Any]], data: ReportData, split: str) -> list[dict[str, Any]]:
+    """Bench rows with `<split>_accuracy_ci`: from their predictions when stored, else from the
+    accuracy and the split's size (Wilson, same formula)."""
+    n = (data.majority.get(split) or {}).get("n")
+    out = []
+    for r in rows:
+        r = dict(r)
+        acc = r.get(f"{split}_accuracy")
+        if acc is not None and not r.get(f"{split}_accuracy_ci"):
+            sp = data.predictions.get(r.get("predictions") or "", {}).get(split)
+            if sp is not None:
+                a = stats.accuracy_interval(sp.correct)
+                r[f"{split}_accuracy_ci"] = [a.ci_low, a.ci_high]
+            elif n:
+                r[f"{split}_accuracy_ci"] = list(stats.wilson_interval(min(n, max(0, round(float(acc) * n))), n))
+        out.append(r)
+    return out
+
+
+def _finetune_rows(data: ReportData) -> list[dict[str, Any]]:
+    rows = []
+    for r in data.finetune:
+        r = dict(r)
+        cands = r.get("candidates") or []
+        r["candidates_text"] = "; ".join(f"lr {c['lr']:g} seed {c['seed']}: {100 * c['dev_accuracy']:.1f} %" for c in cands)
+        r["learned"] = None if r.get("learned_task") is None else ("yes" if r["learned_task"] else "NO: did not learn the task")
+        rows.append(r)
+    return rows
+
+
 def build_report(
     data: ReportData,
     out_dir: str | Path,
     storage_budgets_mb: list[float] | None = None,
     latency_budgets_ms: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary."""
+    """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary.
+
+    Dev selects, test reports (`tlc_export.scoring`): the verdict, the Pareto frontier, the answer
+    tables and the plots' y-axis are on the test split, with 95 % intervals and dev shown beside.
+    """
+    split = REPORT_SPLIT
     out = Path(out_dir)
     variants = [dict(r) for r in data.variants]
     front = {id(r) for r in pareto_frontier(usable_variants(variants), x=lambda r: r["storage_bytes"],
-                                             y=lambda r: float(r["dev_accuracy"]))}
+                                             y=lambda r: float(r[f"{split}_accuracy"]))}
     for r in variants:
         r["compression"] = compression_label(r)
         r["on_frontier"] = "yes" if id(r) in front else ""
-    verdict = train_large_verdict(variants)
+        if r.get("learned_task") is not None:
+            r["above_majority"] = "yes" if r["learned_task"] else "NO"
+    bench = _with_intervals(data.bench, data, split)
+    majority = data.majority.get(split)
+    if majority is not None and data.label_names and majority.get("label") is not None:
+        majority = {**majority, "label_name": data.label_names[int(majority["label"])]}
+    verdict = train_large_verdict(variants, data.predictions)
+    batch, lat = latency_answers(bench, latency_budgets_ms, data.predictions)
+    finetune = _finetune_rows(data)
     card = build_card(data, verdict)
-    batch, lat = latency_answers(data.bench, latency_budgets_ms)
     figures = {
-        "frontier-plot": (accuracy_storage_png(variants), "frontier-plot", "accuracy vs storage with the Pareto frontier"),
-        "latency-plot": (accuracy_latency_png(data.bench), "latency-plot", "accuracy vs p50 latency per backend"),
+        "frontier-plot": (accuracy_storage_png(variants, split, majority), "frontier-plot",
+                          f"{split} accuracy vs storage with 95 % intervals, the Pareto frontier and the majority line"),
+        "latency-plot": (accuracy_latency_png(bench, split, majority), "latency-plot",
+                         f"{split} accuracy vs p50 latency per backend with 95 % intervals and the majority line"),
         "pretrain-plot": (pretrain_curves_png(data.curves), "pretrain-plot", "validation perplexity vs wall-clock and steps"),
         "error-plot": (data.error_png, "error-plot", "compression error analysis"),
     }
@@ -64,9 +109,12 @@ def build_report(
     figures["fig8-plot"] = (fig8, "fig8-plot", "accuracy drop at 4 bits vs pretraining checkpoint")
     ctx = {
         "name": data.name, "verdict": verdict, "definition": " ".join((Verdict.__doc__ or "").split()),
-        "figures": figures, "storage_answers": storage_answers(variants, storage_budgets_mb),
-        "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": data.bench,
-        "environment": data.environment, "epoch_notes": epoch_notes(data.pretrain),
+        "figures": figures, "storage_answers": storage_answers(variants, storage_budgets_mb, data.predictions),
+        "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": bench,
+        "environment": data.environment, "finetune": finetune, "majority": majority,
+        "select_split": SELECTION_SPLIT, "report_split": split,
+        "not_learned": [r for r in finetune if r.get("learned_task") is False],
+        "epoch_notes": epoch_notes(data.pretrain),
         "claims_html": card_html(card), "claims_md": card_markdown(card),
     }
     images = {}
@@ -81,8 +129,11 @@ def build_report(
     atomic.write_text(out / "summary.md", render_markdown(ctx, images))
     return {
         "index": "report/index.html", "summary": "report/summary.md",
+        "report_split": split,
         "train_large_won": verdict.won if verdict.decided else None,
+        "verdict_outcome": verdict.outcome,
         "frontier": [r["variant"] for r in variants if r["on_frontier"]],
+        "did_not_learn": [r["model"] for r in ctx["not_learned"]],
         "claims": "report/claims.json",
         "claims_status": {str(c.number): c.status for c in card.claims},
     }
