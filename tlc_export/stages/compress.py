@@ -150,7 +150,7 @@ class CompressStage(Stage):
         grids: list[tuple[int, Any, str | None]] = [(32, None, None)]
         grids += [(b, QuantConfig.from_recipe(ccfg.quantize, b), None) for b in ccfg.quantize.bits if b != 32]
         block = extra_tensorrt_variant(ccfg.quantize)
-        if block is not None:
+        if block is not None and prune:  # an earlier checkpoint's variants are for Figure 8 only: the recipe's own grid
             grids.append((4, QuantConfig.tensorrt_int4(ccfg.quantize, block), tensorrt_grid_tag(block)))
         params = sum(p.numel() for p in dense.parameters())
         rows = []

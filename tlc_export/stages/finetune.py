@@ -216,12 +216,18 @@ def pretrained_starts(ctx: StageContext) -> tuple[list[Any], Any]:
     cfg = ctx.recipe.finetune
     assert cfg is not None
     path = ctx.input_dir("pretrain") / "results.json"
+    sizes = [s.name for s in ctx.recipe.models.grid()]
     if not path.is_file():
-        raise StageError(f"{path}: missing; run the pretrain stage first")
+        if cfg.start_from != "final":
+            raise StageError(f"{path}: missing; finetune.from: {cfg.start_from} needs the pretrain stage's results "
+                             "(kept checkpoints and perplexities); run the pretrain stage first")
+        # `final` needs only each size's checkpoint folder (checked, with its own error, when it is loaded).
+        rows = [{"model": s} for s in sizes]
+    else:
+        rows = json.loads(path.read_text()).get("models", [])
     from tlc_export.atomic import read_jsonl
 
-    rows = json.loads(path.read_text()).get("models", [])
-    sizes = [s.name for s in ctx.recipe.models.grid()]
+
     curves = {s: read_jsonl(f) for s in sizes if (f := ctx.input_dir("pretrain") / s / "curves.jsonl").is_file()}
     targets, match = finetune_targets(cfg.start_from, rows, sizes, curves)
     if match is not None and cfg.start_from == "matched-perplexity":
