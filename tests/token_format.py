@@ -13,8 +13,10 @@ import numpy as np
 def write_token_split(
     folder: Path, split: str, docs: list[np.ndarray], sources: list[int], labels: list[str],
     tokenizer_dir: Path, dtype: str = "uint16", eos_id: int = 2, vocab_size: int = 300,
+    hashes: list[int] | None = None,
 ) -> None:
-    """`docs`: token ids of each document, each already ending with `eos_id`."""
+    """`docs`: token ids of each document, each already ending with `eos_id`. With `hashes` (each
+    document's uint64 subsample hash) the files are version 2, which data.fraction can subsample."""
     folder.mkdir(parents=True, exist_ok=True)
     ids = np.concatenate(docs).astype(dtype)
     ends = np.cumsum([len(d) for d in docs]).astype("<u8")
@@ -22,11 +24,15 @@ def write_token_split(
     (folder / f"{split}.bin").write_bytes(ids.tobytes())
     (folder / f"{split}.idx").write_bytes(ends.tobytes())
     (folder / f"{split}.src").write_bytes(src.tobytes())
+    files = {"tokens": f"{split}.bin", "document_ends": f"{split}.idx", "document_sources": f"{split}.src"}
+    if hashes is not None:
+        (folder / f"{split}.frac").write_bytes(np.asarray(hashes, dtype="<u8").tobytes())
+        files["document_hashes"] = f"{split}.frac"
     tok_sha = hashlib.sha256((Path(tokenizer_dir) / "tokenizer.json").read_bytes()).hexdigest()
     header = {
-        "format": "tlc-tokens", "version": 1, "split": split, "dtype": dtype, "tokens": int(len(ids)),
+        "format": "tlc-tokens", "version": 1 if hashes is None else 2, "split": split, "dtype": dtype, "tokens": int(len(ids)),
         "documents": len(docs), "bytes": 0, "eos_id": eos_id, "vocab_size": vocab_size, "tokenizer_sha256": tok_sha,
-        "files": {"tokens": f"{split}.bin", "document_ends": f"{split}.idx", "document_sources": f"{split}.src"},
+        "files": files,
         "sources": [{"source": i, "label": label, "documents": int((src == i).sum()),
                      "tokens": int(sum(len(d) for d, s in zip(docs, sources, strict=True) if s == i)), "bytes": 0}
                     for i, label in enumerate(labels)],

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tlc_export import __version__, distributed
 from tlc_export.errors import RecipeError, TlcError
-from tlc_export.recipe import Recipe, load_recipe, parse_recipe, schema_lines
+from tlc_export.recipe import Recipe, load_plan, parse_recipe, schema_lines
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
 
 console = Console()
@@ -57,19 +57,33 @@ def main() -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where results go (default: runs/<recipe name>).")
+              help="Where results go (default: runs/<recipe name>). A sweep's parent run directory.")
 @click.option("--force", multiple=True, type=click.Choice(STAGE_ORDER),
               help="Re-run this stage even if it is up to date (repeatable).")
 @click.option("--until", type=click.Choice(STAGE_ORDER), default=None, help="Stop after this stage.")
-def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str | None) -> None:
-    """Run every stage of RECIPE; finished stages are skipped, interrupted ones resume."""
+@click.option("--point", type=click.IntRange(min=0), default=None,
+              help="A sweep recipe: run only this point (`tlc sweep list RECIPE` prints every point's command).")
+def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str | None, point: int | None) -> None:
+    """Run every stage of RECIPE; finished stages are skipped, interrupted ones resume.
+
+    A recipe with a `sweep:` section runs every point (or --point K) as a sub-run of one parent run
+    directory; points share every stage whose cache key they have in common.
+    """
+    from tlc_export.sweep.plan import Sweep
+
     try:
-        r = load_recipe(recipe)
+        plan = load_plan(recipe)
+        only = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else None
         rd = RunDir(run_dir or Path("runs") / recipe.stem)
+        if isinstance(plan, Sweep):
+            _run_sweep(plan, recipe, rd.root, point, only, force)
+            return
+        if point is not None:
+            raise TlcError(f"{recipe}: --point {point} is for sweep recipes; this one has no `sweep:` section")
+        r = plan
         if distributed.is_main():
             rd.root.mkdir(parents=True, exist_ok=True)
             rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
-        only = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else None
         _run(r, rd, only=only, force=force)
         if not distributed.is_main():
             return
@@ -82,22 +96,90 @@ def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str |
         _fail(exc)
 
 
+def _run_sweep(sweep: Any, recipe: Path, parent: Path, point: int | None, only: list[str] | None,
+               force: tuple[str, ...]) -> None:
+    from tlc_export.sweep.run import run_sweep
+
+    outcomes = run_sweep(sweep, parent, recipe_path=recipe, points=[point] if point is not None else None,
+                         only=only, force=list(force), console=console)
+    if not distributed.is_main():
+        return
+    table = Table(title=f"sweep {sweep.name}: {len(outcomes)} of {len(sweep.points)} point(s) run")
+    for col in ("point", "values", "status"):
+        table.add_column(col, overflow="fold")
+    for o in outcomes:
+        colour = "green" if o.status == "done" else "red"
+        table.add_row(o.point.id, o.point.label(), f"[{colour}]{o.status}[/{colour}]")
+    console.print(table)
+    report = parent / "report" / "index.html"
+    if report.exists():
+        console.print(f"sweep report: [link=file://{report.resolve()}]{report}[/link]")
+    _print_card(parent)
+    failed = [o for o in outcomes if o.status != "done"]
+    if failed:
+        raise TlcError(f"{len(failed)} sweep point(s) failed: {', '.join(o.point.id for o in failed)}; "
+                       "fix the cause and run again (finished stages are reused)")
+
+
+@main.group()
+def sweep() -> None:
+    """Sweep recipes: one sub-run per point of a grid of field values."""
+
+
+@sweep.command("list")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The parent run directory every point's command uses (default: runs/<recipe name>).")
+def sweep_list(recipe: Path, run_dir: Path | None) -> None:
+    """Print one `tlc run RECIPE --point K` command per point of RECIPE's sweep.
+
+    Launch them as separate jobs (a scheduler, or `torchrun … -m tlc_export.cli run … --point K`)
+    on storage they share: each point links the stages it has in common with others instead of
+    recomputing them, and `tlc report RUN_DIR` merges whatever points have finished.
+    """
+    from tlc_export.sweep.plan import Sweep
+    from tlc_export.sweep.run import sweep_commands
+
+    try:
+        plan = load_plan(recipe)
+        if not isinstance(plan, Sweep):
+            raise TlcError(f"{recipe}: no `sweep:` section; run it with `tlc run {recipe}`")
+        for line in sweep_commands(plan, recipe, run_dir or Path("runs") / recipe.stem):
+            click.echo(line)
+    except TlcError as exc:
+        _fail(exc)
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--explain", is_flag=True, help="Also print every field with its documentation.")
 def validate(recipe: Path, explain: bool) -> None:
-    """Check RECIPE and list every problem with its YAML line; writes nothing."""
+    """Check RECIPE and list every problem with its YAML line; writes nothing.
+
+    A sweep recipe is checked point by point; a problem a swept value causes points at that value.
+    """
+    from tlc_export.sweep.plan import Sweep
+
     try:
-        r = load_recipe(recipe)
+        plan = load_plan(recipe)
     except RecipeError as exc:
         _fail(exc)
         return
-    sizes = ", ".join(s.name for s in r.models.grid())
-    stages = [s for s in ["finetune", "compress", "export", "bench", "report"] if getattr(r, s) is not None]
-    console.print(f"[green]✓ {recipe}[/green] is valid: sizes {sizes}; budget {r.pretrain.time_budget_s:g}s each; "
-                  f"stages data, pretrain{', ' + ', '.join(stages) if stages else ''}")
+    if isinstance(plan, Sweep):
+        console.print(f"[green]✓ {recipe}[/green] is valid: a sweep ({plan.mode}) of {len(plan.points)} points")
+        for p in plan.points:
+            console.print(f"  {p.id}: {_summary(p.recipe)}", highlight=False)
+    else:
+        console.print(f"[green]✓ {recipe}[/green] is valid: {_summary(plan)}")
     if explain:
         _print_schema()
+
+
+def _summary(r: Recipe) -> str:
+    sizes = ", ".join(s.name for s in r.models.grid())
+    stages = [s for s in ["finetune", "compress", "export", "bench", "report"] if getattr(r, s) is not None]
+    return (f"sizes {sizes}; budget {r.pretrain.time_budget_s:g}s each; "
+            f"stages data, pretrain{', ' + ', '.join(stages) if stages else ''}")
 
 
 def _print_schema() -> None:
@@ -124,7 +206,12 @@ def recipe_schema(as_json: bool) -> None:
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 def status(run_dir: Path) -> None:
-    """Show a run directory's manifest as a table."""
+    """Show a run directory's manifest as a table (a sweep: every point's stages)."""
+    from tlc_export.sweep.run import is_sweep_dir
+
+    if is_sweep_dir(run_dir):
+        _sweep_status(run_dir)
+        return
     rd = RunDir(run_dir)
     if not rd.exists():
         _fail(TlcError(f"{run_dir}: no manifest.json here; is it a run directory?"))
@@ -142,6 +229,24 @@ def status(run_dir: Path) -> None:
         detail = rec.error or ", ".join(f"{k}" for k in list(rec.outputs)[:6])
         secs = f"{rec.seconds:.1f}" if rec.seconds is not None else ""
         table.add_row(name, f"[{colour}]{rec.status}[/{colour}]", (rec.cache_key or "")[:10], secs, detail)
+    console.print(table)
+
+
+def _sweep_status(parent: Path) -> None:
+    from tlc_export.report.sweep import point_statuses
+
+    table = Table(title=f"{parent} — sweep")
+    for col in ("point", "values", "stages (shared = a cache hit from another point)"):
+        table.add_column(col, overflow="fold")
+    colours = {"done": "green", "running": "yellow", "failed": "red"}
+    for row in point_statuses(parent):
+        cells = []
+        for name in STAGE_ORDER:
+            st = row["stages"].get(name)
+            if st is not None:
+                mark = " (shared)" if st.get("hit") else ""
+                cells.append(f"{name} [{colours.get(st['status'], 'white')}]{st['status']}[/]{mark}")
+        table.add_row(row["id"], row["label"], ", ".join(cells) or "[dim]not started[/dim]")
     console.print(table)
 
 
@@ -165,8 +270,13 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
     """
     try:
         from tlc_export.data import prepare_data
+        from tlc_export.sweep.plan import Sweep
 
-        r = load_recipe(recipe)
+        plan = load_plan(recipe)
+        if isinstance(plan, Sweep):
+            _prepare_sweep(plan, recipe, run_dir, workers, fetch_only)
+            return
+        r = plan
         info = prepare_data(r)
         for name, desc in info.items():
             console.print(f"[green]✓[/green] {name}: {desc}")
@@ -181,6 +291,24 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
         console.print(f"[bold green]data ready[/bold green] — {rd.root / 'data' / 'tokens'}")
     except TlcError as exc:
         _fail(exc)
+
+
+def _prepare_sweep(sweep: Any, recipe: Path, run_dir: Path | None, workers: int | None, fetch_only: bool) -> None:
+    """Every point's data stage; points with the same data key share one entry of the stage store."""
+    from tlc_export.data import prepare_data
+    from tlc_export.sweep.run import open_parent, open_point
+
+    for name, desc in prepare_data(sweep.points[0].recipe).items():
+        console.print(f"[green]✓[/green] {name}: {desc}")
+    if fetch_only:
+        return
+    parent = run_dir or Path("runs") / recipe.stem
+    open_parent(sweep, parent, recipe)
+    for p in sweep.points:
+        if workers is not None:
+            p.recipe.data.workers = workers
+        _run(p.recipe, open_point(sweep, parent, p, recipe), only=["data"])
+    console.print(f"[bold green]data ready[/bold green] for {len(sweep.points)} point(s) — {parent / 'stages' / 'data'}")
 
 
 def _stage_command(stage: str, doc: str, extra_options: list[click.Option] | None = None) -> None:
@@ -256,6 +384,15 @@ def report(run_dirs: tuple[Path, ...], force: bool, compare: bool, out: Path | N
             raise TlcError(f"got {len(run_dirs)} run directories; pass one, or several with --compare")
         if out is not None:
             raise TlcError("--out is for --compare; a single run's report goes to RUN_DIR/report/")
+        from tlc_export.sweep.run import is_sweep_dir
+
+        if is_sweep_dir(run_dirs[0]):
+            from tlc_export.report.sweep import write_sweep_report
+
+            write_sweep_report(run_dirs[0], console=console)
+            console.print(f"sweep report: {run_dirs[0] / 'report' / 'index.html'}")
+            _print_card(run_dirs[0])
+            return
         rd = RunDir(run_dirs[0])
         _run(_recipe_from_run_dir(rd), rd, only=["report"], force=("report",) if force else ())
         _print_card(rd.root)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -18,7 +18,11 @@ from tlc_export.config.export import ExportConfig
 from tlc_export.config.finetune import FinetuneConfig
 from tlc_export.config.models import ModelsConfig
 from tlc_export.config.pretrain import PretrainConfig
+from tlc_export.config.sweep import SweepConfig
 from tlc_export.errors import RecipeError, RecipeProblem
+
+if TYPE_CHECKING:
+    from tlc_export.sweep.plan import Sweep
 
 
 class Recipe(Section):
@@ -34,6 +38,11 @@ class Recipe(Section):
     export: ExportConfig | None = Field(default=None, description="ONNX / TensorRT export (needs compress).")
     bench: BenchConfig | None = Field(default=None, description="Runtime benchmark (needs export).")
     report: ReportConfig | None = Field(default=None, description="Final report (needs bench).")
+    sweep: SweepConfig | None = Field(
+        default=None,
+        description="Run the recipe once per point of a grid of field values (the paper's ablations); "
+        "see `tlc sweep list`. Each point's own recipe has no sweep.",
+    )
 
     @model_validator(mode="after")
     def _chain(self) -> Recipe:
@@ -67,7 +76,7 @@ class Recipe(Section):
 
     def resolved_yaml(self) -> str:
         """The recipe with every default filled in, as YAML (saved next to artifacts)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
 def _dump(obj: Any) -> Any:
@@ -137,6 +146,16 @@ _HINTS = {
 }
 
 
+# Keys that existed once: a specific message instead of "unknown key".
+_REMOVED = {
+    "compress.eval_split": (
+        "`compress.eval_split` was removed: dev selects (checkpoints, recovery, lr, seed) and test reports "
+        "(verdict, frontier, answer tables), always; both accuracies are recorded for every variant",
+        "delete this line",
+    ),
+}
+
+
 def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> list[RecipeProblem]:
     problems = []
     for e in err.errors():
@@ -148,16 +167,17 @@ def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> l
         msg = e["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        hint = _HINTS.get(e["type"])
         if e["type"] == "extra_forbidden":
             msg = f"unknown key `{loc[-1]}`"
-        problems.append(
-            RecipeProblem(path=_loc_str(loc), message=msg, line=line, column=col, hint=_HINTS.get(e["type"]))
-        )
+            if _loc_str(loc) in _REMOVED:
+                msg, hint = _REMOVED[_loc_str(loc)]
+        problems.append(RecipeProblem(path=_loc_str(loc), message=msg, line=line, column=col, hint=hint))
     return problems
 
 
-def parse_recipe(text: str, file: str | None = None, base_dir: Path | None = None) -> Recipe:
-    """Parse and validate recipe YAML text; raise RecipeError listing every problem."""
+def _load_yaml(text: str, file: str | None) -> tuple[yaml.Node | None, dict[str, Any]]:
+    """The composed node tree (for line numbers) and the plain data of a recipe text."""
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -178,15 +198,56 @@ def parse_recipe(text: str, file: str | None = None, base_dir: Path | None = Non
         data = {}
     if not isinstance(data, dict):
         raise RecipeError(file, [RecipeProblem(path="", message="a recipe must be a YAML mapping of sections", line=1, hint="start with `models:` and `pretrain:`")])
+    return root, data
+
+
+def validate_data(data: dict[str, Any], root: yaml.Node | None, base_dir: Path | None) -> tuple[Recipe | None, list[RecipeProblem]]:
+    """Validate one recipe's plain data; the problems carry lines from `root` (the file's node tree)."""
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(file, _problems_from_validation(err, root)) from None
+        return None, _problems_from_validation(err, root)
     problems = _semantic_problems(recipe, root, base_dir)
     if problems:
-        raise RecipeError(file, problems)
+        return None, problems
     recipe._base_dir = base_dir or Path(".")
+    return recipe, []
+
+
+def parse_plan(text: str, file: str | None = None, base_dir: Path | None = None) -> Recipe | Sweep:
+    """A recipe, or, when it has a `sweep:` section, the sweep with every point validated."""
+    root, data = _load_yaml(text, file)
+    if data.get("sweep") is not None:
+        from tlc_export.sweep.plan import parse_sweep
+
+        return parse_sweep(text, data, root, file, base_dir or Path("."))
+    recipe, problems = validate_data(data, root, base_dir)
+    if problems:
+        raise RecipeError(file, problems)
+    assert recipe is not None
     return recipe
+
+
+def parse_recipe(text: str, file: str | None = None, base_dir: Path | None = None, point: int | None = None) -> Recipe:
+    """Parse and validate recipe YAML text; raise RecipeError listing every problem.
+
+    A sweep recipe gives the recipe of its point `point`; without `point` it is an error that says
+    how to run a sweep.
+    """
+    from tlc_export.sweep.plan import Sweep
+
+    plan = parse_plan(text, file, base_dir)
+    if isinstance(plan, Sweep):
+        if point is None:
+            raise RecipeError(file, [RecipeProblem(
+                path="sweep", message=f"this recipe is a sweep of {len(plan.points)} points, not one run",
+                line=plan.line, hint="run every point with `tlc run RECIPE`, one with `tlc run RECIPE --point K` "
+                "(`tlc sweep list RECIPE` prints them)")])
+        return plan.point(point).recipe
+    if point is not None:
+        raise RecipeError(file, [RecipeProblem(path="", message=f"--point {point}: this recipe has no `sweep:` section",
+                                               line=1, hint="drop --point, or add a `sweep:` section")])
+    return plan
 
 
 def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | None) -> list[RecipeProblem]:
@@ -216,24 +277,35 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
         missing = [s for s in recipe.export.sparsity if not any(abs(s - t) < 1e-9 for t in recipe.compress.prune.sparsity)]
         if missing:
             add(("export", "sparsity"), f"levels {missing} are not in compress.prune.sparsity", "export only levels the compress stage saves")
+    if recipe.finetune is not None and recipe.finetune.start_from != "final" and not recipe.pretrain.keep_checkpoints_at:
+        add(("finetune", "from"), f"finetune.from: {recipe.finetune.start_from} needs checkpoints kept during pretraining",
+            "set pretrain.keep_checkpoints_at, e.g. [0.25, 0.5, 1.0]")
     if recipe.export is not None and recipe.export.int4_block_size & (recipe.export.int4_block_size - 1):
         add(("export", "int4_block_size"), f"{recipe.export.int4_block_size} is not a power of two", "use 16, 32, 64 or 128")
     return problems
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file."""
+def load_recipe(path: str | Path, point: int | None = None) -> Recipe:
+    """Read and validate a recipe file (`point`: one point of a sweep recipe)."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(str(path), [RecipeProblem("", "file not found", hint="check the path to the recipe YAML")])
-    return parse_recipe(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)
+    return parse_recipe(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent, point=point)
+
+
+def load_plan(path: str | Path) -> Recipe | Sweep:
+    """Read a recipe file: one recipe, or a sweep with every point validated."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(str(path), [RecipeProblem("", "file not found", hint="check the path to the recipe YAML")])
+    return parse_plan(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)
 
 
 def schema_lines(model: type[Section] = Recipe, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(path, type, default, description) for every field, nested sections expanded."""
     rows: list[tuple[str, str, str, str]] = []
     for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
+        path = f"{prefix}{field.alias or name}"
         ann = field.annotation
         sub = _section_type(ann)
         default = "required" if field.is_required() else (

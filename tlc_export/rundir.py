@@ -28,6 +28,9 @@ class StageRecord:
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     environment: dict[str, Any] | None = None  # versions and device the stage ran with
+    # Sweep points only: the stage store entry this stage's folder links to, and whether it was a
+    # cache hit (reused, built by another point or an earlier run) — {entry, hit, built_by}.
+    shared: dict[str, Any] | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -69,10 +72,28 @@ def cpu_model() -> str:
 
 
 class RunDir:
-    """A run directory on disk. Only the runner writes the manifest; stages write their own folder."""
+    """A run directory on disk. Only the runner writes the manifest; stages write their own folder.
 
-    def __init__(self, root: str | Path):
+    A sweep point's run directory has a stage store (`tlc_export.store`): its stage folders are
+    links into the store, by cache key. `store` is given when the sub-run is created and recorded in
+    its manifest (`stage_store`, relative), so later commands on the point find it again.
+    """
+
+    def __init__(self, root: str | Path, store: str | Path | None = None):
         self.root = Path(root)
+        self._store = Path(store) if store is not None else None
+
+    @property
+    def store(self) -> Any:
+        """The `StageStore` of a sweep point, else None."""
+        from tlc_export.store import StageStore
+
+        if self._store is None:
+            rel = self.load_manifest().get("stage_store")
+            if not rel:
+                return None
+            self._store = self.root / rel
+        return StageStore(self._store)
 
     @property
     def manifest_path(self) -> Path:
@@ -108,7 +129,12 @@ class RunDir:
         atomic.write_json(self.manifest_path, m)
 
     def reset_stage(self, name: str) -> None:
-        """Remove a stage's folder (its config changed, so its partial work is invalid)."""
+        """Remove a stage's folder (its config changed, so its partial work is invalid).
+
+        A link into a stage store is only unlinked: the entry may serve other points.
+        """
         d = self.stage_dir(name)
-        if d.exists():
+        if d.is_symlink():
+            d.unlink()
+        elif d.exists():
             shutil.rmtree(d)

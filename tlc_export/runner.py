@@ -15,6 +15,7 @@ from tlc_export.recipe import Recipe
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir, StageRecord, environment
 from tlc_export.stages import all_stages
 from tlc_export.stages.base import Stage, StageContext
+from tlc_export.store import StageStore
 
 # Stages every torchrun process takes part in; the rest run on rank 0 only.
 _DISTRIBUTED_STAGES = {"pretrain"}
@@ -53,6 +54,7 @@ def run_pipeline(
         run_dir.set_meta(recipe_name=recipe.name, recipe_hash=recipe.section_hash(*Recipe.model_fields))
     env = environment()
     records = run_dir.records()
+    store = run_dir.store  # a sweep point's stage store, else None
     keys: dict[str, str] = {}
     results: dict[str, StageRecord] = {}
     past_distributed = False
@@ -71,6 +73,16 @@ def run_pipeline(
         key = stage.cache_key(recipe, input_keys, opts)
         keys[stage.name] = key
         prev = records.get(stage.name)
+        announced = False
+        if store is not None and stage.name not in force:
+            # A finished store entry with this key is this point's stage: link it (a cache hit when
+            # another point, or an earlier plan, built it).
+            if main and store.done(stage.name, key) is not None:
+                prev, announced = _adopt(stage.name, key, prev, run_dir, store, console,
+                                         only is None or stage.name in only)
+            if in_step:
+                distributed.barrier()
+                prev = run_dir.record(stage.name)
         if only and stage.name not in only:
             if prev is None or prev.status != "done" or prev.cache_key != key:
                 # Not asked to run it, but a later stage needs it current.
@@ -82,16 +94,44 @@ def run_pipeline(
                     )
             continue
         if prev is not None and prev.status == "done" and prev.cache_key == key and stage.name not in force:
-            console.print(f"[dim]✓ {stage.name}: up to date (key {key[:8]}), skipped[/dim]")
+            if not announced:
+                console.print(f"[dim]✓ {stage.name}: up to date (key {key[:8]}), skipped[/dim]")
             results[stage.name] = prev
             continue
         if not main and stage.name not in _DISTRIBUTED_STAGES:
             distributed.barrier()  # rank 0 does it; wait for its files
             continue
-        results[stage.name] = _run_one(stage, recipe, run_dir, key, prev, results, opts, env, console, main, in_step)
+        results[stage.name] = _run_one(stage, recipe, run_dir, key, prev, results, opts, env, console, main, in_step,
+                                       store, stage.name in force)
         if in_step:
             distributed.barrier()
     return results
+
+
+def _shared(run_dir: RunDir, store: StageStore, stage: str, key: str, hit: bool, built_by: str | None) -> dict[str, Any]:
+    import os
+
+    return {"entry": os.path.relpath(store.entry(stage, key), run_dir.root), "hit": hit, "built_by": built_by}
+
+
+def _adopt(stage: str, key: str, prev: StageRecord | None, run_dir: RunDir, store: StageStore, console: Console,
+           announce: bool) -> tuple[StageRecord, bool]:
+    """Link a finished store entry as this run's stage and record it (a cache hit unless this point built
+    it); returns the record and whether a line was printed."""
+    store.link(run_dir.stage_dir(stage), stage, key)
+    if prev is not None and prev.status == "done" and prev.cache_key == key and prev.shared is not None:
+        return prev, False  # already linked and recorded on an earlier run of this point
+    entry = store.done(stage, key) or {}
+    built_by = entry.get("built_by")
+    rec = StageRecord(name=stage, status="done", cache_key=key, started_at=entry.get("started_at"),
+                      finished_at=entry.get("finished_at"), outputs=entry.get("outputs") or {},
+                      environment=entry.get("environment"),
+                      shared=_shared(run_dir, store, stage, key, hit=built_by != run_dir.root.name, built_by=built_by))
+    run_dir.save_record(rec)
+    if announce:
+        who = f"built by {built_by}" if built_by and built_by != run_dir.root.name else "built earlier"
+        console.print(f"[dim]✓ {stage}: cache hit in the sweep's stage store (key {key[:8]}, {who}), reused[/dim]")
+    return rec, announce
 
 
 def _run_one(
@@ -106,15 +146,62 @@ def _run_one(
     console: Console,
     main: bool,
     in_step: bool,
+    store: StageStore | None = None,
+    forced: bool = False,
+) -> StageRecord:
+    if store is None or not main:
+        return _execute(stage, recipe, run_dir, key, prev, done, opts, env, console, main, in_step, store)
+
+    def finished() -> bool:
+        return not forced and store.done(stage.name, key) is not None
+
+    with store.lock(stage.name, key, on_wait=lambda m: console.print(f"[yellow]… {m}[/yellow]"), is_done=finished) as mine:
+        if not mine or finished():
+            return _adopt(stage.name, key, prev, run_dir, store, console, True)[0]  # another process built it meanwhile
+        store.link(run_dir.stage_dir(stage.name), stage.name, key)
+        before = store.record(stage.name, key)
+        if before is not None and before.get("status") in ("running", "failed") and not forced:
+            console.print(f"[cyan]↺ {stage.name}: resuming interrupted work in the stage store[/cyan]")
+        store.save_record(stage.name, key, {"status": "running", "cache_key": key, "built_by": run_dir.root.name,
+                                            "started_at": time.time()})
+        try:
+            rec = _execute(stage, recipe, run_dir, key, None, done, opts, env, console, main, in_step, store)
+        except BaseException as exc:
+            store.save_record(stage.name, key, {"status": "failed", "cache_key": key, "built_by": run_dir.root.name,
+                                                "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            raise
+        store.save_record(stage.name, key, {"status": "done", "cache_key": key, "built_by": run_dir.root.name,
+                                            "started_at": rec.started_at, "finished_at": rec.finished_at,
+                                            "outputs": rec.outputs, "environment": rec.environment})
+        rec.shared = _shared(run_dir, store, stage.name, key, hit=False, built_by=run_dir.root.name)
+        run_dir.save_record(rec)
+        return rec
+
+
+def _execute(
+    stage: Stage,
+    recipe: Recipe,
+    run_dir: RunDir,
+    key: str,
+    prev: StageRecord | None,
+    done: dict[str, StageRecord],
+    opts: dict[str, Any] | None,
+    env: dict[str, Any],
+    console: Console,
+    main: bool,
+    in_step: bool,
+    store: StageStore | None,
 ) -> StageRecord:
     out_dir = run_dir.stage_dir(stage.name)
-    if main and prev is not None and prev.cache_key not in (None, key):
+    if store is not None:
+        pass  # a changed key is another store entry (linked by the caller); the old one may serve other points
+    elif main and prev is not None and prev.cache_key not in (None, key):
         console.print(f"[yellow]↻ {stage.name}: configuration or inputs changed, starting it afresh[/yellow]")
         run_dir.reset_stage(stage.name)
     elif prev is not None and prev.status in ("running", "failed") and prev.cache_key == key:
         console.print(f"[cyan]↺ {stage.name}: resuming interrupted work[/cyan]")
     if in_step and stage.name in _DISTRIBUTED_STAGES:
-        distributed.barrier()  # nobody starts before rank 0 has cleared a stale folder
+        distributed.barrier()  # nobody starts before rank 0 has cleared a stale folder (or linked the store entry)
     out_dir.mkdir(parents=True, exist_ok=True)
     rec = StageRecord(name=stage.name, status="running", cache_key=key, started_at=time.time(), environment=env)
     if main:

@@ -262,7 +262,7 @@ def test_bad_inputs_fail_clearly_and_leave_out_untouched(tiny_run, tmp_path: Pat
     del manifest["stages"]["report"]
     (no_report / "manifest.json").write_text(json.dumps(manifest))
     cases = [
-        (["--variant", "9L-9H.s00.b32", "--out", str(new)], "unknown variant '9L-9H.s00.b32'; this run has: 1L-32H.s00.b32"),
+        (["--variant", "9L-9H.s00.b32", "--out", str(new)], "unknown variant '9L-9H.s00.b32'; this run has: 1L-64H.s00.b32"),
         (["--variant", B32, "--format", "tensorrt-int8", "--out", str(new)], "tensorrt-int8: export status 'unavailable'"),
         (["--variant", "2L-64H.s00.b8", "--format", "onnx-int4", "--out", str(new)], "has no onnx-int4 file"),
         (["--variant", B32, "--out", str(full)], "--out"),

@@ -43,7 +43,7 @@ data:
 tokenizer: {vocab_size: 400}
 models:
   sizes:
-    - {layers: 1, hidden: 32}
+    - {layers: 1, hidden: 64, heads: 2}
     - {layers: 2, hidden: 64, heads: 2}
 pretrain:
   time_budget_s: 2

@@ -16,7 +16,6 @@ from rich.console import Console
 from tlc_export.compress.artifact import load_artifact, save_artifact
 from tlc_export.compress.quantize import QuantConfig, quantize_
 from tlc_export.export import validate as V
-from tlc_export.export.int4 import requantize_block
 from tlc_export.export.trt_rules import check_tensorrt_onnx
 from tlc_export.finetune import TrainSettings, finetune_, save_classifier
 from tlc_export.finetune.toy import toy_classifier, toy_examples, toy_tokenizer
@@ -24,7 +23,7 @@ from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
 from tlc_export.stages.compress import variant_name
-from tlc_export.stages.export import ExportStage
+from tlc_export.stages.export import ExportStage, fusable_int4
 
 SIZE = "2L-32H"
 FORMATS = ["onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4",
@@ -50,18 +49,23 @@ export:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _compress_rows(run: RunDir, model: torch.nn.Module, bits_list: list[int]) -> list[dict]:
-    """What the compress stage writes for the dense level: one artifact + row per bit width."""
+def _compress_rows(run: RunDir, model: torch.nn.Module, bits_list: list[int], trt: bool = False) -> list[dict]:
+    """What the compress stage writes for the dense level: one artifact + row per grid."""
     out = run.stage_dir("compress")
+    grids = [(b, None if b == 32 else QuantConfig(bits=b), None) for b in bits_list]  # the recipe default grid
+    if trt:
+        grids.append((4, QuantConfig(bits=4, granularity="block", group_size=64, symmetric=True, matrices_only=True),
+                      "sym-g64"))
     rows = []
-    for bits in bits_list:
+    for bits, qcfg, tag in grids:
         m = copy.deepcopy(model)
-        q = quantize_(m, QuantConfig(bits=bits)) if bits != 32 else None  # the recipe default grid
-        variant = variant_name(SIZE, 0.0, bits)
+        q = quantize_(m, qcfg) if qcfg is not None else None
+        variant = variant_name(SIZE, 0.0, bits, tag)
         rel = f"compress/{SIZE}/variants/{variant}.safetensors"
         rep = save_artifact(run.root / rel, m, q, None, meta={"variant": variant})
         rows.append({"variant": variant, "model": SIZE, "bits": bits, "sparsity": 0.0, "sparsity_reached": 0.0,
-                     "granularity": None if bits == 32 else "per-tensor", "symmetric": None if bits == 32 else False,
+                     "granularity": None if qcfg is None else qcfg.granularity, "grid": tag,
+                     "symmetric": None if qcfg is None else qcfg.symmetric, "tensorrt_int4": tag is not None,
                      "artifact": rel, **rep.to_dict(), "pruned_model_dir": f"finetune/{SIZE}/model"})
     (out / "results.json").write_text(json.dumps(rows))
     return rows
@@ -84,7 +88,7 @@ def run_dir(tmp_path_factory):
     model = model.float().eval()
     run = RunDir(tmp / "run")
     save_classifier(model, tok, run.stage_dir("finetune") / SIZE / "model")
-    rows = _compress_rows(run, model, [32, 8, 4])
+    rows = _compress_rows(run, model, [32, 8, 4], trt=True)
     return recipe, run, model, rows, task
 
 
@@ -128,14 +132,21 @@ def _check_cpu_fusions(run: RunDir, by: dict, task, keys) -> None:
 
 
 def test_every_format_has_a_valid_row(run_dir):
+    from tlc_export.compress.artifact import load_model
+    from tlc_export.data import load_tokenizer
+    from tlc_export.predictions import load_predictions
+
     recipe, run, model, comp_rows, task = run_dir
     outputs, rows = _run_export(recipe, run)
     by = {(r["variant"], r["format"]): r for r in rows}
     b32, b8, b4 = (variant_name(SIZE, 0.0, b) for b in (32, 8, 4))
+    sym = variant_name(SIZE, 0.0, 4, "sym-g64")
     fp_formats = [f for f in FORMATS if f not in ("onnx-int8", "onnx-int4", "tensorrt-int4")]
-    expected = {(b32, f) for f in fp_formats} | {(b8, "onnx-int8"), (b4, "onnx-int4"), (b4, "tensorrt-int4")}
-    assert set(by) == expected, "format ↔ variant mapping"
+    expected = ({(b32, f) for f in fp_formats} | {(b8, "onnx-int8"), (b4, "onnx-int4"), (sym, "onnx-int4"),
+                                                   (sym, "tensorrt-int4")})
+    assert set(by) == expected, "format ↔ variant mapping: TensorRT INT4 only from the TensorRT grid"
     assert outputs["rows"] == len(expected)
+    comp = {r["variant"]: r for r in comp_rows}
     for key, r in by.items():
         if r["format"].startswith("tensorrt"):
             assert r["status"] in ("ok", "unavailable"), (key, r["reason"])
@@ -144,9 +155,20 @@ def test_every_format_has_a_valid_row(run_dir):
                 assert "TensorRT" in r["reason"]
             else:
                 assert (run.root / r["path"]).suffix == ".engine"
+            assert r.get("test_accuracy") is None  # the ONNX file's accuracy is not the engine's
+            continue
+        assert r["status"] == "ok", (key, r["reason"])
+        assert (run.root / r["path"]).is_file()
+        # Each file's own accuracy on both splits, from its stored per-example predictions.
+        preds = load_predictions(run.root / r["predictions"])
+        assert preds["test"].accuracy == pytest.approx(r["test_accuracy"]) and len(preds["dev"].labels) == len(task.dev)
+        assert r["test_accuracy_ci"][0] <= r["test_accuracy"] <= r["test_accuracy_ci"][1]
+        # A row's storage is its own model's: code-carrying files = the artifact they hold; files that ORT
+        # re-quantized are models of their own and claim no artifact storage.
+        if r["format"] in ("onnx-int8", "onnx-int4"):
+            assert r["storage_bytes"] == comp[r["variant"]]["storage_bytes"] and r["codes"] == "compress"
         else:
-            assert r["status"] == "ok", (key, r["reason"])
-            assert (run.root / r["path"]).is_file()
+            assert r["storage_bytes"] is None
     _check_cpu_fusions(run, by, task, [(b32, "onnx-fp32"), (b8, "onnx-int8"), (b4, "onnx-int4")])
     assert by[(b32, "onnx-int8-dynamic")]["graph_optimization"]["applied"]
     assert "QAttention" in _ops(run.root / by[(b32, "onnx-int8-dynamic")]["path"])
@@ -180,26 +202,40 @@ def test_every_format_has_a_valid_row(run_dir):
         checked += 1
     assert checked >= 2 * 6 + 1  # every Linear of both layers + the word embedding
 
-    # The INT4 file computes the b4 variant's weights re-quantized block-wise (1-D parameters: the
-    # variant's own values), independently rebuilt here, within the fp32 tolerance.
+    # onnx-int4 of the per-tensor asymmetric b4 variant carries exactly its UINT4 codes and reproduces the
+    # model the compress artifact's own loader builds, within 1e-4 in every logit, in an exact and in a
+    # plain ONNX Runtime session.
+    path4 = run.root / by[(b4, "onnx-int4")]["path"]
     art4 = load_artifact(run.root / comp_rows[2]["artifact"])
-    from tlc_export.compress.artifact import build_model
-
-    ref4 = build_model(art4).float()
-    w2 = {k: v.dequantize() for k, v in art4.quantized.items() if len(v.shape) == 2}
-    q4 = requantize_block(w2, recipe.export.int4_block_size, symmetric=True)
-    ref4.load_state_dict({**ref4.state_dict(), **{k: v.dequantize() for k, v in q4.items()}})
-    from tlc_export.data import load_tokenizer
-
+    inits4 = {i.name: i for i in onnx.load(str(path4)).graph.initializer}
+    for name, ref in refs.items():
+        q = art4.quantized.get(ref["param"])
+        if q is not None and len(q.shape) == 2:
+            init = inits4[f"{name}__codes"]
+            assert init.data_type == onnx.TensorProto.UINT4
+            want = q.codes.numpy()
+            np.testing.assert_array_equal(numpy_helper.to_array(init).astype(np.int16), want.T if ref["transposed"] else want)
+    reference_model = load_model(run.root / comp_rows[2]["artifact"]).float().eval()
     tok = load_tokenizer(run.stage_dir("finetune") / SIZE / "model")
-    batches = V.encode(tok, task.dev[:16], 32, 8)
-    reference = V.torch_logits(ref4, batches)
-    d, tol, _ = V.compare(run.root / by[(b4, "onnx-int4")]["path"], reference, batches, 1e-3)
-    assert d <= tol
-    assert by[(b4, "onnx-int4")]["codes"] == "requantized"
+    batches = V.encode(tok, task.dev[:16] + task.test[:16], 32, 8)
+    reference = V.torch_logits(reference_model, batches)
+    for sess in (V.session(path4, exact=True), V.session(path4)):
+        got = V.onnx_logits(sess, batches)
+        assert max(float(np.abs(g - r).max()) for g, r in zip(got, reference, strict=True)) <= 1e-4
+    assert by[(b4, "onnx-int4")]["test_accuracy"] == pytest.approx(
+        V.accuracy(V.torch_logits(reference_model, V.encode(tok, task.test, 32, 32)), V.encode(tok, task.test, 32, 32)))
+
+    # The TensorRT variant's onnx-int4 holds its signed block codes; its TensorRT input is fp16 with INT4
+    # only on MatMul weights and passes TensorRT's rules.
+    sym_row = by[(sym, "onnx-int4")]
+    sym_init = {i.name: i for i in onnx.load(str(run.root / sym_row["path"])).graph.initializer}
+    assert any(i.data_type == onnx.TensorProto.INT4 for i in sym_init.values())
+    assert not any(i.data_type == onnx.TensorProto.UINT4 for i in sym_init.values())
+    # Only block DequantizeLinear → MatMul is fused by ORT's default session; the paper's grid is not.
+    assert fusable_int4(onnx.load(str(run.root / sym_row["path"]))) and not fusable_int4(onnx.load(str(path4)))
 
 
-def test_six_bit_goes_to_int8_and_missing_four_bit_requantizes_fp32(run_dir, tmp_path, monkeypatch):
+def test_six_bit_goes_to_int8_and_no_four_bit_variant_means_no_int4_file(run_dir, tmp_path, monkeypatch):
     import shutil
 
     import tlc_export.export.optimize as optimize
@@ -224,11 +260,12 @@ def test_six_bit_goes_to_int8_and_missing_four_bit_requantizes_fp32(run_dir, tmp
         shutil.copy(run.stage_dir("export") / SIZE / f, run2.stage_dir("export") / SIZE / f)
     comp = _compress_rows(run2, model, [32, 6])
     r2 = recipe.model_copy(deep=True)
-    r2.export.formats = ["onnx-int8", "onnx-int4"]
+    r2.export.formats = ["onnx-int8", "onnx-int4", "tensorrt-int4"]
     _, rows = _run_export(r2, run2)
     by = {(r["variant"], r["format"]): r for r in rows}
-    b32, b6 = variant_name(SIZE, 0.0, 32), variant_name(SIZE, 0.0, 6)
-    assert set(by) == {(b6, "onnx-int8"), (b32, "onnx-int4")}
+    b6 = variant_name(SIZE, 0.0, 6)
+    # No 4-bit variant: no INT4 file at all (nothing is re-quantized to stand in for one).
+    assert set(by) == {(b6, "onnx-int8")}
     assert all(r["status"] == "ok" for r in rows), [r["reason"] for r in rows]
     six = by[(b6, "onnx-int8")]
     assert six["storage_bytes"] == comp[1]["storage_bytes"] < six["file_bytes"]  # packed 6-bit < INT8 container
@@ -239,7 +276,3 @@ def test_six_bit_goes_to_int8_and_missing_four_bit_requantizes_fp32(run_dir, tmp
         assert r["path"].endswith(".unfused.onnx") and not r["graph_optimization"]["applied"], r
         assert "does not match the reference" in r["graph_optimization"]["reason"]
         assert not (run2.root / r["path"].replace(".unfused.onnx", ".onnx")).exists()
-    four = by[(b32, "onnx-int4")]
-    assert four["codes"] == "requantized-from-fp32" and four["source"] == b32 and four["bits"] == 4
-    # re-quantized from the fp32 model, so close to it in accuracy though a different function
-    assert abs(four["accuracy_diff_points"]) <= 10.0

@@ -328,9 +328,26 @@ def test_frontier_claim_maps_the_verdict(tmp_path: Path) -> None:
         return [_variant(SMALL, 0.0, 32, 0.70, 6_000_000, None), _variant(SMALL, 0.0, 8, 0.70, 1_500_000, None),
                 _variant(LARGE, 0.0, 32, 0.80, 21_600_000, None), _variant(LARGE, 0.6, 4, large_acc, large_storage, None)]
 
+    def preds(correct_fraction: float) -> dict[str, SplitPredictions]:
+        right = np.arange(N_TEST) < round(correct_fraction * N_TEST)
+        return {"test": SplitPredictions(np.where(right, LABELS, 1 - LABELS), LABELS)}
+
+    def verdict(rows_: list[dict[str, Any]], large_correct: float):
+        for r in rows_:
+            r["predictions"] = r["variant"]
+        table = {r["variant"]: preds(large_correct if r["model"] == LARGE else 0.70) for r in rows_}
+        return train_large_verdict(rows_, table)
+
     won, lost, unfit = rows(0.75, 1_000_000), rows(0.65, 1_000_000), rows(0.75, 2_000_000)
-    assert claim_frontier(won).status == HOLDS and claim_frontier(won).evidence == train_large_verdict(won).sentence
-    assert claim_frontier(lost).status == FAILS
+    # The verdict's paired test on the test split decides: 90 % vs 70 % correct on 400 shared examples wins,
+    # 50 % vs 70 % loses.
+    v_won, v_lost = verdict(won, 0.90), verdict(lost, 0.50)
+    assert v_won.outcome == "won" and v_lost.outcome == "lost"
+    assert claim_frontier(won, v_won).status == HOLDS and claim_frontier(won, v_won).evidence == v_won.sentence
+    assert claim_frontier(lost, v_lost).status == FAILS
+    # Without per-example predictions no paired test can be made: not measured, and the reason says so.
+    bare = rows(0.75, 1_000_000)
+    assert claim_frontier(bare).status == NOT_MEASURED and "predictions" in claim_frontier(bare).reason
     # No variant of the large model fits the reference's storage: the comparison was not made.
     assert claim_frontier(unfit).status == NOT_MEASURED and "fits" in claim_frontier(unfit).reason
     assert claim_frontier([]).status == NOT_MEASURED and "compress" in claim_frontier([]).reason
@@ -421,7 +438,7 @@ def test_claims_json_html_and_markdown_agree(tmp_path: Path) -> None:
     out = build_report(load_report_data(root, "agree"), root / "report")
     data = json.loads((root / "report" / "claims.json").read_text())
     assert out["claims"] == "report/claims.json"
-    assert [c["number"] for c in data["claims"]] == [1, 2, 3, 4, 5]
+    assert [c["number"] for c in data["claims"]] == [1, 2, 3, 4, 5, 6, 7]
     assert {c["status"] for c in data["claims"]} >= {HOLDS, FAILS}
     html = (root / "report" / "index.html").read_text()
     assert html.index("id='claims'") < html.index("id='verdict'")  # the card opens the report

@@ -13,7 +13,7 @@ from onnx import TensorProto, numpy_helper
 from tlc_export.compress.quantize import QuantConfig, quantize_
 from tlc_export.errors import ExportMismatchError
 from tlc_export.export import validate as V
-from tlc_export.export.int4 import int4_model, requantize_block
+from tlc_export.export.int4 import int4_model, tensorrt_int4_ready
 from tlc_export.export.onnx_export import export_template, save_model
 from tlc_export.export.qdq import rewrite_weights
 from tlc_export.export.trt_rules import check_tensorrt_onnx
@@ -41,6 +41,13 @@ def exported(tmp_path_factory):
     m = _model()
     tpl = export_template(m, tmp_path_factory.mktemp("onnx") / "graph.onnx")
     return m, tpl
+
+
+def _block4(m: torch.nn.Module, symmetric: bool, block: int = 32) -> tuple[torch.nn.Module, dict]:
+    """A fake-quant copy of `m` with 4-bit block codes on its weight matrices (the compress quantizer)."""
+    mq = copy.deepcopy(m)
+    q = quantize_(mq, QuantConfig(bits=4, granularity="block", group_size=block, symmetric=symmetric, matrices_only=True))
+    return mq, q
 
 
 def _batch(b: int, s: int, seed: int = 1) -> V.Batch:
@@ -160,25 +167,69 @@ def test_file_sizes_shrink_with_bits(exported, tmp_path):
     proto = tpl.load()
     rewrite_weights(proto, tpl.refs, q8, m.state_dict(), container="int8")
     sizes["int8"] = save_model(proto, tmp_path / "b.onnx")
-    q4 = requantize_block({k: v for k, v in m.state_dict().items() if v.dim() == 2}, 32)
-    sizes["int4"] = save_model(int4_model(tpl.load(), tpl.refs, q4, m.state_dict()), tmp_path / "c.onnx")
+    m4, q4 = _block4(m, symmetric=True)
+    sizes["int4"] = save_model(int4_model(tpl.load(), tpl.refs, q4, m4.state_dict()), tmp_path / "c.onnx")
     assert sizes["fp32"] > 3 * sizes["int8"] / 1.2 > sizes["int4"] * 1.5, sizes
 
 
 def test_tensorrt_int4_file_is_accepted_and_runs_in_ort(exported):
     m, tpl = exported
-    sd = m.state_dict()
-    q = requantize_block({k: v for k, v in sd.items() if v.dim() == 2}, 32, symmetric=True)
-    proto = int4_model(tpl.load(), tpl.refs, q, sd, fp16=True, matmul_only=True)
+    ref, q = _block4(m, symmetric=True, block=64)
+    assert tensorrt_int4_ready(q)
+    proto = int4_model(tpl.load(), tpl.refs, q, ref.state_dict(), fp16=True, matmul_only=True)
     assert check_tensorrt_onnx(proto, "int4") == []
     # The same weights with an asymmetric grid are refused (zero point / UINT4 are not TensorRT's form).
-    qa = requantize_block({k: v for k, v in sd.items() if v.dim() == 2}, 32, symmetric=False)
-    asym = int4_model(tpl.load(), tpl.refs, qa, sd, fp16=True, matmul_only=True)
+    ra, qa = _block4(m, symmetric=False, block=64)
+    assert not tensorrt_int4_ready(qa) and not tensorrt_int4_ready(_block4(m, symmetric=True, block=32)[1])
+    asym = int4_model(tpl.load(), tpl.refs, qa, ra.state_dict(), fp16=True, matmul_only=True)
     assert any(v.rule == "signed only" for v in check_tensorrt_onnx(asym, "int4"))
-    ref = copy.deepcopy(m)
-    ref.load_state_dict({**sd, **{k: v.dequantize() for k, v in q.items()}})
     batches = [_batch(4, 12)]
     V.compare(proto.SerializeToString(), V.torch_logits(ref, batches), batches, 5e-2)
+
+
+@pytest.mark.parametrize("granularity", ["per-tensor", "per-channel"])
+def test_int4_asymmetric_paper_grid_is_exact(exported, granularity):
+    # The paper's grid (offset q0 = min W, not an integer zero point) in INT4: UINT4 codes, then Add(q0).
+    m, tpl = exported
+    mq = copy.deepcopy(m)
+    qd = quantize_(mq, QuantConfig(bits=4, granularity=granularity))
+    proto = int4_model(tpl.load(), tpl.refs, qd, mq.state_dict())
+    onnx.checker.check_model(proto, full_check=True)
+    codes = [i for i in proto.graph.initializer if i.name.endswith("__codes")]
+    assert codes and all(i.data_type == TensorProto.UINT4 for i in codes)
+    batches = [_batch(4, 16)]
+    ref = V.torch_logits(mq, batches)
+    for sess in (V.session(proto.SerializeToString(), exact=True), V.session(proto.SerializeToString())):
+        got = V.onnx_logits(sess, batches)
+        assert float(np.abs(got[0] - ref[0]).max()) <= 1e-4
+
+
+def test_int8_dynamic_quantizes_the_embedding_too(tmp_path):
+    # A vocabulary-heavy model, as real ones are (the embedding is most of a small model's weights).
+    from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForSequenceClassification
+
+    from tlc_export.export import ort_quant
+
+    torch.manual_seed(0)
+    cfg = RobertaPreLayerNormConfig(vocab_size=6000, hidden_size=96, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=192, max_position_embeddings=34, num_labels=2, type_vocab_size=1)
+    m = RobertaPreLayerNormForSequenceClassification(cfg).eval()
+    tpl = export_template(m, tmp_path / "graph.onnx")
+    proto = tpl.load()
+    rewrite_weights(proto, tpl.refs, {}, m.state_dict())
+    fp32 = tmp_path / "fp32.onnx"
+    save_model(proto, fp32)
+    ort_quant.quantize_int8_dynamic(fp32, tmp_path / "dyn.onnx")
+    ratio = (tmp_path / "dyn.onnx").stat().st_size / fp32.stat().st_size
+    assert ratio <= 0.27, ratio
+    q = onnx.load(str(tmp_path / "dyn.onnx"))
+    big_float = [i.name for i in q.graph.initializer if i.data_type == TensorProto.FLOAT and np.prod(i.dims) >= 6000]
+    assert big_float == [], "no fp32 table may be left"
+    ids = np.random.default_rng(0).integers(5, 6000, (4, 16))
+    batches = [V.Batch(ids, np.ones_like(ids), np.zeros(4, dtype=np.int64))]
+    ref = V.torch_logits(m, batches)
+    d, _, _ = V.compare(tmp_path / "dyn.onnx", ref, batches, None)
+    assert d < 0.1 * max(1.0, float(np.abs(ref[0]).max()))  # INT8 weights + activations: close, not exact
 
 
 def test_corrupted_initializer_raises_mismatch(exported, tmp_path):

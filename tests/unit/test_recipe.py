@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from tlc_export.cli import main
 from tlc_export.errors import RecipeError
-from tlc_export.recipe import load_recipe, parse_recipe, schema_lines
+from tlc_export.recipe import load_plan, parse_recipe, schema_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,11 +94,17 @@ def test_section_chain_and_cross_field_checks(tmp_path: Path) -> None:
 
 
 def test_shipped_recipes_validate() -> None:
+    from tlc_export.sweep.plan import Sweep
+
     recipes = sorted((ROOT / "recipes").glob("*.yaml"))
-    assert {p.name for p in recipes} >= {"quickstart.yaml", "paper-roberta.yaml"}
+    assert {p.name for p in recipes} >= {"quickstart.yaml", "paper-roberta.yaml", "ablation-batch.yaml",
+                                         "ablation-data.yaml"}
     for path in recipes:
-        r = load_recipe(path)
-        assert len(r.models.grid()) >= 3, path
+        plan = load_plan(path)
+        if isinstance(plan, Sweep):  # an ablation: every point compares at least two sizes
+            assert len(plan.points) >= 3 and all(len(p.recipe.models.grid()) >= 2 for p in plan.points), path
+        else:
+            assert len(plan.models.grid()) >= 3, path
 
 
 def test_validate_cli_writes_nothing_and_exits_nonzero(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from tlc_export.config.data import TokenizerConfig
 from tlc_export.data.mlm import MLMBatches, PackedRows, pack_sequences
 from tlc_export.data.sources import Document
-from tlc_export.data.split import SplitRouter, val_score
+from tlc_export.data.split import SplitRouter, fraction_hash, val_score
 from tlc_export.data.token_files import TOKENS_DIR, TokenSplit, token_dtype
 from tlc_export.data.token_writer import (
     PARTIAL_DIR,
@@ -53,6 +53,16 @@ def _score(doc: Document) -> float:
     return val_score(0, LABELS[doc.source], doc.key)
 
 
+def _frac_hash(doc: Document) -> int:
+    return fraction_hash(0, LABELS[doc.source], doc.key)
+
+
+def _reference_hash(doc: Document) -> int:
+    """The documented formula, written out: blake2b-64 of (seed, "fraction", source, key), big-endian."""
+    raw = f"0\x1ffraction\x1f{LABELS[doc.source]}\x1f{doc.key}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp_ = pytest.MonkeyPatch()
@@ -65,7 +75,7 @@ def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _write(out: Path, tok_dir: Path, workers: int, vocab_size: int = 400, **kw: object) -> TokenFilesResult:
     return write_token_files(
-        iter(DOCS), score=_score, router=SplitRouter(FRACTION, MIN_VAL), out_dir=out, tokenizer_dir=tok_dir,
+        iter(DOCS), score=_score, fraction_hash=_frac_hash, router=SplitRouter(FRACTION, MIN_VAL), out_dir=out, tokenizer_dir=tok_dir,
         vocab_size=vocab_size, eos_id=EOS_ID, source_labels=LABELS, plan={"test": 1}, workers=workers,
         shard_bytes=1024, **kw,  # ~20 shards: several per worker, and something to resume
     )
@@ -79,7 +89,7 @@ def test_round_trip_and_identical_with_one_and_two_workers(tmp_path: Path, tok_d
     r1 = _write(tmp_path / "w1", tok_dir, workers=1)
     r2 = _write(tmp_path / "w2", tok_dir, workers=2)
     one, two = _files(tmp_path / "w1" / TOKENS_DIR), _files(tmp_path / "w2" / TOKENS_DIR)
-    assert set(one) == {f"{s}.{e}" for s in ("train", "val") for e in ("bin", "idx", "src", "json")}
+    assert set(one) == {f"{s}.{e}" for s in ("train", "val") for e in ("bin", "idx", "src", "frac", "json")}
     assert one == two  # byte for byte, headers included
     assert r1.text_sha256 == r2.text_sha256 and not (tmp_path / "w1" / PARTIAL_DIR).exists()
 
@@ -96,14 +106,17 @@ def test_round_trip_and_identical_with_one_and_two_workers(tmp_path: Path, tok_d
         ids = np.fromfile(folder / f"{split}.bin", dtype="<u2")
         ends = np.fromfile(folder / f"{split}.idx", dtype="<u8")
         srcs = np.fromfile(folder / f"{split}.src", dtype="<u2")
-        assert header["tokens"] == len(ids) == ends[-1] and header["documents"] == len(ends) == len(srcs)
-        for key, name in (("tokens", "bin"), ("document_ends", "idx"), ("document_sources", "src")):
+        hashes = np.fromfile(folder / f"{split}.frac", dtype="<u8")
+        assert header["tokens"] == len(ids) == ends[-1] and header["documents"] == len(ends) == len(srcs) == len(hashes)
+        for key, name in (("tokens", "bin"), ("document_ends", "idx"), ("document_sources", "src"),
+                          ("document_hashes", "frac")):
             assert header["sha256"][key] == hashlib.sha256((folder / f"{split}.{name}").read_bytes()).hexdigest()
         # Each document decodes to exactly one input document of the right source and split.
         by_ids = {(d.source, tuple(tok.encode(d.text, add_special_tokens=False).ids) + (EOS_ID,)): d for d in DOCS}
         starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
-        for s, e, src in zip(starts, ends.astype(np.int64), srcs, strict=True):
+        for s, e, src, h in zip(starts, ends.astype(np.int64), srcs, hashes, strict=True):
             doc = by_ids[(int(src), tuple(ids[s:e].tolist()))]
+            assert int(h) == _reference_hash(doc)
             assert ((doc.source, doc.position) in expected_val) == (split == "val")
             seen.add((doc.source, doc.position))
         assert [x["documents"] for x in header["sources"]] == [int((srcs == i).sum()) for i in range(2)]

@@ -3,7 +3,8 @@
 Per parameter (tied parameters once, under the first name `named_parameters()` reports):
 
 - quantized:      `<name>::codes` (uint8, k-bit codes bit-packed, see packing.py), `<name>::scale`,
-                  `<name>::offset` (float32, the grid, see quantize.py);
+                  `<name>::offset` (float32, the grid, see quantize.py; absent for symmetric grids,
+                  whose offset is 0);
 - unquantized:    `<name>` (float32, dense) — or, when sparse, `<name>::values` (kept float32 values);
 - sparse (a mask with zeros): only the kept codes/values are stored, in row-major order, plus either
   `<name>::mask` (np.packbits of the flattened mask, 1 bit per position) or CSR over the
@@ -187,7 +188,8 @@ def save_artifact(
             packed = pack_bits(codes, q.bits)
             tensors[f"{name}::codes"] = packed
             tensors[f"{name}::scale"] = q.scale.detach().cpu().to(torch.float32).numpy()
-            tensors[f"{name}::offset"] = q.offset.detach().cpu().to(torch.float32).numpy()
+            if not q.symmetric:  # a symmetric grid's offset is 0 by definition: not stored, not counted
+                tensors[f"{name}::offset"] = q.offset.detach().cpu().to(torch.float32).numpy()
             entry.update(kind="quantized", bits=q.bits, granularity=q.granularity, group_size=q.group_size, symmetric=q.symmetric)
             packed_code_bytes += packed.size
             nonzero_bits += kept * q.bits
@@ -264,6 +266,7 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
                 f"{path}: format_version {meta.get('format_version')!r}, this tlc reads {FORMAT_VERSION!r}; rerun the compress stage"
             )
         layout: dict[str, dict[str, Any]] = json.loads(meta["layout"])
+        keys = set(f.keys())
         quantized: dict[str, QuantizedTensor] = {}
         masks: dict[str, torch.Tensor] = {}
         dense: dict[str, torch.Tensor] = {}
@@ -283,10 +286,12 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
                 codes = unpack_bits(f.get_tensor(f"{name}::codes"), bits, kept)
                 if e["symmetric"]:
                     codes = from_unsigned(codes, bits)
+                scale = torch.from_numpy(f.get_tensor(f"{name}::scale").copy())
+                has_offset = f"{name}::offset" in keys  # absent for symmetric grids (offset 0)
                 q = QuantizedTensor(
                     codes=torch.zeros(shape, dtype=torch.int8 if e["symmetric"] else torch.uint8),
-                    scale=torch.from_numpy(f.get_tensor(f"{name}::scale").copy()),
-                    offset=torch.from_numpy(f.get_tensor(f"{name}::offset").copy()),
+                    scale=scale,
+                    offset=torch.from_numpy(f.get_tensor(f"{name}::offset").copy()) if has_offset else torch.zeros_like(scale),
                     bits=bits,
                     granularity=e["granularity"],
                     group_size=int(e["group_size"]),

@@ -216,21 +216,27 @@ def recover_(
     base_dev_acc: float,
     console: Console | None = None,
     description: str = "recover",
+    finetune_lr: float | None = None,
+    seed: int | None = None,
 ) -> tuple[Any, bool]:
     """Finetune the pruned model with fixed masks until dev ≥ target × base, or the step budget ends.
+
+    `finetune_lr` / `seed`: what the finetune stage chose for this size on dev (default: the first
+    of the recipe's lists); recovery runs at `compress.prune.lr`, else half that lr.
     Returns (TrainResult, recovered)."""
     from tlc_export.finetune.train import TrainSettings, finetune_, use_bf16
 
     target = cfg.recovery_target * base_dev_acc
+    ft_lr = finetune_cfg.lr[0] if finetune_lr is None else finetune_lr
     settings = TrainSettings(
-        lr=cfg.lr if cfg.lr is not None else finetune_cfg.lr / 2,
+        lr=cfg.lr if cfg.lr is not None else ft_lr / 2,
         batch_size=finetune_cfg.batch_size,
         max_steps=recovery_max_steps(cfg, len(train), finetune_cfg.batch_size),
         max_length=finetune_cfg.max_length,
         warmup_ratio=finetune_cfg.warmup_ratio,
         weight_decay=finetune_cfg.weight_decay,
         eval_every_steps=cfg.recovery_eval_every_steps,
-        seed=finetune_cfg.seed,
+        seed=finetune_cfg.seeds[0] if seed is None else seed,
         eval_at_start=True,
         keep_best=True,
         bf16=use_bf16(finetune_cfg.precision),
@@ -271,11 +277,15 @@ def prune_ladder(
     base_dev_acc: float,
     console: Console | None = None,
     name: str = "",
+    finetune_lr: float | None = None,
+    seed: int | None = None,
 ) -> list[LevelRecord]:
     """Run the iterative ladder on `model` (the finetuned dense classifier; changed in place) and save
     every level to `out_dir/sXX/` (HF model + tokenizer + masks + prune.json). `task` has `.train`
-    and `.dev` lists of examples. Levels already saved are loaded, not recomputed. Returns the
-    records of every ladder step, requested levels and intermediate ones."""
+    and `.dev` lists of examples (dev decides when recovery stops; test is never read here). Levels
+    already saved are loaded, not recomputed. `finetune_lr` / `seed`: the size's chosen finetune
+    candidate (see `recover_`). Returns the records of every ladder step, requested levels and
+    intermediate ones."""
     from tlc_export.finetune.batching import encode_examples
     from tlc_export.finetune.model import atomic_folder, quiet_transformers
 
@@ -299,7 +309,7 @@ def prune_ladder(
         result, recovered = recover_(
             model, cfg, masks=masks, tokenizer=tokenizer, train=train, dev=dev,
             finetune_cfg=finetune_cfg, base_dev_acc=base_dev_acc, console=console,
-            description=f"{name} {tag} recover",
+            description=f"{name} {tag} recover", finetune_lr=finetune_lr, seed=seed,
         )
         apply_masks_(model, masks)
         before = result.history[0]["dev_accuracy"]  # eval_at_start: the pruned, unrecovered model

@@ -60,6 +60,7 @@ class QuantConfig:
     symmetric: bool = False
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
+    matrices_only: bool = False  # quantize only parameters with ≥ 2 dims (biases, LayerNorm stay float)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.bits, int) and 2 <= self.bits <= 8):
@@ -87,6 +88,13 @@ class QuantConfig:
             include=tuple(qcfg.include),
             exclude=tuple(qcfg.exclude),
         )
+
+    @classmethod
+    def tensorrt_int4(cls, qcfg: QuantizeConfig, block: int) -> QuantConfig:
+        """The grid TensorRT's INT4 weight-only path takes: signed symmetric 4-bit codes in blocks of
+        `block` along the input dim, on weight matrices only (the recipe's include/exclude still apply)."""
+        return cls(bits=4, granularity="block", group_size=block, symmetric=True,
+                   include=tuple(qcfg.include), exclude=tuple(qcfg.exclude), matrices_only=True)
 
     def selects(self, name: str) -> bool:
         """True when parameter `name` matches an include glob and no exclude glob."""
@@ -270,7 +278,7 @@ def quantize_(
     cmasks = _canonical_masks(model, masks)
     out: dict[str, QuantizedTensor] = {}
     for name, p in model.named_parameters():  # remove_duplicate=True: a tied weight appears once
-        if not cfg.selects(name):
+        if not cfg.selects(name) or (cfg.matrices_only and p.dim() < 2):
             continue
         m = cmasks.get(name)
         if m is None:

@@ -30,7 +30,8 @@ class BenchConfig(Section):
     accuracy_splits: list[Literal["dev", "test"]] = Field(
         default_factory=lambda: ["dev", "test"],
         description="Splits whose accuracy is measured through each backend; an accuracy an upstream stage already "
-        "measured with the same computation (torch fp32 on CPU, ONNX Runtime CPU) is reused, not recomputed.",
+        "measured with the same computation (torch fp32 on CPU, ONNX Runtime CPU) is reused, not recomputed. The report "
+        "chooses on dev and reports on test, so a row needs both to appear in its latency answers.",
     )
     eval_batch_size: int = Field(default=32, ge=1, description="Batch size of the accuracy passes.")
     latency_variants: Literal["all", "dense"] = Field(

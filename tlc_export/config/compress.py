@@ -23,6 +23,13 @@ class QuantizeConfig(Section):
     )
     include: list[str] = Field(default_factory=lambda: ["*"], description="Glob patterns of parameter names to quantize (default every parameter, as the paper).")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of parameter names to keep in full precision.")
+    tensorrt_int4_block: Literal[64, 128] | None = Field(
+        default=64,
+        description="Also make, at every sparsity level, the 4-bit variant TensorRT can run: symmetric signed INT4 codes in "
+        "blocks of this many input channels on every selected weight matrix (biases and LayerNorm stay fp32), named "
+        "`<size>.sNN.b4.sym-g<block>`. It is a variant of its own (own codes, packed storage, accuracy) and the only "
+        "source of `tensorrt-int4` files. None: no such variant. 64 divides every width that is a multiple of 64.",
+    )
 
     @field_validator("bits")
     @classmethod
@@ -87,4 +94,3 @@ class CompressConfig(Section):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="Quantization settings.")
     prune: PruneConfig = Field(default_factory=PruneConfig, description="Pruning settings.")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Error analysis settings.")
-    eval_split: Literal["dev", "test"] = Field(default="dev", description="Split on which every variant's accuracy is reported (test is also recorded).")

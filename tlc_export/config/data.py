@@ -94,6 +94,13 @@ class DataConfig(Section):
         description="Hold out at least this many documents (the ones with the smallest hashes; never more "
         "than half the corpus), so small corpora still get a usable validation set.",
     )
+    fraction: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Pretrain on this fraction of the training documents (paper, Figure 14: 0.05 and 0.01): a "
+        "deterministic document-level subsample by a stable hash of each document (seeded by `seed`), nested "
+        "(the 1 % sample is inside the 5 % one). The validation split is the same for every fraction, and so are "
+        "the tokenizer and the token files: pretraining applies it, so the data stage is shared across fractions.",
+    )
     max_seq_len: int = Field(
         default=128, ge=8, le=4096, description="Tokens per packed training sequence (paper: 128)."
     )

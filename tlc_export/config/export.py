@@ -33,10 +33,14 @@ class ExportConfig(Section):
         description="Pruned levels to export in addition to the dense model (None = every level the compress stage saved; [] = dense only).",
     )
     opset: int = Field(default=18, ge=17, le=23, description="Opset of the exported fp graph (INT4 files are converted to 21).")
-    int4_block_size: int = Field(default=32, ge=16, description="Block length of the INT4 weight-only formats (power of two ≥ 16).")
+    int4_block_size: int = Field(default=32, ge=16, description="Block length of onnx-int4-matmulnbits, ONNX Runtime's own INT4 quantizer (power of two ≥ 16). onnx-int4 and tensorrt-int4 carry the compress stage's codes on their own grids.")
     calibration_samples: int = Field(default=128, ge=1, description="Train-split sentences used to calibrate onnx-int8-static.")
     validation_samples: int = Field(default=32, ge=1, description="Padded dev sentences used to compare every file against PyTorch.")
-    accuracy_split: Literal["dev", "test"] = Field(default="dev", description="Split on which ONNX Runtime accuracy is measured.")
+    accuracy_split: Literal["dev", "test"] = Field(
+        default="dev",
+        description="Split of the validation sentences and of the weight-only check (a file holding a variant's own codes "
+        "must match PyTorch's accuracy there). Every file's own accuracy is measured on dev and test either way.",
+    )
     trt_max_batch: int = Field(default=32, ge=1, description="TensorRT optimisation profiles: largest batch.")
     trt_opt_batches: list[int] = Field(
         default_factory=lambda: [1, 32],

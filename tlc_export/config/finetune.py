@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from tlc_export.config.common import Section
 
@@ -37,10 +37,28 @@ class TaskConfig(Section):
 
 
 class FinetuneConfig(Section):
-    """Finetuning of every pretrained size on the task; the best dev checkpoint is kept."""
+    """Finetuning of every pretrained size on the task.
+
+    Every (lr, seed) combination of `lr` × `seeds` is trained; for each size the combination and
+    checkpoint with the best dev accuracy is kept (dev selects; test only reports).
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
 
     task: TaskConfig = Field(default_factory=TaskConfig, description="The downstream task.")
-    lr: float = Field(default=1e-4, gt=0, description="Peak AdamW learning rate.")
+    start_from: Literal["final", "every-kept", "matched-perplexity"] = Field(
+        default="final", alias="from",
+        description="Which pretrained checkpoint each size is finetuned from. final: the end of its budget. "
+        "every-kept: also every checkpoint kept earlier (pretrain.keep_checkpoints_at), each finetuned and quantized "
+        "as `<size>@k<percent>` beside the size's own model (the paper's Figure 8: compressibility vs convergence). "
+        "matched-perplexity: the first kept or final checkpoint whose validation perplexity is at most the worst "
+        "size's final perplexity, so every size starts at the same perplexity (Table 2); the choice is recorded.",
+    )
+    lr: list[float] = Field(
+        default_factory=lambda: [1e-4],
+        description="Peak AdamW learning rate, or a list of them to try (the paper tunes it per size); each size keeps "
+        "the one with the best dev accuracy. A single number is a one-element list.",
+    )
     batch_size: int = Field(default=32, ge=1, description="Sequences per step.")
     epochs: float = Field(default=3.0, gt=0, description="Training epochs (fractions allowed).")
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Fraction of steps spent warming up, then linear decay.")
@@ -48,7 +66,12 @@ class FinetuneConfig(Section):
     max_length: int = Field(default=64, ge=8, description="Truncate inputs to this many tokens.")
     eval_every_steps: int | None = Field(default=None, ge=1, description="Evaluate on dev every N steps (None = once per epoch).")
     dropout: float | None = Field(default=None, ge=0, lt=1, description="Override the classifier's dropout (None = the model's).")
-    seed: int = Field(default=100, description="Seed for the classifier head and data order (paper tunes 100/300/500).")
+    seeds: list[int] = Field(
+        default_factory=lambda: [100],
+        validation_alias=AliasChoices("seeds", "seed"),
+        description="Seed(s) for the classifier head, dropout and data order (paper: 100, 300, 500); every seed is "
+        "tried with every lr and the best dev combination is kept. A single number (also as `seed:`) is a one-element list.",
+    )
     threads: int | None = Field(
         default=None, ge=1,
         description="CPU threads for torch (None = torch's default). On a shared 2-core machine 1 can be faster than 2 (spinning OpenMP threads).",
@@ -57,3 +80,38 @@ class FinetuneConfig(Section):
         default="auto",
         description="Training precision: auto = bf16 autocast on CUDA, fp32 on CPU. Evaluation is always fp32, so compressed variants are scored exactly.",
     )
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_list(cls, v: object) -> object:
+        return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v: object) -> object:
+        return [v] if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr_values(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("give at least one learning rate")
+        bad = [x for x in v if not x > 0]
+        if bad:
+            raise ValueError(f"learning rates must be positive, got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate learning rates in {v}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_values(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate seeds in {v}")
+        return v
+
+    def grid(self) -> list[tuple[float, int]]:
+        """Every (lr, seed) candidate, in the order they are trained (lr-major)."""
+        return [(lr, seed) for lr in self.lr for seed in self.seeds]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tlc_export.config.common import Section
 
@@ -35,7 +35,19 @@ class PretrainConfig(Section):
         "The final evaluation at the end of the budget happens either way.",
     )
     eval_batches: int = Field(default=20, ge=1, description="Validation batches per evaluation (fixed masks, so points are comparable).")
+    eval_batch_size: int | None = Field(
+        default=None, ge=1,
+        description="Rows per validation batch (None = min(batch_size, 32)). Set it when sweeping batch_size, so "
+        "every batch size is scored on the same validation rows and the sweep's curves compare batch by batch.",
+    )
     checkpoint_every_s: float = Field(default=60.0, gt=0, description="Save a resumable checkpoint every this many training seconds.")
+    keep_checkpoints_at: list[float] = Field(
+        default_factory=list,
+        description="Keep a loadable HF checkpoint (pretrain/<size>/kept/k<percent>/) when the training clock passes "
+        "each of these fractions of time_budget_s, e.g. [0.25, 0.5, 1.0]; each is evaluated on the validation sample "
+        "as it is kept. 1.0 is the final checkpoint. finetune.from: every-kept / matched-perplexity start from them "
+        "(the paper's Figure 8 and Table 2).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU.")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
     compile: bool = Field(
@@ -53,6 +65,14 @@ class PretrainConfig(Section):
     )
     seed: int = Field(default=0, description="Seed for initialisation, data order and masking.")
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (None = torch's default).")
+
+    @field_validator("keep_checkpoints_at")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"fractions of the budget must be in (0, 1], got {bad}")
+        return sorted(set(v))
 
     @model_validator(mode="after")
     def _micro(self) -> PretrainConfig:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlc_export.data.sources import Document, iter_source, source_identity
-from tlc_export.data.split import top_up_selection, val_score
+from tlc_export.data.split import fraction_hash, top_up_selection, val_score
 from tlc_export.recipe import Recipe
 
 
@@ -51,6 +51,9 @@ class CorpusReader:
 
     def score(self, doc: Document) -> float:
         return val_score(self.seed, self.identities[doc.source], doc.key)
+
+    def fraction_hash(self, doc: Document) -> int:
+        return fraction_hash(self.seed, self.identities[doc.source], doc.key)
 
     def _pull(self, i: int) -> Document | None:
         if self._exhausted[i]:

@@ -25,6 +25,22 @@ def val_score(seed: int, source_id: str, key: str) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
+def fraction_hash(seed: int, source_id: str, key: str) -> int:
+    """A document's subsample hash (uint64): `data.fraction` keeps the training documents whose hash is
+    below fraction · 2⁶⁴. Its own hash domain, independent of the validation score, so the subsample
+    of the training documents is uniform; one threshold per fraction, so a smaller fraction's sample is
+    inside every larger one's."""
+    digest = hashlib.blake2b(f"{seed}\x1ffraction\x1f{source_id}\x1f{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def fraction_threshold(fraction: float) -> int | None:
+    """The exclusive uint64 bound of `fraction`'s subsample, None for the whole split (fraction ≥ 1)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return None if fraction >= 1 else int(fraction * 2.0**64)
+
+
 def top_up_count(total: int, hashed_val: int, min_val: int) -> int:
     """How many training-bound documents must move to validation: up to `min_val`, never past half."""
     return max(0, min(min_val, total // 2) - hashed_val)

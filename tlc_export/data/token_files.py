@@ -6,6 +6,9 @@
   vocabulary has at most 65,536 ids, else `uint32`; native little-endian, no header.
 - `<split>.idx`: `uint64`, the end offset (exclusive, in tokens) of each document.
 - `<split>.src`: `uint16`, the `data.sources` index each document came from.
+- `<split>.frac`: `uint64`, each document's subsample hash (`split.fraction_hash`): `data.fraction`
+  keeps the documents below fraction · 2⁶⁴ (version 2; version-1 files lack it and cannot be
+  subsampled).
 - `<split>.json`: the header: format, dtype, counts, tokenizer checksum, per-source counts, sha256
   of the three files.
 
@@ -26,11 +29,13 @@ import numpy as np
 from tlc_export.errors import StageError
 
 FORMAT = "tlc-tokens"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TOKENS_DIR = "tokens"
 SPLITS = ("train", "val")
 DOC_END_DTYPE = np.dtype("<u8")
 DOC_SOURCE_DTYPE = np.dtype("<u2")
+DOC_HASH_DTYPE = np.dtype("<u8")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -42,7 +47,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def split_files(split: str) -> dict[str, str]:
     return {"tokens": f"{split}.bin", "document_ends": f"{split}.idx", "document_sources": f"{split}.src",
-            "header": f"{split}.json"}
+            "document_hashes": f"{split}.frac", "header": f"{split}.json"}
 
 
 def file_sha256(path: Path) -> str:
@@ -77,6 +82,7 @@ class TokenSplit:
     ids: np.ndarray  # [tokens] uint16/uint32 memmap
     document_ends: np.ndarray  # [documents] uint64 memmap
     document_sources: np.ndarray  # [documents] uint16 memmap
+    document_hashes: np.ndarray | None = None  # [documents] uint64 memmap (None: version-1 files)
 
     @classmethod
     def open(cls, folder: str | Path, split: str, *, tokenizer_sha: str | None = None) -> TokenSplit:
@@ -91,7 +97,7 @@ class TokenSplit:
             header = json.loads(head_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise StageError(f"{head_path}: unreadable token-file header ({exc}); {rerun}") from None
-        if header.get("format") != FORMAT or header.get("version") != VERSION:
+        if header.get("format") != FORMAT or header.get("version") not in READABLE_VERSIONS:
             raise StageError(
                 f"{head_path}: format {header.get('format')!r} version {header.get('version')!r}, expected "
                 f"{FORMAT!r} version {VERSION}; {rerun}"
@@ -100,8 +106,9 @@ class TokenSplit:
         if dtype not in (np.dtype("<u2"), np.dtype("<u4")):
             raise StageError(f"{head_path}: field `dtype` is {header['dtype']!r}, expected uint16 or uint32; {rerun}")
         n_tok, n_doc = int(header["tokens"]), int(header["documents"])
+        hashed = int(header["version"]) >= 2
         for key, itemsize, count in (("tokens", dtype.itemsize, n_tok), ("document_ends", 8, n_doc),
-                                     ("document_sources", 2, n_doc)):
+                                     ("document_sources", 2, n_doc), *((("document_hashes", 8, n_doc),) if hashed else ())):
             path = folder / files[key]
             size = path.stat().st_size if path.is_file() else None
             if size != itemsize * count:
@@ -116,7 +123,8 @@ class TokenSplit:
             )
         return cls(folder, split, header, _map(folder / files["tokens"], dtype, n_tok),
                    _map(folder / files["document_ends"], DOC_END_DTYPE, n_doc),
-                   _map(folder / files["document_sources"], DOC_SOURCE_DTYPE, n_doc))
+                   _map(folder / files["document_sources"], DOC_SOURCE_DTYPE, n_doc),
+                   _map(folder / files["document_hashes"], DOC_HASH_DTYPE, n_doc) if hashed else None)
 
     @property
     def source_labels(self) -> list[str]:

@@ -36,6 +36,7 @@ from tlc_export.data.sources import Document
 from tlc_export.data.split import SplitRouter
 from tlc_export.data.token_files import (
     DOC_END_DTYPE,
+    DOC_HASH_DTYPE,
     DOC_SOURCE_DTYPE,
     FORMAT,
     SPLITS,
@@ -96,7 +97,8 @@ class _SplitFiles:
         self.split, self.dtype, self.stats = split, dtype, stats
         names = split_files(split)
         sizes = {"tokens": stats.tokens * dtype.itemsize, "document_ends": stats.documents * DOC_END_DTYPE.itemsize,
-                 "document_sources": stats.documents * DOC_SOURCE_DTYPE.itemsize}
+                 "document_sources": stats.documents * DOC_SOURCE_DTYPE.itemsize,
+                 "document_hashes": stats.documents * DOC_HASH_DTYPE.itemsize}
         self.files: dict[str, Any] = {}
         self.hashes: dict[str, Any] = {}
         for key, size in sizes.items():
@@ -112,11 +114,13 @@ class _SplitFiles:
                 raise StageError(f"{path}: shorter than {PROGRESS_FILE} records; delete {folder} and re-run")
             self.files[key], self.hashes[key] = f, h
 
-    def append(self, ids: np.ndarray, lengths: np.ndarray, sources: list[int], nbytes: list[int]) -> None:
+    def append(self, ids: np.ndarray, lengths: np.ndarray, sources: list[int], nbytes: list[int],
+               hashes: list[int]) -> None:
         s = self.stats
         ends = (s.tokens + np.cumsum(lengths)).astype(DOC_END_DTYPE)
         for key, arr in (("tokens", ids.astype(self.dtype, copy=False)), ("document_ends", ends),
-                         ("document_sources", np.asarray(sources, dtype=DOC_SOURCE_DTYPE))):
+                         ("document_sources", np.asarray(sources, dtype=DOC_SOURCE_DTYPE)),
+                         ("document_hashes", np.asarray(hashes, dtype=DOC_HASH_DTYPE))):
             data = arr.tobytes()
             self.files[key].write(data)
             self.hashes[key].update(data)
@@ -147,6 +151,7 @@ class _Shard:
     texts: list[str] = field(default_factory=list)
     sources: list[int] = field(default_factory=list)
     nbytes: list[int] = field(default_factory=list)
+    hashes: list[int] = field(default_factory=list)  # subsample hash of each document (data.fraction)
 
     size: int = 0  # sum of nbytes, kept up to date by the writer
 
@@ -164,6 +169,7 @@ def write_token_files(
     documents: Iterable[Document],
     *,
     score: Callable[[Document], float],
+    fraction_hash: Callable[[Document], int],
     router: SplitRouter[Document],
     out_dir: Path,
     tokenizer_dir: Path,
@@ -179,6 +185,7 @@ def write_token_files(
 ) -> TokenFilesResult:
     """Tokenize `documents` into `out_dir/tokens/` (see `token_files`); resume `out_dir/.tokens.partial/`.
 
+    `fraction_hash(document)` is stored per document (`<split>.frac`) for `data.fraction`.
     `plan` describes everything that decides the output besides the tokenizer (sources, split
     settings); partial work from a different plan or tokenizer is discarded. `min_tokens`: each
     split must have at least this many tokens, else nothing is published. `on_progress(bytes)`
@@ -227,7 +234,7 @@ def write_token_files(
                 "shard, with a lower `data.workers` if memory is short"
             ) from None
         f = files[shard.split]
-        f.append(ids, lengths, shard.sources, shard.nbytes)
+        f.append(ids, lengths, shard.sources, shard.nbytes, shard.hashes)
         f.sync()
         atomic.write_json(progress_path, {"signature": signature,
                                           "splits": {s: stats[s].to_json() for s in SPLITS}})
@@ -256,6 +263,7 @@ def write_token_files(
             shard.texts.append(doc.text)
             shard.sources.append(doc.source)
             shard.nbytes.append(sizes.pop(id(doc)))
+            shard.hashes.append(fraction_hash(doc))
             shard.size += shard.nbytes[-1]
             if shard.size >= shard_bytes:
                 emit(split)
@@ -297,8 +305,9 @@ def write_token_files(
             "format": FORMAT, "version": VERSION, "split": split, "dtype": dtype.name,
             "tokens": s.tokens, "documents": s.documents, "bytes": s.bytes, "eos_id": eos_id,
             "vocab_size": vocab_size, "tokenizer_sha256": tok_sha,
-            "files": {k: names[k] for k in ("tokens", "document_ends", "document_sources")},
-            "sha256": {k: files[split].hashes[k].hexdigest() for k in ("tokens", "document_ends", "document_sources")},
+            "files": {k: names[k] for k in ("tokens", "document_ends", "document_sources", "document_hashes")},
+            "sha256": {k: files[split].hashes[k].hexdigest()
+                       for k in ("tokens", "document_ends", "document_sources", "document_hashes")},
             "sources": [
                 {"source": i, "label": label, **dict(zip(("documents", "tokens", "bytes"),
                                                           s.per_source.get(str(i), [0, 0, 0]), strict=True))}

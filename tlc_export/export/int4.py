@@ -1,11 +1,12 @@
-"""Weight-only INT4 files (opset-21 block DequantizeLinear) and the fp16 graph conversion.
+"""Weight-only INT4 files (opset-21 DequantizeLinear of 4-bit codes) and the fp16 graph conversion.
 
-`onnx-int4` carries the compress stage's 4-bit codes when that stage quantized block-wise with the
-export block size; otherwise (per-tensor / per-channel 4-bit, the paper's default) ONNX block
-DequantizeLinear cannot express the grid with INT4 codes, so the variant's fake-quant weights are
-re-quantized block-wise symmetric here (`requantize_block`) — a different grid, documented in the
-result row as `codes: "requantized"`, and validated against a PyTorch model holding exactly those
-re-quantized weights (so the logit check stays exact) plus the variant's own accuracy.
+`onnx-int4` carries the compress stage's 4-bit codes on the artifact's own grid, whatever it is:
+per-tensor / per-channel asymmetric (the paper's default) as UINT4 `DequantizeLinear` followed by
+`Add(q0)`, block symmetric as INT4 block `DequantizeLinear` (see `qdq.py`), so the file computes the
+variant's model. `tensorrt-int4` takes only TensorRT's grid (symmetric INT4, blocks of 64/128, on
+MatMul/Gemm weights; Gather tables in fp16): `tensorrt_int4_ready` says whether an artifact is on it.
+Nothing here re-quantizes: a grid the format cannot hold is a different variant, made by the compress
+stage (`….b4.sym-g64`).
 """
 
 from __future__ import annotations
@@ -15,37 +16,19 @@ from collections.abc import Mapping
 import onnx
 import torch
 
-from tlc_export.compress.quantize import QuantConfig, QuantizedTensor, quantize_tensor
 from tlc_export.export.onnx_export import InitializerRef
 from tlc_export.export.qdq import CodesLike, rewrite_weights
 
 INT4_OPSET = 21
+TENSORRT_INT4_BLOCKS = (64, 128)
 
 
-def codes_usable(quantized: Mapping[str, CodesLike], block_size: int, symmetric: bool | None = None) -> bool:
-    """True when the compress stage's codes are 4-bit block codes with this block size."""
+def tensorrt_int4_ready(quantized: Mapping[str, CodesLike]) -> bool:
+    """True when every quantized weight matrix is symmetric INT4 in blocks TensorRT accepts."""
     qs = [q for q in quantized.values() if len(q.shape) == 2]
     return bool(qs) and all(
-        q.bits <= 4 and q.granularity == "block" and q.group_size == block_size
-        and (symmetric is None or q.symmetric == symmetric)
-        for q in qs
+        q.bits <= 4 and q.symmetric and q.granularity == "block" and q.group_size in TENSORRT_INT4_BLOCKS for q in qs
     )
-
-
-def requantize_block(
-    weights: Mapping[str, torch.Tensor], block_size: int, symmetric: bool = True, masks: Mapping[str, torch.Tensor] | None = None,
-) -> dict[str, QuantizedTensor]:
-    """Block-wise 4-bit codes of every 2-D weight (the compress stage's quantizer, its formula)."""
-    cfg = QuantConfig(bits=4, granularity="block", group_size=block_size, symmetric=symmetric)
-    out = {}
-    for name, w in weights.items():
-        if w.dim() != 2 or not torch.is_floating_point(w):
-            continue
-        q = quantize_tensor(w.float(), cfg, name=name)
-        if masks and name in masks:
-            q.mask = masks[name].to(torch.bool)
-        out[name] = q
-    return out
 
 
 def to_opset21(model: onnx.ModelProto) -> onnx.ModelProto:

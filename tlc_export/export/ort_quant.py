@@ -1,6 +1,8 @@
 """ONNX Runtime's own quantizers, applied to our fp32 file (their grids, not the compress stage's).
 
-- `onnx-int8-dynamic`: `quantize_dynamic` (weights INT8, activations quantized at run time);
+- `onnx-int8-dynamic`: `quantize_dynamic` (weights INT8, activations quantized at run time), on
+  MatMul/Gemm weights *and* the embedding Gather tables (ORT's own default op set would do the same):
+  the file is ~0.25× the fp32 one instead of ~0.55× with the tables left in fp32;
 - `onnx-int8-static`: `quantize_static`, QDQ, symmetric INT8 activations (per-tensor) and
   per-channel symmetric weights, calibrated on train-split sentences — the form TensorRT consumes;
 - `onnx-int4-matmulnbits`: `MatMulNBitsQuantizer`, block-wise symmetric INT4 on MatMul and the
@@ -63,6 +65,9 @@ def _with_preprocessed(src: Path, out: Path, fn) -> None:
             fn(pre, tmp)
 
 
+DYNAMIC_OP_TYPES = ("MatMul", "Gemm", "Attention", "Gather")
+
+
 def has_contrib_ops(path: str | os.PathLike[str]) -> bool:
     """True when the graph uses com.microsoft operators (a graph the transformer optimizer fused)."""
     return any(n.domain == "com.microsoft" for n in onnx.load(str(path), load_external_data=False).graph.node)
@@ -84,7 +89,7 @@ def quantize_int8_dynamic(src: str | os.PathLike[str], out: str | os.PathLike[st
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if has_contrib_ops(src) else {}
     _with_preprocessed(Path(src), out, lambda pre, tmp: quantize_dynamic(
         str(pre), str(tmp), weight_type=QuantType.QInt8, per_channel=False,
-        op_types_to_quantize=["MatMul", "Gemm", "Attention", "Gather"], extra_options=extra))
+        op_types_to_quantize=list(DYNAMIC_OP_TYPES), extra_options=extra))
 
 
 def quantize_int8_static(src: str | os.PathLike[str], out: str | os.PathLike[str], calibration: Sequence[Batch]) -> None:

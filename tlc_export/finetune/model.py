@@ -71,11 +71,20 @@ def load_tokenizer(checkpoint: str | Path) -> Any:
         return AutoTokenizer.from_pretrained(str(checkpoint))
 
 
-def save_classifier(model: Any, tokenizer: Any, target: str | Path) -> None:
-    """save_pretrained model + tokenizer into `target`, atomically (a reader never sees half a folder)."""
+SELECTION_FILE = "selection.json"
+
+
+def save_classifier(model: Any, tokenizer: Any, target: str | Path, selection: dict[str, Any] | None = None) -> None:
+    """save_pretrained model + tokenizer into `target`, atomically (a reader never sees half a folder).
+
+    `selection` (e.g. the finetune candidate the weights come from) is written beside them as
+    `selection.json`, in the same atomic step, so the folder always says which candidate it holds.
+    """
     with atomic_folder(target) as tmp, quiet_transformers():
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        if selection is not None:
+            atomic.write_json(tmp / SELECTION_FILE, selection)
 
 
 @contextlib.contextmanager

@@ -50,17 +50,18 @@ class TrainSettings:
     bf16: bool = False  # bf16 autocast for the training forward (CUDA); weights and evaluation stay fp32
 
     @classmethod
-    def from_finetune(cls, cfg: FinetuneConfig, num_train: int) -> TrainSettings:
+    def from_finetune(cls, cfg: FinetuneConfig, num_train: int, lr: float | None = None, seed: int | None = None) -> TrainSettings:
+        """One candidate of the recipe's grid: `lr` and `seed` (default: the first of each list)."""
         steps_per_epoch = max(1, math.ceil(num_train / cfg.batch_size))
         return cls(
-            lr=cfg.lr,
+            lr=cfg.lr[0] if lr is None else lr,
             batch_size=cfg.batch_size,
             max_steps=max(1, math.ceil(cfg.epochs * steps_per_epoch)),
             max_length=cfg.max_length,
             warmup_ratio=cfg.warmup_ratio,
             weight_decay=cfg.weight_decay,
             eval_every_steps=cfg.eval_every_steps,
-            seed=cfg.seed,
+            seed=cfg.seeds[0] if seed is None else seed,
             bf16=use_bf16(cfg.precision),
         )
 
@@ -86,6 +87,16 @@ def _mask_params(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> 
     if not masks:
         return []
     return [(p, m.to(dtype=p.dtype)) for p, m in bind_masks(model, masks)]
+
+
+def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where this torch has it for these tensors (CPU and CUDA in recent
+    versions; on a small CPU model the per-parameter loop is ~20 % of a step, fused ~5 %): the same
+    update rule, so results match the loop version up to float rounding."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr)
 
 
 def _no_decay(name: str) -> bool:
@@ -119,7 +130,7 @@ def finetune_(
         {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    opt = _adamw(groups, cfg.lr)
     sched = get_linear_schedule_with_warmup(opt, round(cfg.warmup_ratio * cfg.max_steps), max(1, cfg.max_steps))
 
     def apply_masks() -> None:

@@ -32,6 +32,7 @@ from tlc_export.pretrain.evaluate import (
     validation_sample,
 )
 from tlc_export.pretrain.feed import BatchFeed
+from tlc_export.pretrain.kept import is_kept, kept_tag, read_kept, save_kept
 from tlc_export.pretrain.loss import MLMLoss
 from tlc_export.pretrain.masking import masked_per_row
 from tlc_export.pretrain.schedule import lr_at
@@ -68,6 +69,8 @@ class PretrainData:
     mlm_probability: float = 0.15
     val_row_sources: np.ndarray | None = None  # data.sources index of each validation row (None: one source)
     source_labels: list[str] | None = None
+    data_fraction: float = 1.0  # data.fraction: share of the training documents in train_rows
+    train_documents: dict[str, int] | None = None  # {kept, of}: training documents used, of the split's
 
     @property
     def seq_len(self) -> int:
@@ -80,7 +83,7 @@ class PretrainData:
 
     def validation_sample(self, cfg: PretrainConfig) -> ValidationSample:
         """The fixed validation rows every evaluation of every size uses (seeded by pretrain.seed)."""
-        bs = min(cfg.batch_size, 32)
+        bs = cfg.eval_batch_size or min(cfg.batch_size, 32)
         return validation_sample(len(self.val_rows), self.val_row_sources, list(self.source_labels or []),
                                  cfg.eval_batches * bs, bs, cfg.seed)
 
@@ -185,9 +188,9 @@ def pretrain_size(
             warning.update(text=text, projected=projected)
             console.print(f"[bold yellow]warning:[/bold yellow] {text}", highlight=False)
 
-    def log_eval(train_losses: list[float]) -> None:
+    def log_eval(train_losses: list[float], kept: str | None = None) -> dict[str, Any]:
         v = evaluate(loss_module, val, device, dtype, micro)
-        atomic.append_jsonl(curves_path, {
+        point = {
             "size": size.name, "elapsed_s": round(counters.elapsed_s, 4), "step": counters.step,
             "tokens": counters.tokens, "epochs": trained_epochs(),
             "flops": flops.paper(counters.tokens), "flops_paper": flops.paper(counters.tokens),
@@ -196,13 +199,25 @@ def pretrain_size(
             "train_loss": sum(train_losses) / len(train_losses) if train_losses else None,
             "val_loss": v.loss, "val_ppl": v.ppl, "val_loss_sums": v.loss_sums, "val_token_counts": v.token_counts,
             "wall_time": time.time(),
-        })
+        }
+        if kept:
+            point["kept"] = kept
+        atomic.append_jsonl(curves_path, point)
         counters.curves_lines += 1
         progress.update(task, ppl=f"{v.ppl:.1f}")
         if warning["projected"] is None and counters.elapsed_s > 0:
             # Once, at the first evaluation with training time behind it: the projection to the budget.
             warning["projected"] = projected_epochs(trained_epochs(), counters.elapsed_s, budget)
             check_epochs(warning["projected"])
+        return point
+
+    def keep(fraction: float, train_losses: list[float]) -> None:
+        """Evaluate now and keep a loadable checkpoint (main process only)."""
+        p = log_eval(train_losses, kept=kept_tag(fraction))
+        save_kept(out_dir, fraction, model, tok, {
+            k: p[k] for k in ("elapsed_s", "step", "tokens", "epochs", "flops_paper", "val_loss", "val_ppl")})
+        console.print(f"[dim]{size.name}: kept the checkpoint at {100 * fraction:g} % of the budget "
+                      f"(step {counters.step}, val ppl {p['val_ppl']:.2f})[/dim]")
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
@@ -221,12 +236,25 @@ def pretrain_size(
     last_eval_step = int(atomic.read_jsonl(curves_path)[-1]["step"]) if main and curves_path.exists() and counters.curves_lines else -1
     feed = BatchFeed(batches.next_batch, lambda: batches.position, device, rank=rank, world_size=world)
     steps_here = 0
+    # Fractions still to keep (1.0 is the final checkpoint); a kept folder from before a resume stays.
+    to_keep = [f for f in cfg.keep_checkpoints_at if f < 1 and not is_kept(out_dir, f)]
     with progress, contextlib.closing(feed):
         while True:
             counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
             # Evaluation and checkpoints happen between steps, outside the training clock.
+            if to_keep and counters.elapsed_s >= to_keep[0] * budget:
+                while to_keep and counters.elapsed_s >= to_keep[0] * budget:
+                    fraction = to_keep.pop(0)
+                    if main:
+                        keep(fraction, train_losses)
+                        train_losses = []
+                        last_eval_step = counters.step
+                        if counters.elapsed_s >= counters.next_eval_s:  # that evaluation was just made
+                            counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
+                if main:  # a resume starts after the kept checkpoint, never before it
+                    save_state(state_dir, model, optimizer, counters)
             if main and _eval_due(cfg, counters, last_eval_step):
                 last_eval_step = counters.step
                 log_eval(train_losses)
@@ -297,6 +325,7 @@ def pretrain_size(
     if main:
         last = atomic.read_jsonl(curves_path)[-1]
         row["final_val_loss"], row["final_val_ppl"] = last["val_loss"], last["val_ppl"]
+        row["kept_checkpoints"] = _kept_rows(out_dir, cfg, last)
         with atomic.atomic_path(out_dir / "checkpoint") as tmp:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
@@ -311,6 +340,17 @@ def pretrain_size(
         torch._dynamo.reset()  # drop this size's graphs (and CUDA-graph pools) before the next size
     distributed.barrier()
     return row
+
+
+def _kept_rows(out_dir: Path, cfg: PretrainConfig, last: dict[str, Any]) -> list[dict[str, Any]]:
+    """The size's kept checkpoints, earliest first; fraction 1.0 is the final checkpoint itself."""
+    rows = [r for r in read_kept(out_dir) if r.get("fraction") in cfg.keep_checkpoints_at]
+    if 1.0 in cfg.keep_checkpoints_at:
+        rows.append({"tag": kept_tag(1.0), "fraction": 1.0, "final": True,
+                     **{k: last.get(k) for k in ("elapsed_s", "step", "tokens", "epochs", "flops_paper", "val_loss",
+                                                 "val_ppl")},
+                     "checkpoint": f"{out_dir.name}/checkpoint"})
+    return rows
 
 
 def _graphs() -> int:

@@ -1,4 +1,5 @@
-"""The paper's learning-curve figures: validation perplexity vs training seconds (Fig. 2a) and vs steps (Fig. 3)."""
+"""The paper's learning-curve figures: validation perplexity vs training seconds (Fig. 2a) and vs steps (Fig. 3),
+and validation loss vs model FLOPs as the paper counts them (Fig. 10)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ from typing import Any
 
 from tlc_export.atomic import atomic_path
 
+AXIS_LABELS = {
+    "elapsed_s": "training wall-clock (s)",
+    "step": "gradient steps",
+    "flops_paper": "model FLOPs as the paper counts them (6·N·tokens + attention), log scale",
+}
 
-def plot_curves(curves: dict[str, list[dict[str, Any]]], x: str, path: Path, title: str) -> None:
-    """One line per size of `val_ppl` against `x` ("elapsed_s" or "step"), log-scale y, written atomically."""
+
+def plot_curves(curves: dict[str, list[dict[str, Any]]], x: str, path: Path, title: str, y: str = "val_ppl") -> None:
+    """One line per size of `y` (`val_ppl`, log scale, or `val_loss`) against `x` ("elapsed_s", "step" or
+    "flops_paper", the last on a log scale), written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless machines, and no GUI event loop in worker processes
@@ -17,12 +25,15 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], x: str, path: Path, tit
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, points in curves.items():
-        pts = [p for p in points if p.get("val_ppl") is not None]
+        pts = [p for p in points if p.get(y) is not None and p.get(x) is not None and (x != "flops_paper" or p[x] > 0)]
         if pts:
-            ax.plot([p[x] for p in pts], [p["val_ppl"] for p in pts], marker=".", label=name)
-    ax.set_yscale("log")
-    ax.set_xlabel({"elapsed_s": "training wall-clock (s)", "step": "gradient steps"}.get(x, x))
-    ax.set_ylabel("validation MLM perplexity")
+            ax.plot([p[x] for p in pts], [p[y] for p in pts], marker=".", label=name)
+    if y == "val_ppl":
+        ax.set_yscale("log")
+    if x == "flops_paper":
+        ax.set_xscale("log")
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel({"val_ppl": "validation MLM perplexity", "val_loss": "validation MLM loss (nats)"}.get(y, y))
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     if curves:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlc_export import atomic
+from tlc_export import atomic, stats
 from tlc_export.report.answers import (
     Verdict,
     latency_answers,
@@ -14,18 +14,57 @@ from tlc_export.report.answers import (
     train_large_verdict,
     usable_variants,
 )
+from tlc_export.report.checkpoints import (
+    checkpoint_study,
+    fig8_png,
+    sections_html,
+    sections_markdown,
+)
 from tlc_export.report.claims import build_card, card_html, card_markdown, write_card
+from tlc_export.report.curve_plots import flops_curve_png
 from tlc_export.report.data import ReportData, compression_label, epoch_notes, load_report_data
 from tlc_export.report.html import render_html
 from tlc_export.report.markdown import render_markdown
 from tlc_export.report.pareto import pareto_frontier
 from tlc_export.report.plots import accuracy_latency_png, accuracy_storage_png, pretrain_curves_png
+from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
 
 __all__ = ["AnswerTables", "ReportData", "Verdict", "answer_tables", "build_report", "load_report_data", "pareto_frontier",
            "train_large_verdict"]
 
 _PNG_FILES = {"frontier-plot": "accuracy_vs_storage.png", "latency-plot": "accuracy_vs_latency.png",
-              "pretrain-plot": "pretrain_curves.png", "error-plot": "compression_error.png"}
+              "pretrain-plot": "pretrain_curves.png", "error-plot": "compression_error.png",
+              "flops-plot": "loss_vs_flops.png", "fig8-plot": "fig8_checkpoints.png"}
+
+
+def _with_intervals(rows: list[dict[str, Any]], data: ReportData, split: str) -> list[dict[str, Any]]:
+    """Bench rows with `<split>_accuracy_ci`: from their predictions when stored, else from the
+    accuracy and the split's size (Wilson, same formula)."""
+    n = (data.majority.get(split) or {}).get("n")
+    out = []
+    for r in rows:
+        r = dict(r)
+        acc = r.get(f"{split}_accuracy")
+        if acc is not None and not r.get(f"{split}_accuracy_ci"):
+            sp = data.predictions.get(r.get("predictions") or "", {}).get(split)
+            if sp is not None:
+                a = stats.accuracy_interval(sp.correct)
+                r[f"{split}_accuracy_ci"] = [a.ci_low, a.ci_high]
+            elif n:
+                r[f"{split}_accuracy_ci"] = list(stats.wilson_interval(min(n, max(0, round(float(acc) * n))), n))
+        out.append(r)
+    return out
+
+
+def _finetune_rows(data: ReportData) -> list[dict[str, Any]]:
+    rows = []
+    for r in data.finetune:
+        r = dict(r)
+        cands = r.get("candidates") or []
+        r["candidates_text"] = "; ".join(f"lr {c['lr']:g} seed {c['seed']}: {100 * c['dev_accuracy']:.1f} %" for c in cands)
+        r["learned"] = None if r.get("learned_task") is None else ("yes" if r["learned_task"] else "NO: did not learn the task")
+        rows.append(r)
+    return rows
 
 
 @dataclass
@@ -51,10 +90,12 @@ def answer_tables(
     `backend` / `batch` restrict the latency answer to that backend's rows / that batch size (the
     report itself uses every backend at the smallest timed batch).
     """
-    bench = [r for r in data.bench if (backend is None or r.get("backend") == backend)
+    bench = [r for r in _with_intervals(data.bench, data, REPORT_SPLIT) if (backend is None or r.get("backend") == backend)
              and (batch is None or r.get("batch") == batch)]
-    lat_batch, lat = latency_answers(bench, latency_budgets_ms)
-    return AnswerTables(storage_answers([dict(r) for r in data.variants], storage_budgets_mb), lat_batch, lat)
+    lat_batch, lat = latency_answers(bench, latency_budgets_ms, data.predictions)
+    storage = storage_answers([{**r, "compression": compression_label(r)} for r in data.variants], storage_budgets_mb,
+                              data.predictions)
+    return AnswerTables(storage, lat_batch, lat)
 
 
 def build_report(
@@ -63,29 +104,51 @@ def build_report(
     storage_budgets_mb: list[float] | None = None,
     latency_budgets_ms: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary."""
+    """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary.
+
+    Dev selects, test reports (`tlc_export.scoring`): the verdict, the Pareto frontier, the answer
+    tables and the plots' y-axis are on the test split, with 95 % intervals and dev shown beside.
+    """
+    split = REPORT_SPLIT
     out = Path(out_dir)
     variants = [dict(r) for r in data.variants]
     front = {id(r) for r in pareto_frontier(usable_variants(variants), x=lambda r: r["storage_bytes"],
-                                             y=lambda r: float(r["dev_accuracy"]))}
+                                             y=lambda r: float(r[f"{split}_accuracy"]))}
     for r in variants:
         r["compression"] = compression_label(r)
         r["on_frontier"] = "yes" if id(r) in front else ""
-    verdict = train_large_verdict(variants)
+        if r.get("learned_task") is not None:
+            r["above_majority"] = "yes" if r["learned_task"] else "NO"
+    bench = _with_intervals(data.bench, data, split)
+    majority = data.majority.get(split)
+    if majority is not None and data.label_names and majority.get("label") is not None:
+        majority = {**majority, "label_name": data.label_names[int(majority["label"])]}
+    verdict = train_large_verdict(variants, data.predictions)
+    finetune = _finetune_rows(data)
     card = build_card(data, verdict)
     answers = answer_tables(data, storage_budgets_mb, latency_budgets_ms)
     batch, lat = answers.latency_batch, answers.latency
     figures = {
-        "frontier-plot": (accuracy_storage_png(variants), "frontier-plot", "accuracy vs storage with the Pareto frontier"),
-        "latency-plot": (accuracy_latency_png(data.bench), "latency-plot", "accuracy vs p50 latency per backend"),
+        "frontier-plot": (accuracy_storage_png(variants, split, majority), "frontier-plot",
+                          f"{split} accuracy vs storage with 95 % intervals, the Pareto frontier and the majority line"),
+        "latency-plot": (accuracy_latency_png(bench, split, majority), "latency-plot",
+                         f"{split} accuracy vs p50 latency per backend with 95 % intervals and the majority line"),
         "pretrain-plot": (pretrain_curves_png(data.curves), "pretrain-plot", "validation perplexity vs wall-clock and steps"),
         "error-plot": (data.error_png, "error-plot", "compression error analysis"),
     }
+    study = checkpoint_study(data.run_dir)
+    flops_png = flops_curve_png(data.curves)
+    fig8 = fig8_png({"this run": study.fig8}) if study.fig8 and not study.fig8_note else None
+    figures["flops-plot"] = (flops_png, "flops-plot", "validation loss vs model FLOPs")
+    figures["fig8-plot"] = (fig8, "fig8-plot", "accuracy drop at 4 bits vs pretraining checkpoint")
     ctx = {
         "name": data.name, "verdict": verdict, "definition": " ".join((Verdict.__doc__ or "").split()),
         "figures": figures, "storage_answers": answers.storage,
-        "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": data.bench,
-        "environment": data.environment, "epoch_notes": epoch_notes(data.pretrain),
+        "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": bench,
+        "environment": data.environment, "finetune": finetune, "majority": majority,
+        "select_split": SELECTION_SPLIT, "report_split": split,
+        "not_learned": [r for r in finetune if r.get("learned_task") is False],
+        "epoch_notes": epoch_notes(data.pretrain),
         "claims_html": card_html(card), "claims_md": card_markdown(card),
     }
     images = {}
@@ -94,12 +157,17 @@ def build_report(
             atomic.write_bytes(out / _PNG_FILES[key], png)
             images[key] = _PNG_FILES[key]
     write_card(card, out)
+    ctx["ablation_html"] = sections_html(study, flops_png, fig8)
+    ctx["ablation_md"] = sections_markdown(study, images)
     atomic.write_text(out / "index.html", render_html(ctx))
     atomic.write_text(out / "summary.md", render_markdown(ctx, images))
     return {
         "index": "report/index.html", "summary": "report/summary.md",
+        "report_split": split,
         "train_large_won": verdict.won if verdict.decided else None,
+        "verdict_outcome": verdict.outcome,
         "frontier": [r["variant"] for r in variants if r["on_frontier"]],
+        "did_not_learn": [r["model"] for r in ctx["not_learned"]],
         "claims": "report/claims.json",
         "claims_status": {str(c.number): c.status for c in card.claims},
     }

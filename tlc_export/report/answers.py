@@ -1,32 +1,120 @@
 """The report's answers: best variant per storage / latency budget, and whether "train large, then
-compress" won on this run."""
+compress" won on this run.
+
+Every function here is a pure function of result rows (and, optionally, per-example predictions
+already loaded): no file I/O, so `tlc package --max-storage-mb/--max-latency-ms` can call them and
+pick exactly the variant the report names.
+
+Split jobs (`tlc_export.scoring`): the selection split (dev) picks — the variant an answer names,
+the large model's variant the verdict compares — and the report split (test) reports, with 95 %
+intervals and paired tests on the same examples. Picking on test and then reporting test would
+report the luckiest of many noisy numbers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from tlc_export import stats
+from tlc_export.predictions import SplitPredictions
 from tlc_export.report.data import compression_label
-from tlc_export.report.pareto import best_within, geometric_budgets
+from tlc_export.report.pareto import geometric_budgets
+from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
+
+Predictions = Mapping[str, Mapping[str, SplitPredictions]]
+"""Run-relative predictions path (a row's `predictions`) -> split -> per-example predictions."""
+
+Row = dict[str, Any]
 
 
-def _acc(r: dict[str, Any]) -> float:
-    v = r.get("dev_accuracy", r.get("accuracy"))
+def accuracy(r: Row, split: str) -> float:
+    """`<split>_accuracy` of a row, NaN when absent."""
+    v = r.get(f"{split}_accuracy")
     return float("nan") if v is None else float(v)
 
 
-def _storage(r: dict[str, Any]) -> float:
+def _storage(r: Row) -> float:
     v = r.get("storage_bytes")
     return float("nan") if v is None else float(v)
 
 
-def usable_variants(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in variants if r.get("storage_bytes") and _acc(r) == _acc(r)]
+def _ok(x: float) -> bool:
+    return x == x
 
 
-def storage_answers(variants: list[dict[str, Any]], budgets_mb: list[float] | None) -> list[dict[str, Any]]:
-    """For each storage budget: the most accurate variant that fits (dev accuracy picks it)."""
-    pts = usable_variants(variants)
+def usable_variants(variants: Sequence[Row], select_split: str = SELECTION_SPLIT,
+                    report_split: str = REPORT_SPLIT) -> list[Row]:
+    """Variants with a storage size and both the selection and the report accuracy."""
+    return [r for r in variants if r.get("storage_bytes") and _ok(accuracy(r, select_split)) and _ok(accuracy(r, report_split))]
+
+
+def correct_flags(row: Row | None, predictions: Predictions | None, split: str) -> np.ndarray | None:
+    """Per-example correctness of a row's model on `split`, or None when its predictions are not there."""
+    if row is None or not predictions or not row.get("predictions"):
+        return None
+    sp = predictions.get(row["predictions"], {}).get(split)
+    return None if sp is None else sp.correct
+
+
+def paired(a: Row, b: Row, predictions: Predictions | None, split: str = REPORT_SPLIT) -> stats.PairedComparison | None:
+    """A against B on the same `split` examples (exact McNemar + paired bootstrap), or None without predictions."""
+    ca, cb = correct_flags(a, predictions, split), correct_flags(b, predictions, split)
+    if ca is None or cb is None or ca.shape != cb.shape:
+        return None
+    return stats.compare_paired(ca, cb)
+
+
+def _rank(rows: Sequence[Row], cost: Callable[[Row], float], select_split: str) -> list[Row]:
+    """Best selection-split accuracy first; ties: the cheaper, then the name (deterministic)."""
+    return sorted(rows, key=lambda r: (-accuracy(r, select_split), cost(r), str(r.get("variant")), str(r.get("backend"))))
+
+
+def _runner_up_fields(best: Row, ranked: Sequence[Row], predictions: Predictions | None, report_split: str,
+                      label: Callable[[Row], str]) -> dict[str, Any]:
+    """How the pick compares with the next one the selection split ranks, on the report split."""
+    out: dict[str, Any] = {"runner_up": None, "runner_up_accuracy": None, "vs_runner_up": None,
+                           "vs_runner_up_p": None, "within_noise": None, "mark": ""}
+    if len(ranked) < 2:
+        out["mark"] = "only candidate"
+        return out
+    ru = ranked[1]
+    out.update(runner_up=label(ru), runner_up_accuracy=accuracy(ru, report_split))
+    cmp_ = paired(best, ru, predictions, report_split)
+    if cmp_ is None:
+        out["mark"] = "no paired test (predictions missing)"
+        return out
+    out.update(vs_runner_up=cmp_.outcome, vs_runner_up_p=cmp_.p_value, within_noise=cmp_.outcome == "within noise")
+    out["mark"] = {"within noise": f"≈ runner-up (p = {cmp_.p_value:.2g})",
+                   "won": f"beats runner-up (p = {cmp_.p_value:.2g})",
+                   "lost": f"runner-up better on {report_split} (p = {cmp_.p_value:.2g})"}[cmp_.outcome]
+    return out
+
+
+def storage_answers(
+    variants: Sequence[Row],
+    budgets_mb: Sequence[float] | None,
+    predictions: Predictions | None = None,
+    *,
+    select_split: str = SELECTION_SPLIT,
+    report_split: str = REPORT_SPLIT,
+) -> list[Row]:
+    """For each storage budget (MB; None = five geometric budgets over the variants' range): the
+    variant whose `storage_bytes` fits and whose `select_split` accuracy is best (ties: the smaller),
+    reported with its `report_split` accuracy and interval. With `predictions`, the pick is compared
+    with the runner-up (the selection split's second) on the report split by a paired test;
+    `within_noise` marks picks the report split cannot tell from their runner-up.
+
+    Rows need `variant`, `storage_bytes`, `<split>_accuracy` (and `<split>_accuracy_ci`, `predictions`
+    when present). Returns one dict per budget: budget_mb, variant, model, compression, storage_mb,
+    `<select_split>_accuracy`, `<report_split>_accuracy`, `<report_split>_accuracy_ci`, runner_up,
+    runner_up_accuracy, vs_runner_up ("won" | "lost" | "within noise" | None), vs_runner_up_p,
+    within_noise, mark (short text for the table). The variant is None when nothing fits.
+    """
+    pts = usable_variants(variants, select_split, report_split)
     if not pts:
         return []
     if budgets_mb:
@@ -35,48 +123,79 @@ def storage_answers(variants: list[dict[str, Any]], budgets_mb: list[float] | No
         budgets = geometric_budgets(min(map(_storage, pts)), max(map(_storage, pts)), 5)
     out = []
     for b in budgets:
-        best = best_within(pts, b, _storage, _acc)
-        out.append({
+        ranked = _rank([r for r in pts if _storage(r) <= b], _storage, select_split)
+        best = ranked[0] if ranked else None
+        row: Row = {
             "budget_mb": b / 1e6,
             "variant": best["variant"] if best else None,
             "model": best.get("model") if best else None,
             "compression": compression_label(best) if best else None,
             "storage_mb": _storage(best) / 1e6 if best else None,
-            "dev_accuracy": _acc(best) if best else None,
-            "test_accuracy": best.get("test_accuracy") if best else None,
-        })
+            f"{select_split}_accuracy": accuracy(best, select_split) if best else None,
+            f"{report_split}_accuracy": accuracy(best, report_split) if best else None,
+            f"{report_split}_accuracy_ci": best.get(f"{report_split}_accuracy_ci") if best else None,
+            "candidates": len(ranked),
+        }
+        if best:
+            row.update(_runner_up_fields(best, ranked, predictions, report_split, lambda r: str(r["variant"])))
+        out.append(row)
     return out
 
 
-def timed_rows(bench: list[dict[str, Any]], batch: int | None = None) -> list[dict[str, Any]]:
+def timed_rows(bench: Sequence[Row], batch: int | None = None, split: str = SELECTION_SPLIT) -> list[Row]:
+    """Bench rows with a p50 latency and an accuracy on `split` (optionally at one batch size)."""
     return [
         r for r in bench
-        if r.get("status") == "ok" and r.get("latency_ms_p50") is not None and r.get("accuracy") is not None
+        if r.get("status") == "ok" and r.get("latency_ms_p50") is not None and r.get(f"{split}_accuracy") is not None
         and (batch is None or r.get("batch") == batch)
     ]
 
 
-def latency_answers(bench: list[dict[str, Any]], budgets_ms: list[float] | None) -> tuple[int | None, list[dict[str, Any]]]:
-    """For each p50 latency budget (at the smallest timed batch): the most accurate (variant, backend)."""
-    timed = timed_rows(bench)
+def _backend_label(r: Row) -> str:
+    return f"{r['variant']} {r.get('format')} {r.get('backend')} {r.get('dtype')}"
+
+
+def latency_answers(
+    bench: Sequence[Row],
+    budgets_ms: Sequence[float] | None,
+    predictions: Predictions | None = None,
+    *,
+    select_split: str = SELECTION_SPLIT,
+    report_split: str = REPORT_SPLIT,
+) -> tuple[int | None, list[Row]]:
+    """For each p50 latency budget (ms; None = four geometric budgets over the measured range), at the
+    smallest timed batch: the (variant, format, backend, dtype) row whose `select_split` accuracy is
+    best among those within budget (ties: the faster), reported on `report_split`, with the same
+    runner-up comparison as `storage_answers`. Rows need `latency_ms_p50`, `batch`, `status` == "ok"
+    and both split accuracies. Returns (batch, one dict per budget: budget_ms, variant, format,
+    backend, dtype, latency_ms_p50, the two accuracies, `<report_split>_accuracy_ci`, and the
+    runner-up fields)."""
+    timed = [r for r in timed_rows(bench, split=select_split) if _ok(accuracy(r, report_split))]
     if not timed:
         return None, []
     batch = min(r["batch"] for r in timed)
-    pts = timed_rows(bench, batch)
+    pts = [r for r in timed if r.get("batch") == batch]
     lat = [float(r["latency_ms_p50"]) for r in pts]
     budgets = list(budgets_ms) if budgets_ms else geometric_budgets(min(lat), max(lat), 4)
     out = []
     for b in budgets:
-        best = best_within(pts, b, lambda r: float(r["latency_ms_p50"]), lambda r: float(r["accuracy"]))
-        out.append({
+        ranked = _rank([r for r in pts if float(r["latency_ms_p50"]) <= b], lambda r: float(r["latency_ms_p50"]), select_split)
+        best = ranked[0] if ranked else None
+        row: Row = {
             "budget_ms": b,
             "variant": best["variant"] if best else None,
             "format": best.get("format") if best else None,
             "backend": best.get("backend") if best else None,
             "dtype": best.get("dtype") if best else None,
             "latency_ms_p50": best["latency_ms_p50"] if best else None,
-            "accuracy": best["accuracy"] if best else None,
-        })
+            f"{select_split}_accuracy": accuracy(best, select_split) if best else None,
+            f"{report_split}_accuracy": accuracy(best, report_split) if best else None,
+            f"{report_split}_accuracy_ci": best.get(f"{report_split}_accuracy_ci") if best else None,
+            "candidates": len(ranked),
+        }
+        if best:
+            row.update(_runner_up_fields(best, ranked, predictions, report_split, _backend_label))
+        out.append(row)
     return batch, out
 
 
@@ -85,12 +204,14 @@ class Verdict:
     """Did the largest model, compressed, beat the smallest lightly compressed one at <= its storage?
 
     Definition. S = the size with the fewest parameters, L = the size with the most. S's reference
-    is its *lightly compressed* variant: the compressed variant (sparsity > 0 or bits < 32) with
-    the most storage bytes, i.e. the mildest compression (the dense model if S has no compressed
-    variant). "Train large, then compress" wins when some variant of L has storage_bytes <= the
-    reference's and dev accuracy strictly above it; the witness is the smallest such variant (the
-    most compressed winner). Dev accuracy decides (it is what the paper reports); test accuracy is
-    shown next to it.
+    is its *lightly compressed* variant: the compressed variant (sparsity > 0 or bits < 32) with the
+    most storage bytes, i.e. the mildest compression (the dense model if S has no compressed
+    variant). Among L's variants with storage_bytes <= the reference's, dev accuracy picks the
+    witness (ties: the smaller). Witness and reference are then compared on the test split, on the
+    same examples: exact McNemar test (two-sided, alpha 0.05) decides "won", "lost" or "within
+    noise"; a 95 % paired-bootstrap interval of the accuracy difference and 95 % Wilson intervals of
+    both accuracies are shown. Without a variant of L that fits, or without per-example predictions,
+    the claim is not tested (undecided).
     """
 
     decided: bool
@@ -98,43 +219,72 @@ class Verdict:
     sentence: str
     reference: dict[str, Any] | None = None
     witness: dict[str, Any] | None = None
+    outcome: stats.Outcome | None = None  # "won" | "lost" | "within noise"; None when undecided
+    comparison: stats.PairedComparison | None = None  # witness (A) against reference (B)
+    split: str = REPORT_SPLIT  # where the comparison was made
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+    return "n/a" if x is None or not _ok(x) else f"{100 * x:.1f} %"
 
 
-def train_large_verdict(variants: list[dict[str, Any]]) -> Verdict:
-    pts = usable_variants(variants)
+def _acc_ci(r: Row, split: str) -> str:
+    ci = r.get(f"{split}_accuracy_ci")
+    base = _pct(accuracy(r, split))
+    return base if not ci else f"{base} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _describe(r: Row) -> str:
+    return f"{r['model']} at {compression_label(r)} ({r['variant']}, {_storage(r) / 1e6:.2f} MB)"
+
+
+def train_large_verdict(
+    variants: Sequence[Row],
+    predictions: Predictions | None = None,
+    *,
+    select_split: str = SELECTION_SPLIT,
+    report_split: str = REPORT_SPLIT,
+) -> Verdict:
+    """The verdict defined in `Verdict`'s docstring, from compress variant rows and their predictions."""
+    pts = usable_variants(variants, select_split, report_split)
     sizes: dict[str, int] = {}
     for r in pts:
         sizes[r["model"]] = max(sizes.get(r["model"], 0), int(r.get("params") or 0))
     if len(sizes) < 2:
-        return Verdict(False, False, "Only one model size has results, so large vs. small cannot be compared on this run.")
+        return Verdict(False, False, "Not tested: only one model size has results, so large vs. small cannot be "
+                       "compared on this run.", split=report_split)
     small = min(sizes, key=lambda m: (sizes[m], m))
     large = max(sizes, key=lambda m: (sizes[m], m))
     small_rows = [r for r in pts if r["model"] == small]
     compressed = [r for r in small_rows if float(r.get("sparsity") or 0) > 0 or int(r.get("bits") or 32) < 32]
-    ref = max(compressed or small_rows, key=_storage)
+    ref = max(compressed or small_rows, key=lambda r: (_storage(r), str(r["variant"])))
     cands = [r for r in pts if r["model"] == large and _storage(r) <= _storage(ref)]
-    winners = [r for r in cands if _acc(r) > _acc(ref)]
-    ref_txt = (f"{small} at {compression_label(ref)} ({ref['variant']}, {_storage(ref) / 1e6:.2f} MB, "
-               f"dev {_pct(_acc(ref))}, test {_pct(ref.get('test_accuracy'))})")
-    if winners:
-        w = min(winners, key=lambda r: (_storage(r), -_acc(r)))
-        return Verdict(True, True, (
-            f"Yes: train large, then compress won on this run. The largest model {large} compressed to "
-            f"{compression_label(w)} ({w['variant']}, {_storage(w) / 1e6:.2f} MB) reaches dev {_pct(_acc(w))} "
-            f"(test {_pct(w.get('test_accuracy'))}), above the smallest model {ref_txt} while using "
-            f"{_storage(w) / _storage(ref):.2f}× its storage."), ref, w)
+    ref_txt = f"the smallest model {_describe(ref)}"
     if not cands:
-        return Verdict(True, False, (
-            f"No: train large, then compress did not win on this run. No variant of the largest model {large} "
-            f"fits in the storage of the smallest model {ref_txt}; compress {large} harder (lower bits, higher "
-            "sparsity) to make the comparison."), ref, None)
-    best = max(cands, key=_acc)
-    return Verdict(True, False, (
-        f"No: train large, then compress did not win on this run. The best variant of the largest model {large} "
-        f"within the storage of the smallest model {ref_txt} is {best['variant']} at dev {_pct(_acc(best))}, "
-        f"{100 * (_acc(ref) - _acc(best)):.1f} points lower. With a short pretraining budget the large "
-        "model may simply be undertrained."), ref, best)
+        return Verdict(False, False, (
+            f"Not tested: no variant of the largest model {large} fits in the storage of {ref_txt}; compress "
+            f"{large} harder (lower bits, higher sparsity) to make the comparison."), ref, None, split=report_split)
+    w = _rank(cands, _storage, select_split)[0]
+    cmp_ = paired(w, ref, predictions, report_split)
+    if cmp_ is None:
+        return Verdict(False, False, (
+            f"Not tested: per-example {report_split} predictions of {w['variant']} or {ref['variant']} are missing, "
+            "so no paired test can be made; rerun the compress stage."), ref, w, split=report_split)
+    head = {"won": "Yes: train large, then compress won", "lost": "No: train large, then compress lost",
+            "within noise": "Within noise: train large, then compress neither won nor lost"}[cmp_.outcome]
+    sentence = (
+        f"{head} on the {report_split} split (n = {cmp_.n}). The largest model {_describe(w)}, chosen on "
+        f"{select_split} among its {len(cands)} variant(s) within the reference's storage, scores "
+        f"{_acc_ci(w, report_split)}; {ref_txt} scores {_acc_ci(ref, report_split)} (95 % Wilson intervals). "
+        f"Difference {100 * cmp_.diff:+.1f} points, 95 % paired-bootstrap interval [{100 * cmp_.diff_ci_low:+.1f}, "
+        f"{100 * cmp_.diff_ci_high:+.1f}]; exact McNemar test on the {cmp_.only_a} + {cmp_.only_b} examples only one "
+        f"of them gets right: p = {cmp_.p_value:.3g}. The large variant uses {_storage(w) / _storage(ref):.2f}× the "
+        f"reference's storage ({select_split}: {_pct(accuracy(w, select_split))} vs {_pct(accuracy(ref, select_split))})."
+    )
+    if cmp_.outcome != "won":
+        sentence += " With a short pretraining budget the large model may simply be undertrained."
+    weak = [r["variant"] for r in (w, ref) if r.get("learned_task") is False]
+    if weak:
+        sentence += (f" Caution: {' and '.join(weak)} {'is' if len(weak) == 1 else 'are'} not significantly above always "
+                     "answering the majority class (did not learn the task), so this comparison says little.")
+    return Verdict(True, cmp_.outcome == "won", sentence, ref, w, cmp_.outcome, cmp_, report_split)

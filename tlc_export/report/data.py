@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tlc_export.atomic import read_jsonl
+from tlc_export.errors import StageError
+from tlc_export.predictions import SplitPredictions, load_predictions
 
 
 @dataclass
@@ -22,6 +24,11 @@ class ReportData:
     environment: dict[str, Any] = field(default_factory=dict)
     error_png: bytes | None = None
     error_json: Any = None
+    finetune: list[dict[str, Any]] = field(default_factory=list)  # finetune/results.json model rows
+    majority: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> {label, accuracy, n}
+    label_names: list[str] = field(default_factory=list)
+    # run-relative predictions path (a row's `predictions`) -> split -> per-example predictions
+    predictions: dict[str, dict[str, SplitPredictions]] = field(default_factory=dict)
 
 
 def _rows(path: Path, key: str) -> list[dict[str, Any]]:
@@ -54,6 +61,19 @@ def load_report_data(run_dir: str | Path, name: str = "experiment") -> ReportDat
     err_json = root / "compress" / "error_analysis.json"
     if err_json.is_file():
         d.error_json = json.loads(err_json.read_text())
+    ft = root / "finetune" / "results.json"
+    if ft.is_file():
+        meta = json.loads(ft.read_text())
+        d.finetune = [r for r in meta.get("models", []) if isinstance(r, dict)]
+        d.majority = meta.get("majority") or {}
+        d.label_names = meta.get("label_names") or []
+    for row in [*d.finetune, *d.variants, *d.exports, *d.bench]:
+        rel = row.get("predictions")
+        if rel and rel not in d.predictions:
+            try:
+                d.predictions[rel] = load_predictions(root / rel)
+            except StageError:
+                pass  # a missing file means no paired test for that row; the report says so
     return d
 
 
@@ -65,12 +85,13 @@ def epoch_notes(rows: list[dict[str, Any]]) -> tuple[str | None, list[str]]:
 
 
 def compression_label(row: dict[str, Any]) -> str:
-    """`4b`, `60%`, `60%/4b`, or `fp32` for the dense model (the paper's point labels)."""
+    """`4b`, `60%`, `60%/4b`, `4b sym-g64` (a grid other than the recipe's main one), or `fp32` for
+    the dense model (the paper's point labels)."""
     sp = float(row.get("sparsity") or 0.0)
     bits = int(row.get("bits") or 32)
     parts = []
     if sp > 0:
         parts.append(f"{round(sp * 100)}%")
     if bits < 32:
-        parts.append(f"{bits}b")
+        parts.append(f"{bits}b" + (f" {row['grid']}" if row.get("grid") else ""))
     return "/".join(parts) or "fp32"

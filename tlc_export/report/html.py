@@ -12,6 +12,9 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .verdict{font-size:1.1rem;padding:.8rem 1rem;border-radius:6px;background:#f3f6fb;border-left:5px solid #4a78c2}
 .verdict.won{background:#eef8ee;border-color:#3c9a3c} .verdict.lost{background:#fbf1ee;border-color:#c2664a}
+.verdict.noise{background:#fbf8ea;border-color:#c9a227}
+.warn{padding:.6rem 1rem;border-radius:6px;background:#fdecea;border-left:5px solid #c62828;color:#7a1a1a}
+.splits{padding:.5rem 1rem;background:#f7f7f7;border-radius:6px;font-size:.92rem}
 table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0}
 th,td{border:1px solid #ddd;padding:.25rem .45rem;text-align:right;white-space:nowrap}
 th{background:#f5f5f5;position:sticky;top:0} td.l,th.l{text-align:left}
@@ -65,6 +68,8 @@ def fmt(v: Any, kind: str = "") -> str:
         return f"{100 * v:.2f}"
     if kind == "mb" and isinstance(v, (int, float)):
         return f"{v / 1e6:.3f}"
+    if kind == "ci" and isinstance(v, (list, tuple)) and len(v) == 2:
+        return f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -99,18 +104,84 @@ VARIANT_COLUMNS = [
     ("variant", "variant", "l"), ("model", "model", "l"), ("compression", "compression", "l"),
     ("params", "params", ""), ("sparsity", "sparsity", ""), ("bits", "bits", ""),
     ("storage_bytes", "storage MB", "mb"), ("fp32_bytes", "fp32 MB", "mb"),
-    ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct"), ("on_frontier", "frontier", "l"),
+    ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct"), ("test_accuracy_ci", "test 95 %", "ci"),
+    ("above_majority", "above majority", "l"), ("on_frontier", "frontier (test)", "l"),
 ]
 
 BENCH_COLUMNS = [
     ("variant", "variant", "l"), ("format", "format", "l"), ("backend", "backend", "l"), ("device", "device", "l"),
     ("dtype", "dtype", "l"), ("batch", "batch", ""), ("seq_len", "seq", ""),
-    ("storage_bytes", "storage MB", "mb"), ("latency_ms_p50", "p50 ms", ""), ("latency_ms_p90", "p90 ms", ""),
-    ("latency_ms_p99", "p99 ms", ""), ("spread_flag", "spread", "l"), ("throughput_seq_s", "seq/s", ""),
-    ("peak_mem_bytes", "peak MB", "mb"), ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct"),
+    ("storage_bytes", "storage MB", "mb"), ("file_bytes", "file MB", "mb"), ("latency_ms_p50", "p50 ms", ""),
+    ("latency_ms_p90", "p90 ms", ""), ("latency_ms_p99", "p99 ms", ""), ("spread_flag", "spread", "l"),
+    ("throughput_seq_s", "seq/s", ""), ("peak_mem_bytes", "peak MB", "mb"), ("dev_accuracy", "dev acc %", "pct"),
+    ("test_accuracy", "test acc %", "pct"), ("test_accuracy_ci", "test 95 %", "ci"),
     ("accuracy_source", "accuracy source", "l"), ("threads", "threads", ""), ("status", "status", "l"),
     ("reason", "reason", "l"),
 ]
+
+FINETUNE_COLUMNS = [
+    ("model", "size", "l"), ("params", "params", ""), ("lr", "chosen lr", ""), ("seed", "chosen seed", ""),
+    ("candidates_text", "dev accuracy of every (lr, seed) candidate", "l"),
+    ("dev_accuracy", "dev acc %", "pct"), ("dev_accuracy_ci", "dev 95 %", "ci"),
+    ("test_accuracy", "test acc %", "pct"), ("test_accuracy_ci", "test 95 %", "ci"),
+    ("majority_accuracy", "majority %", "pct"), ("learned", "learned the task (test)", "l"),
+]
+
+
+def storage_answer_columns(sel: str, rep: str) -> list[tuple[str, str, str]]:
+    return [("budget_mb", "budget MB", ""), ("variant", "variant (chosen on dev)", "l"), ("compression", "compression", "l"),
+            ("storage_mb", "storage MB", ""), (f"{sel}_accuracy", f"{sel} acc %", "pct"),
+            (f"{rep}_accuracy", f"{rep} acc %", "pct"), (f"{rep}_accuracy_ci", f"{rep} 95 %", "ci"),
+            ("runner_up", "runner-up", "l"), ("runner_up_accuracy", f"runner-up {rep} %", "pct"),
+            ("mark", f"vs runner-up on {rep} (exact McNemar)", "l")]
+
+
+def latency_answer_columns(sel: str, rep: str) -> list[tuple[str, str, str]]:
+    return [("budget_ms", "budget ms", ""), ("variant", "variant (chosen on dev)", "l"), ("format", "format", "l"),
+            ("backend", "backend", "l"), ("dtype", "dtype", "l"), ("latency_ms_p50", "p50 ms", ""),
+            (f"{sel}_accuracy", f"{sel} acc %", "pct"), (f"{rep}_accuracy", f"{rep} acc %", "pct"),
+            (f"{rep}_accuracy_ci", f"{rep} 95 %", "ci"), ("runner_up", "runner-up", "l"),
+            ("mark", f"vs runner-up on {rep} (exact McNemar)", "l")]
+
+
+def verdict_class(v: Any) -> str:
+    return {"won": "won", "lost": "lost", "within noise": "noise"}.get(v.outcome or "", "")
+
+
+def splits_text(ctx: dict[str, Any]) -> str:
+    """What each split did, and the majority baseline, in one paragraph (HTML and Markdown)."""
+    sel, rep = ctx["select_split"], ctx["report_split"]
+    maj = ctx.get("majority")
+    text = (f"{sel.capitalize()} selects: finetune checkpoints, each size's learning rate and seed, when pruning "
+            f"recovery stops, and the variant each answer names. {rep.capitalize()} reports: every accuracy in the "
+            f"verdict, the Pareto frontier, the answer tables and the plots, with 95 % Wilson intervals; {sel} is shown "
+            "beside it.")
+    if maj:
+        name = maj.get("label_name", maj.get("label"))
+        text += (f" Majority baseline: always answering {name!r} scores {100 * maj['accuracy']:.1f} % of {rep} "
+                 f"(n = {maj['n']}); a model not significantly above it did not learn the task.")
+    return text
+
+
+def majority_note(ctx: dict[str, Any]) -> str:
+    """One line under each answer table: the accuracy of always answering the majority label."""
+    maj = ctx.get("majority")
+    if not maj:
+        return ""
+    name = maj.get("label_name", maj.get("label"))
+    return f"Majority baseline on {ctx['report_split']}: {100 * maj['accuracy']:.1f} % (always {name!r})."
+
+
+def not_learned_lines(ctx: dict[str, Any]) -> list[str]:
+    rep = ctx["report_split"]
+    out = []
+    for r in ctx.get("not_learned", []):
+        ci = r.get(f"{rep}_accuracy_ci") or [float("nan")] * 2
+        out.append(f"{r['model']} did not learn the task: {rep} accuracy {100 * r[f'{rep}_accuracy']:.1f} % "
+                   f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] is not significantly above the majority class "
+                   f"({100 * r['majority_accuracy']:.1f} %; exact McNemar p = {r.get('above_majority_p', float('nan')):.3g}). "
+                   "Its variants are still listed, but their accuracies mean little.")
+    return out
 
 
 def epochs_html(notes: tuple[str | None, list[str]] | None) -> str:
@@ -123,35 +194,41 @@ def epochs_html(notes: tuple[str | None, list[str]] | None) -> str:
 
 def render_html(ctx: dict[str, Any]) -> str:
     """ctx: name, verdict, figures {id: (png, alt)}, storage_answers, latency_batch, latency_answers,
-    variants, bench, environment, definition."""
+    variants, bench, environment, definition, finetune, majority, select_split, report_split, not_learned."""
     v = ctx["verdict"]
-    vcls = "won" if v.won else ("lost" if v.decided else "")
+    sel, rep = ctx["select_split"], ctx["report_split"]
     figs = ctx["figures"]
     env = ctx.get("environment") or {}
     env_txt = ", ".join(f"{k}: {env[k]}" for k in ("cpu", "threads", "gpu", "driver", "torch", "onnxruntime") if env.get(k))
+    warn = "".join(f"<p class='warn'>{esc(line)}</p>" for line in not_learned_lines(ctx))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>tlc report — {esc(ctx['name'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>Train Large, Then Compress — {esc(ctx['name'])}</h1>",
         f"<p class='note'>{esc(env_txt)}</p>",
         ctx.get("claims_html", ""),  # the reproduction card opens the report (report/claims)
-        f"<h2>Did train large, then compress win?</h2><p id='verdict' class='verdict {vcls}'>{esc(v.sentence)}</p>",
+        f"<h2>Did train large, then compress win?</h2><p id='verdict' class='verdict {verdict_class(v)}'>{esc(v.sentence)}</p>",
         f"<p class='note'>{esc(ctx['definition'])}</p>",
-        "<h2>Accuracy vs storage (Figure 6/7 analogue)</h2>",
+        f"<div id='did-not-learn'>{warn}</div>" if warn else "",
+        f"<p id='splits' class='splits'>{esc(splits_text(ctx))}</p>",
+        f"<h2>Accuracy vs storage on {esc(rep)} (Figure 6/7 analogue)</h2>",
         img(*figs["frontier-plot"]),
         "<h2>Best variant per storage budget</h2>",
-        table(ctx["storage_answers"], [("budget_mb", "budget MB", ""), ("variant", "variant", "l"),
-              ("compression", "compression", "l"), ("storage_mb", "storage MB", ""),
-              ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct")], "storage-answers"),
+        f"<p class='note'>Chosen on {esc(sel)} among the variants that fit, reported on {esc(rep)}; the last column "
+        f"compares the choice with the runner-up on the same {esc(rep)} examples (≈: within noise).</p>",
+        table(ctx["storage_answers"], storage_answer_columns(sel, rep), "storage-answers"),
+        f"<p class='note'>{esc(majority_note(ctx))}</p>",
         f"<h2>Best (variant, backend) per p50 latency budget (batch {esc(ctx.get('latency_batch'))})</h2>",
-        table(ctx["latency_answers"], [("budget_ms", "budget ms", ""), ("variant", "variant", "l"),
-              ("format", "format", "l"), ("backend", "backend", "l"), ("dtype", "dtype", "l"),
-              ("latency_ms_p50", "p50 ms", ""), ("accuracy", "accuracy %", "pct")], "latency-answers"),
-        "<h2>Accuracy vs latency per backend</h2>",
+        table(ctx["latency_answers"], latency_answer_columns(sel, rep), "latency-answers"),
+        f"<p class='note'>{esc(majority_note(ctx))}</p>",
+        f"<h2>Accuracy vs latency per backend on {esc(rep)}</h2>",
         img(*figs["latency-plot"]),
+        "<h2>Finetuning: learning rate and seed chosen on dev</h2>",
+        table(ctx.get("finetune") or [], FINETUNE_COLUMNS, "finetune-table", row_attr="model"),
         "<h2>Pretraining curves</h2>",
         img(*figs["pretrain-plot"]),
         epochs_html(ctx.get("epoch_notes")),
+        ctx.get("ablation_html", ""),  # Figure 10, Figure 8 and Table 2 (report/checkpoints.py)
         "<h2>Compression error</h2>",
         img(*figs["error-plot"]),
         "<h2>Variants (compress stage)</h2>",

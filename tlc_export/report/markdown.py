@@ -21,11 +21,23 @@ def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, s
 
 
 def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
-    from tlc_export.report.html import BENCH_COLUMNS, VARIANT_COLUMNS
+    from tlc_export.report.html import (
+        BENCH_COLUMNS,
+        FINETUNE_COLUMNS,
+        VARIANT_COLUMNS,
+        latency_answer_columns,
+        majority_note,
+        not_learned_lines,
+        splits_text,
+        storage_answer_columns,
+    )
 
+    sel, rep = ctx["select_split"], ctx["report_split"]
     out = [f"# Train Large, Then Compress — {ctx['name']}\n", ctx.get("claims_md", ""), "## Verdict\n", ctx["verdict"].sentence + "\n",
            f"_{ctx['definition']}_\n"]
-    for title, key in (("Accuracy vs storage", "frontier-plot"), ("Accuracy vs latency", "latency-plot"),
+    out += [f"> **{line}**\n" for line in not_learned_lines(ctx)]
+    out.append(splits_text(ctx) + "\n")
+    for title, key in ((f"Accuracy vs storage ({rep})", "frontier-plot"), (f"Accuracy vs latency ({rep})", "latency-plot"),
                        ("Pretraining curves", "pretrain-plot"), ("Compression error", "error-plot")):
         if key in images:
             out.append(f"## {title}\n\n![{title}]({images[key]})\n")
@@ -35,14 +47,16 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
                 out.append(f"## {title}\n")
             out += [f"{summary}\n"] if summary else []
             out += [f"> **Warning:** {w}\n" for w in warnings]
+    out.append(ctx.get("ablation_md", ""))
     out.append("## Best variant per storage budget\n")
-    out.append(md_table(ctx["storage_answers"], [("budget_mb", "budget MB", ""), ("variant", "variant", "l"),
-               ("compression", "compression", "l"), ("storage_mb", "storage MB", ""),
-               ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct")]))
+    out.append(f"_Chosen on {sel}, reported on {rep}; ≈ marks a choice the {rep} split cannot tell from its runner-up._\n")
+    out.append(md_table(ctx["storage_answers"], storage_answer_columns(sel, rep)))
+    out.append(majority_note(ctx) + "\n")
     out.append(f"## Best (variant, backend) per p50 latency budget (batch {ctx.get('latency_batch')})\n")
-    out.append(md_table(ctx["latency_answers"], [("budget_ms", "budget ms", ""), ("variant", "variant", "l"),
-               ("format", "format", "l"), ("backend", "backend", "l"), ("dtype", "dtype", "l"),
-               ("latency_ms_p50", "p50 ms", ""), ("accuracy", "accuracy %", "pct")]))
+    out.append(md_table(ctx["latency_answers"], latency_answer_columns(sel, rep)))
+    out.append(majority_note(ctx) + "\n")
+    out.append("## Finetuning: learning rate and seed chosen on dev\n")
+    out.append(md_table(ctx.get("finetune") or [], FINETUNE_COLUMNS))
     out.append("## Variants\n")
     out.append(md_table(ctx["variants"], VARIANT_COLUMNS))
     out.append("## All benchmark results\n")

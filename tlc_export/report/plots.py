@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -14,6 +15,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 from tlc_export.report.answers import timed_rows, usable_variants  # noqa: E402
 from tlc_export.report.data import compression_label  # noqa: E402
 from tlc_export.report.pareto import pareto_frontier  # noqa: E402
+from tlc_export.scoring import REPORT_SPLIT  # noqa: E402
 
 _DPI = 110
 
@@ -49,37 +51,61 @@ def pretrain_curves_png(curves: dict[str, list[dict[str, Any]]]) -> bytes | None
     return _png(fig)
 
 
-def accuracy_storage_png(variants: list[dict[str, Any]]) -> bytes | None:
-    """The paper's Figure 6/7 analogue: dev accuracy vs storage (log x), one series per size,
-    points labelled with their compression, and the Pareto frontier over all variants."""
-    pts = usable_variants(variants)
+def _yerr(rows: list[dict[str, Any]], split: str) -> np.ndarray | None:
+    """Asymmetric error bars (percentage points) from each row's `<split>_accuracy_ci`; None if any is missing."""
+    lo, hi = [], []
+    for r in rows:
+        ci = r.get(f"{split}_accuracy_ci")
+        if not ci:
+            return None
+        acc = float(r[f"{split}_accuracy"])
+        lo.append(100 * (acc - ci[0]))
+        hi.append(100 * (ci[1] - acc))
+    return np.array([lo, hi])
+
+
+def _majority_line(ax: Any, majority: dict[str, Any] | None, split: str) -> None:
+    if majority and majority.get("accuracy") is not None:
+        ax.axhline(100 * majority["accuracy"], color="#b33", ls=":", lw=1.3, zorder=1,
+                   label=f"majority class ({100 * majority['accuracy']:.1f} % of {split})")
+
+
+def accuracy_storage_png(variants: list[dict[str, Any]], split: str = REPORT_SPLIT,
+                         majority: dict[str, Any] | None = None) -> bytes | None:
+    """The paper's Figure 6/7 analogue: `split` accuracy (95 % error bars) vs storage (log x), one
+    series per size, points labelled with their compression, the Pareto frontier over all variants
+    on that split, and the majority-class line."""
+    pts = usable_variants(variants, report_split=split)
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for m in _size_order({r["model"] for r in pts}, pts):
         rows = sorted((r for r in pts if r["model"] == m), key=lambda r: r["storage_bytes"])
         xs = [r["storage_bytes"] / 1e6 for r in rows]
-        ys = [100 * float(r["dev_accuracy"]) for r in rows]
-        ax.scatter(xs, ys, s=28, label=m, zorder=3)
+        ys = [100 * float(r[f"{split}_accuracy"]) for r in rows]
+        ax.errorbar(xs, ys, yerr=_yerr(rows, split), fmt="o", ms=5, capsize=2, elinewidth=0.8, label=m, zorder=3)
         for r, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(compression_label(r), (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
-    front = pareto_frontier(pts, x=lambda r: r["storage_bytes"], y=lambda r: float(r["dev_accuracy"]))
+    front = pareto_frontier(pts, x=lambda r: r["storage_bytes"], y=lambda r: float(r[f"{split}_accuracy"]))
     fx = [r["storage_bytes"] / 1e6 for r in front]
-    fy = [100 * float(r["dev_accuracy"]) for r in front]
+    fy = [100 * float(r[f"{split}_accuracy"]) for r in front]
     xmax = max(r["storage_bytes"] for r in pts) / 1e6
     ax.step(fx + [xmax], fy + [fy[-1]], where="post", color="black", lw=1.2, ls="--", zorder=2, label="Pareto frontier")
+    _majority_line(ax, majority, split)
     ax.set_xscale("log")
     ax.set_xlabel("storage (MB, log scale)")
-    ax.set_ylabel("dev accuracy (%)")
-    ax.set_title("Accuracy vs storage: each model size, every compression")
+    ax.set_ylabel(f"{split} accuracy (%), 95 % interval")
+    ax.set_title(f"Accuracy vs storage on {split}: each model size, every compression")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
 
-def accuracy_latency_png(bench: list[dict[str, Any]]) -> bytes | None:
-    """Accuracy vs p50 latency, one marker series per backend, one panel per batch size."""
-    timed = timed_rows(bench)
+def accuracy_latency_png(bench: list[dict[str, Any]], split: str = REPORT_SPLIT,
+                         majority: dict[str, Any] | None = None) -> bytes | None:
+    """`split` accuracy (95 % error bars) vs p50 latency, one marker series per backend, one panel
+    per batch size, with the majority-class line."""
+    timed = timed_rows(bench, split=split)
     if not timed:
         return None
     batches = sorted({r["batch"] for r in timed})
@@ -90,13 +116,20 @@ def accuracy_latency_png(bench: list[dict[str, Any]]) -> bytes | None:
         for i, key in enumerate(backends):
             rows = [r for r in timed if r["batch"] == b and f"{r['backend']}:{r['format']}:{r['dtype']}" == key]
             if rows:
-                ax.scatter([r["latency_ms_p50"] for r in rows], [100 * float(r["accuracy"]) for r in rows],
-                           marker=markers[i % len(markers)], s=34, label=key.replace(":", " "))
+                ax.errorbar([r["latency_ms_p50"] for r in rows], [100 * float(r[f"{split}_accuracy"]) for r in rows],
+                            yerr=_yerr(rows, split), fmt=markers[i % len(markers)], ms=5, capsize=2, elinewidth=0.8,
+                            label=key.replace(":", " "))
+        _majority_line(ax, majority, split)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap on narrow ranges
         ax.set_xlabel("p50 latency (ms, log scale)")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(f"{split} accuracy (%), 95 % interval")
         ax.set_title(f"batch {b}, seq {timed[0].get('seq_len')}")
         ax.grid(alpha=0.3, which="both")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a point
+    return _png(fig)
+
+
+def png_bytes(fig: Any) -> bytes:
+    """A finished figure as PNG bytes, closed afterwards (for figure modules beside this one)."""
     return _png(fig)

@@ -42,6 +42,8 @@ class Stage(ABC):
     name: ClassVar[str]
     sections: ClassVar[tuple[str, ...]]  # recipe sections this stage's cache key covers
     inputs: ClassVar[tuple[str, ...]] = ()
+    # Fields of its sections a stage does not read (a later stage applies them), left out of its key.
+    ignores: ClassVar[dict[str, frozenset[str]]] = {}
 
     def enabled(self, recipe: Recipe) -> bool:
         """A stage runs only when its (first) recipe section is present."""
@@ -52,7 +54,7 @@ class Stage(ABC):
         for s in self.sections:
             v = getattr(recipe, s)
             # Execution-only fields (e.g. data.workers) change speed, never results: not part of the key.
-            skip = set(getattr(type(v), "execution_only", ()))
+            skip = set(getattr(type(v), "execution_only", ())) | set(self.ignores.get(s, ()))
             out[s] = v.model_dump(mode="json", exclude=skip) if v is not None else None
         if options:
             out["_options"] = options

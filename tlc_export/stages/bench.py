@@ -31,6 +31,11 @@ from tlc_export.stages.base import Stage, StageContext
 
 TORCH_REUSE_NOTE = "compress/results.json (same torch fp32 model)"
 ORT_REUSE_NOTE = "export/results.json (same ONNX Runtime CPU session)"
+# These backends re-quantize the variant's weights when they load it (W8A8 per channel, tinygemm
+# INT4 group 128): what they time and score is a model of their own, which no file stores.
+REQUANTIZING_BACKENDS = {"torch-int8", "torch-int4"}
+REQUANTIZED_NOTE = ("the backend re-quantizes the variant's weights at load time: no stored artifact is this model, "
+                    "so the row has no storage_bytes")
 
 
 def read_rows(path: Path, key: str) -> list[dict[str, Any]]:
@@ -73,6 +78,21 @@ def _timed(cfg: BenchConfig, sparsity: float, bits: int | None, torch_backend: b
     return sparsity == 0
 
 
+def stamp_identity(row: dict[str, Any], v: Variant, predictions: str | None) -> None:
+    """Keep a row about one model: a backend that re-quantizes at load time gets no storage_bytes;
+    a row whose every accuracy was reused from an upstream measurement of the same computation
+    points at that model's per-example predictions (for paired tests in the report)."""
+    if row.get("backend") in REQUANTIZING_BACKENDS:
+        row["storage_bytes"] = None
+        row["packed_code_bytes"] = None
+        row["storage_note"] = REQUANTIZED_NOTE
+    source = row.get("accuracy_source") or ""
+    reused = source and "measured" not in source and "not measured" not in source
+    key = (row.get("backend"), row.get("device"), row.get("dtype"))
+    if reused and key in v.known_accuracy_backends and predictions:
+        row["predictions"] = predictions
+
+
 class BenchStage(Stage):
     name = "bench"
     sections = ("bench",)
@@ -112,7 +132,7 @@ class BenchStage(Stage):
         )
         with progress:
             task_id = progress.add_task("", total=len(jobs))
-            for v, backend, dtype, timed, pre in jobs:
+            for v, backend, dtype, timed, pre, preds in jobs:
                 key = (v.variant, v.format, backend, dtype)
                 progress.update(task_id, description=f"{v.variant} {v.format} {backend} {dtype}")
                 if key in done:
@@ -125,6 +145,8 @@ class BenchStage(Stage):
                         if cfg.accuracy else []
                     settings.time_latency = timed
                     new = bench_variant(v, [backend], [dtype], settings, sets)
+                    for r in new:
+                        stamp_identity(r, v, preds)
                 n = expected[timed] if pre is None else 1
                 for r in new:
                     r["_group_rows"] = n
@@ -151,11 +173,12 @@ class BenchStage(Stage):
         comp_rows: list[dict[str, Any]],
         exp_rows: list[dict[str, Any]],
         by_variant: dict[str, dict[str, Any]],
-    ) -> list[tuple[Variant, str, str, bool, dict[str, Any] | None]]:
-        """(variant, backend, dtype, timed, pre-made row or None) for everything to measure."""
+    ) -> list[tuple[Variant, str, str, bool, dict[str, Any] | None, str | None]]:
+        """(variant, backend, dtype, timed, pre-made row or None, predictions of the reused accuracy)
+        for everything to measure."""
         root = ctx.run_dir.root
         export_split = ctx.recipe.export.accuracy_split if ctx.recipe.export else "dev"
-        jobs: list[tuple[Variant, str, str, bool, dict[str, Any] | None]] = []
+        jobs: list[tuple[Variant, str, str, bool, dict[str, Any] | None, str | None]] = []
         torch_names = [b for b in cfg.backends if b in TORCH_BACKENDS]
         import torch
 
@@ -169,14 +192,15 @@ class BenchStage(Stage):
             # a compile per variant and shape, which on CPU would dominate the bench's time budget.
             v.known_accuracy_backends = (("torch-eager", torch_device, "fp32"), ("torch-compile", torch_device, "fp32"))
             timed = _timed(cfg, v.sparsity or 0.0, v.bits, torch_backend=True)
-            jobs.extend((v, b, d, timed, None) for b in torch_names for d in cfg.dtypes)
+            jobs.extend((v, b, d, timed, None, r.get("predictions")) for b in torch_names for d in cfg.dtypes)
         for e in exp_rows:
             base = by_variant.get(e["variant"], {})
             backend = "tensorrt" if str(e["format"]).startswith("tensorrt") else "onnxruntime"
             if backend not in cfg.backends:
                 continue
             path = root / e["path"] if e.get("path") else None
-            # An export row may carry its own bit width (e.g. 4-bit re-quantized from the fp32 model).
+            # An export row's own fields win: ORT-quantized files have no storage_bytes (they are models of
+            # their own, not the variant's artifact), code-carrying files the artifact's packed storage.
             v = self._variant({**base, **{k: e[k] for k in ("variant", "model", "bits") if e.get(k) is not None}}, path, e["format"])
             v.storage_bytes = e.get("storage_bytes", v.storage_bytes)
             v.file_bytes = e.get("file_bytes")
@@ -184,19 +208,24 @@ class BenchStage(Stage):
                 row = empty_row(v, backend, "fp32", None, None, cfg.threads)
                 row.update(status=e.get("status") if e.get("status") in ("unavailable", "failed") else "unavailable",
                            reason=f"export: {e.get('reason') or 'no file written'}")
-                jobs.append((v, backend, "fp32", False, row))
+                jobs.append((v, backend, "fp32", False, row, None))
                 continue
-            # The bench runs a plain ONNX Runtime session: reuse the accuracy export measured with one.
-            plain_acc = e.get("dev_accuracy_onnx_ort_default", e.get("dev_accuracy_onnx"))
-            if plain_acc is not None:
-                v.known_accuracy = {export_split: plain_acc}
+            # The bench runs a plain ONNX Runtime session: reuse the accuracies export measured with one
+            # (every split, with per-example predictions, in current runs; one split in older ones).
+            known = {s: e[f"{s}_accuracy"] for s in ("dev", "test") if e.get(f"{s}_accuracy") is not None}
+            if not known:
+                plain_acc = e.get("dev_accuracy_onnx_ort_default", e.get("dev_accuracy_onnx"))
+                known = {} if plain_acc is None else {export_split: plain_acc}
+            if known and backend == "onnxruntime":
+                v.known_accuracy = known
                 v.known_accuracy_source = ORT_REUSE_NOTE
                 v.known_accuracy_backends = (("onnxruntime", "cpu", "fp32"),)
             try:
                 v.vocab_size = vocab_size_of(path) if artifact_kind(path) == "onnx" else v.vocab_size
             except (ValueError, OSError):
                 pass  # unreadable file: the backend's load reports it in the row
-            jobs.append((v, backend, "fp32", _timed(cfg, v.sparsity or 0.0, v.bits, torch_backend=False), None))
+            jobs.append((v, backend, "fp32", _timed(cfg, v.sparsity or 0.0, v.bits, torch_backend=False), None,
+                         e.get("predictions")))
         return jobs
 
     @staticmethod

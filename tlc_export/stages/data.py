@@ -13,6 +13,9 @@ class DataStage(Stage):
     name = "data"
     sections = ("data", "tokenizer")
     inputs = ()
+    # The pretrain stage subsamples the training documents (by the hashes stored here), so every
+    # data.fraction shares one tokenizer, one validation split and one set of token files.
+    ignores = {"data": frozenset({"fraction"})}
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from rich.progress import (
@@ -62,7 +65,8 @@ class DataStage(Stage):
         total = sum(sizes) if all(s is not None for s in sizes) else None  # type: ignore[misc]
         workers = d.workers or available_cpus()
         router = SplitRouter(d.val_fraction, d.min_val_documents)
-        plan = {"data": d.model_dump(mode="json", exclude=set(type(d).execution_only)), "tokenizer": tok_info["checksum"]}
+        plan = {"data": d.model_dump(mode="json", exclude=set(type(d).execution_only) | self.ignores["data"]),
+                "tokenizer": tok_info["checksum"]}
         t_enc = time.perf_counter()
         with Progress(
             TextColumn(f"  tokenizing ({workers} worker{'s' if workers > 1 else ''})"), BarColumn(),
@@ -71,7 +75,7 @@ class DataStage(Stage):
         ) as progress:
             task = progress.add_task("tokenize", total=total)
             written = write_token_files(
-                reader.documents(), score=reader.score, router=router, out_dir=out,
+                reader.documents(), score=reader.score, fraction_hash=reader.fraction_hash, router=router, out_dir=out,
                 tokenizer_dir=out / "tokenizer", vocab_size=tok_info["vocab_size"], eos_id=EOS_ID,
                 source_labels=[s.label for s in d.sources], plan=plan, workers=workers,
                 min_tokens=d.max_seq_len, shard_bytes=shard_bytes_for(total),

@@ -3,12 +3,19 @@
 Per size, one fp32 graph is exported (`export/<size>/graph.onnx`, from a randomized copy so every
 parameter owns an initializer) and every file is that graph with the variant's weights written in:
 fp32/fp16 values, the compress stage's own INT8/INT4 codes + DequantizeLinear, or ONNX Runtime's
-quantizers applied to the variant's fp32 file. Which variant feeds which format:
-- fp32/fp16/int8-dynamic/int8-static/int4-matmulnbits/tensorrt-int8: the b32 (dense or pruned) model;
-  tensorrt-int8 builds its static-QDQ input itself when onnx-int8-static is not requested;
+quantizers applied to the variant's fp32 file. Every file is the variant it names, or a model of
+its own whose row says so. Which variant feeds which format:
+- fp32/fp16 and ORT's quantizers (int8-dynamic/int8-static/int4-matmulnbits), tensorrt-int8: the
+  b32 (dense or pruned) model. The ORT-quantized files are models of their own (ORT's grids): their
+  rows carry their own file size and accuracy and no `storage_bytes`;
 - onnx-int8: the b8 and b6 artifacts (6-bit codes in the INT8 container; storage_bytes stays packed);
-- onnx-int4, tensorrt-int4: the b4 artifact only; with no 4-bit variant in the recipe, the fp32 model
-  re-quantized block-wise (row `codes: "requantized-from-fp32"`, variant = the b32 one).
+- onnx-int4: every 4-bit artifact, with exactly its codes on exactly its grid (per-tensor/-channel
+  asymmetric: UINT4 `DequantizeLinear` then `Add(q0)`; block symmetric: INT4 block
+  `DequantizeLinear`), so the file computes the artifact's model;
+- tensorrt-int4: only 4-bit artifacts whose grid TensorRT takes (symmetric INT4, block 64/128 on
+  weight matrices: the compress stage's `….b4.sym-g<block>` variants). No variant is re-quantized here.
+Every file's accuracy is measured with a plain ONNX Runtime session (what a deployment and the bench
+run) on dev and test, its per-example predictions stored beside it (`<format>.predictions.npz`).
 Without TensorRT, tensorrt-* rows are `unavailable` (with the reason), never `failed`.
 Rows are appended to `rows.jsonl` as they finish, so an interrupted run resumes; `results.json` is
 the final list.
@@ -27,6 +34,7 @@ from rich.table import Table
 
 from tlc_export.atomic import append_jsonl, read_jsonl, write_json
 from tlc_export.errors import BackendUnavailable, ExportMismatchError, StageError, TlcError
+from tlc_export.scoring import SPLITS, accuracy_fields
 from tlc_export.stages.base import Stage, StageContext
 
 WEIGHT_ONLY_ACC_POINTS = 0.3  # same function ⇒ same accuracy; 0.3 points allows argmax ties
@@ -35,7 +43,6 @@ ACT_QUANT = {"onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits"}
 FP_FORMATS = ("onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits", "tensorrt-int8")
 INT8_CODE_FORMATS = ("onnx-int8",)
 INT8_CODE_BITS = (8, 6)  # 6-bit codes travel in the INT8 container; storage_bytes stays the packed size
-INT4_FORMATS = ("onnx-int4", "tensorrt-int4")
 
 
 INT8_FUSED_SLACK = 1.5  # a fused INT8 file may be this much further from fp32 than the unfused one (plus TOLERANCE_FP32)
@@ -78,7 +85,7 @@ class ExportStage(Stage):
         ft_dir = ctx.input_dir("finetune")
         task = load_task(ctx.recipe.finetune.task, ctx.recipe)
         max_len = ctx.recipe.finetune.max_length
-        split = task.dev if cfg.accuracy_split == "dev" else task.test
+        splits = {"dev": task.dev, "test": task.test}
 
         rows_file = ctx.out_dir / "rows.jsonl"
         # Resume: keep finished rows whose file is still there; failed/unavailable ones are tried again.
@@ -91,8 +98,10 @@ class ExportStage(Stage):
         for size in sizes:
             model_dir = ft_dir / size / "model"
             tok = load_tokenizer(model_dir)
-            acc_batches = V.encode_by_length(model_dir, split, max_len, 32)  # as `tlc predict` batches
-            val_batches = V.encode(tok, split[: cfg.validation_samples], max_len, 8)
+            # Every file is scored with `tlc predict`'s batches (sorted by length, each padded to its
+            # longest row), so a bundle reproduces its row's accuracy exactly, dynamic INT8 included.
+            acc_batches = {name: V.encode_by_length(model_dir, ex, max_len, 32) for name, ex in splits.items()}
+            val_batches = V.encode(tok, splits[cfg.accuracy_split][: cfg.validation_samples], max_len, 8)
             cal_batches = V.encode(tok, task.train[: cfg.calibration_samples], max_len, 8)
             dense = _load_hf(model_dir)
             template = self._template(ctx, size, dense)
@@ -114,8 +123,12 @@ class ExportStage(Stage):
                 for r in level_rows:
                     if int(r["bits"]) < 32 and (not only or r["variant"] in only):
                         job.quant_variant(r)
-                if not any(int(r["bits"]) == 4 for r in level_rows) and (not only or b32 in only):
-                    job.int4_from_fp(b32, fp_model)
+                if "onnx-int4" in formats and (not only or b32 in only) and not any(int(r["bits"]) == 4 for r in level_rows):
+                    ctx.console.print(f"[yellow]{size} s{round(s * 100):02d}: no 4-bit variant in compress, so no onnx-int4 file "
+                                      "(add 4 to compress.quantize.bits)[/yellow]")
+                if "tensorrt-int4" in formats and (not only or b32 in only) and not any(r.get("tensorrt_int4") for r in level_rows):
+                    ctx.console.print(f"[yellow]{size} s{round(s * 100):02d}: no TensorRT INT4 variant in compress, so no "
+                                      "tensorrt-int4 file (set compress.quantize.tensorrt_int4_block: 64 or 128)[/yellow]")
         # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped.
         latest = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)}
         all_rows = [r for k, r in latest.items() if k in planned and r["format"] in formats]
@@ -141,13 +154,25 @@ class ExportStage(Stage):
     @staticmethod
     def _table(ctx: StageContext, rows: list[dict[str, Any]]) -> None:
         t = Table(title="export")
-        for c in ("variant", "format", "MB", "max|Δ|", "acc onnx", "acc torch", "status"):
+        for c in ("variant", "format", "MB", "max|Δ|", "dev acc", "test acc", "acc torch", "status"):
             t.add_column(c)
         for r in rows:
             fmt = lambda x: "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"  # noqa: E731
             t.add_row(r["variant"], r["format"], fmt((r.get("file_bytes") or 0) / 1e6), fmt(r.get("max_abs_diff")),
-                      fmt(r.get("dev_accuracy_onnx")), fmt(r.get("dev_accuracy_torch")), r["status"])
+                      fmt(r.get("dev_accuracy")), fmt(r.get("test_accuracy")), fmt(r.get("dev_accuracy_torch")), r["status"])
         ctx.console.print(t)
+
+
+def fusable_int4(model) -> bool:
+    """True when an INT4 block DequantizeLinear feeds a MatMul directly: the pattern ORT's default CPU
+    session fuses into MatMulNBits with int8 activations (so a plain session is not the exact function).
+    The paper's per-tensor grid (DequantizeLinear → Add(q0) → MatMul) is never fused."""
+    import onnx
+
+    feeds_matmul = {n.input[1] for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1}
+    int4 = {i.name for i in model.graph.initializer if i.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)}
+    return any(n.op_type == "DequantizeLinear" and n.input[0] in int4 and n.output[0] in feeds_matmul
+               and any(a.name == "block_size" and a.i > 0 for a in n.attribute) for n in model.graph.node)
 
 
 class _SizeJob:
@@ -159,6 +184,7 @@ class _SizeJob:
         self.done, self.rows_file = done, rows_file
         self.acc_b, self.val_b, self.cal_b = acc_b, val_b, cal_b
         self.cfg = ctx.recipe.export
+        self._validated: dict[Path, dict[str, Any]] = {}  # a file validated once this run is not validated again
 
     def _path(self, variant: str, fmt: str, ext: str = ".onnx") -> Path:
         return self.ctx.out_dir / self.size / variant / f"{fmt}{ext}"
@@ -190,18 +216,35 @@ class _SizeJob:
 
     def _validate(self, path: Path, ref_model, tol: float | None, torch_acc: float, weight_only: bool,
                   int4_dq: bool = False) -> dict[str, Any]:
+        """Checker, logits against `ref_model` (exact session), then the file's own accuracy on dev and
+        test through a plain session, with its per-example predictions stored beside it."""
         from tlc_export.export import validate as V
+        from tlc_export.predictions import SplitPredictions, save_predictions
 
         V.check(path)
         sess = V.session(path, exact=True)
         d, t, _ = V.compare(path, V.torch_logits(ref_model, self.val_b), self.val_b, tol, sess=sess)
-        acc = V.accuracy(V.onnx_logits(sess, self.acc_b), self.acc_b)
         # A plain session (what deployments and the bench run) differs from the exact one only where ORT
         # fuses INT4 DequantizeLinear+MatMul with int8 activations; elsewhere the two are the same session.
-        plain = V.accuracy(V.onnx_logits(V.session(path), self.acc_b), self.acc_b) if int4_dq else acc
-        out = {"dev_accuracy_onnx_ort_default": plain, "path": self._rel(path), "file_bytes": path.stat().st_size, "max_abs_diff": d,
-               "tolerance": None if tol is None else t, "dev_accuracy_onnx": acc, "dev_accuracy_torch": torch_acc,
-               "accuracy_diff_points": 100 * (acc - torch_acc)}
+        plain = V.session(path) if int4_dq else sess
+        preds = {}
+        for split in SPLITS:
+            batches = self.acc_b[split]
+            # Back in example order, so they pair with every other model's predictions on the same examples.
+            preds[split] = SplitPredictions(V.in_example_order([lg.argmax(-1) for lg in V.onnx_logits(plain, batches)], batches),
+                                            V.in_example_order([b.labels for b in batches], batches))
+        split = self.cfg.accuracy_split
+        acc = V.accuracy(V.onnx_logits(sess, self.acc_b[split]), self.acc_b[split]) if int4_dq else preds[split].accuracy
+        pred_path = path.with_name(path.stem + ".predictions.npz")
+        save_predictions(pred_path, preds)
+        out = {"path": self._rel(path), "file_bytes": path.stat().st_size, "max_abs_diff": d,
+               "tolerance": None if tol is None else t,
+               # exact-session accuracy on export.accuracy_split, compared with PyTorch's on the same split
+               "dev_accuracy_onnx": acc, "dev_accuracy_torch": torch_acc, "accuracy_diff_points": 100 * (acc - torch_acc),
+               "dev_accuracy_onnx_ort_default": preds[split].accuracy, "accuracy_check_split": split,
+               # the file's own accuracy through a plain session, on every split
+               **accuracy_fields(preds), "accuracy_session": "plain onnxruntime CPU session",
+               "predictions": self._rel(pred_path)}
         if weight_only and abs(acc - torch_acc) * 100 > WEIGHT_ONLY_ACC_POINTS:
             raise StageError(f"{path}: accuracy {acc:.4f} vs PyTorch {torch_acc:.4f} differs by more than "
                              f"{WEIGHT_ONLY_ACC_POINTS} points for a weight-only format")
@@ -210,7 +253,8 @@ class _SizeJob:
     def _torch_acc(self, model) -> float:
         from tlc_export.export import validate as V
 
-        return V.accuracy(V.torch_logits(model, self.acc_b), self.acc_b)
+        batches = self.acc_b[self.cfg.accuracy_split]
+        return V.accuracy(V.torch_logits(model, batches), batches)
 
     def _cpu_file(self, raw: Path, dst: Path, ref_model, tol: float, acc: float, int4_dq: bool = False) -> dict[str, Any]:
         """The ONNX Runtime CPU file of a same-function format: the fused graph of `raw`
@@ -337,6 +381,7 @@ class _SizeJob:
 
             p = int8_fp16_qdq(ensure_static(), self._path(variant, "tensorrt-int8"))
             out = self._validate(p, model, None, acc, False)
+            # The engine's own accuracy is measured by the bench on the GPU; the ONNX file's is not the engine's.
             onnx_file = {k: out[k] for k in ("max_abs_diff", "dev_accuracy_onnx", "dev_accuracy_torch", "accuracy_diff_points")}
             return {**onnx_file, **self._engine(p, "int8", variant)}
 
@@ -344,7 +389,13 @@ class _SizeJob:
         self._step(variant, "onnx-fp32", f32, **extra)
         self._step(variant, "onnx-fp16", f16, **extra)
         self._step(variant, "onnx-int8-dynamic", int8_dynamic, **extra)
-        self._step(variant, "onnx-int8-static", lambda: self._validate(ensure_static(), model, None, acc, False), **extra)
+
+        def static_row() -> dict[str, Any]:
+            p = ensure_static()
+            self._validated[p] = self._validate(p, model, None, acc, False)  # tensorrt-int8 reads the same file
+            return self._validated[p]
+
+        self._step(variant, "onnx-int8-static", static_row, **extra)
         self._step(variant, "onnx-int4-matmulnbits", lambda: ort_fmt(
             "onnx-int4-matmulnbits", lambda a, b: ort_quant.quantize_int4_matmulnbits(a, b, self.cfg.int4_block_size)), **extra)
         self._step(variant, "tensorrt-int8", trt_int8, **extra)
@@ -380,16 +431,21 @@ class _SizeJob:
         return load_artifact(art_path)
 
     def quant_variant(self, row: dict[str, Any]) -> None:
-        """onnx-int8 from 8-/6-bit artifacts (their codes in the INT8 container); onnx-int4 and
-        tensorrt-int4 from 4-bit artifacts only."""
+        """onnx-int8 from 8-/6-bit artifacts (their codes in the INT8 container); onnx-int4 from every
+        4-bit artifact and tensorrt-int4 from those on TensorRT's grid, always with the artifact's own codes."""
         from tlc_export.compress.artifact import build_model
+        from tlc_export.export.int4 import tensorrt_int4_ready
         from tlc_export.export.onnx_export import save_model
         from tlc_export.export.qdq import rewrite_weights
         from tlc_export.export.validate import TOLERANCE
 
         bits = int(row["bits"])
         variant = row["variant"]
-        fmts = INT8_CODE_FORMATS if bits in INT8_CODE_BITS else INT4_FORMATS if bits == 4 else ()
+        fmts: tuple[str, ...] = ()
+        if bits in INT8_CODE_BITS:
+            fmts = INT8_CODE_FORMATS
+        elif bits == 4:
+            fmts = ("onnx-int4", "tensorrt-int4") if row.get("tensorrt_int4") else ("onnx-int4",)
         for f in fmts:
             self.planned.add((variant, f))
         if not any(f in self.formats and (variant, f) not in self.done for f in fmts):
@@ -397,8 +453,9 @@ class _SizeJob:
         art = self._artifact(row)
         model = build_model(art).float()
         acc = self._torch_acc(model)
-        # storage_bytes is the packed artifact (6-bit codes take 6 bits there, 8 in the ONNX container)
-        extra = {"storage_bytes": row.get("storage_bytes"), "bits": bits, "source": row["artifact"],
+        # storage_bytes is the packed artifact: these files hold exactly its codes (6-bit codes take 6
+        # bits in the artifact, 8 in the ONNX container).
+        extra = {"storage_bytes": row.get("storage_bytes"), "bits": bits, "source": row["artifact"], "codes": "compress",
                  "densified": float(row.get("sparsity") or 0) > 0}
 
         def int8() -> dict[str, Any]:
@@ -411,66 +468,42 @@ class _SizeJob:
 
         if bits in INT8_CODE_BITS:
             self._step(variant, "onnx-int8", int8, **extra)
-        else:
-            self._int4(variant, model, acc, art.quantized, art.state_dict(), art.masks, extra)
-
-    def int4_from_fp(self, variant: str, model) -> None:
-        """No 4-bit variant in the recipe: INT4 files re-quantize this fp32 variant block-wise."""
-        for f in INT4_FORMATS:
-            self.planned.add((variant, f))
-        if not any(f in self.formats and (variant, f) not in self.done for f in INT4_FORMATS):
             return
-        extra = {"storage_bytes": None, "bits": 4, "source": variant,
-                 "note": "no 4-bit variant in compress: the fp32 model re-quantized block-wise symmetric INT4"}
-        self._int4(variant, model, self._torch_acc(model), {}, model.state_dict(), {}, extra, from_fp32=True)
+        if "tensorrt-int4" in fmts and not tensorrt_int4_ready(art.quantized):
+            raise StageError(f"{row['artifact']}: marked tensorrt_int4 but its codes are not symmetric INT4 blocks of "
+                             "64/128; rerun the compress stage")
+        self._int4(variant, model, acc, art.quantized, art.state_dict(), extra, fmts)
 
     def _int4(self, variant: str, model, acc: float, quantized, state: dict[str, torch.Tensor],
-              masks: dict[str, torch.Tensor], extra: dict[str, Any], from_fp32: bool = False) -> None:
-        """onnx-int4 / tensorrt-int4 rows. `state` holds every parameter's value in `model` (fake-quant or
-        fp32): parameters without INT4 codes (1-D, excluded) must carry exactly these values."""
-        import copy
-
-        from tlc_export.export.int4 import codes_usable, int4_model, requantize_block
+              extra: dict[str, Any], fmts: tuple[str, ...]) -> None:
+        """onnx-int4 / tensorrt-int4 rows: the artifact's codes on its own grid. `state` holds every
+        parameter's value in `model` (fake-quant or fp32): parameters without INT4 codes (1-D, excluded)
+        carry exactly these values, so the file computes `model`."""
+        from tlc_export.export.int4 import int4_model
         from tlc_export.export.onnx_export import save_model
         from tlc_export.export.validate import TOLERANCE
 
-        def reference(q) -> torch.nn.Module:
-            m = copy.deepcopy(model)
-            m.load_state_dict({**m.state_dict(), **{k: v.dequantize() for k, v in q.items()}})
-            return m
-
         def build(fmt: str) -> dict[str, Any]:
             trt = fmt == "tensorrt-int4"
-            bs = self.cfg.int4_block_size
-            if not from_fp32 and codes_usable(quantized, bs, symmetric=True if trt else None):
-                q, codes, ref = quantized, "compress", model
-            else:
-                # ONNX block DequantizeLinear cannot hold a per-tensor/-channel asymmetric grid in INT4:
-                # re-quantize the variant's own weights block-wise symmetric; the reference holds the same.
-                weights = {k: v for k, v in state.items() if v.dim() == 2 and (from_fp32 or k in quantized)}
-                q = requantize_block(weights, bs, symmetric=True, masks=masks)
-                codes = "requantized-from-fp32" if from_fp32 else "requantized"
-                ref = reference(q)
-            proto = int4_model(self.template.load(), self.template.refs, q, state, fp16=trt, matmul_only=trt)
+            proto = int4_model(self.template.load(), self.template.refs, quantized, state, fp16=trt, matmul_only=trt)
             p = self._path(variant, fmt)
             tol = TOLERANCE["fp16" if trt else "fp32"]
-            # The file computes its reference's function, so its accuracy must match the reference's;
-            # a re-quantized file's reference is the block-requantized model, not the variant itself.
-            ref_acc = acc if codes == "compress" else self._torch_acc(ref)
+            dq = fusable_int4(proto)
             if trt:  # TensorRT parses standard ONNX only: no CPU fusions
                 save_model(proto, p)
-                out = {**self._validate(p, ref, tol, ref_acc, True, int4_dq=True), "codes": codes}
+                out = self._validate(p, model, tol, acc, True, int4_dq=dq)
             else:
                 raw = self._path(variant, fmt, ".unfused.onnx")
                 save_model(proto, raw)
-                out = {**self._cpu_file(raw, p, ref, tol, ref_acc, int4_dq=True), "codes": codes}
-            if codes != "compress":
-                out["variant_dev_accuracy"] = acc
-                out["accuracy_diff_vs_variant_points"] = 100 * (out["dev_accuracy_onnx"] - acc)
+                out = self._cpu_file(raw, p, model, tol, acc, int4_dq=dq)
             if trt:
+                # The ONNX file's accuracy is not the engine's: the bench measures the engine on the GPU.
+                for k in [k for k in out if k.startswith(SPLITS) or k in ("majority_accuracy", "majority_label",
+                                                                         "learned_task", "above_majority_p", "predictions")]:
+                    out[f"onnx_{k}"] = out.pop(k)
                 out["onnx_path"] = out["path"]
                 out.update(self._engine(p, "int4", variant))
             return out
 
-        for fmt in INT4_FORMATS:
+        for fmt in fmts:
             self._step(variant, fmt, lambda fmt=fmt: build(fmt), **extra)

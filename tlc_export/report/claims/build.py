@@ -13,6 +13,7 @@ from tlc_export.report.claims.curves import claim_steps, claim_wallclock
 from tlc_export.report.claims.errors import claim_errors
 from tlc_export.report.claims.frontier import claim_frontier
 from tlc_export.report.claims.sizes import order_sizes
+from tlc_export.report.claims.sweep import not_in_single_run
 from tlc_export.report.data import ReportData
 
 REPORTING_SPLIT = "test"  # dev selects, test reports
@@ -35,7 +36,7 @@ def _curves(data: ReportData) -> dict[str, list[dict[str, Any]]]:
 
 
 def build_card(data: ReportData, verdict: Verdict | None = None) -> Card:
-    """All five claims for the run in `data` (`verdict`: the report's, when it has computed one)."""
+    """Every claim for the run in `data` (`verdict`: the report's, when it has computed one)."""
     pre = _pretrain(data)
     pre_rows = [r for r in pre.get("models", []) if isinstance(r, dict)]
     curves = _curves(data)
@@ -48,5 +49,6 @@ def build_card(data: ReportData, verdict: Verdict | None = None) -> Card:
         claim_compression(sizes, variants, data.run_dir, REPORTING_SPLIT),
         claim_frontier(variants, verdict),
         claim_errors(sizes, data.error_json),
+        *not_in_single_run(),  # claims 6 and 7 compare runs: a sweep's report measures them
     ]
     return Card(run=data.name, run_dir=str(data.run_dir), claims=claims, split=REPORTING_SPLIT)
