@@ -154,8 +154,9 @@ def _report_answers(tiny_run, tmp_path: Path, storage: list[float], latency: lis
         head = [c.strip() for c in lines[0].strip("|").split("|")]
         return [dict(zip(head, (c.strip() for c in ln.strip("|").split("|")), strict=True)) for ln in lines[2:]]
 
-    st = [r["variant"] for r in table("## Best variant per storage budget")]
-    lat = [(r["variant"], r["format"], r["backend"]) for r in table("## Best (variant, backend) per p50 latency budget")]
+    name = "variant (chosen on dev)"
+    st = [r[name] for r in table("## Best variant per storage budget")]
+    lat = [(r[name], r["format"], r["backend"]) for r in table("## Best (variant, backend) per p50 latency budget")]
     return st, lat
 
 

@@ -177,7 +177,7 @@ def test_every_format_has_a_valid_row(run_dir):
     assert [i.name for i in dyn.initializer if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT] == []
     emb = [model.config.vocab_size, model.config.hidden_size]
     assert any(list(i.dims) == emb and i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for i in dyn.initializer)
-    assert "Attention" not in _ops(run.root / by[(b4, "tensorrt-int4")]["onnx_path"])  # TensorRT gets standard ONNX
+    assert "Attention" not in _ops(run.root / by[(sym, "tensorrt-int4")]["onnx_path"])  # TensorRT gets standard ONNX
     # The static Q/DQ file TensorRT INT8 needs is there although onnx-int8-static is also listed here;
     # it is the same file.
     # TensorRT INT8 reads that file turned into an fp16 graph (fp16 scales, no fp32 initializer).

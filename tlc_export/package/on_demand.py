@@ -58,16 +58,17 @@ def cached_rows(run_dir: str | Path) -> list[dict[str, Any]]:
             if r.get("status") == "ok" and r.get("path") and (rd.root / r["path"]).is_file()]
 
 
-def producible_formats(bits: int) -> tuple[str, ...]:
-    """The export formats the export stage writes for a variant of this bit width."""
-    from tlc_export.stages.export import FP_FORMATS, INT4_FORMATS, INT8_CODE_BITS, INT8_CODE_FORMATS
+def producible_formats(bits: int, tensorrt_int4: bool = False) -> tuple[str, ...]:
+    """The export formats the export stage writes for a variant of this bit width (`tensorrt_int4`: the
+    variant's codes are on TensorRT's INT4 grid, the compress row's flag)."""
+    from tlc_export.stages.export import FP_FORMATS, INT8_CODE_BITS, INT8_CODE_FORMATS
 
     if bits >= 32:
         return FP_FORMATS
     if bits in INT8_CODE_BITS:
         return INT8_CODE_FORMATS
     if bits == 4:
-        return INT4_FORMATS
+        return ("onnx-int4", "tensorrt-int4") if tensorrt_int4 else ("onnx-int4",)
     return ()
 
 

@@ -96,7 +96,7 @@ def _pick(variant: str, fmt: str, root: Path, rows: list[dict[str, Any]], compre
     ok = sorted(r["format"] for r in mine if r.get("status") == "ok")
     bits = int((compress or {}).get("bits") or next((r.get("bits") for r in mine if r.get("bits")), 32))
     if row is None:
-        can = producible_formats(bits)
+        can = producible_formats(bits, bool((compress or {}).get("tensorrt_int4")))
         if fmt not in can:
             raise PackageError(f"variant {variant} ({bits}-bit) has no {fmt} file: the export stage writes "
                                f"{', '.join(can) or 'nothing'} for a {bits}-bit variant; exported for it: "
