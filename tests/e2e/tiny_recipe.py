@@ -3,34 +3,20 @@ shared by the end-to-end tests."""
 
 from __future__ import annotations
 
-import csv
-import random
+import importlib.util
 from pathlib import Path
 
-POS = ["great", "wonderful", "moving", "brilliant", "funny", "charming"]
-NEG = ["awful", "boring", "dull", "clumsy", "tedious", "bland"]
-FILLER = ["the", "film", "story", "actors", "plot", "music", "was", "really", "quite", "and", "a", "its"]
+# The data writer is the one `scripts/tiny_data.py` gives users (recipes/tiny/); loaded from its file
+# because scripts/ is not a package.
+_spec = importlib.util.spec_from_file_location("tiny_data", Path(__file__).resolve().parents[2] / "scripts" / "tiny_data.py")
+assert _spec is not None and _spec.loader is not None
+_tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tiny)
+POS, NEG, FILLER = _tiny.POS, _tiny.NEG, _tiny.FILLER
 
 
 def _write_data(root: Path) -> None:
-    rng = random.Random(0)
-    docs = root / "corpus"
-    docs.mkdir()
-    for i in range(40):
-        paras = []
-        for _ in range(6):
-            words = [rng.choice(FILLER + POS + NEG) for _ in range(rng.randint(12, 30))]
-            paras.append(" ".join(words).capitalize() + ".")
-        (docs / f"doc{i:02d}.txt").write_text("\n\n".join(paras))
-    with open(root / "task.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        for i in range(500):
-            label = i % 2
-            cue = rng.choice(POS if label else NEG)
-            words = [rng.choice(FILLER) for _ in range(rng.randint(4, 10))]
-            words.insert(rng.randrange(len(words) + 1), cue)
-            w.writerow([" ".join(words), "pos" if label else "neg"])
+    _tiny.write_tiny_data(root)
 
 
 RECIPE = """\
