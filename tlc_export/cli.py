@@ -176,6 +176,11 @@ def validate(recipe: Path, explain: bool) -> None:
 
 
 def _summary(r: Recipe) -> str:
+    if r.translation is not None:
+        t = r.translation
+        return (f"translation {t.source_lang}→{t.target_lang} ({t.data.kind}); sizes "
+                f"{', '.join(s.name for s in t.grid())}; budget {t.train.time_budget_s:g}s each")
+    assert r.models is not None and r.pretrain is not None  # validation requires them without `translation`
     sizes = ", ".join(s.name for s in r.models.grid())
     stages = [s for s in ["finetune", "compress", "export", "bench", "report"] if getattr(r, s) is not None]
     return (f"sizes {sizes}; budget {r.pretrain.time_budget_s:g}s each; "

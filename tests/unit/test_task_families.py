@@ -1,0 +1,111 @@
+"""Task families: how a recipe picks one, the translation section's validation, and classification as a
+thin adapter over the code that predates families."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tlc_export.errors import RecipeError, StageError
+from tlc_export.predictions import SplitPredictions
+from tlc_export.recipe import parse_recipe, schema_lines
+from tlc_export.scoring import accuracy_fields
+from tlc_export.tasks import family_of, get_family
+from tlc_export.tasks.classification import ClassificationFamily
+from tlc_export.tasks.translation import TranslationFamily
+
+CLS = "models: {sizes: [{layers: 1, hidden: 32}]}\npretrain: {time_budget_s: 1}\n"
+MT = """\
+name: mt
+translation:
+  source_lang: en
+  target_lang: fr
+  depth: [1, 2]
+  width: [32, 64]
+  train: {time_budget_s: 5, batch_tokens: 512}
+  decoding: {strategy: greedy}
+"""
+
+
+def _problems(text: str) -> dict[str, object]:
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text, file="r.yaml")
+    return {p.path: p for p in info.value.problems}
+
+
+def test_recipe_picks_its_family():
+    assert isinstance(family_of(parse_recipe(CLS)), ClassificationFamily)  # pretraining only
+    assert isinstance(family_of(parse_recipe(CLS + "finetune: {}\n")), ClassificationFamily)
+    recipe = parse_recipe(MT)
+    assert isinstance(family_of(recipe), TranslationFamily)
+    assert [s.name for s in recipe.translation.grid()] == ["1L-32H", "2L-32H", "1L-64H", "2L-64H"]
+    assert get_family("translation").metric.field == "bleu"
+    with pytest.raises(KeyError, match="known: classification, translation"):
+        get_family("summarization")
+
+
+def test_translation_recipe_problems_at_their_lines():
+    text = MT.replace("train: {time_budget_s: 5, batch_tokens: 512}",
+                      "train: {time_budget_s: 5, batch_tokens: 512, label_smooth: 0.1}")
+    text += "models: {sizes: [{layers: 1, hidden: 32}]}\ncompress: {}\n"
+    text = text.replace("  depth: [1, 2]\n", "  depth: [1, 2]\n  data: {dev_books: [41, 43], test_books: [43, 67]}\n")
+    problems = _problems(text)
+    assert set(problems) == {"models", "compress", "translation.train.label_smooth", "translation.data.test_books"}
+    assert problems["models"].line == 10 and "translation" in problems["models"].hint
+    assert problems["compress"].line == 11
+    assert problems["translation.train.label_smooth"].line == 8
+    assert "66" in problems["translation.data.test_books"].message
+
+
+def test_translation_recipe_semantic_checks():
+    assert "both" in str(_problems(MT.replace("target_lang: fr", "target_lang: en"))["translation"].message)
+    bible_de = _problems(MT.replace("target_lang: fr", "target_lang: de"))["translation"]
+    assert "Louis Segond" in bible_de.message
+    overlap = MT.replace("  depth: [1, 2]\n", "  depth: [1, 2]\n  data: {dev_books: [41], test_books: [41]}\n")
+    assert "both dev_books and test_books" in _problems(overlap)["translation.data"].message
+    assert "size grid is empty" in _problems(MT.replace("  width: [32, 64]\n", ""))["translation"].message
+
+
+def test_classification_recipe_still_needs_models_and_pretrain():
+    problems = _problems("name: x\nfinetune: {}\n")
+    assert {"models", "pretrain"} <= set(problems)
+    assert problems["models"].message == "Field required"
+
+
+def test_every_translation_field_is_documented():
+    rows = [r for r in schema_lines() if r[0].startswith("translation")]
+    assert len(rows) > 40
+    assert [r[0] for r in rows if not r[3].strip()] == []
+
+
+def test_run_refuses_translation_until_its_stages_exist(tmp_path):
+    from tlc_export.rundir import RunDir
+    from tlc_export.runner import run_pipeline
+
+    with pytest.raises(StageError, match="cannot run a translation recipe yet"):
+        run_pipeline(parse_recipe(MT), RunDir(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_classification_family_is_the_existing_task_code(tmp_path: Path):
+    from tlc_export.data.task import load_task
+
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows([(f"review number {i}", "pos" if i % 3 else "neg") for i in range(200)])
+    recipe = parse_recipe(CLS + "finetune: {task: {kind: csv, path: t.csv}}\n", base_dir=tmp_path)
+    family = family_of(recipe)
+    data = family.read(recipe)
+    task = load_task(recipe.finetune.task, recipe)
+    assert (data.train, data.dev, data.test) == (task.train, task.dev, task.test)
+    assert data.num_labels == 2 and data.label_names == ["neg", "pos"]
+    assert data.info["examples"] == task.counts()
+    rng = np.random.default_rng(0)
+    preds = {s: SplitPredictions(rng.integers(0, 2, 50), rng.integers(0, 2, 50)) for s in ("dev", "test")}
+    assert family.row_fields(preds) == accuracy_fields(preds)
+    with pytest.raises(StageError, match="pretrained checkpoint"):
+        family.build_model(recipe)

@@ -1,0 +1,105 @@
+"""Translation, the second task family: parallel sentences, a Marian encoder-decoder trained from
+scratch, label-smoothed cross-entropy, greedy/beam decoding, and BLEU / chrF rows with intervals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tlc_export.errors import StageError
+from tlc_export.tasks.base import Metric, SplitData, TaskFamily
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from tlc_export.config.translation import TranslationConfig
+    from tlc_export.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class TranslationPredictions:
+    """One split's translations, aligned with its sources and references (what BLEU and a paired
+    bootstrap between two models are computed from)."""
+
+    sources: list[str]
+    references: list[str]
+    hypotheses: list[str]
+
+
+class TranslationFamily(TaskFamily):
+    name = "translation"
+    section = "translation"
+    metric = Metric(field="bleu", label="BLEU", scale=100.0)
+    pipeline_gap = ("its data, model, loss, decoding and scoring exist (tlc_export.translation), but no stage "
+                    "trains or scores translation models yet; `tlc validate` checks the recipe")
+
+    def read(self, recipe: Recipe) -> SplitData:
+        from tlc_export.translation.data import read_pairs
+
+        return read_pairs(_translation(recipe), recipe.base_dir)
+
+    def build_model(self, recipe: Recipe, *, size: Any = None, checkpoint: Path | None = None,
+                    **options: Any) -> nn.Module:
+        """A fresh MarianMTModel for `size` (options: `source_vocab`, `target_vocab` (None = shared), `seed`),
+        or the one saved at `checkpoint`."""
+        from tlc_export.translation.model import build_translation_model
+
+        if checkpoint is not None:
+            from transformers import MarianMTModel
+
+            if not (Path(checkpoint) / "config.json").is_file():
+                raise StageError(f"{checkpoint}: no translation model here (config.json missing); run its training first")
+            return MarianMTModel.from_pretrained(str(checkpoint))
+        if size is None or "source_vocab" not in options:
+            raise StageError("a fresh translation model needs `size` and `source_vocab` (and `target_vocab` unless shared)")
+        return build_translation_model(size, _translation(recipe), options["source_vocab"],
+                                       options.get("target_vocab"), seed=options.get("seed"))
+
+    def loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor], recipe: Recipe) -> torch.Tensor:
+        """Label-smoothed cross-entropy (ε = translation.train.label_smoothing) per target token."""
+        return smoothed_loss(model, batch, _translation(recipe).train.label_smoothing)
+
+    def predict(self, model: nn.Module, tokenizer: Any, splits: Mapping[str, Sequence[Any]],
+                recipe: Recipe) -> dict[str, Any]:
+        from tlc_export.translation.decode import translate
+
+        cfg = _translation(recipe)
+        out = {}
+        for name, pairs in splits.items():
+            sources = [p.source for p in pairs]
+            hyps = translate(model, tokenizer, sources, cfg.decoding, max_source_length=cfg.max_source_length)
+            out[name] = TranslationPredictions(sources, [p.target for p in pairs], hyps)
+        return out
+
+    def row_fields(self, predictions: Mapping[str, Any]) -> dict[str, Any]:
+        """`<split>_bleu`, `<split>_bleu_ci`, `<split>_chrf`, `<split>_chrf_ci`, `<split>_n` per split, and the
+        sacrebleu signatures and interval method (the same for every split)."""
+        from tlc_export.translation.metrics import INTERVAL_METHOD, score_translations
+
+        out: dict[str, Any] = {}
+        for split, p in predictions.items():
+            s = score_translations(p.hypotheses, p.references)
+            out.update({f"{split}_bleu": s.bleu, f"{split}_bleu_ci": s.bleu_ci, f"{split}_chrf": s.chrf,
+                        f"{split}_chrf_ci": s.chrf_ci, f"{split}_n": s.n})
+            out["bleu_signature"], out["chrf_signature"] = s.bleu_signature, s.chrf_signature
+        out["interval_method"] = INTERVAL_METHOD
+        return out
+
+
+def smoothed_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], epsilon: float) -> torch.Tensor:
+    """Mean label-smoothed cross-entropy over the batch's target tokens."""
+    from tlc_export.translation.loss import label_smoothed_loss
+
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    parts = label_smoothed_loss(out.logits, batch["labels"], epsilon)
+    return parts.smoothed / parts.tokens.clamp(min=1)
+
+
+def _translation(recipe: Recipe) -> TranslationConfig:
+    cfg = getattr(recipe, "translation", None)
+    if cfg is None:
+        raise StageError("the translation family needs a `translation` section")
+    return cfg
