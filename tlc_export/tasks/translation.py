@@ -91,10 +91,9 @@ class TranslationFamily(TaskFamily):
 
 def smoothed_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], epsilon: float) -> torch.Tensor:
     """Mean label-smoothed cross-entropy over the batch's target tokens."""
-    from tlc_export.translation.loss import label_smoothed_loss
+    from tlc_export.translation.loss import label_smoothed_loss, teacher_forced_logits
 
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    parts = label_smoothed_loss(out.logits, batch["labels"], epsilon)
+    parts = label_smoothed_loss(teacher_forced_logits(model, dict(batch)), batch["labels"], epsilon)
     return parts.smoothed / parts.tokens.clamp(min=1)
 
 
