@@ -195,7 +195,8 @@ def train_translation_size(
             on_step(counters)
     final = evaluate_now()
 
-    params = sum(p.numel() for p in model.parameters())  # tied tables counted once
+    # Learned parameters, tied tables once; the sinusoidal position tables are fixed (requires_grad False).
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     row = {
         "model": size.name, "layers": size.layers, "decoder_layers": size.num_decoder_layers, "hidden": size.hidden,
         "heads": size.num_heads, "params": params, "steps": counters.step, "tokens": counters.tokens,
