@@ -18,7 +18,7 @@ from tlc_export.rundir import RESOLVED_RECIPE, RunDir
 console = Console()
 err_console = Console(stderr=True)
 
-STAGE_ORDER = ["data", "pretrain", "finetune", "compress", "export", "bench", "report"]
+STAGE_ORDER = ["data", "pretrain", "finetune", "compress", "export", "bench", "report", "translation"]
 
 
 def _fail(exc: Exception) -> None:
@@ -285,7 +285,12 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
         info = prepare_data(r)
         for name, desc in info.items():
             console.print(f"[green]✓[/green] {name}: {desc}")
+        from tlc_export.stages.data import DataStage
+
         if fetch_only:
+            return
+        if not DataStage().enabled(r):
+            console.print("nothing to tokenize ahead: this recipe's stage trains its own tokenizer")
             return
         if workers is not None:
             r.data.workers = workers

@@ -237,8 +237,8 @@ def _kind_problems(data: dict[str, Any], root: yaml.Node | None) -> list[RecipeP
             if data.get(key) is not None:
                 problems.append(RecipeProblem(
                     key, f"`{key}` does not take translation models yet", line(key),
-                    hint="remove it; translation runs train and score every size (compression, export and bench "
-                    "of translation models are still to come)"))
+                    hint="remove it; a translation run trains every size and scores it with BLEU (the translation "
+                    "stage); compression, export and bench of translation models are still to come"))
         return problems
     for key in ("models", "pretrain"):
         if data.get(key) is None:

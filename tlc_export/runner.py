@@ -16,7 +16,6 @@ from tlc_export.rundir import RESOLVED_RECIPE, RunDir, StageRecord, environment
 from tlc_export.stages import all_stages
 from tlc_export.stages.base import Stage, StageContext
 from tlc_export.store import StageStore
-from tlc_export.tasks import family_of
 
 # Stages every torchrun process takes part in; the rest run on rank 0 only.
 _DISTRIBUTED_STAGES = {"pretrain"}
@@ -42,9 +41,6 @@ def run_pipeline(
     console = console or Console()
     options = options or {}
     force = force or []
-    family = family_of(recipe)
-    if family.pipeline_gap:
-        raise StageError(f"`tlc run` cannot run a {family.name} recipe yet: {family.pipeline_gap}")
     distributed.init()
     main = distributed.is_main()
     stages = [s for s in all_stages() if s.enabled(recipe)]

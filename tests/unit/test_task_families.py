@@ -81,13 +81,13 @@ def test_every_translation_field_is_documented():
     assert [r[0] for r in rows if not r[3].strip()] == []
 
 
-def test_run_refuses_translation_until_its_stages_exist(tmp_path):
-    from tlc_export.rundir import RunDir
-    from tlc_export.runner import run_pipeline
+def test_stages_belong_to_their_family():
+    from tlc_export.stages import all_stages
 
-    with pytest.raises(StageError, match="cannot run a translation recipe yet"):
-        run_pipeline(parse_recipe(MT), RunDir(tmp_path / "run"))
-    assert not (tmp_path / "run").exists()  # nothing written
+    mt = [s.name for s in all_stages() if s.enabled(parse_recipe(MT))]
+    cls = [s.name for s in all_stages() if s.enabled(parse_recipe(CLS + "finetune: {}\n"))]
+    assert mt == ["translation"]
+    assert cls == ["data", "pretrain", "finetune"]
 
 
 def test_classification_family_is_the_existing_task_code(tmp_path: Path):
@@ -109,3 +109,16 @@ def test_classification_family_is_the_existing_task_code(tmp_path: Path):
     assert family.row_fields(preds) == accuracy_fields(preds)
     with pytest.raises(StageError, match="pretrained checkpoint"):
         family.build_model(recipe)
+
+
+def test_data_prepare_reads_a_translation_recipes_pairs(tmp_path: Path):
+    from tlc_export.data.prepare import prepare_data
+
+    rows = ["en\tfr"] + [f"sentence {i}\tphrase {i}" for i in range(200)]
+    (tmp_path / "p.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    recipe = parse_recipe(MT.replace("  depth: [1, 2]\n", "  depth: [1, 2]\n  data: {kind: tsv, path: p.tsv}\n"),
+                          base_dir=tmp_path)
+    info = prepare_data(recipe)
+    line = info["translation.data (tsv)"]
+    assert "train" in line and "stable hash of the source sentence" in line
+    assert not [k for k in info if k.startswith("data.sources")]  # no pretraining corpus fetched

@@ -212,3 +212,45 @@ def test_greedy_translate_equals_a_hand_written_greedy_loop(tokenizers, one_thre
                       strategy="beam")
     assert len(beams) == len(sources) and all(isinstance(b, str) for b in beams)
     assert model.training  # decoding ran in eval mode and put the mode back
+
+
+def test_step_plan_reaches_the_token_target_and_continues_from_a_position(tokenizers):
+    from tlc_export.translation.train import StepPlan
+
+    cfg = _cfg()
+    enc = encode_pairs(tokenizers, PAIRS, cfg.max_source_length, cfg.max_target_length)
+    plan = StepPlan(enc, micro_tokens=64, step_tokens=100, seed=2)
+    pos, seen = 0, []
+    for _ in range(3 * plan.per_epoch):  # several epochs: every pair once per epoch, reshuffled
+        micro, nxt = plan.next_step(pos)
+        tokens = sum(enc.tokens(i) for idx in micro for i in idx)
+        assert tokens >= 100 and tokens - sum(enc.tokens(i) for i in micro[-1]) < 100  # stops once reached
+        assert nxt == pos + len(micro)
+        seen.extend(micro)
+        pos = nxt
+    epoch0 = sorted(i for idx in seen[: plan.per_epoch] for i in idx)
+    assert epoch0 == list(range(len(PAIRS)))
+    assert seen[: plan.per_epoch] != seen[plan.per_epoch: 2 * plan.per_epoch]  # a new order each epoch
+    fresh = StepPlan(enc, micro_tokens=64, step_tokens=100, seed=2)  # a resumed run: same steps from a position
+    assert fresh.next_step(plan.per_epoch + 1) == plan.next_step(plan.per_epoch + 1)
+
+
+def test_paired_comparison_of_two_systems():
+    from sacrebleu.metrics import BLEU
+
+    from tlc_export.translation.metrics import compare_translations, sentence_statistics
+
+    rng = np.random.default_rng(0)
+    words = ["le", "chat", "chien", "voit", "aime", "la", "maison", "grande", "petite", "rouge"]
+    refs = [" ".join(rng.choice(words, size=8)) for _ in range(60)]
+    good = [" ".join(r.split()[:-1]) for r in refs]  # drops one word
+    bad = [" ".join(rng.choice(words, size=8)) for _ in refs]
+    stats = sentence_statistics(good, refs)
+    assert stats.shape == (60, 10)
+    c = compare_translations(good, bad, refs, samples=300)
+    assert c.bleu_a == pytest.approx(BLEU(tokenize="13a").corpus_score(good, [refs]).score)
+    assert c.bleu_b == pytest.approx(BLEU(tokenize="13a").corpus_score(bad, [refs]).score)
+    assert c.outcome == "won" and c.diff_ci_low > 0 and c.p_value < 0.05
+    assert compare_translations(bad, good, refs, samples=300).outcome == "lost"
+    same = compare_translations(good, good, refs, samples=100)
+    assert same.outcome == "within noise" and same.diff == 0

@@ -14,5 +14,7 @@ def all_stages() -> list[Stage]:
     from tlc_export.stages.finetune import FinetuneStage
     from tlc_export.stages.pretrain import PretrainStage
     from tlc_export.stages.report import ReportStage
+    from tlc_export.stages.translation import TranslationStage
 
-    return [DataStage(), PretrainStage(), FinetuneStage(), CompressStage(), ExportStage(), BenchStage(), ReportStage()]
+    return [DataStage(), PretrainStage(), FinetuneStage(), CompressStage(), ExportStage(), BenchStage(), ReportStage(),
+            TranslationStage()]

@@ -57,8 +57,6 @@ class TaskFamily(ABC):
     # The recipe section that configures the family; a recipe selects the family by having it.
     section: ClassVar[str]
     metric: ClassVar[Metric]
-    # Empty when `tlc run` runs the family end to end; else what is missing, said to the user.
-    pipeline_gap: ClassVar[str] = ""
 
     def configured(self, recipe: Recipe) -> bool:
         return getattr(recipe, self.section, None) is not None

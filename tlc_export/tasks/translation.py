@@ -33,8 +33,6 @@ class TranslationFamily(TaskFamily):
     name = "translation"
     section = "translation"
     metric = Metric(field="bleu", label="BLEU", scale=100.0)
-    pipeline_gap = ("its data, model, loss, decoding and scoring exist (tlc_export.translation), but no stage "
-                    "trains or scores translation models yet; `tlc validate` checks the recipe")
 
     def read(self, recipe: Recipe) -> SplitData:
         from tlc_export.translation.data import read_pairs
@@ -50,9 +48,12 @@ class TranslationFamily(TaskFamily):
         if checkpoint is not None:
             from transformers import MarianMTModel
 
+            from tlc_export.finetune.model import quiet_transformers
+
             if not (Path(checkpoint) / "config.json").is_file():
                 raise StageError(f"{checkpoint}: no translation model here (config.json missing); run its training first")
-            return MarianMTModel.from_pretrained(str(checkpoint))
+            with quiet_transformers():
+                return MarianMTModel.from_pretrained(str(checkpoint))
         if size is None or "source_vocab" not in options:
             raise StageError("a fresh translation model needs `size` and `source_vocab` (and `target_vocab` unless shared)")
         return build_translation_model(size, _translation(recipe), options["source_vocab"],

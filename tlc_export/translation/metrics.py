@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 BLEU_TOKENIZE = "13a"
 BOOTSTRAP_RESAMPLES = 1000
@@ -58,3 +59,62 @@ def score_translations(hypotheses: Sequence[str], references: Sequence[str], *,
         bleu_ci=_interval(b) if n_bs > 1 else None, chrf_ci=_interval(c) if n_bs > 1 else None,
         bleu_detail=str(b),
     )
+
+
+@dataclass(frozen=True)
+class TranslationComparison:
+    """System A against system B on the same sentences. `outcome` is A's: "won" when the whole 95 %
+    interval of BLEU(A) − BLEU(B) is above 0, "lost" when below, else "within noise" (the claims card's rule)."""
+
+    outcome: str
+    bleu_a: float
+    bleu_b: float
+    diff: float
+    diff_ci_low: float
+    diff_ci_high: float
+    p_value: float  # share of resamples where A is not ahead (one-sided, Koehn 2004)
+    n: int
+    test: str = "paired bootstrap over sentences (Koehn 2004), corpus BLEU recomputed per resample, 95 % percentile interval"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def sentence_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> Any:
+    """Per-sentence BLEU sufficient statistics, float64 [n, 10]: matches (1–4-grams), totals (1–4-grams),
+    hypothesis length, reference length (sacrebleu's, 13a). Corpus BLEU is a function of their sums."""
+    import numpy as np
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU(tokenize=BLEU_TOKENIZE, effective_order=True)  # counts are the same; no sentence-BLEU warning
+    rows = []
+    for h, r in zip(hypotheses, references, strict=True):
+        s = bleu.sentence_score(h, [r])
+        rows.append([*s.counts, *s.totals, s.sys_len, s.ref_len])
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 10)
+
+
+def bleu_from_statistics(summed: Any) -> float:
+    """Corpus BLEU (sacrebleu's, exp smoothing as in `corpus_score`) from summed sentence statistics."""
+    from sacrebleu.metrics import BLEU
+
+    v = [int(round(x)) for x in summed]
+    return float(BLEU.compute_bleu(v[0:4], v[4:8], v[8], v[9], smooth_method="exp").score)
+
+
+def compare_translations(hyps_a: Sequence[str], hyps_b: Sequence[str], references: Sequence[str], *,
+                         samples: int = BOOTSTRAP_RESAMPLES, seed: int = 12345) -> TranslationComparison:
+    """Paired bootstrap of the corpus-BLEU difference between two systems' translations of the same sentences."""
+    import numpy as np
+
+    if not (len(hyps_a) == len(hyps_b) == len(references)) or not references:
+        raise ValueError(f"need the same non-empty sentences: {len(hyps_a)}, {len(hyps_b)} hypotheses, "
+                         f"{len(references)} references")
+    sa, sb = sentence_statistics(hyps_a, references), sentence_statistics(hyps_b, references)
+    bleu_a, bleu_b = bleu_from_statistics(sa.sum(0)), bleu_from_statistics(sb.sum(0))
+    idx = np.random.default_rng(seed).integers(0, len(references), size=(samples, len(references)))
+    diffs = np.array([bleu_from_statistics(sa[i].sum(0)) - bleu_from_statistics(sb[i].sum(0)) for i in idx])
+    low, high = (float(x) for x in np.percentile(diffs, [2.5, 97.5]))
+    outcome = "won" if low > 0 else "lost" if high < 0 else "within noise"
+    return TranslationComparison(outcome, bleu_a, bleu_b, bleu_a - bleu_b, low, high,
+                                 float(np.mean(diffs <= 0)), len(references))

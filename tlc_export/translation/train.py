@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tlc_export import atomic
 from tlc_export.config.translation import TranslationConfig, TranslationSize
@@ -68,7 +69,8 @@ class StepPlan:
         if len(enc) == 0:
             raise StageError("translation: the training split is empty")
         self.enc, self.micro_tokens, self.step_tokens, self.seed = enc, micro_tokens, step_tokens, seed
-        self._epoch, self._batches = -1, []  # type: tuple[int, list[list[int]]]
+        self._epoch: int = -1
+        self._batches: list[list[int]] = []  # the current epoch's micro-batches
         self.per_epoch = len(token_batches(enc, micro_tokens))
 
     def micro_batch(self, position: int) -> list[int]:
@@ -170,30 +172,43 @@ def train_translation_size(
 
     if resumed:
         console.print(f"[cyan]{size.name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget:g}s[/cyan]")
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
+        TextColumn("step {task.fields[step]} · loss {task.fields[loss]} · dev BLEU {task.fields[bleu]} · "
+                   "{task.fields[tps]} tok/s"),
+        TimeElapsedColumn(), console=console,
+    )
+    task = progress.add_task(size.name, total=budget, completed=min(counters.elapsed_s, budget),
+                             step=counters.step, loss="-", bleu="-", tps="-")
     model.train()
-    while counters.elapsed_s < budget:
-        # Evaluation and checkpoints happen between steps, outside the training clock.
-        if counters.elapsed_s >= counters.next_eval_s:
-            p = evaluate_now()
-            train_losses = []
-            counters.next_eval_s = counters.elapsed_s + t.eval_every_s
-            console.print(f"  {size.name} step {p['step']}: dev loss {p['dev_loss']:.3f}, BLEU {p['dev_bleu']:.2f}")
-        if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
-            counters.next_checkpoint_s = counters.elapsed_s + t.checkpoint_every_s
-            save_state(state_dir, model, optimizer, counters)
-        micro, position = plan.next_step(counters.data_position)
-        lr = lr_at(counters.elapsed_s, budget, t.lr, t.warmup_fraction)
-        t0 = clock()
-        loss, tokens = _step(model, optimizer, train, micro, lr, cfg, device, dtype)
-        counters.elapsed_s += clock() - t0
-        counters.step += 1
-        counters.tokens += tokens
-        counters.data_position = position
-        counters.last_train_loss = loss
-        train_losses.append(loss)
-        if on_step is not None:
-            on_step(counters)
-    final = evaluate_now()
+    with progress:
+        while counters.elapsed_s < budget:
+            # Evaluation and checkpoints happen between steps, outside the training clock.
+            if counters.elapsed_s >= counters.next_eval_s:
+                p = evaluate_now()
+                train_losses = []
+                counters.next_eval_s = counters.elapsed_s + t.eval_every_s
+                progress.update(task, bleu=f"{p['dev_bleu']:.2f}")
+            if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
+                counters.next_checkpoint_s = counters.elapsed_s + t.checkpoint_every_s
+                save_state(state_dir, model, optimizer, counters)
+            micro, position = plan.next_step(counters.data_position)
+            lr = lr_at(counters.elapsed_s, budget, t.lr, t.warmup_fraction)
+            t0 = clock()
+            loss, tokens = _step(model, optimizer, train, micro, lr, cfg, device, dtype)
+            counters.elapsed_s += clock() - t0
+            counters.step += 1
+            counters.tokens += tokens
+            counters.data_position = position
+            counters.last_train_loss = loss
+            train_losses.append(loss)
+            progress.update(task, completed=min(counters.elapsed_s, budget), step=counters.step, loss=f"{loss:.3f}",
+                            tps=f"{counters.tokens / max(counters.elapsed_s, 1e-9):,.0f}")
+            if on_step is not None:
+                on_step(counters)
+        final = evaluate_now()
+    console.print(f"[green]{size.name}[/green]: {counters.step} steps, {counters.tokens / max(counters.elapsed_s, 1e-9):,.0f} "
+                  f"tok/s, dev loss {final['dev_loss']:.3f}, dev BLEU {final['dev_bleu']:.2f} (greedy, fixed sample)")
 
     # Learned parameters, tied tables once; the sinusoidal position tables are fixed (requires_grad False).
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
