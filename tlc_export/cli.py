@@ -495,6 +495,26 @@ def _print_package(meta: dict[str, Any], out: Path) -> None:
     console.print(f"  try it: tlc predict {out} \"a gorgeous, witty, seductive movie.\"")
 
 
+@main.command("translate")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--model", "size", default=None, help="The size to translate with (default: the best dev BLEU).")
+@click.option("--greedy", is_flag=True, help="Greedy decoding instead of the recipe's decoding.")
+def translate_cmd(run_dir: Path, texts: tuple[str, ...], size: str | None, greedy: bool) -> None:
+    """Translate TEXTS with a model of a finished translation run (RUN_DIR/translation/)."""
+    try:
+        from tlc_export.translation.serve import translate_with_run
+
+        rd = RunDir(run_dir)
+        chosen, out = translate_with_run(rd.root, _recipe_from_run_dir(rd), list(texts), size=size,
+                                         strategy="greedy" if greedy else None)
+        console.print(f"[dim]{chosen['model']} (dev BLEU {chosen['dev_bleu']:.2f}, test BLEU {chosen['test_bleu']:.2f})[/dim]")
+        for text in out:
+            click.echo(text)
+    except TlcError as exc:
+        _fail(exc)
+
+
 @main.command("predict")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1)

@@ -86,8 +86,10 @@ class Recipe(Section):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved_yaml(self) -> str:
-        """The recipe with every default filled in, as YAML (saved next to artifacts)."""
-        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+        """The recipe with every default filled in, as YAML (saved next to artifacts). A translation recipe
+        leaves out the pretraining corpus and tokenizer sections it has no use for (they have defaults)."""
+        skip = {"data", "tokenizer"} if self.translation is not None else set()
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude=skip), sort_keys=False)
 
 
 def _dump(obj: Any) -> Any:
@@ -229,7 +231,7 @@ def _kind_problems(data: dict[str, Any], root: yaml.Node | None) -> list[RecipeP
 
     if data.get("translation") is not None:
         for key in _TRANSLATION_REPLACES:
-            if key in data:
+            if data.get(key) is not None:  # a resolved recipe writes the absent ones as null
                 problems.append(RecipeProblem(
                     key, f"a translation recipe has no `{key}` section", line(key),
                     hint="its data, vocabulary, sizes and training budget go under `translation` (`tlc recipe-schema`)"))

@@ -122,3 +122,22 @@ def test_data_prepare_reads_a_translation_recipes_pairs(tmp_path: Path):
     line = info["translation.data (tsv)"]
     assert "train" in line and "stable hash of the source sentence" in line
     assert not [k for k in info if k.startswith("data.sources")]  # no pretraining corpus fetched
+
+
+def test_translate_uses_the_dev_choice():
+    from tlc_export.translation.serve import choose_model
+
+    rows = [{"model": "1L-32H", "dev_bleu": 4.0, "test_bleu": 9.0}, {"model": "2L-64H", "dev_bleu": 5.0, "test_bleu": 1.0},
+            {"model": "3L-64H", "dev_bleu": 5.0, "test_bleu": 7.0}]
+    assert choose_model(rows)["model"] == "2L-64H"  # best dev (ties: the earlier, smaller); test is not consulted
+    assert choose_model(rows, "1L-32H")["model"] == "1L-32H"
+    with pytest.raises(StageError, match="no size '9L-9H'.*1L-32H, 2L-64H, 3L-64H"):
+        choose_model(rows, "9L-9H")
+
+
+def test_resolved_translation_recipe_parses_again():
+    recipe = parse_recipe(MT)
+    again = parse_recipe(recipe.resolved_yaml())
+    assert again.translation.model_dump() == recipe.translation.model_dump() and again.models is None
+    cls = parse_recipe(CLS + "finetune: {}\n")
+    assert parse_recipe(cls.resolved_yaml()).data.model_dump() == cls.data.model_dump()

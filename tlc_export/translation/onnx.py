@@ -1,0 +1,167 @@
+"""ONNX export of a translation model as two graphs, and a plain onnxruntime greedy decoder.
+
+`encoder.onnx`: (input_ids, attention_mask) → encoder_hidden_states. `decoder.onnx`: (decoder_input_ids,
+encoder_hidden_states, attention_mask) → logits, for the whole prefix at every step (no KV cache: the
+simple graph that validates first; a cached decoder is a later optimisation). The greedy loop follows
+`generate`'s rules for these models: start from `<pad>`, take the argmax, force `</s>` at the last
+position, pad finished rows. `validate_greedy` checks the files token for token against the PyTorch
+model's own `generate` on the same sentences.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlc_export.atomic import atomic_path
+from tlc_export.errors import StageError
+from tlc_export.translation.tokenizer import EOS_ID, PAD_ID
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.encoder = model.get_encoder()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class DecoderGraph(nn.Module):
+    """The decoder and output layer over a whole target prefix (no cache)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(encoder_outputs=(encoder_hidden_states,), attention_mask=attention_mask,
+                         decoder_input_ids=decoder_input_ids, use_cache=False)
+        return out.logits
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], output: str,
+            dynamic: dict[str, dict[int, str]], path: Path, opset: int) -> str:
+    """dynamo export (the legacy TorchScript exporter when dynamo fails); returns which one ran."""
+    with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad():
+        try:
+            dims: dict[str, Any] = {}
+            shapes = []
+            for n in names:
+                shapes.append({i: dims.setdefault(d, torch.export.Dim(d, min=1, max=4096)) for i, d in dynamic[n].items()})
+            prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=names,
+                                     output_names=[output], dynamic_shapes=tuple(shapes))
+            prog.save(str(tmp), external_data=False)
+            return "dynamo"
+        except Exception as e:  # noqa: BLE001 - any dynamo failure falls back, and is recorded
+            log.warning("dynamo ONNX export of %s failed (%s); using the legacy exporter", path.name, e)
+            torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=opset, input_names=names,
+                              output_names=[output], dynamic_axes={**dynamic, output: {0: "batch"}})
+            return "legacy"
+
+
+def export_translation_onnx(model: Any, folder: Path, opset: int = 18) -> dict[str, str]:
+    """Write `folder/encoder.onnx` and `folder/decoder.onnx` (fp32); returns {file: exporter used}."""
+    model = model.eval().to("cpu")
+    vocab = int(model.config.vocab_size)
+    ids = torch.randint(3, vocab, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0  # a padded row: the mask is data, not a constant
+    enc = EncoderGraph(model).eval()
+    with torch.no_grad():
+        hidden = enc(ids, mask)
+    dec_ids = torch.full((2, 3), PAD_ID, dtype=torch.long)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        ENCODER_FILE: _export(enc, (ids, mask), ["input_ids", "attention_mask"], "encoder_hidden_states",
+                              {"input_ids": {0: "batch", 1: "source"}, "attention_mask": {0: "batch", 1: "source"}},
+                              folder / ENCODER_FILE, opset),
+        DECODER_FILE: _export(DecoderGraph(model).eval(), (dec_ids, hidden, mask),
+                              ["decoder_input_ids", "encoder_hidden_states", "attention_mask"], "logits",
+                              {"decoder_input_ids": {0: "batch", 1: "target"},
+                               "encoder_hidden_states": {0: "batch", 1: "source"},
+                               "attention_mask": {0: "batch", 1: "source"}},
+                              folder / DECODER_FILE, opset),
+    }
+
+
+@dataclass
+class OrtTranslator:
+    """The two graphs in plain onnxruntime CPU sessions."""
+
+    encoder: Any
+    decoder: Any
+
+    @classmethod
+    def open(cls, folder: Path, threads: int | None = None) -> OrtTranslator:
+        import onnxruntime as ort
+
+        missing = [f for f in (ENCODER_FILE, DECODER_FILE) if not (folder / f).is_file()]
+        if missing:
+            raise StageError(f"{folder}: {', '.join(missing)} missing; export the translation model first")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        make = lambda f: ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])  # noqa: E731
+        return cls(make(ENCODER_FILE), make(DECODER_FILE))
+
+    def greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_length: int) -> np.ndarray:
+        """Token ids [batch, ≤ max_length], starting with `<pad>` as `generate` returns them."""
+        ids, mask = input_ids.astype(np.int64), attention_mask.astype(np.int64)
+        hidden = self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        out = np.full((ids.shape[0], 1), PAD_ID, dtype=np.int64)
+        done = np.zeros(ids.shape[0], dtype=bool)
+        while out.shape[1] < max_length and not done.all():
+            logits = self.decoder.run(None, {"decoder_input_ids": out, "encoder_hidden_states": hidden,
+                                             "attention_mask": mask})[0][:, -1]
+            nxt = logits.argmax(-1).astype(np.int64)
+            if out.shape[1] == max_length - 1:
+                nxt[:] = EOS_ID
+            nxt[done] = PAD_ID
+            out = np.concatenate([out, nxt[:, None]], axis=1)
+            done |= nxt == EOS_ID
+        return out
+
+
+def validate_greedy(model: Any, translator: OrtTranslator, tokenizers: Any, sources: list[str], *,
+                    max_source_length: int, max_length: int, batch_size: int = 16) -> dict[str, Any]:
+    """Greedy token ids from the ONNX files against the PyTorch model's `generate`, sentence by sentence."""
+    from tlc_export.config.translation import TranslationDecoding
+    from tlc_export.translation.decode import generation_kwargs
+
+    kw = generation_kwargs(TranslationDecoding(strategy="greedy", max_length=max_length))
+    model = model.eval().to("cpu")
+    mismatched = []
+    for start in range(0, len(sources), batch_size):
+        chunk = sources[start:start + batch_size]
+        enc = tokenizers.source(chunk, truncation=True, max_length=max_source_length, padding=True, return_tensors="np")
+        ours = translator.greedy(enc["input_ids"], enc["attention_mask"], max_length)
+        with torch.inference_mode():
+            ref = model.generate(input_ids=torch.from_numpy(enc["input_ids"]).long(),
+                                 attention_mask=torch.from_numpy(enc["attention_mask"]).long(), **kw).numpy()
+        for i in range(len(chunk)):
+            a, b = _strip(ours[i]), _strip(ref[i])
+            if a != b:
+                mismatched.append(start + i)
+    return {"sentences": len(sources), "mismatched": mismatched, "equal": not mismatched}
+
+
+def _strip(ids: np.ndarray) -> list[int]:
+    """Token ids up to and including the first `</s>` (what follows is padding)."""
+    out = []
+    for t in ids.tolist():
+        out.append(t)
+        if t == EOS_ID and len(out) > 1:
+            break
+    return out
