@@ -215,6 +215,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the generated corpora and run folders")
     args = ap.parse_args()
 
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="tlc-data-bench-", dir=args.workdir))
     rows: list[dict[str, Any]] = []
     steps: dict[str, Any] | None = None

@@ -202,6 +202,18 @@ def test_storage_budget_packages_the_answer_exporting_it_when_needed(tiny_run, t
     assert pred.exit_code == 0, pred.output
     line = json.loads(pred.output.strip().splitlines()[-1])
     assert line["label"] in ("neg", "pos") and abs(sum(line["probabilities"].values()) - 1) < 1e-5
+    # The shipped file's own accuracy on both splits (no bench row exists for an on-demand export), and
+    # `tlc predict` on the test split reproduces the recorded test accuracy.
+    assert set(meta["accuracy"]) == {"dev", "test"}
+    n = _test_split_csv(tiny_run, tmp_path / "test.csv", "test")
+    res = CliRunner().invoke(main, ["predict", str(out), "--file", str(tmp_path / "test.csv"), "--text-column", "review",
+                                    "--output", str(tmp_path / "p.jsonl")])
+    assert res.exit_code == 0, res.output
+    got = [json.loads(x)["label"] for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    with open(tmp_path / "test.csv", newline="") as f:
+        gold = [r["gold"] for r in csv.DictReader(f)]
+    assert len(got) == len(gold) == n
+    assert sum(a == b for a, b in zip(got, gold, strict=True)) / n == meta["accuracy"]["test"]["accuracy"]
 
 
 def _test_split_csv(tiny_run, path: Path, split: str) -> int:

@@ -29,8 +29,10 @@ def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.empty(len(texts), dtype=np.int64)
     parts: list[np.ndarray] = []
     eos_arr = np.asarray([eos], dtype=dtype)
+    # encode_batch_fast (tokenizers >= 0.20) skips the offsets we never read: the same ids, ~25 % faster.
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
     for start in range(0, len(texts), _DOCS_PER_CALL):
-        for j, enc in enumerate(tok.encode_batch(texts[start : start + _DOCS_PER_CALL], add_special_tokens=False)):
+        for j, enc in enumerate(encode(texts[start : start + _DOCS_PER_CALL], add_special_tokens=False)):
             parts.append(np.asarray(enc.ids, dtype=dtype))
             parts.append(eos_arr)
             lengths[start + j] = len(enc.ids) + 1

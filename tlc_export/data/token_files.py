@@ -18,7 +18,6 @@ pages of the rows a process uses are ever read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tlc_export.data.fetch import sha256_file
 from tlc_export.errors import StageError
 
 FORMAT = "tlc-tokens"
@@ -50,20 +50,12 @@ def split_files(split: str) -> dict[str, str]:
             "document_hashes": f"{split}.frac", "header": f"{split}.json"}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def tokenizer_sha256(tokenizer_dir: Path) -> str:
     """Checksum of the tokenizer the token files were written with (its tokenizer.json)."""
     path = Path(tokenizer_dir) / "tokenizer.json"
     if not path.is_file():
         raise StageError(f"{tokenizer_dir}: no tokenizer.json; run the data stage first (`tlc run RECIPE --until data`)")
-    return file_sha256(path)
+    return sha256_file(path)
 
 
 def _map(path: Path, dtype: np.dtype, count: int) -> np.ndarray:

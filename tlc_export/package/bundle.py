@@ -191,6 +191,10 @@ def _accuracy(choice: Choice, sizes: dict[str, int], export_split: str) -> tuple
             out[split] = _with_interval(value, sizes.get(split))
             sources.append(f"{split}: bench/results.jsonl ({backend} row of this file)")
     e = choice.export or {}
+    for split in ("dev", "test"):  # the file's own score on every split (export rows of this version)
+        if split not in out and e.get(f"{split}_accuracy") is not None:
+            out[split] = _with_interval(e[f"{split}_accuracy"], sizes.get(split))
+            sources.append(f"{split}: export stage (this file through a plain ONNX Runtime CPU session, tlc predict's batches)")
     plain = e.get("dev_accuracy_onnx_ort_default", e.get("dev_accuracy_onnx"))
     if export_split not in out and plain is not None:
         out[export_split] = _with_interval(plain, sizes.get(export_split))

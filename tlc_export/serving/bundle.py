@@ -12,12 +12,12 @@ BUNDLE/triton/<name>/config.pbtxt, triton/<name>/1/model.onnx | model.plan
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlc_export.data.fetch import sha256_file
 from tlc_export.errors import TlcError
 
 MODEL_FILE = "model.onnx"
@@ -43,14 +43,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object; {FIX}")
     return data
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
