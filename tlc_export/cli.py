@@ -18,7 +18,7 @@ from tlc_export.rundir import RESOLVED_RECIPE, RunDir
 console = Console()
 err_console = Console(stderr=True)
 
-STAGE_ORDER = ["data", "pretrain", "finetune", "compress", "export", "bench", "report", "translation"]
+STAGE_ORDER = ["data", "pretrain", "finetune", "translation", "compress", "export", "bench", "report"]
 
 
 def _fail(exc: Exception) -> None:

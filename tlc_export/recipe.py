@@ -39,8 +39,12 @@ class Recipe(Section):
         default=None, description="Wall-clock-budgeted masked-LM pretraining (required unless `translation`)."
     )
     finetune: FinetuneConfig | None = Field(default=None, description="Downstream finetuning (omit to stop after pretraining).")
-    compress: CompressConfig | None = Field(default=None, description="Pruning and quantization (needs finetune).")
-    export: ExportConfig | None = Field(default=None, description="ONNX / TensorRT export (needs compress).")
+    compress: CompressConfig | None = Field(
+        default=None, description="Pruning and quantization (needs finetune, or translation for translation models)."
+    )
+    export: ExportConfig | None = Field(
+        default=None, description="ONNX / TensorRT export (needs compress; translation models: ONNX formats only)."
+    )
     bench: BenchConfig | None = Field(default=None, description="Runtime benchmark (needs export).")
     report: ReportConfig | None = Field(default=None, description="Final report (needs bench).")
     translation: TranslationConfig | None = Field(
@@ -57,7 +61,8 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _chain(self) -> Recipe:
-        order = ["finetune", "compress", "export", "bench", "report"]
+        # A translation recipe's models come from its `translation` section, a classification one's from finetune.
+        order = ["translation" if self.translation is not None else "finetune", "compress", "export", "bench", "report"]
         present = [getattr(self, k) is not None for k in order]
         for i in range(1, len(order)):
             if present[i] and not present[i - 1]:
@@ -217,7 +222,6 @@ def _load_yaml(text: str, file: str | None) -> tuple[yaml.Node | None, dict[str,
 # Sections a translation recipe replaces (its own `translation` section holds their counterparts), and
 # the stages that do not take translation models yet.
 _TRANSLATION_REPLACES = ("data", "tokenizer", "models", "pretrain", "finetune")
-_TRANSLATION_NOT_YET = ("compress", "export", "bench", "report")
 
 
 def _kind_problems(data: dict[str, Any], root: yaml.Node | None) -> list[RecipeProblem]:
@@ -235,12 +239,17 @@ def _kind_problems(data: dict[str, Any], root: yaml.Node | None) -> list[RecipeP
                 problems.append(RecipeProblem(
                     key, f"a translation recipe has no `{key}` section", line(key),
                     hint="its data, vocabulary, sizes and training budget go under `translation` (`tlc recipe-schema`)"))
-        for key in _TRANSLATION_NOT_YET:
-            if data.get(key) is not None:
+        from tlc_export.tasks.translation import TranslationFamily
+
+        for key, field, allowed in (("export", "formats", TranslationFamily.export_formats),
+                                    ("bench", "backends", TranslationFamily.bench_backends)):
+            section = data.get(key)
+            values = section.get(field) if isinstance(section, dict) else None
+            bad = [v for v in values or [] if v not in allowed]
+            if bad:
                 problems.append(RecipeProblem(
-                    key, f"`{key}` does not take translation models yet", line(key),
-                    hint="remove it; a translation run trains every size and scores it with BLEU (the translation "
-                    "stage); compression, export and bench of translation models are still to come"))
+                    f"{key}.{field}", f"translation models have no {', '.join(map(str, bad))}", line(key),
+                    hint=f"a translation recipe's {key}.{field} takes {', '.join(allowed)}"))
         return problems
     for key in ("models", "pretrain"):
         if data.get(key) is None:

@@ -50,12 +50,13 @@ def test_recipe_picks_its_family():
 def test_translation_recipe_problems_at_their_lines():
     text = MT.replace("train: {time_budget_s: 5, batch_tokens: 512}",
                       "train: {time_budget_s: 5, batch_tokens: 512, label_smooth: 0.1}")
-    text += "models: {sizes: [{layers: 1, hidden: 32}]}\ncompress: {}\n"
+    text += "models: {sizes: [{layers: 1, hidden: 32}]}\ncompress: {}\nexport: {formats: [onnx-fp32, tensorrt-int8]}\n"
     text = text.replace("  depth: [1, 2]\n", "  depth: [1, 2]\n  data: {dev_books: [41, 43], test_books: [43, 67]}\n")
     problems = _problems(text)
-    assert set(problems) == {"models", "compress", "translation.train.label_smooth", "translation.data.test_books"}
+    assert set(problems) == {"models", "export.formats", "translation.train.label_smooth", "translation.data.test_books"}
     assert problems["models"].line == 10 and "translation" in problems["models"].hint
-    assert problems["compress"].line == 11
+    # compress takes translation models; TensorRT files of them are not made, and the line says so
+    assert problems["export.formats"].line == 12 and "tensorrt-int8" in problems["export.formats"].message
     assert problems["translation.train.label_smooth"].line == 8
     assert "66" in problems["translation.data.test_books"].message
 

@@ -33,6 +33,10 @@ class TranslationFamily(TaskFamily):
     name = "translation"
     section = "translation"
     metric = Metric(field="bleu", label="BLEU", scale=100.0)
+    # What the translation stages can produce: the encoder/decoder pair in ONNX Runtime CPU formats,
+    # timed in PyTorch and ONNX Runtime (TensorRT and the torch kernels' INT8/INT4 paths are classification's).
+    export_formats = ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8", "onnx-int4")
+    bench_backends = ("torch-eager", "onnxruntime")
 
     def read(self, recipe: Recipe) -> SplitData:
         from tlc_export.translation.data import read_pairs
