@@ -20,6 +20,7 @@ from tlc_export.report.answers import storage_answers
 from tlc_export.report.pareto import pareto_frontier
 from tlc_export.report.translation import (
     build_translation_report,
+    deploy_answers,
     dev_frontier,
     load_translation_report_data,
 )
@@ -208,6 +209,17 @@ def test_frontier_answers_and_witness_are_chosen_on_dev_not_test(tmp_path: Path)
     assert picks[0] == f"{LARGE}.s75.b4"  # best dev BLEU under 70 kB although its test BLEU is low
     assert translation_verdict(rows, lambda *_: None).witness["variant"] == f"{LARGE}.s75.b4"
     assert translation_verdict(flipped, lambda *_: None).witness["variant"] == f"{LARGE}.s75.b4"
+
+
+def test_deploy_answer_marks_a_pick_the_test_sentences_cannot_tell_from_its_runner_up(tmp_path: Path) -> None:
+    _write_run(tmp_path / "same", same_test_as={WITNESS: REFERENCE})
+    (same,) = deploy_answers(load_translation_report_data(tmp_path / "same"), [0.1])
+    assert (same["variant"], same["runner_up"]) == (WITNESS, REFERENCE)  # dev's first and second under 100 kB
+    assert same["within_noise"] is True and same["mark"].startswith("≈ runner-up")
+    assert same["test_bleu_ci"] and same["dev_bleu_ci"]
+    _write_run(tmp_path / "apart")
+    (apart,) = deploy_answers(load_translation_report_data(tmp_path / "apart"), [0.1])
+    assert apart["variant"] == WITNESS and apart["vs_runner_up"] == "won" and apart["mark"].startswith("beats runner-up")
 
 
 def test_files_join_export_and_bench_rows_of_the_same_model(tmp_path: Path) -> None:

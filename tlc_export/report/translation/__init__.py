@@ -35,7 +35,8 @@ from tlc_export.report.translation.verdict import (
 from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
 from tlc_export.tasks.translation import TranslationFamily
 
-__all__ = ["TranslationReportData", "build_translation_report", "dev_frontier", "load_translation_report_data"]
+__all__ = ["TranslationReportData", "build_translation_report", "deploy_answers", "dev_frontier",
+           "load_translation_report_data"]
 
 _PNG_FILES = {"storage-plot": "bleu_vs_storage.png", **{k: f"{v}" for k, v in FIGURE5_FILES.items()}}
 
@@ -47,6 +48,20 @@ def dev_frontier(variants: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return pareto_frontier(pts, x=lambda r: float(r["storage_bytes"]), y=lambda r: float(r[f"{SELECTION_SPLIT}_{METRIC}"]))
 
 
+def deploy_answers(data: TranslationReportData, storage_budgets_mb: Sequence[float] | None,
+                   compare: SentenceComparator | None = None) -> list[dict[str, Any]]:
+    """The variant to deploy per storage budget, exactly as the report's table names it (`tlc package
+    --max-storage-mb` for a translation run should call this with its one budget): chosen on dev BLEU among
+    the compress variants that fit, reported with test BLEU and its interval, and compared with dev's
+    second choice on the same test sentences (`vs_runner_up`, `mark`)."""
+    answers = storage_answers([{**r, "compression": compression_label(r)} for r in data.variants], storage_budgets_mb,
+                              metric=METRIC, compare=compare or SentenceComparator(data))
+    by_name = {str(r["variant"]): r for r in data.variants}
+    for a in answers:  # dev picked it: its dev interval is shown too
+        a[f"{SELECTION_SPLIT}_{METRIC}_ci"] = by_name.get(str(a.get("variant")), {}).get(f"{SELECTION_SPLIT}_{METRIC}_ci")
+    return answers
+
+
 def build_translation_report(data: TranslationReportData, out_dir: str | Path,
                              storage_budgets_mb: list[float] | None = None) -> dict[str, Any]:
     """Write index.html, summary.md and the PNGs into out_dir; return a small summary for the manifest."""
@@ -56,8 +71,7 @@ def build_translation_report(data: TranslationReportData, out_dir: str | Path,
     front_names = {str(r["variant"]) for r in front}
     variants = variant_rows(data.variants, front_names)
     verdict = translation_verdict(data.variants, compare)
-    answers = storage_answers([{**r, "compression": compression_label(r)} for r in data.variants], storage_budgets_mb,
-                              metric=METRIC, compare=compare)
+    answers = deploy_answers(data, storage_budgets_mb, compare)
     sizes = size_comparisons(data.variants, storage_budgets_mb, compare)
     figures: dict[str, bytes | None] = {
         "storage-plot": accuracy_storage_png(data.variants, REPORT_SPLIT, None, metric=TranslationFamily.metric,

@@ -31,7 +31,8 @@ VARIANT_COLUMNS: Columns = [
 
 ANSWER_COLUMNS: Columns = [
     ("budget_mb", "budget MB", ""), ("variant", "variant (chosen on dev)", "l"), ("compression", "compression", "l"),
-    ("storage_mb", "storage MB", ""), ("dev_bleu", "dev BLEU", "pts"), ("test_bleu", "test BLEU", "pts"),
+    ("storage_mb", "storage MB", ""), ("dev_bleu", "dev BLEU", "pts"), ("dev_bleu_ci", "dev 95 %", "ci_pts"),
+    ("test_bleu", "test BLEU", "pts"),
     ("test_bleu_ci", "test 95 %", "ci_pts"), ("runner_up", "runner-up (dev's second)", "l"),
     ("runner_up_bleu", "runner-up test BLEU", "pts"), ("mark", "vs runner-up on test (paired bootstrap)", "l"),
 ]

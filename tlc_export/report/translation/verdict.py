@@ -118,8 +118,8 @@ def translation_verdict(variants: Sequence[Row], compare: Any, *, select_split: 
         f"({storage_mb(ref):.2f} MB) {bleu_ci(ref, report_split)}, a difference of {c.diff:+.2f} BLEU with 95 % "
         f"paired-bootstrap interval [{c.diff_ci_low:+.2f}, {c.diff_ci_high:+.2f}]. "
         f"The witness {w['variant']} was chosen on {select_split} among the {len(pair.candidates or [])} variant(s) of the "
-        f"largest model within the storage of {ref_txt} ({select_split} BLEU {score(w, select_split, METRIC):.2f} vs "
-        f"{score(ref, select_split, METRIC):.2f}); it uses {float(w['storage_bytes']) / float(ref['storage_bytes']):.2f}× "
+        f"largest model within the storage of {ref_txt} ({select_split} BLEU {bleu_ci(w, select_split)} vs "
+        f"{bleu_ci(ref, select_split)}); it uses {float(w['storage_bytes']) / float(ref['storage_bytes']):.2f}× "
         f"the reference's storage; share of resamples where it is not ahead: {p_text(c.p_value)}."
     )
     if c.outcome != "won":
