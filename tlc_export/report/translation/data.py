@@ -119,7 +119,10 @@ def load_translation_report_data(run_dir: str | Path, name: str = "experiment") 
     _require(d.exports, er, ("variant", "format"))
     br = root / "bench" / "results.jsonl"
     d.bench = read_jsonl(br) if br.is_file() else _rows(root / "bench" / "results.json")
-    _require(d.bench, br, ("variant", "backend", "batch_size"))
+    _require(d.bench, br, ("variant", "backend"))
+    for i, r in enumerate(d.bench):
+        if r.get("batch_size", r.get("batch")) is None:
+            raise StageError(f"{br}: row {i} has no 'batch_size'; rerun the bench stage with this version of tlc")
     env = root / "bench" / "environment.json"
     if env.is_file():
         d.environment = _json(env)
