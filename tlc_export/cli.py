@@ -450,10 +450,12 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
             max_batch_size: int | None, force: bool, dry_run: bool, allow_other_gpu: bool) -> None:
     """Write one variant of RUN_DIR as a self-contained serving bundle in --out.
 
-    The bundle holds model.onnx, config.json (with label names), the tokenizer files, tlc.json
-    (provenance), a README and a Triton model repository (triton/<name>/). Choose what to ship with
-    --variant [--format], or let the report's answer table choose with --max-storage-mb or
-    --max-latency-ms [--backend --batch]. Nothing is written unless the whole bundle is.
+    A classification bundle holds model.onnx, config.json (with label names), the tokenizer files,
+    tlc.json (provenance), a README and a Triton model repository (triton/<name>/); a translation
+    bundle holds encoder.onnx + decoder.onnx, the tokenizer, tlc.json (BLEU with intervals, decoding,
+    checksums) and a README. Choose what to ship with --variant [--format], or by dev score within
+    --max-storage-mb or --max-latency-ms [--backend --batch] (the report's answer). Nothing is written
+    unless the whole bundle is.
     """
     try:
         from tlc_export.package import run_family
