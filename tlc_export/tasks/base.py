@@ -82,3 +82,44 @@ class TaskFamily(ABC):
     @abstractmethod
     def row_fields(self, predictions: Mapping[str, Any]) -> dict[str, Any]:
         """The metric fields of a result row (with intervals) from `predict`'s output."""
+
+    # Serving: `tlc package` writes a bundle, `tlc predict` runs one. Each family implements these with
+    # imports inside the methods, so that predicting loads neither torch nor the other family's code.
+
+    def choose_bundle(self, run_dir: Path, **selection: Any) -> Any:
+        """The (variant, format) `tlc package` ships (`tlc_export.package.Choice`): `variant`/`fmt`, or
+        `max_storage_mb`, or `max_latency_ms` (with `backend`, `batch`); `export_missing`."""
+        raise _no_bundle(self.name)
+
+    def write_bundle(self, run_dir: Path, choice: Any, out: Path, **options: Any) -> dict[str, Any]:
+        """Write the bundle of `choice` to `out` atomically (options: `force`, `name`, …); returns its tlc.json."""
+        raise _no_bundle(self.name)
+
+    def package_summary(self, meta: Mapping[str, Any], out: Path) -> list[str]:
+        """The lines (rich markup) `tlc package` prints about a bundle it wrote."""
+        return [f"packaged {meta.get('variant')} ({meta.get('format')}) → {out}"]
+
+    def open_predictor(self, bundle_dir: Path, *, batch_size: int = 32, threads: int | None = None) -> Any:
+        """The Python predictor of a bundle of this family (checksums verified)."""
+        raise _no_bundle(self.name)
+
+    def predict_cli(self, console: Any, bundle_dir: Path, texts: list[str], file: Path | None,
+                    **options: Any) -> list[dict[str, Any]]:
+        """`tlc predict` on a bundle of this family: one JSON-able record per input, in input order."""
+        raise _no_bundle(self.name)
+
+
+def _no_bundle(name: str) -> Exception:
+    from tlc_export.errors import TlcError
+
+    return TlcError(f"the {name} task family has no serving bundle")
+
+
+def reject_options(family: str, options: Mapping[str, Any], allowed: Sequence[str], hint: str = "") -> None:
+    """A CLI option another family's bundle takes, given here, is an error (not silently ignored)."""
+    from tlc_export.errors import TlcError
+
+    extra = sorted(k for k, v in options.items() if k not in allowed and v not in (None, False))
+    if extra:
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        raise TlcError(f"{flags}: not an option of a {family} bundle" + (f"; {hint}" if hint else ""))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlc_export.errors import StageError
-from tlc_export.tasks.base import Metric, SplitData, TaskFamily
+from tlc_export.tasks.base import Metric, SplitData, TaskFamily, reject_options
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +59,42 @@ class ClassificationFamily(TaskFamily):
         from tlc_export.scoring import accuracy_fields
 
         return accuracy_fields(predictions)
+
+    def choose_bundle(self, run_dir: Path, **selection: Any) -> Any:
+        """The report's answer (or the named variant), exported on demand when the run left it out."""
+        from tlc_export.package import check_run, choose
+
+        check_run(run_dir)
+        return choose(run_dir, **selection)
+
+    def write_bundle(self, run_dir: Path, choice: Any, out: Path, **options: Any) -> dict[str, Any]:
+        """model.onnx, HF config and tokenizer, tlc.json, README and a Triton repository
+        (options: force, name, max_batch_size, allow_other_gpu)."""
+        from tlc_export.package import write_bundle
+
+        return write_bundle(run_dir, choice, out, **options)
+
+    def package_summary(self, meta: Mapping[str, Any], out: Path) -> list[str]:
+        from tlc_export.package.readme import classification_summary
+
+        return classification_summary(dict(meta), out)
+
+    def open_predictor(self, bundle_dir: Path, *, batch_size: int = 32, threads: int | None = None) -> Any:
+        """A `tlc_export.serving.Predictor` (`.predict(texts)` → labels and probabilities)."""
+        from tlc_export.serving import Bundle, Predictor
+
+        return Predictor(Bundle.open(bundle_dir), batch_size=batch_size, threads=threads)
+
+    def predict_cli(self, console: Any, bundle_dir: Path, texts: list[str], file: Path | None,
+                    **options: Any) -> list[dict[str, Any]]:
+        """options: text_column, pair_column, label_column, batch_size, threads, output, jsonl."""
+        from tlc_export.serving.cli import run_predict
+
+        keys = ("text_column", "pair_column", "label_column", "batch_size", "threads", "output", "jsonl")
+        reject_options(self.name, options, keys, "gold labels are --label-column")
+        o = {k: options.get(k) for k in keys}
+        return run_predict(console, bundle_dir, texts, file, o["text_column"] or "text", o["pair_column"],
+                           o["label_column"], o["batch_size"] or 32, o["threads"], o["output"], bool(o["jsonl"]))
 
 
 class ClassificationData(SplitData):

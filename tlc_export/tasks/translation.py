@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlc_export.errors import StageError
-from tlc_export.tasks.base import Metric, SplitData, TaskFamily
+from tlc_export.tasks.base import Metric, SplitData, TaskFamily, reject_options
 
 if TYPE_CHECKING:
     import torch
@@ -92,6 +92,41 @@ class TranslationFamily(TaskFamily):
             out["bleu_signature"], out["chrf_signature"] = s.bleu_signature, s.chrf_signature
         out["interval_method"] = INTERVAL_METHOD
         return out
+
+    def choose_bundle(self, run_dir: Path, **selection: Any) -> Any:
+        """The named variant, or the best dev BLEU within a storage / ONNX Runtime latency budget."""
+        from tlc_export.package.translation_select import choose_translation
+
+        return choose_translation(run_dir, **selection)
+
+    def write_bundle(self, run_dir: Path, choice: Any, out: Path, **options: Any) -> dict[str, Any]:
+        """encoder.onnx + decoder.onnx, the tokenizer, tlc.json and a README (options: force, name)."""
+        from tlc_export.package.translation_bundle import write_translation_bundle
+
+        return write_translation_bundle(run_dir, choice, out, **options)
+
+    def package_summary(self, meta: Mapping[str, Any], out: Path) -> list[str]:
+        from tlc_export.package.readme import translation_summary
+
+        return translation_summary(dict(meta), out)
+
+    def open_predictor(self, bundle_dir: Path, *, batch_size: int = 32, threads: int | None = None) -> Any:
+        """A `tlc_export.serving.translation.Translator` (`.translate(texts)` → translations)."""
+        from tlc_export.serving.translation import TranslationBundle, Translator
+
+        return Translator(TranslationBundle.open(bundle_dir), batch_size=batch_size, threads=threads)
+
+    def predict_cli(self, console: Any, bundle_dir: Path, texts: list[str], file: Path | None,
+                    **options: Any) -> list[dict[str, Any]]:
+        """options: text_column, reference_column, batch_size, threads, output, jsonl."""
+        from tlc_export.serving.translation_cli import run_translate
+
+        keys = ("text_column", "reference_column", "batch_size", "threads", "output", "jsonl")
+        reject_options(self.name, options, keys, "references to score BLEU against are --reference-column")
+        o = {k: options.get(k) for k in keys}
+        return run_translate(console, bundle_dir, texts, file, text_column=o["text_column"] or "text",
+                             reference_column=o["reference_column"], batch_size=o["batch_size"] or 32,
+                             threads=o["threads"], output=o["output"], jsonl=bool(o["jsonl"]))
 
 
 def smoothed_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], epsilon: float) -> torch.Tensor:

@@ -11,7 +11,6 @@ model's own `generate` on the same sentences.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,11 @@ import torch
 from torch import nn
 
 from tlc_export.atomic import atomic_path
-from tlc_export.errors import StageError
+from tlc_export.translation.ort import DECODER_FILE, ENCODER_FILE, OrtTranslator
 from tlc_export.translation.tokenizer import EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)
 
-ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"
 
 
 class EncoderGraph(nn.Module):
@@ -94,44 +92,6 @@ def export_translation_onnx(model: Any, folder: Path, opset: int = 18) -> dict[s
                                "attention_mask": {0: "batch", 1: "source"}},
                               folder / DECODER_FILE, opset),
     }
-
-
-@dataclass
-class OrtTranslator:
-    """The two graphs in plain onnxruntime CPU sessions."""
-
-    encoder: Any
-    decoder: Any
-
-    @classmethod
-    def open(cls, folder: Path, threads: int | None = None) -> OrtTranslator:
-        import onnxruntime as ort
-
-        missing = [f for f in (ENCODER_FILE, DECODER_FILE) if not (folder / f).is_file()]
-        if missing:
-            raise StageError(f"{folder}: {', '.join(missing)} missing; export the translation model first")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        make = lambda f: ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])  # noqa: E731
-        return cls(make(ENCODER_FILE), make(DECODER_FILE))
-
-    def greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_length: int) -> np.ndarray:
-        """Token ids [batch, ≤ max_length], starting with `<pad>` as `generate` returns them."""
-        ids, mask = input_ids.astype(np.int64), attention_mask.astype(np.int64)
-        hidden = self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        out = np.full((ids.shape[0], 1), PAD_ID, dtype=np.int64)
-        done = np.zeros(ids.shape[0], dtype=bool)
-        while out.shape[1] < max_length and not done.all():
-            logits = self.decoder.run(None, {"decoder_input_ids": out, "encoder_hidden_states": hidden,
-                                             "attention_mask": mask})[0][:, -1]
-            nxt = logits.argmax(-1).astype(np.int64)
-            if out.shape[1] == max_length - 1:
-                nxt[:] = EOS_ID
-            nxt[done] = PAD_ID
-            out = np.concatenate([out, nxt[:, None]], axis=1)
-            done |= nxt == EOS_ID
-        return out
 
 
 def validate_greedy(model: Any, translator: OrtTranslator, tokenizers: Any, sources: list[str], *,

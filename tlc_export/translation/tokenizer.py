@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlc_export.atomic import atomic_path
-from tlc_export.config.translation import TranslationTokenizer
 from tlc_export.errors import DataSourceError
+
+if TYPE_CHECKING:  # serving imports this module for the token ids, without pydantic
+    from tlc_export.config.translation import TranslationTokenizer
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 PAD_ID, EOS_ID, UNK_ID = range(3)
