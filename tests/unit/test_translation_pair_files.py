@@ -63,7 +63,7 @@ def test_ids_on_disk_equal_the_tokenizers(tmp_path, shared):
     for i in range(len(PAIRS)):
         assert files.source[i].tolist() == src[i] and files.target[i].tolist() == tgt[i]
         assert files.source[i][-1] == files.target[i][-1] == 1  # </s>
-    assert files.source.ids.dtype == np.uint16 and isinstance(files.source.ids, np.memmap)
+    assert files.source.ids.dtype == np.uint16 and isinstance(files.source.ids.base, np.memmap)  # mapped, not read
     folder = tmp_path / PF.PAIRS_DIR
     for key, name in res.header["files"].items():  # the manifest's checksums are the files'
         assert res.header["sha256"][key] == hashlib.sha256((folder / name).read_bytes()).hexdigest()

@@ -78,15 +78,18 @@ class _Ragged:
         return len(self.ends)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        start = int(self.ends[i - 1]) if i > 0 else 0
-        return self.ids[start:int(self.ends[i])]
+        end = self.ends[i]
+        return self.ids[(self.ends[i - 1] if i > 0 else 0):end]
 
     def lengths(self) -> np.ndarray:
         return np.diff(np.asarray(self.ends, dtype=np.int64), prepend=0)
 
 
 def _map(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
-    return np.zeros(0, dtype=dtype) if count == 0 else np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+    """A read-only map of the file as a plain ndarray view (slicing an `np.memmap` subclass costs ~5× more)."""
+    if count == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", shape=(count,)))
 
 
 @dataclass
