@@ -59,7 +59,7 @@ def test_paper_mt_recipe_is_the_papers_wmt14_setting() -> None:
     recipe = load_recipe(RECIPES / "paper-mt.yaml")
     mt = recipe.translation
     assert mt is not None and (mt.source_lang, mt.target_lang) == ("en", "fr")
-    assert (mt.data.kind, mt.data.name, mt.data.config) == ("hf", "wmt14", "fr-en")
+    assert (mt.data.kind, mt.data.name, mt.data.config) == ("hf", "wmt/wmt14", "fr-en")
     assert mt.data.hf_splits == ("train", "validation", "test")
     assert mt.tokenizer.shared and mt.tokenizer.vocab_size == 32000
     grid = mt.grid()

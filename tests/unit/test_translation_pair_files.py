@@ -210,3 +210,17 @@ def test_hf_train_split_is_streamed_and_encoded_from_the_stream(tmp_path, monkey
     assert [files.target[i].tolist() for i in range(len(PAIRS))] == ref.target
     capped = PairStream(cfg, "train", tmp_path, limit=5)
     assert len(list(capped)) == 5 and json.dumps(data.info)  # the split report is JSON
+
+
+def test_bpe_sample_of_a_stream_spreads_over_the_declared_split(tmp_path, monkeypatch):
+    rows = [{"translation": {"en": f"s{i}", "fr": f"t{i}"}} for i in range(100)]
+
+    class Stream(list):
+        info = types.SimpleNamespace(splits={"train": types.SimpleNamespace(num_examples=100)})
+
+    _fake_datasets(monkeypatch, lambda name, config, split: Stream(rows))
+    cfg = _cfg("hf, name: wmt14, config: fr-en")
+    got = [p.source for p in PairStream(cfg, "train", tmp_path).sample(10)]
+    assert got == [f"s{i}" for i in range(0, 100, 10)]  # every 10th row, not the first 10
+    Stream.info = types.SimpleNamespace(splits={})  # size not declared: the first pairs
+    assert [p.source for p in PairStream(cfg, "train", tmp_path).sample(3)] == ["s0", "s1", "s2"]

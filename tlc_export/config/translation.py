@@ -96,7 +96,7 @@ class TranslationTokenizer(Section):
     train_pairs: int | None = Field(
         default=None, gt=0,
         description="BPE learns from at most this many training pairs (a fixed hashed subset of a file or the Bible; "
-        "the first pairs of a streamed HF split); None = every training pair.",
+        "every k-th pair of a streamed HF split that declares its size, else its first pairs); None = every pair.",
     )
 
 

@@ -226,9 +226,24 @@ class PairStream:
             yield pair
         self.skipped = skipped
 
+    def declared_rows(self) -> int | None:
+        """The split's row count from the dataset's metadata, when it declares one (wmt14 does)."""
+        try:
+            ds = open_hf_split(self.cfg, self.split, self.base_dir)
+            split = ((getattr(ds, "info", None) and ds.info.splits) or {}).get(self.split)
+            return int(split.num_examples) if split is not None and split.num_examples else None
+        except Exception:  # metadata is optional: the sample is then the first pairs
+            return None
+
     def sample(self, n: int) -> list[ParallelPair]:
-        """The first `n` pairs (what BPE learns from when `translation.tokenizer.train_pairs` caps it)."""
-        return list(islice(iter(self), n))
+        """About `n` pairs for BPE (`translation.tokenizer.train_pairs`): every k-th pair over the whole split
+        when its size is declared (a streamed corpus is often ordered by sub-corpus: WMT14 is Common Crawl,
+        Europarl, Gigaword, News Commentary, UN; the first pairs would be one of them), else the first `n`."""
+        rows = self.declared_rows()
+        if rows is None or rows <= n:
+            return list(islice(iter(self), n))
+        k = -(-rows // n)
+        return list(islice(islice(iter(self), 0, None, k), n))
 
 
 def hf_splits(cfg: TranslationConfig, base_dir: Path | None = None) -> SplitData:
