@@ -21,7 +21,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ class PairFiles:
     header: dict[str, Any]
     source: _Ragged
     target: _Ragged
+    plan_cache: dict[int, Any] = field(default_factory=dict)  # batching.batch_plan's, per max_tokens
 
     def __len__(self) -> int:
         return len(self.source)
