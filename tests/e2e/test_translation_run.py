@@ -74,3 +74,45 @@ def test_micro_translation_run(tmp_path, monkeypatch):
     again = CliRunner().invoke(main, ["run", str(recipe), "--run-dir", str(run_dir)], catch_exceptions=False)
     assert again.exit_code == 0
     assert json.loads((run_dir / "translation" / "results.json").read_text()) == res  # a cache hit
+
+
+def test_hf_translation_run_streams_train_through_pair_files(tmp_path, monkeypatch):
+    """A `kind: hf` recipe with `datasets.load_dataset` mocked (no hub): train is streamed (BPE and the pair
+    files read it), dev/test are lists, empty rows are skipped and reported."""
+    import sys
+    import types
+
+    rng = random.Random(1)
+    nouns, verbs = list(LEXICON), list(VERBS)
+
+    def rows(n: int) -> list[dict]:
+        out = []
+        for _ in range(n):
+            a, b, v = rng.choice(nouns), rng.choice(nouns), rng.choice(verbs)
+            out.append({"translation": {"en": f"the {a} {v} the {b}", "fr": f"le {LEXICON[a]} {VERBS[v]} le {LEXICON[b]}"}})
+        return out
+
+    splits = {"train": rows(300) + [{"translation": {"en": " ", "fr": "rien"}}], "validation": rows(20), "test": rows(20)}
+    streamed: list[bool] = []
+
+    def load_dataset(name, config=None, split=None, **kw):
+        streamed.append(kw.get("streaming") is True)
+        return iter(splits[split])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset, DatasetDict=dict))
+    monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
+    text = RECIPE.replace("data: {kind: tsv, path: pairs.tsv, dev_fraction: 0.1, test_fraction: 0.1, max_eval_pairs: 24}",
+                          "data: {kind: hf, name: wmt/wmt14, config: fr-en, max_eval_pairs: 12}")
+    text = text.replace(", {layers: 2, hidden: 48, heads: 2, ffn: 96}", "").replace("time_budget_s: 1.5", "time_budget_s: 0.5")
+    assert "kind: hf" in text
+    (tmp_path / "mt.yaml").write_text(text)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "mt.yaml"), "--run-dir", str(tmp_path / "run")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert streamed and all(streamed)
+    out = tmp_path / "run" / "translation"
+    data = json.loads((out / "data.json").read_text())
+    assert data["streamed"] and data["splits"]["train"]["pairs"] == 300 and data["splits"]["train"]["skipped_empty"] == 1
+    assert data["splits"]["dev"]["pairs"] == data["splits"]["test"]["pairs"] == 12
+    header = json.loads((out / "pairs" / "train.json").read_text())
+    assert header["pairs"] == 300 and json.loads((out / "results.json").read_text())["train_pairs"] == 300

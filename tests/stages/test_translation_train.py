@@ -74,7 +74,7 @@ def test_stops_at_budget_with_curves_and_checkpoint(tmp_path, monkeypatch, one_t
     size = cfg.grid()[0]
     lrs: list[float] = []
     real_step = T._step
-    monkeypatch.setattr(T, "_step", lambda m, o, e, micro, lr, *a: (lrs.append(lr), real_step(m, o, e, micro, lr, *a))[1])
+    monkeypatch.setattr(T, "_step", lambda m, o, e, micro, lr, *a, **kw: (lrs.append(lr), real_step(m, o, e, micro, lr, *a, **kw))[1])
     row = T.train_translation_size(size, cfg, tok, train, dev, tmp_path / size.name)
     assert row["steps"] == 20 and row["elapsed_s"] == pytest.approx(1.0)  # 1.0 s of 0.05 s steps, nothing else
     assert lrs[0] < lrs[2] <= 0.003 and lrs[-1] < 0.003 * 0.1  # warm-up, then decay towards 0 at the budget

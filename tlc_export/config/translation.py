@@ -51,7 +51,10 @@ class TranslationData(Section):
         description="For hf: the dataset's own train, dev and test splits (wmt14: newstest2013 is `validation`, "
         "newstest2014 `test`, the paper's splits).",
     )
-    max_train_pairs: int | None = Field(default=None, gt=0, description="Cap the training split (quick runs); a fixed hashed subset.")
+    max_train_pairs: int | None = Field(
+        default=None, gt=0,
+        description="Cap the training split (quick runs): a fixed hashed subset; for hf (streamed) the first pairs.",
+    )
     max_eval_pairs: int | None = Field(
         default=None, gt=0,
         description="Cap dev and test each (a fixed hashed subset): decoding is slow, and BLEU's interval says how "
@@ -90,6 +93,11 @@ class TranslationTokenizer(Section):
         "table, quantized once). False: a source and a target vocabulary, untied tables.",
     )
     min_frequency: int = Field(default=2, ge=1, description="BPE merges need at least this many occurrences.")
+    train_pairs: int | None = Field(
+        default=None, gt=0,
+        description="BPE learns from at most this many training pairs (a fixed hashed subset of a file or the Bible; "
+        "every k-th pair of a streamed HF split that declares its size, else its first pairs); None = every pair.",
+    )
 
 
 class TranslationSize(Section):

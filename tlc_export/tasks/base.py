@@ -46,8 +46,10 @@ class SplitData:
     test: Sequence[Any]
     info: dict[str, Any]  # what the reader reports about the data and its split (JSON-able)
 
-    def counts(self) -> dict[str, int]:
-        return {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
+    def counts(self) -> dict[str, int | None]:
+        """Examples per split; None for a streamed split, whose size is known only once read."""
+        return {s: len(x) if hasattr(x, "__len__") else None
+                for s, x in (("train", self.train), ("dev", self.dev), ("test", self.test))}
 
 
 class TaskFamily(ABC):

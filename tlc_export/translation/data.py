@@ -4,14 +4,17 @@ Train learns, dev selects (checkpoints, curves), test reports, as for classifica
 split by whole books (`translation.data.dev_books` / `test_books`) because neighbouring verses and
 parallel passages (Kings and Chronicles, the synoptic Gospels) are near-duplicates: a random verse
 split would score memorised text. Local files are split by a stable hash of the source sentence,
-so a duplicated source never lands in two splits; HF datasets come with their own splits.
+so a duplicated source never lands in two splits; HF datasets come with their own splits, and their
+training split is streamed (`PairStream`: read row by row each pass, never held in memory).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -140,22 +143,134 @@ def file_splits(cfg: TranslationConfig, base_dir: Path) -> SplitData:
     return SplitData(out["train"], out["dev"], out["test"], info)
 
 
-def hf_splits(cfg: TranslationConfig) -> SplitData:
-    """A Hugging Face dataset's own train / dev / test splits (wmt14 fr-en: the paper's)."""
-    from tlc_export.data.local import load_hf_rows
+def _hf_where(cfg: TranslationConfig, split: str) -> str:
+    d = cfg.data
+    return f"translation.data.name: hf dataset '{d.name}'" + (f" ({d.config})" if d.config else "") + f" split '{split}'"
+
+
+def _offline_fix(cfg: TranslationConfig) -> str:
+    return ("It needs the `datasets` package and the Hugging Face hub (huggingface.co) reachable from this machine. "
+            "Offline: export the pairs to a TSV or JSON-lines file and set `translation.data.kind: tsv` (or `jsonl`) "
+            "and `translation.data.path`, or point `translation.data.name` at a `datasets` save_to_disk folder")
+
+
+def open_hf_split(cfg: TranslationConfig, split: str, base_dir: Path) -> Any:
+    """One split of the recipe's HF dataset: streamed from the hub (`streaming=True`: nothing is
+    downloaded whole), or memory-mapped from a local `save_to_disk` folder."""
+    from tlc_export.data.hf import _local_dataset_dir, import_datasets
 
     d = cfg.data
-    where = f"hf dataset '{d.name}'" + (f" ({d.config})" if d.config else "")
-    out = {s: _pairs_from_rows(load_hf_rows(d.name or "", d.config, hf), cfg, f"{where} split {hf}")
-           for s, hf in zip(SPLITS, d.hf_splits, strict=True)}
-    out = _capped(out, cfg)
-    info = {"kind": "hf", "source": where, "split_rule": f"the dataset's splits {list(d.hf_splits)}",
-            "splits": {s: {"pairs": len(out[s])} for s in SPLITS}}
-    return SplitData(out["train"], out["dev"], out["test"], info)
+    where = _hf_where(cfg, split)
+    try:
+        datasets = import_datasets(where)
+    except DataSourceError as exc:
+        raise DataSourceError(f"{exc}. {_offline_fix(cfg)}") from None
+    local = _local_dataset_dir(d.name or "", base_dir)
+    try:
+        if local is not None:
+            ds = datasets.load_from_disk(str(local))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise DataSourceError(f"translation.data.hf_splits: {local} has splits {sorted(ds)}, not '{split}'")
+                ds = ds[split]
+            return ds
+        return datasets.load_dataset(d.name, d.config, split=split, streaming=True)
+    except DataSourceError:
+        raise
+    except Exception as exc:  # the hub raises many types: connection, auth, missing config or split
+        raise DataSourceError(f"{where} could not be opened: {type(exc).__name__}: {exc}. {_offline_fix(cfg)}") from None
+
+
+def _pair_from_row(row: dict[str, Any], cfg: TranslationConfig, where: str, i: int) -> ParallelPair | None:
+    """The row's pair, or None when a side is empty (streamed corpora have a few; they are counted)."""
+    d = cfg.data
+    src_col, tgt_col = d.source_column or cfg.source_lang, d.target_column or cfg.target_lang
+    if d.source_column is None and isinstance(row.get("translation"), dict):  # wmt14: {"translation": {"en", "fr"}}
+        row = row["translation"]
+    if src_col not in row or tgt_col not in row:
+        raise DataSourceError(f"{where}: row {i + 1} has no column '{src_col if src_col not in row else tgt_col}' "
+                              f"(has {sorted(row)}); set `translation.data.source_column` / `target_column`")
+    s, t = " ".join(str(row[src_col] or "").split()), " ".join(str(row[tgt_col] or "").split())
+    return ParallelPair(s, t, f"row {i + 1}") if s and t else None
+
+
+class PairStream:
+    """A split read lazily, row by row, each time it is iterated (the training split of a dataset too
+    large to hold: WMT14 En-Fr has ~36 M pairs). Not sized: its count is known once it has been read
+    (the encoded pair files' manifest records it). `limit`: the first `limit` pairs only."""
+
+    def __init__(self, cfg: TranslationConfig, split: str, base_dir: Path, limit: int | None = None) -> None:
+        self.cfg, self.split, self.base_dir, self.limit = cfg, split, base_dir, limit
+        self.skipped = 0  # rows with an empty side, in the last complete pass
+
+    def __iter__(self) -> Iterator[ParallelPair]:
+        where = _hf_where(self.cfg, self.split)
+        ds = open_hf_split(self.cfg, self.split, self.base_dir)
+        kept = skipped = 0
+        rows = iter(ds)
+        i = 0
+        while self.limit is None or kept < self.limit:
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except Exception as exc:  # a dropped connection mid-stream: the encoding resumes from its last shard
+                raise DataSourceError(f"{where}: reading stopped at row {i + 1}: {type(exc).__name__}: {exc}. "
+                                      "Re-run to resume; " + _offline_fix(self.cfg)) from None
+            pair = _pair_from_row(dict(row), self.cfg, where, i)
+            i += 1
+            if pair is None:
+                skipped += 1
+                continue
+            kept += 1
+            yield pair
+        self.skipped = skipped
+
+    def declared_rows(self) -> int | None:
+        """The split's row count from the dataset's metadata, when it declares one (wmt14 does)."""
+        try:
+            ds = open_hf_split(self.cfg, self.split, self.base_dir)
+            split = ((getattr(ds, "info", None) and ds.info.splits) or {}).get(self.split)
+            return int(split.num_examples) if split is not None and split.num_examples else None
+        except Exception:  # metadata is optional: the sample is then the first pairs
+            return None
+
+    def sample(self, n: int) -> list[ParallelPair]:
+        """About `n` pairs for BPE (`translation.tokenizer.train_pairs`): every k-th pair over the whole split
+        when its size is declared (a streamed corpus is often ordered by sub-corpus: WMT14 is Common Crawl,
+        Europarl, Gigaword, News Commentary, UN; the first pairs would be one of them), else the first `n`."""
+        rows = self.declared_rows()
+        if rows is None or rows <= n:
+            return list(islice(iter(self), n))
+        k = -(-rows // n)
+        return list(islice(islice(iter(self), 0, None, k), n))
+
+
+def hf_splits(cfg: TranslationConfig, base_dir: Path | None = None) -> SplitData:
+    """A Hugging Face dataset's own train / dev / test splits (wmt14 fr-en: the paper's). Train is streamed
+    (`PairStream`, encoded once into token files by the stage); dev and test are small lists."""
+    d = cfg.data
+    base = base_dir or Path.cwd()
+    tr, dv, te = d.hf_splits
+    evals = {}
+    for name, split, salt in (("dev", dv, "dev"), ("test", te, "test")):
+        pairs = [p for p in PairStream(cfg, split, base) if p is not None]
+        evals[name] = (cap_pairs(pairs, d.max_eval_pairs, salt), len(pairs))
+    for name, (pairs, _) in evals.items():
+        if not pairs:
+            raise DataSourceError(f"{_hf_where(cfg, d.hf_splits[SPLITS.index(name)])}: the {name} split is empty; "
+                                  "check translation.data.hf_splits")
+    train = PairStream(cfg, tr, base, limit=d.max_train_pairs)
+    info = {"kind": "hf", "source": f"hf dataset '{d.name}'" + (f" ({d.config})" if d.config else ""),
+            "split_rule": f"the dataset's splits {list(d.hf_splits)}", "streamed": True,
+            "splits": {"train": {"pairs": None, "hf_split": tr, "limit": d.max_train_pairs},
+                       "dev": {"pairs": len(evals["dev"][0]), "pairs_before_cap": evals["dev"][1], "hf_split": dv},
+                       "test": {"pairs": len(evals["test"][0]), "pairs_before_cap": evals["test"][1], "hf_split": te}}}
+    return SplitData(train, evals["dev"][0], evals["test"][0], info)
 
 
 def read_pairs(cfg: TranslationConfig, base_dir: Path) -> SplitData:
     """The recipe's parallel data in train / dev / test."""
     readers = {"bible": lambda: bible_splits(cfg), "tsv": lambda: file_splits(cfg, base_dir),
-               "jsonl": lambda: file_splits(cfg, base_dir), "hf": lambda: hf_splits(cfg)}
+               "jsonl": lambda: file_splits(cfg, base_dir), "hf": lambda: hf_splits(cfg, base_dir)}
     return readers[cfg.data.kind]()

@@ -32,10 +32,12 @@ def label_smoothed_loss(logits: torch.Tensor, labels: torch.Tensor, epsilon: flo
     return TokenLoss(smoothed, nll, (target != IGNORE).sum())
 
 
-def teacher_forced_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def teacher_forced_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                          forward: torch.nn.Module | None = None) -> torch.Tensor:
     """Logits for every target position, the decoder reading the references shifted right behind its start
     token (the model's own `prepare_decoder_input_ids_from_labels`). Labels are not passed to the model, so
-    it does not compute a second, unsmoothed loss over the vocabulary."""
+    it does not compute a second, unsmoothed loss over the vocabulary. `forward`: the module to call (a
+    DistributedDataParallel wrapper of `model`), default `model` itself."""
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+    return (forward if forward is not None else model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  decoder_input_ids=decoder_input_ids).logits

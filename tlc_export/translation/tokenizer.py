@@ -8,8 +8,9 @@ the training pairs only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 PAD_ID, EOS_ID, UNK_ID = range(3)
 
 
-def _train(texts: Iterable[str], cfg: TranslationTokenizer, n: int) -> Any:
+def _train(texts: Iterable[str], cfg: TranslationTokenizer, n: int | None) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -84,12 +85,27 @@ class TranslationTokenizers:
         raise DataSourceError(f"{folder}: no translation tokenizer here (tokenizer.json, or source/ and target/)")
 
 
-def train_tokenizers(pairs: Sequence[Any], cfg: TranslationTokenizer) -> TranslationTokenizers:
-    """BPE on the training pairs (`.source`, `.target`): shared over both sides, or one per side."""
-    if not pairs:
+def train_tokenizers(pairs: Iterable[Any], cfg: TranslationTokenizer) -> TranslationTokenizers:
+    """BPE on the training pairs (`.source`, `.target`): shared over both sides, or one per side. `pairs` may
+    be a list or a re-iterable stream (`data.PairStream`); `cfg.train_pairs` caps what BPE reads."""
+    pairs = bpe_sample(pairs, cfg.train_pairs)
+    n = len(pairs) if isinstance(pairs, Sized) else None
+    if n == 0 or (n is None and next(iter(pairs), None) is None):
         raise DataSourceError("cannot train the translation tokenizer: the training split is empty")
     if cfg.shared:
-        tok = _train((t for p in pairs for t in (p.source, p.target)), cfg, 2 * len(pairs))
+        tok = _train((t for p in pairs for t in (p.source, p.target)), cfg, 2 * n if n else None)
         return TranslationTokenizers(tok, tok)
-    return TranslationTokenizers(_train((p.source for p in pairs), cfg, len(pairs)),
-                                 _train((p.target for p in pairs), cfg, len(pairs)))
+    return TranslationTokenizers(_train((p.source for p in pairs), cfg, n),
+                                 _train((p.target for p in pairs), cfg, n))
+
+
+def bpe_sample(pairs: Iterable[Any], limit: int | None) -> Iterable[Any]:
+    """At most `limit` pairs: a fixed hashed subset of a list, the first `limit` of a stream."""
+    if limit is None:
+        return pairs
+    if isinstance(pairs, Sequence):
+        from tlc_export.translation.data import cap_pairs
+
+        return cap_pairs(list(pairs), limit, "bpe")
+    sample = getattr(pairs, "sample", None)
+    return sample(limit) if sample is not None else list(islice(iter(pairs), limit))
