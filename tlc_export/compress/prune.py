@@ -8,6 +8,10 @@ what was pruned at 30 % is still pruned at 45 %. Recovery finetunes with the mas
 or one epoch (or `recovery_max_steps`) — whichever comes first; a level already within target
 takes zero steps.
 
+The loop itself (`run_ladder`) is task-agnostic: it takes the recovery, the loader of a saved level and
+what else to save as callables; `prune_ladder` is classification's, `translation.compress.translation_ladder`
+translation's (recovery on BLEU).
+
 Masks are `{parameter name: bool tensor}`, True = kept (see `tlc_export.compress.masks`).
 Pruning is stored as plain zeros in the weights (no `weight_orig`/`weight_mask`), plus the masks
 in `masks.safetensors` next to each saved level so a resumed ladder continues from the exact set.

@@ -25,6 +25,7 @@ import dataclasses
 import fnmatch
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,7 +140,7 @@ class Recovery:
     target_dev_bleu: float
     recovered: bool
     lr: float
-    step_cap: int
+    step_cap: int | None  # None: within target at the first check, the cap was not needed
     dev_sentences: int
     decoding: str = "greedy"
     history: list[dict[str, Any]] = field(default_factory=list)  # {step, dev_bleu, train_loss (None at 0), elapsed_s}
@@ -154,7 +155,7 @@ def recover_translation_(
     *,
     masks: dict[str, torch.Tensor],
     tokenizers: Any,
-    train: EncodedPairs,
+    train: EncodedPairs | Callable[[], EncodedPairs],
     dev: DevSample,
     translation: TranslationConfig,
     base_dev_bleu: float,
@@ -163,7 +164,9 @@ def recover_translation_(
 ) -> Recovery:
     """Finetune a pruned translation model in place, masks held, until dev BLEU ≥ target × base or the
     step cap (see the module docstring). lr: `compress.prune.lr`, else half `translation.train.lr`,
-    warmed up and decayed linearly over the cap (`pretrain.schedule.lr_at` on steps)."""
+    warmed up and decayed linearly over the cap (`pretrain.schedule.lr_at` on steps). `train`: the encoded
+    training pairs, or a callable giving them, called only when a step is needed (`step_cap` is None in
+    the result when none was)."""
     from tlc_export.pretrain.schedule import lr_at
     from tlc_export.pretrain.step import autocast_dtype, make_optimizer
     from tlc_export.translation.train import CPU_MICRO_TOKENS, StepPlan, _step
@@ -172,7 +175,6 @@ def recover_translation_(
     device = next(model.parameters()).device
     dtype = autocast_dtype(t, device)  # type: ignore[arg-type]  # reads .precision, which the section shares
     lr = cfg.lr if cfg.lr is not None else t.lr / 2
-    cap = recovery_step_cap(cfg, train, t.batch_tokens)
     target = cfg.recovery_target * base_dev_bleu
     micro_tokens = t.max_tokens_per_micro_batch or (t.batch_tokens if device.type == "cuda" else min(CPU_MICRO_TOKENS, t.batch_tokens))
     start = time.perf_counter()
@@ -188,8 +190,10 @@ def recover_translation_(
 
     apply_masks_(model, masks)
     before = evaluate(0, None)  # no training loss yet (None, not NaN: the record is strict JSON)
-    step, done = 0, before >= target
-    if not done and cap > 0:
+    step, done, cap = 0, before >= target, None
+    if not done and cfg.recovery_max_steps != 0:
+        train = train() if callable(train) else train
+        cap = recovery_step_cap(cfg, train, t.batch_tokens)
         torch.manual_seed(t.seed)  # dropout
         plan = StepPlan(train, micro_tokens, t.batch_tokens, t.seed + 1)
         optimizer = make_optimizer(model, t, device)  # type: ignore[arg-type]  # reads lr/betas/eps/weight_decay
@@ -250,7 +254,7 @@ def translation_ladder(
     cfg: PruneConfig,
     *,
     tokenizers: Any,
-    train: EncodedPairs | Any,
+    train: EncodedPairs | Callable[[], EncodedPairs],
     dev: DevSample,
     translation: TranslationConfig,
     out_dir: str | Path,
@@ -260,16 +264,12 @@ def translation_ladder(
 ) -> list[dict[str, Any]]:
     """The iterative ladder (`compress.prune.run_ladder`) on a translation model (changed in place): levels
     saved to `out_dir/sXX/` (MarianMTModel + masks.safetensors + prune.json), resumed level by level.
-    `train`: the encoded training pairs, or a callable returning them (only called when a level must be
-    recovered, so a finished ladder never re-encodes the corpus). Returns every step's record."""
+    `train`: the encoded training pairs, or a callable returning them (called only when a level needs
+    recovery steps; it may cache). Returns every step's record."""
     from tlc_export.compress.prune import run_ladder
 
-    encoded: list[Any] = []
-
     def recover(m: nn.Module, masks: dict[str, torch.Tensor], tag: str) -> dict[str, Any]:
-        if not encoded:
-            encoded.append(train() if callable(train) else train)
-        r = recover_translation_(m, translation_prune_config(cfg), masks=masks, tokenizers=tokenizers, train=encoded[0],
+        r = recover_translation_(m, translation_prune_config(cfg), masks=masks, tokenizers=tokenizers, train=train,
                                  dev=dev, translation=translation, base_dev_bleu=base_dev_bleu, console=console,
                                  description=f"{name} {tag} recover")
         return r.to_dict()
