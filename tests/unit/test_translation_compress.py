@@ -116,6 +116,10 @@ def test_artifact_omits_position_tables_stores_tied_table_once_and_reloads_score
     assert full.storage_bytes - report.storage_bytes > 0.9 * table_bytes
     assert report.fp32_bytes == 4 * learned
 
+    with pytest.raises(ArtifactError, match="model.shared.weight"):  # a quantized table cannot be "recomputed"
+        save_artifact(tmp_path / "bad.safetensors", model, q, masks, meta={}, recomputed={"model.shared.weight": "x"})
+    assert not (tmp_path / "bad.safetensors").exists()
+
     loaded = C.load_translation_variant(path)
     assert not loaded.training
     torch.testing.assert_close(_logits(loaded, tok), expected, atol=1e-5, rtol=0)

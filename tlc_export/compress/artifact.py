@@ -171,11 +171,11 @@ def save_artifact(
     quantized = quantized or {}
     alias = canonical_names(model)
     skip = {alias.get(n, n): rule for n, rule in (recomputed or {}).items()}
-    clash = sorted(set(skip) & (set(quantized) | {alias.get(n, n) for n in (masks or {})}))
-    if clash or set(skip) - set(alias.values()):
+    offending = sorted(set(skip) - set(alias.values())) + sorted(set(skip) & (set(quantized) | {alias.get(n, n) for n in (masks or {})}))
+    if offending:
         raise ArtifactError(
-            f"{path}: recomputed parameters {sorted(skip)[:5]} must be parameters of the model that are neither "
-            f"quantized nor pruned (offending: {(clash or sorted(set(skip) - set(alias.values())))[:5]})"
+            f"{path}: recomputed parameters must be parameters of the model that are neither quantized nor pruned; "
+            f"offending: {offending[:5]} (exclude them from compress.quantize / compress.prune)"
         )
     recomputed_meta: dict[str, dict[str, Any]] = {}
     cmasks = {alias.get(n, n): m.detach().cpu().to(torch.bool) for n, m in (masks or {}).items()}
