@@ -104,17 +104,16 @@ class OrtTranslator:
     decoder: Any
 
     @classmethod
-    def open(cls, folder: Path, threads: int | None = None) -> OrtTranslator:
-        import onnxruntime as ort
+    def open(cls, folder: Path, threads: int | None = None, exact: bool = False) -> OrtTranslator:
+        """Plain CPU sessions, as a deployment opens the files. `exact=True` keeps ONNX Runtime from
+        fusing INT4 DequantizeLinear+MatMul into MatMulNBits with int8 activations (see
+        `tlc_export.export.validate.session`), so a check sees the stored function."""
+        from tlc_export.export.validate import session
 
         missing = [f for f in (ENCODER_FILE, DECODER_FILE) if not (folder / f).is_file()]
         if missing:
             raise StageError(f"{folder}: {', '.join(missing)} missing; export the translation model first")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        make = lambda f: ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])  # noqa: E731
-        return cls(make(ENCODER_FILE), make(DECODER_FILE))
+        return cls(session(folder / ENCODER_FILE, threads, exact), session(folder / DECODER_FILE, threads, exact))
 
     def greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_length: int) -> np.ndarray:
         """Token ids [batch, ≤ max_length], starting with `<pad>` as `generate` returns them."""
@@ -132,6 +131,29 @@ class OrtTranslator:
             out = np.concatenate([out, nxt[:, None]], axis=1)
             done |= nxt == EOS_ID
         return out
+
+
+def translate_onnx(translator: OrtTranslator, tokenizers: Any, sources: list[str], *, max_source_length: int,
+                   max_length: int, batch_size: int = 32) -> list[str]:
+    """Greedy translations through the ONNX files (detokenized text, input order), batched by source
+    length as `tlc_export.translation.decode.translate` batches `generate`."""
+    if not sources:
+        return []
+    enc = tokenizers.source(list(sources), truncation=True, max_length=max_source_length)["input_ids"]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    out = [""] * len(enc)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(enc[i]) for i in idx)
+        ids = np.full((len(idx), width), PAD_ID, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for row, i in enumerate(idx):
+            ids[row, :len(enc[i])] = enc[i]
+            mask[row, :len(enc[i])] = 1
+        gen = translator.greedy(ids, mask, max_length)
+        for i, t in zip(idx, tokenizers.target.batch_decode(gen.tolist(), skip_special_tokens=True), strict=True):
+            out[i] = t.strip()
+    return out
 
 
 def validate_greedy(model: Any, translator: OrtTranslator, tokenizers: Any, sources: list[str], *,
