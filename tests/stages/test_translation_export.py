@@ -89,13 +89,19 @@ def _variant_artifact(model, path, bits: int | None, **grid):
 
 
 def _plain_logits(folder, enc, dec_ids):
-    """Teacher-forced logits of the two files through bare onnxruntime sessions."""
+    """Teacher-forced logits of the two files through bare onnxruntime sessions, one cached step at a time."""
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     e = ort.InferenceSession(str(folder / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
     d = ort.InferenceSession(str(folder / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
-    h = e.run(None, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})[0]
-    return d.run(None, {"decoder_input_ids": dec_ids, "encoder_hidden_states": h, "attention_mask": enc["attention_mask"]})[0]
+    _, cross = e.run(None, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    past = np.zeros((*cross.shape[:3], 0, cross.shape[4]), np.float32)
+    out = []
+    for t in range(dec_ids.shape[1]):
+        logits, past = d.run(None, {"decoder_input_ids": dec_ids[:, t:t + 1], "attention_mask": enc["attention_mask"],
+                                    "cross_kv": cross, "past_kv": past})
+        out.append(logits)
+    return np.stack(out, 1)
 
 
 SOURCES = ["the cat sees the dog", "the king calls the child", "the horse", "a sentence never seen before"]

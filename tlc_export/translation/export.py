@@ -178,9 +178,7 @@ def teacher_forced_check(model: Any, translator: OrtTranslator, batch: Mapping[s
                          tolerance: float | None, artifact: str) -> dict[str, float]:
     """Max |Δ logit| of the files vs `model` over the real target positions of `batch`; raises
     ExportMismatchError beyond `tolerance` × max(1, max |logit|) (None: only measure)."""
-    hidden = translator.encoder.run(None, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})[0]
-    got = translator.decoder.run(None, {"decoder_input_ids": batch["decoder_input_ids"], "encoder_hidden_states": hidden,
-                                        "attention_mask": batch["attention_mask"]})[0]
+    got = translator.teacher_forced_logits(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
     with torch.inference_mode():
         ref = model.eval()(input_ids=torch.from_numpy(batch["input_ids"]),
                            attention_mask=torch.from_numpy(batch["attention_mask"]),
