@@ -94,13 +94,15 @@ def _plain_logits(folder, enc, dec_ids):
     opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     e = ort.InferenceSession(str(folder / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
     d = ort.InferenceSession(str(folder / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
-    _, cross = e.run(None, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-    past = np.zeros((*cross.shape[:3], 0, cross.shape[4]), np.float32)
+    outs = e.run(None, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    layers = (len(outs) - 1) // 2
+    cross = {f"cross_{kv}.{i}": outs[1 + 2 * i + j] for i in range(layers) for j, kv in enumerate("kv")}
+    past = {k.replace("cross", "past"): np.zeros((*v.shape[:2], 0, v.shape[3]), np.float32) for k, v in cross.items()}
     out = []
     for t in range(dec_ids.shape[1]):
-        logits, past = d.run(None, {"decoder_input_ids": dec_ids[:, t:t + 1], "attention_mask": enc["attention_mask"],
-                                    "cross_kv": cross, "past_kv": past})
-        out.append(logits)
+        res = d.run(None, {"decoder_input_ids": dec_ids[:, t:t + 1], "attention_mask": enc["attention_mask"], **cross, **past})
+        out.append(res[0])
+        past = {f"past_{kv}.{i}": res[1 + 2 * i + j] for i in range(layers) for j, kv in enumerate("kv")}
     return np.stack(out, 1)
 
 

@@ -1,9 +1,9 @@
 """ONNX export of a translation model as two graphs, and a plain onnxruntime greedy decoder.
 
-`encoder.onnx`: (input_ids, attention_mask) → (encoder_hidden_states, cross_kv: every decoder layer's
-cross-attention keys and values, [2·layers, batch, heads, source, head_dim]). `decoder.onnx`: one step with
-a KV cache, (decoder_input_ids [batch, 1], attention_mask, cross_kv, past_kv [2·layers, batch, heads,
-steps, head_dim]) → (logits [batch, vocab], present_kv), so a step costs one token's work, not the whole
+`encoder.onnx`: (input_ids, attention_mask) → (encoder_hidden_states, cross_k.<i>, cross_v.<i>: every decoder
+layer's cross-attention keys and values, [batch, heads, source, head_dim]). `decoder.onnx`: one step with a
+KV cache, (decoder_input_ids [batch, 1], attention_mask, cross_k/v.<i>, past_k/v.<i> [batch, heads, steps,
+head_dim]) → (logits [batch, vocab], present_k/v.<i>), so a step costs one token's work, not the whole
 prefix's (without the cache, greedy decoding of 96 tokens took ~30× longer on CPU). The greedy loop follows
 `generate`'s rules for these models: start from `<pad>`, take the argmax, force `</s>` at the last
 position, pad finished rows. `validate_greedy` checks the files token for token against the PyTorch
@@ -54,13 +54,13 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         hidden = self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         kv = []
         for layer in self.model.model.decoder.layers:
             ca = layer.encoder_attn
             kv += [_heads(ca.k_proj(hidden), ca.num_heads), _heads(ca.v_proj(hidden), ca.num_heads)]
-        return hidden, torch.stack(kv)
+        return (hidden, *kv)
 
 
 class DecoderGraph(nn.Module):
@@ -73,10 +73,11 @@ class DecoderGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, decoder_input_ids: torch.Tensor, attention_mask: torch.Tensor, cross: torch.Tensor,
-                past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, decoder_input_ids: torch.Tensor, attention_mask: torch.Tensor, *caches: torch.Tensor) -> tuple[torch.Tensor, ...]:
         dec = self.model.model.decoder
-        step = past.shape[3]
+        n = 2 * len(dec.layers)
+        cross, past = caches[:n], caches[n:]
+        step = past[0].shape[2]
         x = dec.embed_tokens(decoder_input_ids) * dec.embed_scale
         x = x + dec.embed_positions.weight[step:step + 1].unsqueeze(0)
         # padded source positions: the most negative float, as Marian's bidirectional mask
@@ -84,14 +85,14 @@ class DecoderGraph(nn.Module):
         present = []
         for i, layer in enumerate(dec.layers):
             sa = layer.self_attn
-            k = torch.cat([past[2 * i], _heads(sa.k_proj(x), sa.num_heads)], dim=2)
+            k = torch.cat([past[2 * i], _heads(sa.k_proj(x), sa.num_heads)], dim=2)  # one copy per layer and step
             v = torch.cat([past[2 * i + 1], _heads(sa.v_proj(x), sa.num_heads)], dim=2)
             present += [k, v]
             x = layer.self_attn_layer_norm(x + _attend(sa, x, k, v, None))  # the newest token sees every earlier one
             x = layer.encoder_attn_layer_norm(x + _attend(layer.encoder_attn, x, cross[2 * i], cross[2 * i + 1], bias))
             x = layer.final_layer_norm(x + layer.fc2(layer.activation_fn(layer.fc1(x))))
         logits = self.model.lm_head(x[:, -1]) + self.model.final_logits_bias
-        return logits, torch.stack(present)
+        return (logits, *present)
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], outputs: list[str],
@@ -114,32 +115,37 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
             return "legacy"
 
 
-def _empty_cache(model: Any, batch: int, steps: int) -> torch.Tensor:
-    c = model.config
-    heads = int(c.decoder_attention_heads)
-    return torch.zeros(2 * int(c.decoder_layers), batch, heads, steps, int(c.d_model) // heads)
+def cache_names(prefix: str, layers: int) -> list[str]:
+    """`{prefix}_k.0, {prefix}_v.0, {prefix}_k.1, …`: one graph input/output per layer and side, so a step
+    copies each layer's cache once (a stacked cache tensor was split and re-stacked every step)."""
+    return [f"{prefix}_{kv}.{i}" for i in range(layers) for kv in ("k", "v")]
 
 
 def export_translation_onnx(model: Any, folder: Path, opset: int = 18) -> dict[str, str]:
     """Write `folder/encoder.onnx` and `folder/decoder.onnx` (fp32); returns {file: exporter used}."""
     model = model.eval().to("cpu")
-    vocab = int(model.config.vocab_size)
-    ids = torch.randint(3, vocab, (2, 7))
+    c = model.config
+    layers, heads = int(c.decoder_layers), int(c.decoder_attention_heads)
+    ids = torch.randint(3, int(c.vocab_size), (2, 7))
     mask = torch.ones_like(ids)
     mask[1, 4:] = 0  # a padded row: the mask is data, not a constant
     enc = EncoderGraph(model).eval()
     with torch.no_grad():
-        _, cross = enc(ids, mask)
+        cross = enc(ids, mask)[1:]
+    past = tuple(torch.zeros(2, heads, 3, int(c.d_model) // heads) for _ in range(2 * layers))
     step_ids = torch.full((2, 1), PAD_ID, dtype=torch.long)
+    cross_names, past_names = cache_names("cross", layers), cache_names("past", layers)
     folder.mkdir(parents=True, exist_ok=True)
     return {
-        ENCODER_FILE: _export(enc, (ids, mask), ["input_ids", "attention_mask"], ["encoder_hidden_states", "cross_kv"],
+        ENCODER_FILE: _export(enc, (ids, mask), ["input_ids", "attention_mask"], ["encoder_hidden_states", *cross_names],
                               {"input_ids": {0: "batch", 1: "source"}, "attention_mask": {0: "batch", 1: "source"}},
                               folder / ENCODER_FILE, opset),
-        DECODER_FILE: _export(DecoderGraph(model).eval(), (step_ids, mask, cross, _empty_cache(model, 2, 3)),
-                              ["decoder_input_ids", "attention_mask", "cross_kv", "past_kv"], ["logits", "present_kv"],
+        DECODER_FILE: _export(DecoderGraph(model).eval(), (step_ids, mask, *cross, *past),
+                              ["decoder_input_ids", "attention_mask", *cross_names, *past_names],
+                              ["logits", *cache_names("present", layers)],
                               {"decoder_input_ids": {0: "batch"}, "attention_mask": {0: "batch", 1: "source"},
-                               "cross_kv": {1: "batch", 3: "source"}, "past_kv": {1: "batch", 3: "steps"}},
+                               **{n: {0: "batch", 2: "source"} for n in cross_names},
+                               **{n: {0: "batch", 2: "steps"} for n in past_names}},
                               folder / DECODER_FILE, opset),
     }
 
@@ -166,13 +172,11 @@ class OrtTranslator:
     def greedy(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_length: int) -> np.ndarray:
         """Token ids [batch, ≤ max_length], starting with `<pad>` as `generate` returns them."""
         ids, mask = input_ids.astype(np.int64), attention_mask.astype(np.int64)
-        _, cross = self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})
-        past = self._empty(cross)
+        feeds = self._start(ids, mask)
         out = np.full((ids.shape[0], 1), PAD_ID, dtype=np.int64)
         done = np.zeros(ids.shape[0], dtype=bool)
         while out.shape[1] < max_length and not done.all():
-            logits, past = self.decoder.run(None, {"decoder_input_ids": out[:, -1:], "attention_mask": mask,
-                                                   "cross_kv": cross, "past_kv": past})
+            logits = self._step(feeds, out[:, -1:])
             nxt = logits.argmax(-1).astype(np.int64)
             if out.shape[1] == max_length - 1:
                 nxt[:] = EOS_ID
@@ -184,22 +188,27 @@ class OrtTranslator:
     def teacher_forced_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray,
                               decoder_input_ids: np.ndarray) -> np.ndarray:
         """Logits [batch, target, vocab] at every position of `decoder_input_ids`, step by step through the cache."""
-        mask = attention_mask.astype(np.int64)
-        _, cross = self.encoder.run(None, {"input_ids": input_ids.astype(np.int64), "attention_mask": mask})
-        past = self._empty(cross)
-        steps = []
-        for t in range(decoder_input_ids.shape[1]):
-            logits, past = self.decoder.run(None, {"decoder_input_ids": decoder_input_ids[:, t:t + 1].astype(np.int64),
-                                                   "attention_mask": mask, "cross_kv": cross, "past_kv": past})
-            steps.append(logits)
-        return np.stack(steps, axis=1)
+        feeds = self._start(input_ids.astype(np.int64), attention_mask.astype(np.int64))
+        ids = decoder_input_ids.astype(np.int64)
+        return np.stack([self._step(feeds, ids[:, t:t + 1]) for t in range(ids.shape[1])], axis=1)
 
-    @staticmethod
-    def _empty(cross: np.ndarray) -> np.ndarray:
-        """The cache before the first step: no positions yet."""
-        shape = list(cross.shape)
-        shape[3] = 0
-        return np.zeros(shape, dtype=cross.dtype)
+    def _start(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The decoder's feeds before the first step: the encoder's cross keys/values, an empty cache."""
+        outs = self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})
+        names = [o.name for o in self.encoder.get_outputs()][1:]
+        feeds = {"attention_mask": mask, **dict(zip(names, outs[1:], strict=True))}
+        for n in names:
+            shape = list(feeds[n].shape)
+            shape[2] = 0
+            feeds[n.replace("cross_", "past_", 1)] = np.zeros(shape, dtype=feeds[n].dtype)
+        return feeds
+
+    def _step(self, feeds: dict[str, np.ndarray], token: np.ndarray) -> np.ndarray:
+        """One decoder step; `feeds`' cache becomes the step's present cache. Returns logits [batch, vocab]."""
+        outs = self.decoder.run(None, {**feeds, "decoder_input_ids": token})
+        for o, value in zip(self.decoder.get_outputs()[1:], outs[1:], strict=True):
+            feeds[o.name.replace("present_", "past_", 1)] = value
+        return outs[0]
 
 
 def translate_onnx(translator: OrtTranslator, tokenizers: Any, sources: list[str], *, max_source_length: int,
