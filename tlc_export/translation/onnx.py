@@ -96,16 +96,20 @@ class DecoderGraph(nn.Module):
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], outputs: list[str],
-            dynamic: dict[str, dict[int, str]], path: Path, opset: int) -> str:
-    """dynamo export (the legacy TorchScript exporter when dynamo fails); returns which one ran."""
+            dynamic: dict[str, dict[int, str]], path: Path, opset: int, varargs_from: int | None = None) -> str:
+    """dynamo export (the legacy TorchScript exporter when dynamo fails); returns which one ran.
+    `varargs_from`: the arguments from this index on are the module's `*args` (one tuple for torch.export)."""
     with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad():
         try:
             dims: dict[str, Any] = {}
             shapes = []
             for n in names:
                 shapes.append({i: dims.setdefault(d, torch.export.Dim(d, min=1, max=4096)) for i, d in dynamic[n].items()})
+            spec: tuple[Any, ...] = tuple(shapes)
+            if varargs_from is not None:
+                spec = (*spec[:varargs_from], tuple(spec[varargs_from:]))
             prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=names,
-                                     output_names=outputs, dynamic_shapes=tuple(shapes))
+                                     output_names=outputs, dynamic_shapes=spec)
             prog.save(str(tmp), external_data=False)
             return "dynamo"
         except Exception as e:  # noqa: BLE001 - any dynamo failure falls back, and is recorded
@@ -146,7 +150,7 @@ def export_translation_onnx(model: Any, folder: Path, opset: int = 18) -> dict[s
                               {"decoder_input_ids": {0: "batch"}, "attention_mask": {0: "batch", 1: "source"},
                                **{n: {0: "batch", 2: "source"} for n in cross_names},
                                **{n: {0: "batch", 2: "steps"} for n in past_names}},
-                              folder / DECODER_FILE, opset),
+                              folder / DECODER_FILE, opset, varargs_from=2),
     }
 
 
