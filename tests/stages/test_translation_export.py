@@ -122,6 +122,14 @@ def test_fp32_files_greedy_equal_generate(tiny):
     bad = greedy_agreement(model, OrtTranslator.open(tmp / "other", threads=1), tok, SOURCES, max_source_length=16,
                            max_length=12)
     assert bad["mismatched"]
+    from tlc_export.errors import ExportMismatchError
+    from tlc_export.translation.export import teacher_forced_batch, teacher_forced_check
+
+    batch = teacher_forced_batch(tok, _pairs(4), 16, 16)
+    good = teacher_forced_check(model, OrtTranslator.open(tmp / "fp32", threads=1), batch, 1e-3, "fp32")
+    assert good["max_abs_diff"] < good["tolerance"]
+    with pytest.raises(ExportMismatchError):
+        teacher_forced_check(model, OrtTranslator.open(tmp / "other", threads=1), batch, 1e-3, "other")
 
 
 @pytest.mark.parametrize("bits,grid,codes_dtype", [

@@ -195,6 +195,6 @@ def _table(rows: list[dict[str, Any]], threads: int | None) -> Table:
         t.add_row(r["variant"], r["backend"], r["format"], f(r.get("batch_size"), "d"), f(r.get("sentences_per_s")),
                   f(r.get("p50_ms")), f(r.get("p90_ms")), f(r.get("generated_tokens_per_sentence")),
                   f(size / 1e6 if size else None, ".2f"), f(r.get("dev_bleu"), ".2f"),
-                  f(r.get("test_bleu"), ".2f") + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else ""), r.get("status", ""))
+                  f(r.get("test_bleu"), ".2f") + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""), r.get("status", ""))
     return t
 

@@ -318,6 +318,6 @@ def _table(rows: list[dict[str, Any]]) -> Table:
         t.add_row(r["variant"], r["format"], f"{(r.get('file_bytes') or 0) / 1e6:.2f}",
                   f"{g['identical']}/{g['sentences']}" if g else "", f"{tf['max_abs_diff']:.2g}" if tf else "",
                   f"{r['dev_bleu']:.2f}" if r.get("dev_bleu") is not None else "",
-                  (f"{r['test_bleu']:.2f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")) if r.get("test_bleu") is not None else "",
+                  (f"{r['test_bleu']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")) if r.get("test_bleu") is not None else "",
                   f"{r['test_chrf']:.2f}" if r.get("test_chrf") is not None else "", r["status"])
     return t
