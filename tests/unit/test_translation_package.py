@@ -174,8 +174,9 @@ def test_bundle_holds_the_export_files_with_matching_checksums_and_fields(mt_run
     assert meta["decoding"] == {"strategy": "greedy", "max_length": 14, "max_source_length": 16, "pad_token_id": PAD_ID,
                                 "eos_token_id": EOS_ID, "decoder_start_token_id": PAD_ID}
     assert meta["recipe_decoding"]["strategy"] == "beam" and meta["tokenizer"]["shared"] is True
-    assert [i["name"] for i in meta["inputs"]["decoder.onnx"]] == ["decoder_input_ids", "encoder_hidden_states",
-                                                                    "attention_mask"]
+    # one cached decoder step: the token, the mask, and per layer the cross and self-attention caches
+    assert [i["name"] for i in meta["inputs"]["decoder.onnx"]] == ["decoder_input_ids", "attention_mask", "cross_k.0",
+                                                                    "cross_v.0", "past_k.0", "past_v.0"]
     assert meta["selection"] == {"by": "variant"} and meta["run"]["cache_keys"]["export"] == "key-export"
     assert meta["self_check"]["equal"] is True and meta["self_check"]["texts"][0] == GENESIS
     readme = (bundle / "README.md").read_text()

@@ -45,12 +45,9 @@ CODE_FORMATS = {"onnx-int8": INT8_CODE_BITS, "onnx-int4": (4,)}
 
 
 def _load_variant(path: Path) -> Any:
-    """The variant's PyTorch model exactly as the compress stage scored it (eval, fp32). The one place
-    that knows how: the compress stage's loader when present, else the generic artifact loader."""
-    try:
-        from tlc_export.translation.compress import load_translation_variant  # type: ignore[attr-defined]
-    except ImportError:
-        from tlc_export.compress.artifact import load_model as load_translation_variant
+    """The variant's PyTorch model exactly as the compress stage scored it (eval, fp32)."""
+    from tlc_export.translation.compress import load_translation_variant
+
     return load_translation_variant(path).float().eval()
 
 
