@@ -254,3 +254,54 @@ def test_paired_comparison_of_two_systems():
     assert compare_translations(bad, good, refs, samples=300).outcome == "lost"
     same = compare_translations(good, good, refs, samples=100)
     assert same.outcome == "within noise" and same.diff == 0
+
+
+def test_vectorised_bleu_equals_sacrebleu_corpus_bleu_on_resamples():
+    """The bootstrap's batched BLEU against sacrebleu's own corpus_score of the same resampled sentences,
+    including degenerate systems (empty output, one word, no 4-grams, perfect)."""
+    from sacrebleu.metrics import BLEU
+
+    from tlc_export.translation.metrics import bleu_from_statistics_batch, sentence_statistics
+
+    rng = np.random.default_rng(1)
+    words = ["le", "chat", "chien", "voit", "aime", "la", "maison", "grande", "petite", "rouge", "et", "il"]
+    refs = [" ".join(rng.choice(words, size=int(rng.integers(3, 12)))) for _ in range(40)]
+    systems = {
+        "noisy": [" ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for _ in refs],
+        "empty": [""] * len(refs),
+        "one word": ["le"] * len(refs),
+        "three words": [" ".join(r.split()[:3]) for r in refs],
+        "perfect": list(refs),
+    }
+    bleu = BLEU(tokenize="13a")
+    for name, hyps in systems.items():
+        stats = sentence_statistics(hyps, refs)
+        picks = [rng.integers(0, len(refs), size=len(refs)) for _ in range(5)] + [np.arange(len(refs))]
+        got = bleu_from_statistics_batch(np.stack([stats[i].sum(0) for i in picks]))
+        want = [bleu.corpus_score([hyps[j] for j in i], [[refs[j] for j in i]]).score for i in picks]
+        assert got == pytest.approx(want, abs=1e-9), name
+
+
+def test_a_model_not_above_copying_the_source_did_not_learn_the_task():
+    """Translation's majority class: the source given as its translation. Copying itself (and anything no
+    better) is flagged; translations close to the references are not."""
+    from sacrebleu.metrics import BLEU
+
+    from tlc_export.tasks import get_family
+    from tlc_export.tasks.translation import TranslationPredictions
+
+    rng = np.random.default_rng(2)
+    en = ["the", "cat", "dog", "sees", "loves", "house", "big", "small", "red", "Moses", "Israel"]
+    fr = {"the": "le", "cat": "chat", "dog": "chien", "sees": "voit", "loves": "aime", "house": "maison",
+          "big": "grand", "small": "petit", "red": "rouge", "Moses": "Moïse", "Israel": "Israël"}
+    sources = [" ".join(rng.choice(en, size=8)) for _ in range(80)]
+    refs = [" ".join(fr[w] for w in s.split()) for s in sources]
+    close = [" ".join(r.split()[:-1]) for r in refs]
+    family = get_family("translation")
+    fields = family.row_fields({"test": TranslationPredictions(sources, refs, close)})
+    assert fields["copy_baseline_bleu"] == pytest.approx(BLEU(tokenize="13a").corpus_score(sources, [refs]).score)
+    assert fields["learned_task"] is True
+    copying = family.row_fields({"test": TranslationPredictions(sources, refs, list(sources))})
+    assert copying["learned_task"] is False
+    # dev alone carries no baseline (it selects; the flag is the report split's, as for classification)
+    assert "learned_task" not in family.row_fields({"dev": TranslationPredictions(sources, refs, close)})

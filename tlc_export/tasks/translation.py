@@ -81,8 +81,16 @@ class TranslationFamily(TaskFamily):
 
     def row_fields(self, predictions: Mapping[str, Any]) -> dict[str, Any]:
         """`<split>_bleu`, `<split>_bleu_ci`, `<split>_chrf`, `<split>_chrf_ci`, `<split>_n` per split, and the
-        sacrebleu signatures and interval method (the same for every split)."""
-        from tlc_export.translation.metrics import INTERVAL_METHOD, score_translations
+        sacrebleu signatures and interval method (the same for every split). On the report split also the
+        trivial baseline, as classification's majority class: `copy_baseline_bleu` (the source sentence
+        given as its own translation, which already scores names, numbers and punctuation) and
+        `learned_task` (the model won the paired bootstrap against it; `above_copy_p`)."""
+        from tlc_export.scoring import REPORT_SPLIT
+        from tlc_export.translation.metrics import (
+            INTERVAL_METHOD,
+            compare_translations,
+            score_translations,
+        )
 
         out: dict[str, Any] = {}
         for split, p in predictions.items():
@@ -91,6 +99,10 @@ class TranslationFamily(TaskFamily):
                         f"{split}_chrf_ci": s.chrf_ci, f"{split}_n": s.n})
             out["bleu_signature"], out["chrf_signature"] = s.bleu_signature, s.chrf_signature
         out["interval_method"] = INTERVAL_METHOD
+        rep = predictions.get(REPORT_SPLIT)
+        if rep is not None and rep.references:
+            vs = compare_translations(rep.hypotheses, rep.sources, rep.references)
+            out.update(copy_baseline_bleu=vs.bleu_b, learned_task=vs.outcome == "won", above_copy_p=vs.p_value)
         return out
 
     def choose_bundle(self, run_dir: Path, **selection: Any) -> Any:

@@ -24,7 +24,13 @@ from tlc_export.report.translation.data import (
     load_translation_report_data,
 )
 from tlc_export.report.translation.render import render_html, render_markdown
-from tlc_export.report.translation.tables import batch_sizes, file_columns, file_rows, variant_rows
+from tlc_export.report.translation.tables import (
+    batch_sizes,
+    file_columns,
+    file_rows,
+    learned,
+    variant_rows,
+)
 from tlc_export.report.translation.verdict import (
     DEFINITION,
     METRIC,
@@ -89,7 +95,8 @@ def build_translation_report(data: TranslationReportData, out_dir: str | Path,
     ctx = {
         "name": data.name, "verdict": verdict, "definition": DEFINITION, "training": data.training,
         "interval_method": first.get("interval_method"), "bleu_signature": first.get("bleu_signature"),
-        "figures": figures, "storage_answers": answers, "size_comparisons": sizes, "models": data.models,
+        "figures": figures, "storage_answers": answers, "size_comparisons": sizes,
+        "models": [{**m, "learned": learned(m)} for m in data.models],
         "variants": variants, "files": files, "file_columns": file_columns(batch_sizes(data.bench)),
         "bench": data.bench, "environment": data.environment,
         "bench_note": (f"Timed with {', '.join(threads)} thread(s); latencies are per sentence." if threads else ""),

@@ -19,6 +19,7 @@ TRAINING_COLUMNS: Columns = [
     ("final_dev_loss", "dev loss", ""), ("dev_bleu", "dev BLEU", "pts"), ("dev_bleu_ci", "dev 95 %", "ci_pts"),
     ("test_bleu", "test BLEU", "pts"), ("test_bleu_ci", "test 95 %", "ci_pts"),
     ("test_chrf", "test chrF", "pts"), ("test_chrf_ci", "chrF 95 %", "ci_pts"), ("test_n", "test sentences", ""),
+    ("learned", "above copying the source", "l"),
 ]
 
 VARIANT_COLUMNS: Columns = [
@@ -26,7 +27,8 @@ VARIANT_COLUMNS: Columns = [
     ("sparsity_reached", "sparsity reached", ""), ("bits", "bits", ""), ("storage_bytes", "storage MB", "mb"),
     ("dev_bleu", "dev BLEU", "pts"), ("dev_bleu_ci", "dev 95 %", "ci_pts"),
     ("test_bleu", "test BLEU", "pts"), ("test_bleu_ci", "test 95 %", "ci_pts"),
-    ("test_chrf", "test chrF", "pts"), ("on_frontier", "Pareto (chosen on dev)", "l"),
+    ("test_chrf", "test chrF", "pts"), ("learned", "above copying the source", "l"),
+    ("on_frontier", "Pareto (chosen on dev)", "l"),
 ]
 
 ANSWER_COLUMNS: Columns = [
@@ -118,6 +120,14 @@ def _merge(export: Row | None, timed: list[Row], backend: str) -> Row:
     return row
 
 
+def learned(r: Row) -> str:
+    """The row's trivial-baseline flag (`TranslationFamily.row_fields`: the source copied as its translation)."""
+    flag = r.get("learned_task")
+    if flag is None:
+        return ""
+    return "yes" if flag else f"NO (copy {float(r.get('copy_baseline_bleu') or 0):.2f}): did not learn the task"
+
+
 def variant_rows(variants: Sequence[Row], frontier: set[str]) -> list[Row]:
-    return [{**r, "compression": compression_label(r), "on_frontier": "yes" if r.get("variant") in frontier else ""}
-            for r in variants]
+    return [{**r, "compression": compression_label(r), "learned": learned(r),
+             "on_frontier": "yes" if r.get("variant") in frontier else ""} for r in variants]

@@ -124,6 +124,11 @@ def translation_verdict(variants: Sequence[Row], compare: Any, *, select_split: 
     )
     if c.outcome != "won":
         sentence += " With a short training budget the large model may simply be undertrained."
+    weak = [r["variant"] for r in (w, ref) if r.get("learned_task") is False]
+    if weak:
+        sentence += (f" Caution: {' and '.join(weak)} {'is' if len(weak) == 1 else 'are'} not significantly above copying "
+                     f"the source sentence as its translation (BLEU {float(ref.get('copy_baseline_bleu') or 0):.2f} on "
+                     f"{report_split}; did not learn the task), so this comparison says little.")
     return Verdict(True, c.outcome == "won", sentence, ref, w, c.outcome, c, report_split)  # type: ignore[arg-type]
 
 
