@@ -5,7 +5,9 @@
 1. `.whl/`: the wheels the lent GPU image lacks, for CPython 3.12 on manylinux x86_64, at the
    versions installed in this environment (the ones the tests ran with): pydantic, pydantic-core,
    annotated-types, typing-inspection, and typing-extensions (the image has one, possibly older
-   than pydantic needs). Each wheel's requirements are checked to be in the set or in the image.
+   than pydantic needs); sacrebleu with portalocker, colorama, tabulate and lxml (BLEU in the
+   translation check; ~5.5 MB, lxml being most of it). Each wheel's requirements are checked to be
+   in the set or in the image.
 2. `.tlc-home/`: the built-in data of recipes/gpu-quick.yaml (Brown corpus, rt-polarity), parsed,
    without the raw registry packages (the GPU machine cannot fetch; the parsed files are enough).
 Both folders are git-ignored; copy them along with the repository (the device tool: carry
@@ -24,9 +26,12 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions")
+WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
+          # BLEU/chrF for the translation check: sacrebleu imports lxml (its WMT XML reader) at import time,
+          # so the binary lxml wheel travels too; regex and numpy are on the image (transformers needs them).
+          "sacrebleu", "portalocker", "colorama", "tabulate", "lxml")
 # Already on the lent GPU image (FIELD-NOTES; device KINDS): requirements these may name.
-ON_IMAGE = {"torch", "transformers", "onnx", "onnxruntime", "numpy", "pyyaml", "rich", "click", "tokenizers",
+ON_IMAGE = {"torch", "transformers", "onnx", "onnxruntime", "numpy", "regex", "pyyaml", "rich", "click", "tokenizers",
             "safetensors", "ml-dtypes", "matplotlib", "onnxscript", "typing-extensions"}
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")

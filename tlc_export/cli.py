@@ -18,7 +18,7 @@ from tlc_export.rundir import RESOLVED_RECIPE, RunDir
 console = Console()
 err_console = Console(stderr=True)
 
-STAGE_ORDER = ["data", "pretrain", "finetune", "compress", "export", "bench", "report"]
+STAGE_ORDER = ["data", "pretrain", "finetune", "translation", "compress", "export", "bench", "report"]
 
 
 def _fail(exc: Exception) -> None:
@@ -176,6 +176,11 @@ def validate(recipe: Path, explain: bool) -> None:
 
 
 def _summary(r: Recipe) -> str:
+    if r.translation is not None:
+        t = r.translation
+        return (f"translation {t.source_lang}→{t.target_lang} ({t.data.kind}); sizes "
+                f"{', '.join(s.name for s in t.grid())}; budget {t.train.time_budget_s:g}s each")
+    assert r.models is not None and r.pretrain is not None  # validation requires them without `translation`
     sizes = ", ".join(s.name for s in r.models.grid())
     stages = [s for s in ["finetune", "compress", "export", "bench", "report"] if getattr(r, s) is not None]
     return (f"sizes {sizes}; budget {r.pretrain.time_budget_s:g}s each; "
@@ -280,7 +285,12 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
         info = prepare_data(r)
         for name, desc in info.items():
             console.print(f"[green]✓[/green] {name}: {desc}")
+        from tlc_export.stages.data import DataStage
+
         if fetch_only:
+            return
+        if not DataStage().enabled(r):
+            console.print("nothing to tokenize ahead: this recipe's stage trains its own tokenizer")
             return
         if workers is not None:
             r.data.workers = workers
@@ -440,76 +450,89 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
             max_batch_size: int | None, force: bool, dry_run: bool, allow_other_gpu: bool) -> None:
     """Write one variant of RUN_DIR as a self-contained serving bundle in --out.
 
-    The bundle holds model.onnx, config.json (with label names), the tokenizer files, tlc.json
-    (provenance), a README and a Triton model repository (triton/<name>/). Choose what to ship with
-    --variant [--format], or let the report's answer table choose with --max-storage-mb or
-    --max-latency-ms [--backend --batch]. Nothing is written unless the whole bundle is.
+    A classification bundle holds model.onnx, config.json (with label names), the tokenizer files,
+    tlc.json (provenance), a README and a Triton model repository (triton/<name>/); a translation
+    bundle holds encoder.onnx + decoder.onnx, the tokenizer, tlc.json (BLEU with intervals, decoding,
+    checksums) and a README. Choose what to ship with --variant [--format], or by dev score within
+    --max-storage-mb or --max-latency-ms [--backend --batch] (the report's answer). Nothing is written
+    unless the whole bundle is.
     """
     try:
-        from tlc_export.package import check_run, choose, write_bundle
+        from tlc_export.package import run_family
         from tlc_export.package.bundle import check_out
 
         check_out(out.absolute(), force)
-        check_run(run_dir)
-        choice = choose(run_dir, variant=variant, fmt=fmt, max_storage_mb=max_storage_mb,
-                        max_latency_ms=max_latency_ms, backend=backend, batch=batch, export_missing=not dry_run)
+        family = run_family(run_dir)
+        choice = family.choose_bundle(run_dir, variant=variant, fmt=fmt, max_storage_mb=max_storage_mb,
+                                      max_latency_ms=max_latency_ms, backend=backend, batch=batch,
+                                      export_missing=not dry_run)
         if dry_run:
             from tlc_export.package.readme import selection_text
 
             console.print(f"would package {choice.variant} ({choice.format}), chosen as {selection_text(choice.selection)}"
                           + ("; not exported yet: `tlc package` would export it first" if choice.export is None else ""))
             return
-        meta = write_bundle(run_dir, choice, out, force=force, name=name, max_batch_size=max_batch_size,
-                            allow_other_gpu=allow_other_gpu)
+        meta = family.write_bundle(run_dir, choice, out, force=force, name=name, max_batch_size=max_batch_size,
+                                   allow_other_gpu=allow_other_gpu)
     except TlcError as exc:
         _fail(exc)
         return
-    _print_package(meta, out)
+    for line in family.package_summary(meta, out):
+        console.print(line)
 
 
-def _print_package(meta: dict[str, Any], out: Path) -> None:
-    from tlc_export.package.readme import pct, selection_text
+@main.command("translate")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--model", "size", default=None, help="The size to translate with (default: the best dev BLEU).")
+@click.option("--greedy", is_flag=True, help="Greedy decoding instead of the recipe's decoding.")
+def translate_cmd(run_dir: Path, texts: tuple[str, ...], size: str | None, greedy: bool) -> None:
+    """Translate TEXTS with a model of a finished translation run (RUN_DIR/translation/)."""
+    try:
+        from tlc_export.translation.serve import translate_with_run
 
-    acc = meta.get("accuracy") or {}
-    console.print(f"[bold green]packaged[/bold green] {meta['variant']} ({meta['format']}) → {out}")
-    console.print(f"  chosen as {selection_text(meta.get('selection') or {})}")
-    storage = meta.get("storage_bytes")
-    console.print(f"  test accuracy {pct(acc.get('test'))}; dev {pct(acc.get('dev'))}; storage "
-                  f"{'n/a' if storage is None else f'{storage / 1e6:.3g} MB'}; model.onnx "
-                  f"{meta['model_file']['total_bytes'] / 1e6:.3g} MB")
-    opt = meta.get("graph_optimization") or {}
-    if opt:
-        console.print("  graph: " + (f"fused ({', '.join(f'{v} {k}' for k, v in opt.get('fusions', {}).items())})"
-                                     if opt.get("applied") else f"not fused ({opt.get('reason')})"))
-    console.print(f"  Triton: {out / 'triton' / meta['name'] / 'config.pbtxt'}")
-    console.print(f"  try it: tlc predict {out} \"a gorgeous, witty, seductive movie.\"")
+        rd = RunDir(run_dir)
+        chosen, out = translate_with_run(rd.root, _recipe_from_run_dir(rd), list(texts), size=size,
+                                         strategy="greedy" if greedy else None)
+        console.print(f"[dim]{chosen['model']} (dev BLEU {chosen['dev_bleu']:.2f}, test BLEU {chosen['test_bleu']:.2f})[/dim]")
+        for text in out:
+            click.echo(text)
+    except TlcError as exc:
+        _fail(exc)
 
 
 @main.command("predict")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1)
-@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Classify every row of a .csv/.tsv/.jsonl file.")
+@click.option("--file", "--input", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Run every row of a .csv/.tsv/.jsonl file, or every line of a .txt file.")
 @click.option("--text-column", default="text", show_default=True, help="Column (or JSON key) holding the text.")
-@click.option("--pair-column", default=None, help="Column holding the second text of a pair task.")
-@click.option("--label-column", default=None, help="Column holding gold labels: also print the accuracy with its 95 % interval.")
+@click.option("--pair-column", default=None, help="Classification: column holding the second text of a pair task.")
+@click.option("--label-column", default=None,
+              help="Classification: column holding gold labels: also print the accuracy with its 95 % interval.")
+@click.option("--reference-column", default=None,
+              help="Translation: column holding reference translations: also print BLEU and chrF with intervals.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Texts per ONNX Runtime call (inputs are sorted by length first).")
+              help="Texts per ONNX Runtime call / greedy loop (inputs are sorted by length first).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads (default: all cores).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one JSON line per input here instead of printing a table.")
 @click.option("--jsonl", is_flag=True, help="Print JSON lines to stdout instead of a table.")
 def predict(bundle: Path, texts: tuple[str, ...], file_: Path | None, text_column: str, pair_column: str | None,
-            label_column: str | None, batch_size: int, threads: int | None, output: Path | None, jsonl: bool) -> None:
-    """Classify TEXTS (or --file rows) with a bundle from `tlc package`: label and probabilities.
+            label_column: str | None, reference_column: str | None, batch_size: int, threads: int | None,
+            output: Path | None, jsonl: bool) -> None:
+    """Run a bundle from `tlc package` on TEXTS (or --file rows): a classifier's label and probabilities,
+    or a translation model's translation (greedy).
 
     Runs with ONNX Runtime, tokenizers and NumPy only (no torch).
     """
-    from tlc_export.serving.cli import run_predict
+    from tlc_export.serving import family_of_bundle
 
     try:
-        run_predict(console, bundle, list(texts), file_, text_column, pair_column, label_column, batch_size, threads,
-                    output, jsonl)
+        family_of_bundle(bundle).predict_cli(
+            console, bundle, list(texts), file_, text_column=text_column, pair_column=pair_column,
+            label_column=label_column, reference_column=reference_column, batch_size=batch_size, threads=threads,
+            output=output, jsonl=jsonl)
     except TlcError as exc:
         _fail(exc)
 

@@ -19,6 +19,7 @@ from tlc_export.config.finetune import FinetuneConfig
 from tlc_export.config.models import ModelsConfig
 from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.config.sweep import SweepConfig
+from tlc_export.config.translation import TranslationConfig
 from tlc_export.errors import RecipeError, RecipeProblem
 
 if TYPE_CHECKING:
@@ -31,13 +32,27 @@ class Recipe(Section):
     name: str = Field(default="experiment", description="A name for the run, used in reports.")
     data: DataConfig = Field(default_factory=DataConfig, description="Pretraining corpus.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="BPE tokenizer trained on the corpus.")
-    models: ModelsConfig = Field(description="The grid of model sizes.")
-    pretrain: PretrainConfig = Field(description="Wall-clock-budgeted masked-LM pretraining.")
+    # Required for the classification pipeline, absent in a translation recipe: `validate_data` checks
+    # which sections each kind of recipe needs and reports them at their lines.
+    models: ModelsConfig | None = Field(default=None, description="The grid of model sizes (required unless `translation`).")
+    pretrain: PretrainConfig | None = Field(
+        default=None, description="Wall-clock-budgeted masked-LM pretraining (required unless `translation`)."
+    )
     finetune: FinetuneConfig | None = Field(default=None, description="Downstream finetuning (omit to stop after pretraining).")
-    compress: CompressConfig | None = Field(default=None, description="Pruning and quantization (needs finetune).")
-    export: ExportConfig | None = Field(default=None, description="ONNX / TensorRT export (needs compress).")
+    compress: CompressConfig | None = Field(
+        default=None, description="Pruning and quantization (needs finetune, or translation for translation models)."
+    )
+    export: ExportConfig | None = Field(
+        default=None, description="ONNX / TensorRT export (needs compress; translation models: ONNX formats only)."
+    )
     bench: BenchConfig | None = Field(default=None, description="Runtime benchmark (needs export).")
     report: ReportConfig | None = Field(default=None, description="Final report (needs bench).")
+    translation: TranslationConfig | None = Field(
+        default=None,
+        description="Machine translation instead of masked-LM pretraining + classification (the paper's second "
+        "system): parallel data, sizes, budget and decoding in one section. Replaces data, tokenizer, models, "
+        "pretrain and finetune.",
+    )
     sweep: SweepConfig | None = Field(
         default=None,
         description="Run the recipe once per point of a grid of field values (the paper's ablations); "
@@ -46,7 +61,8 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _chain(self) -> Recipe:
-        order = ["finetune", "compress", "export", "bench", "report"]
+        # A translation recipe's models come from its `translation` section, a classification one's from finetune.
+        order = ["translation" if self.translation is not None else "finetune", "compress", "export", "bench", "report"]
         present = [getattr(self, k) is not None for k in order]
         for i in range(1, len(order)):
             if present[i] and not present[i - 1]:
@@ -75,8 +91,10 @@ class Recipe(Section):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved_yaml(self) -> str:
-        """The recipe with every default filled in, as YAML (saved next to artifacts)."""
-        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+        """The recipe with every default filled in, as YAML (saved next to artifacts). A translation recipe
+        leaves out the pretraining corpus and tokenizer sections it has no use for (they have defaults)."""
+        skip = {"data", "tokenizer"} if self.translation is not None else set()
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude=skip), sort_keys=False)
 
 
 def _dump(obj: Any) -> Any:
@@ -201,12 +219,53 @@ def _load_yaml(text: str, file: str | None) -> tuple[yaml.Node | None, dict[str,
     return root, data
 
 
+# Sections a translation recipe replaces (its own `translation` section holds their counterparts), and
+# the stages that do not take translation models yet.
+_TRANSLATION_REPLACES = ("data", "tokenizer", "models", "pretrain", "finetune")
+
+
+def _kind_problems(data: dict[str, Any], root: yaml.Node | None) -> list[RecipeProblem]:
+    """Which sections this kind of recipe needs or must not have (classification: models and pretrain;
+    translation: none of the sections it replaces)."""
+    problems = []
+
+    def line(key: str) -> int | None:
+        node = _key_node(root, (key,)) or _node_at(root, (key,))
+        return node.start_mark.line + 1 if node is not None else None
+
+    if data.get("translation") is not None:
+        for key in _TRANSLATION_REPLACES:
+            if data.get(key) is not None:  # a resolved recipe writes the absent ones as null
+                problems.append(RecipeProblem(
+                    key, f"a translation recipe has no `{key}` section", line(key),
+                    hint="its data, vocabulary, sizes and training budget go under `translation` (`tlc recipe-schema`)"))
+        from tlc_export.tasks.translation import TranslationFamily
+
+        for key, field, allowed in (("export", "formats", TranslationFamily.export_formats),
+                                    ("bench", "backends", TranslationFamily.bench_backends)):
+            section = data.get(key)
+            values = section.get(field) if isinstance(section, dict) else None
+            bad = [v for v in values or [] if v not in allowed]
+            if bad:
+                problems.append(RecipeProblem(
+                    f"{key}.{field}", f"translation models have no {', '.join(map(str, bad))}", line(key),
+                    hint=f"a translation recipe's {key}.{field} takes {', '.join(allowed)}"))
+        return problems
+    for key in ("models", "pretrain"):
+        if data.get(key) is None:
+            problems.append(RecipeProblem(key, "Field required", line(key), hint=_HINTS["missing"]))
+    return problems
+
+
 def validate_data(data: dict[str, Any], root: yaml.Node | None, base_dir: Path | None) -> tuple[Recipe | None, list[RecipeProblem]]:
     """Validate one recipe's plain data; the problems carry lines from `root` (the file's node tree)."""
+    kind = _kind_problems(data, root)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        return None, _problems_from_validation(err, root)
+        return None, kind + _problems_from_validation(err, root)
+    if kind:
+        return None, kind
     problems = _semantic_problems(recipe, root, base_dir)
     if problems:
         return None, problems
@@ -277,7 +336,8 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
         missing = [s for s in recipe.export.sparsity if not any(abs(s - t) < 1e-9 for t in recipe.compress.prune.sparsity)]
         if missing:
             add(("export", "sparsity"), f"levels {missing} are not in compress.prune.sparsity", "export only levels the compress stage saves")
-    if recipe.finetune is not None and recipe.finetune.start_from != "final" and not recipe.pretrain.keep_checkpoints_at:
+    if (recipe.finetune is not None and recipe.finetune.start_from != "final" and recipe.pretrain is not None
+            and not recipe.pretrain.keep_checkpoints_at):
         add(("finetune", "from"), f"finetune.from: {recipe.finetune.start_from} needs checkpoints kept during pretraining",
             "set pretrain.keep_checkpoints_at, e.g. [0.25, 0.5, 1.0]")
     if recipe.export is not None and recipe.export.int4_block_size & (recipe.export.int4_block_size - 1):

@@ -18,7 +18,7 @@ from tlc_export.stages.base import Stage, StageContext
 from tlc_export.store import StageStore
 
 # Stages every torchrun process takes part in; the rest run on rank 0 only.
-_DISTRIBUTED_STAGES = {"pretrain"}
+_DISTRIBUTED_STAGES = {"pretrain", "translation"}
 
 
 def default_run_dir(recipe: Recipe, recipe_path: str | Path) -> Path:
@@ -61,7 +61,8 @@ def run_pipeline(
     for stage in stages:
         if past_distributed and not main:
             break  # the other ranks' part ends with pretraining
-        # Under torchrun every rank walks the stages up to pretraining in step; after it, rank 0 goes on alone.
+        # Under torchrun every rank walks the stages up to training (pretrain or translation) in step; after it,
+        # rank 0 goes on alone.
         in_step = distributed.is_distributed() and not past_distributed
         past_distributed = past_distributed or stage.name in _DISTRIBUTED_STAGES
         input_keys = {}

@@ -32,3 +32,13 @@ def test_checks_write_one_line_each_and_a_summary(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["checks"]["tensorrt"] == lines[1]["status"] and summary["environment"] == env
     assert rc == (0 if summary["ok"] else 1)
+
+
+def test_translation_check_is_registered_and_unavailable_without_cuda(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("a CUDA machine runs the check itself (runtime_bench.gpu_check --only translation)")
+    gpu_check.main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--only", "translation"])
+    (line,) = [json.loads(x) for x in (tmp_path / "out" / "checks.jsonl").read_text().splitlines()]
+    assert line["check"] == "translation" and line["status"] == "unavailable" and "CUDA" in line["error"]

@@ -52,3 +52,22 @@ def test_paper_recipe_data_streams_from_the_hub(tmp_path: Path, monkeypatch: pyt
     out.mkdir(parents=True)
     outputs = DataStage().run(StageContext(recipe, RunDir(tmp_path / "run"), out, {}, console=Console(quiet=True)))
     assert outputs["documents"]["train"] + outputs["documents"]["val"] == 80
+
+
+def test_paper_mt_recipe_is_the_papers_wmt14_setting() -> None:
+    """recipes/paper-mt.yaml: WMT14 En→Fr from the hub, newstest2013 dev / newstest2014 test, the §3 grid."""
+    recipe = load_recipe(RECIPES / "paper-mt.yaml")
+    mt = recipe.translation
+    assert mt is not None and (mt.source_lang, mt.target_lang) == ("en", "fr")
+    assert (mt.data.kind, mt.data.name, mt.data.config) == ("hf", "wmt/wmt14", "fr-en")
+    assert mt.data.hf_splits == ("train", "validation", "test")
+    assert mt.tokenizer.shared and mt.tokenizer.vocab_size == 32000
+    grid = mt.grid()
+    assert {(s.layers, s.hidden) for s in grid} == {(d, w) for d in (2, 6, 8) for w in (128, 256, 512, 1024, 2048)}
+    assert all(s.num_heads == s.hidden // 64 and s.ffn_size == 4 * s.hidden for s in grid)
+    assert mt.train.label_smoothing == 0.1 and mt.train.precision == "bf16" and mt.train.device == "cuda"
+    assert mt.decoding.strategy == "beam" and mt.decoding.num_beams == 4 and mt.decoding.length_penalty == 0.6
+    assert recipe.export is not None and set(recipe.export.formats) == {"onnx-fp32", "onnx-int8-dynamic", "onnx-int8",
+                                                                        "onnx-int4"}
+    assert recipe.bench is not None and set(recipe.bench.backends) == {"torch-eager", "onnxruntime"}
+    assert recipe.compress is not None and recipe.report is not None

@@ -103,6 +103,8 @@ def test_shipped_recipes_validate() -> None:
         plan = load_plan(path)
         if isinstance(plan, Sweep):  # an ablation: every point compares at least two sizes
             assert len(plan.points) >= 3 and all(len(p.recipe.models.grid()) >= 2 for p in plan.points), path
+        elif plan.translation is not None:  # the paper's second system: at least two sizes to compare
+            assert len(plan.translation.grid()) >= 2, path
         else:
             assert len(plan.models.grid()) >= 3, path
 

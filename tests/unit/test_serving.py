@@ -83,9 +83,15 @@ def test_read_inputs_csv_jsonl_and_errors(tmp_path: Path) -> None:
     jl.write_text('{"text": "a"}\n{oops\n')
     with pytest.raises(InputFileError, match=r"in.jsonl:2: not valid JSON"):
         read_inputs(jl)
-    with pytest.raises(InputFileError, match="unknown file type '.txt'"):
-        (tmp_path / "in.txt").write_text("x")
-        read_inputs(tmp_path / "in.txt")
+    with pytest.raises(InputFileError, match="unknown file type '.xlsx'"):
+        (tmp_path / "in.xlsx").write_text("x")
+        read_inputs(tmp_path / "in.xlsx")
+    txt = tmp_path / "in.txt"
+    txt.write_text("first sentence, with a comma\n\n  \n\"quoted\" second\n")
+    t = read_inputs(txt)
+    assert t.texts == ["first sentence, with a comma", '"quoted" second'] and t.lines == [1, 4]
+    with pytest.raises(InputFileError, match=r"no column 'ref' \(columns: 'text'\); pass --reference-column"):
+        read_inputs(txt, label_column="ref", label_flag="--reference-column")
     with pytest.raises(InputFileError, match="no such file"):
         read_inputs(tmp_path / "absent.csv")
 

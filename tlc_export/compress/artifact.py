@@ -17,6 +17,12 @@ the file alone rebuilds the model), `layout` (JSON: per-parameter kind, shape, d
 sparse encoding), `tied` (JSON alias -> stored name), the variant's bits / granularity / group_size /
 symmetric / sparsity, and whatever the caller passes in `meta` (e.g. recipe_hash; non-strings are
 JSON-encoded).
+
+Recomputed parameters (`save_artifact(..., recomputed={name: rule})`): parameters that are fixed
+functions of the config (Marian's sinusoidal position tables) are not stored and not counted; the model
+class rebuilds them when it is constructed. Metadata `recomputed` (JSON name -> {rule, shape,
+fingerprint}) records them, and `build_model` checks the rebuilt tensor against the fingerprint, so a
+library whose formula changed cannot silently load a different model.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +84,11 @@ class Artifact:
     def architecture(self) -> str:
         return self.meta["architecture"]
 
+    @property
+    def recomputed(self) -> dict[str, dict[str, Any]]:
+        """Parameters not stored (rebuilt by the model class): name -> {rule, shape, fingerprint}."""
+        return json.loads(self.meta.get("recomputed", "{}"))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Weights as the in-memory fake-quant model has them (tied aliases included)."""
         sd = {n: q.dequantize() for n, q in self.quantized.items()}
@@ -84,6 +96,18 @@ class Artifact:
         for alias, name in self.tied.items():
             sd[alias] = sd[name]
         return sd
+
+
+def fingerprint(t: torch.Tensor) -> list[float]:
+    """Two order-sensitive sums of a tensor (float64): equal tensors give equal numbers, and a permuted,
+    shifted or rescaled table does not. Used to check recomputed parameters (`rtol` 1e-6)."""
+    x = t.detach().cpu().double().reshape(-1)
+    w = torch.linspace(-1.0, 1.0, x.numel(), dtype=torch.float64)
+    return [float(x.abs().sum()), float((x * w).sum())]
+
+
+def _fingerprint_matches(t: torch.Tensor, stored: list[float]) -> bool:
+    return all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-4) for a, b in zip(fingerprint(t), stored, strict=True))
 
 
 def _min_uint(max_value: int) -> np.dtype:
@@ -134,14 +158,26 @@ def save_artifact(
     quantized: dict[str, QuantizedTensor] | None,
     masks: dict[str, torch.Tensor] | None,
     meta: dict[str, Any],
+    *,
+    recomputed: Mapping[str, str] | None = None,
 ) -> StorageReport:
     """Write `model` (its current, already fake-quantized weights) as a packed artifact, atomically.
 
     `quantized` comes from `quantize_` (None = the fp32 variant); `masks` (True = kept) from pruning
-    (None = dense). Returns the storage accounting for the variant row.
+    (None = dense). `recomputed` ({parameter name: rule}) names parameters the model class rebuilds
+    from its config: they are neither stored nor counted (see the module docstring). Returns the
+    storage accounting for the variant row.
     """
     quantized = quantized or {}
     alias = canonical_names(model)
+    skip = {alias.get(n, n): rule for n, rule in (recomputed or {}).items()}
+    offending = sorted(set(skip) - set(alias.values())) + sorted(set(skip) & (set(quantized) | {alias.get(n, n) for n in (masks or {})}))
+    if offending:
+        raise ArtifactError(
+            f"{path}: recomputed parameters must be parameters of the model that are neither quantized nor pruned; "
+            f"offending: {offending[:5]} (exclude them from compress.quantize / compress.prune)"
+        )
+    recomputed_meta: dict[str, dict[str, Any]] = {}
     cmasks = {alias.get(n, n): m.detach().cpu().to(torch.bool) for n, m in (masks or {}).items()}
     for n, q in quantized.items():
         if q.mask is not None:
@@ -159,6 +195,9 @@ def save_artifact(
     bit_set: set[int] = set()
     for name, p in model.named_parameters():
         shape = tuple(p.shape)
+        if name in skip:
+            recomputed_meta[name] = {"rule": skip[name], "shape": list(shape), "fingerprint": fingerprint(p)}
+            continue
         params += p.numel()
         mask = cmasks.get(name)
         mask_np = mask.numpy() if mask is not None else None
@@ -228,6 +267,8 @@ def save_artifact(
         "symmetric": str(bool(q0.symmetric)).lower() if q0 else "false",
         "sparsity": str(1.0 - all_masks_kept / all_masks_total if all_masks_total else 0.0),
     }
+    if recomputed_meta:
+        metadata["recomputed"] = json.dumps(recomputed_meta)
     if q0 is not None and q0.granularity == "per-tensor":
         # 1-D tensors are per-tensor whatever the setting: report the setting from a ≥2-D tensor.
         q2 = next((q for q in quantized.values() if len(q.shape) >= 2), q0)
@@ -339,12 +380,26 @@ def build_model(artifact: Artifact) -> nn.Module:
     model = cls(config)
     sd = artifact.state_dict()
     result = model.load_state_dict(sd, strict=False)
-    missing = set(result.missing_keys) - set(artifact.tied)
+    rebuilt = artifact.recomputed
+    missing = set(result.missing_keys) - set(artifact.tied) - set(rebuilt)
     if missing or result.unexpected_keys:
         raise ArtifactError(
             f"artifact does not match {artifact.architecture}: missing {sorted(missing)[:5]}, unexpected {sorted(result.unexpected_keys)[:5]}"
         )
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name, info in rebuilt.items():
+        p = params.get(name)
+        if p is None or list(p.shape) != info["shape"] or not _fingerprint_matches(p, info["fingerprint"]):
+            raise ArtifactError(
+                f"{_label(artifact)}: parameter {name!r} is not stored (rule {info['rule']!r}) and the rebuilt "
+                "one differs from the scored model's; this transformers version builds it differently: rerun the "
+                "compress stage with it"
+            )
     return model.eval()
+
+
+def _label(artifact: Artifact) -> str:
+    return f"artifact of {artifact.architecture} ({artifact.meta.get('variant', 'unnamed variant')})"
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:

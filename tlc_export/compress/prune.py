@@ -8,6 +8,10 @@ what was pruned at 30 % is still pruned at 45 %. Recovery finetunes with the mas
 or one epoch (or `recovery_max_steps`) — whichever comes first; a level already within target
 takes zero steps.
 
+The loop itself (`run_ladder`) is task-agnostic: it takes the recovery, the loader of a saved level and
+what else to save as callables; `prune_ladder` is classification's, `translation.compress.translation_ladder`
+translation's (recovery on BLEU).
+
 Masks are `{parameter name: bool tensor}`, True = kept (see `tlc_export.compress.masks`).
 Pruning is stored as plain zeros in the weights (no `weight_orig`/`weight_mask`), plus the masks
 in `masks.safetensors` next to each saved level so a resumed ladder continues from the exact set.
@@ -18,7 +22,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,11 +252,9 @@ def recover_(
     return result, result.best_dev_accuracy >= target
 
 
-def _load_level(level_dir: Path, model: nn.Module) -> Masks:
-    """Load a saved level's weights into `model` (same architecture) and return its masks."""
-    from tlc_export.finetune.model import load_classifier
-
-    saved = load_classifier(level_dir)
+def load_level_into_(model: nn.Module, level_dir: Path, saved: nn.Module) -> Masks:
+    """Copy a saved level's weights (`saved`, loaded from `level_dir`) into `model` (same architecture)
+    and return the level's masks."""
     missing = set(model.state_dict()) ^ set(saved.state_dict())
     if missing:
         raise StageError(
@@ -265,6 +267,66 @@ def _load_level(level_dir: Path, model: nn.Module) -> Masks:
 
 def _level_done(level_dir: Path) -> bool:
     return all((level_dir / f).exists() for f in ("config.json", "model.safetensors", MASKS_FILE, RECORD_FILE))
+
+
+RecoverFn = Callable[[nn.Module, Masks, str], dict[str, Any]]
+"""Recovery of one freshly pruned level: (model, masks, level tag) → the record's recovery fields, which
+include `<metric>` (dev after recovery) and `<metric>_before_recovery`."""
+
+
+def run_ladder(
+    model: nn.Module,
+    cfg: PruneConfig,
+    out_dir: str | Path,
+    *,
+    recover: RecoverFn,
+    load_saved: Callable[[Path], nn.Module],
+    save_extra: Callable[[Path], None] | None = None,
+    metric: str,
+    console: Console | None = None,
+    name: str = "",
+) -> list[dict[str, Any]]:
+    """The iterative ladder, whatever the task: for each step of `ladder_levels(cfg)`, magnitude-prune
+    `model` (in place) further from the previous level's masks, `recover` it with the masks held, and
+    save the level atomically to `out_dir/sXX/` (`save_pretrained` + `save_extra(folder)` + masks +
+    prune.json). A level already saved is loaded (`load_saved(folder)` → a model whose weights are
+    copied into `model`) instead of recomputed, so an interrupted ladder resumes at its last finished
+    level. Returns the record of every step (`level`, `sparsity`, `sparsity_reached`, the recovery
+    fields, `model_dir`)."""
+    from tlc_export.finetune.model import atomic_folder, quiet_transformers
+
+    out_dir = Path(out_dir)
+    masks: Masks | None = None
+    records: list[dict[str, Any]] = []
+    for s in ladder_levels(cfg):
+        tag = level_name(s)
+        level_dir = out_dir / tag
+        if _level_done(level_dir):
+            masks = load_level_into_(model, level_dir, load_saved(level_dir))
+            rec = json.loads((level_dir / RECORD_FILE).read_text())
+            records.append(rec)
+            if console:
+                console.print(f"  {name} {tag}: already saved (dev {rec[metric]:.4g})")
+            continue
+        masks = magnitude_masks(model, s, cfg, previous=masks)
+        prune_(model, masks)
+        fields = recover(model, masks, tag)
+        apply_masks_(model, masks)
+        rec = {"level": tag, "sparsity": s, "sparsity_reached": mask_sparsity(masks), **fields, "model_dir": tag}
+        with atomic_folder(level_dir) as tmp, quiet_transformers():
+            make_permanent_(model)
+            model.save_pretrained(str(tmp))
+            if save_extra is not None:
+                save_extra(tmp)
+            save_masks(tmp / MASKS_FILE, masks)
+            atomic.write_json(tmp / RECORD_FILE, rec)
+        records.append(rec)
+        if console:
+            console.print(
+                f"  {name} {tag}: sparsity {rec['sparsity_reached']:.4f}, dev {rec[f'{metric}_before_recovery']:.4g} → "
+                f"{rec[metric]:.4g} in {rec['recovery_steps']} steps ({rec['recovery_seconds']:.1f} s)"
+            )
+    return records
 
 
 def prune_ladder(
@@ -287,51 +349,31 @@ def prune_ladder(
     candidate (see `recover_`). Returns the records of every ladder step, requested levels and
     intermediate ones."""
     from tlc_export.finetune.batching import encode_examples
-    from tlc_export.finetune.model import atomic_folder, quiet_transformers
+    from tlc_export.finetune.model import load_classifier
 
-    out_dir = Path(out_dir)
     train = encode_examples(tokenizer, task.train, finetune_cfg.max_length)
     dev = encode_examples(tokenizer, task.dev, finetune_cfg.max_length)
-    masks: Masks | None = None
-    records: list[LevelRecord] = []
-    for s in ladder_levels(cfg):
-        tag = level_name(s)
-        level_dir = out_dir / tag
-        if _level_done(level_dir):
-            masks = _load_level(level_dir, model)
-            rec = LevelRecord(**json.loads((level_dir / RECORD_FILE).read_text()))
-            records.append(rec)
-            if console:
-                console.print(f"  {name} {tag}: already saved (dev {rec.dev_accuracy:.4f})")
-            continue
-        masks = magnitude_masks(model, s, cfg, previous=masks)
-        prune_(model, masks)
+
+    def recover(m: nn.Module, masks: Masks, tag: str) -> dict[str, Any]:
         result, recovered = recover_(
-            model, cfg, masks=masks, tokenizer=tokenizer, train=train, dev=dev,
+            m, cfg, masks=masks, tokenizer=tokenizer, train=train, dev=dev,
             finetune_cfg=finetune_cfg, base_dev_acc=base_dev_acc, console=console,
             description=f"{name} {tag} recover", finetune_lr=finetune_lr, seed=seed,
         )
-        apply_masks_(model, masks)
-        before = result.history[0]["dev_accuracy"]  # eval_at_start: the pruned, unrecovered model
-        rec = LevelRecord(
-            level=tag, sparsity=s, sparsity_reached=mask_sparsity(masks),
-            recovery_steps=result.steps, recovery_seconds=round(result.seconds, 3),
-            dev_accuracy=result.best_dev_accuracy, dev_accuracy_before_recovery=before,
-            recovered=recovered, model_dir=tag,
-        )
-        with atomic_folder(level_dir) as tmp, quiet_transformers():
-            make_permanent_(model)
-            model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            save_masks(tmp / MASKS_FILE, masks)
-            atomic.write_json(tmp / RECORD_FILE, rec.to_dict())
-        records.append(rec)
-        if console:
-            console.print(
-                f"  {name} {tag}: sparsity {rec.sparsity_reached:.4f}, dev {before:.4f} → {rec.dev_accuracy:.4f} "
-                f"in {rec.recovery_steps} steps ({rec.recovery_seconds:.1f} s)"
-            )
-    return records
+        return {
+            "recovery_steps": result.steps, "recovery_seconds": round(result.seconds, 3),
+            "dev_accuracy": result.best_dev_accuracy,
+            # eval_at_start: the first evaluation is the pruned, unrecovered model
+            "dev_accuracy_before_recovery": result.history[0]["dev_accuracy"],
+            "recovered": recovered,
+        }
+
+    records = run_ladder(
+        model, cfg, out_dir, recover=recover, load_saved=load_classifier,
+        save_extra=lambda folder: tokenizer.save_pretrained(str(folder)),
+        metric="dev_accuracy", console=console, name=name,
+    )
+    return [LevelRecord(**r) for r in records]
 
 
 def load_level(level_dir: str | Path) -> tuple[nn.Module, Masks]:

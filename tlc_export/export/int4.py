@@ -17,7 +17,7 @@ import onnx
 import torch
 
 from tlc_export.export.onnx_export import InitializerRef
-from tlc_export.export.qdq import CodesLike, rewrite_weights
+from tlc_export.export.qdq import WEIGHT_SLOTS, CodesLike, rewrite_weights
 
 INT4_OPSET = 21
 TENSORRT_INT4_BLOCKS = (64, 128)
@@ -50,6 +50,7 @@ def int4_model(
     dense: Mapping[str, torch.Tensor],
     fp16: bool = False,
     matmul_only: bool = False,
+    slots: frozenset[tuple[str, int]] | set[tuple[str, int]] = WEIGHT_SLOTS,
 ) -> onnx.ModelProto:
     """Opset-21 model whose quantized 2-D weights are INT4/UINT4 codes + block DequantizeLinear.
 
@@ -62,5 +63,5 @@ def int4_model(
     if matmul_only:
         gathers = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
         only = lambda _param, onnx_name: onnx_name not in gathers  # noqa: E731
-    rewrite_weights(model, refs, quantized, dense, container="int4", only=only)
+    rewrite_weights(model, refs, quantized, dense, container="int4", only=only, slots=slots)
     return model

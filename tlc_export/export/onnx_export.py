@@ -114,12 +114,13 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes() + str(a.shape).encode()).hexdigest()
 
 
-def map_initializers(onnx_model: onnx.ModelProto, torch_model: nn.Module) -> dict[str, InitializerRef]:
+def map_initializers(onnx_model: onnx.ModelProto, torch_model: nn.Module, warn_missing: bool = True) -> dict[str, InitializerRef]:
     """Map each float ONNX initializer to the torch parameter it was exported from.
 
     Matched by exact value: the exporter copies parameters bit for bit, or folds `W.T` exactly.
     Only unambiguous float tensors of ≥ 2 dims or named like a parameter are mapped.
-    The model must be the one the graph was exported from (before any rewriting).
+    The model must be the one the graph was exported from (before any rewriting). `warn_missing=False`
+    for a graph that holds only part of the model (a translation model's encoder or decoder file).
     """
     by_value: dict[str, list[tuple[str, bool]]] = {}
     for name, p in torch_model.named_parameters():
@@ -145,7 +146,7 @@ def map_initializers(onnx_model: onnx.ModelProto, torch_model: nn.Module) -> dic
     weights = [n for n, p in torch_model.named_parameters() if p.dim() == 2]
     found = {r.param for r in out.values()}
     missing = [n for n in weights if n not in found]
-    if missing:
+    if missing and warn_missing:
         # Unused or value-identical parameters have no initializer of their own; numerics validation
         # catches any that mattered.
         log.warning("ONNX graph: no initializer matches parameter(s) %s", missing[:5])
@@ -173,6 +174,20 @@ def _refs_path(path: Path) -> Path:
     return path.with_name(path.name + ".refs.json")
 
 
+def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of `model` (fp32, eval) whose parameters hold distinct random values: exported, every
+    parameter gets an initializer of its own that `map_initializers` can identify by value (tied
+    parameters stay one tensor)."""
+    import copy
+
+    shadow = copy.deepcopy(model).float().eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in shadow.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return shadow
+
+
 def export_template(model: nn.Module, path: str | os.PathLike[str], opset: int = 18, seed: int = 0) -> GraphTemplate:
     """Export the graph once, from a copy of `model` whose parameters hold distinct random values.
 
@@ -180,7 +195,6 @@ def export_template(model: nn.Module, path: str | os.PathLike[str], opset: int =
     untrained model share one tensor); with distinct values every parameter gets its own initializer,
     so each variant can later put its own values there. Resumes from `path` + its refs file.
     """
-    import copy
     import json
 
     path = Path(path)
@@ -189,11 +203,7 @@ def export_template(model: nn.Module, path: str | os.PathLike[str], opset: int =
         data = json.loads(refs_file.read_text())
         refs = {k: InitializerRef(**v) for k, v in data["refs"].items()}
         return GraphTemplate(path, data["exporter"], refs)
-    shadow = copy.deepcopy(model).float().eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in shadow.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    shadow = randomized_copy(model, seed)
     used = export_onnx(shadow, path, opset=opset)
     refs = map_initializers(onnx.load(str(path)), shadow)
     from tlc_export.atomic import write_json

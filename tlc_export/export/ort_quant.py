@@ -14,6 +14,7 @@ expects) and write atomically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -30,10 +31,26 @@ from tlc_export.export.validate import Batch
 def pre_process(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    # When symbolic shape inference gives up, onnxruntime saves what it got as
+    # `sym_shape_infer_temp.onnx` plus external-data files into the *working directory*; run it from
+    # a scratch folder so a user's directory never collects them.
+    with tempfile.TemporaryDirectory(dir=dst.parent) as scratch, _working_dir(scratch):
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        except Exception:  # noqa: BLE001 - symbolic shape inference fails on some dynamo graphs
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+@contextlib.contextmanager
+def _working_dir(path: str) -> Iterator[None]:
+    """`contextlib.chdir` (Python ≥ 3.11) for 3.10 as well."""
+    before = os.getcwd()
+    os.chdir(path)
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    except Exception:  # noqa: BLE001 - symbolic shape inference fails on some dynamo graphs
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        yield
+    finally:
+        os.chdir(before)
 
 
 class BatchReader:

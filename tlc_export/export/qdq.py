@@ -217,12 +217,15 @@ def rewrite_weights(
     dense: Mapping[str, torch.Tensor] | None = None,
     container: str = "int8",
     only: Any = None,
+    slots: frozenset[tuple[str, int]] | set[tuple[str, int]] = WEIGHT_SLOTS,
 ) -> RewriteReport:
     """In place: quantized 2-D weights in a MatMul/Gemm/Gather slot become codes + DequantizeLinear;
     every other mapped initializer gets the variant's value (`dense[param]` or the dequantized codes).
 
     `only(param_name, onnx_name) -> bool` can restrict which weights get codes (e.g. TensorRT INT4:
-    MatMul/Gemm only). Float initializers keep their current dtype (fp32 or fp16 graphs).
+    MatMul/Gemm only). Float initializers keep their current dtype (fp32 or fp16 graphs). `slots`: the
+    (op_type, input index) uses a weight may have to get codes (a translation decoder's tied table also
+    feeds the Transpose of its output layer).
     """
     graph = model.graph
     dense = dense or {}
@@ -239,7 +242,7 @@ def rewrite_weights(
         fdtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
         q = quantized.get(ref.param)
         uses = consumers.get(init.name, [])
-        slot_ok = bool(uses) and all(u in WEIGHT_SLOTS for u in uses)
+        slot_ok = bool(uses) and all(u in slots for u in uses)
         if q is not None and len(q.shape) == 2 and slot_ok and (only is None or only(ref.param, init.name)):
             nodes, inits = dequant_nodes(init.name, q, ref.transposed, container, fdtype)
             new_nodes += nodes

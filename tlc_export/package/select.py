@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlc_export.errors import TlcError
 from tlc_export.report.data import ReportData, load_report_data
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
+
+if TYPE_CHECKING:
+    from tlc_export.recipe import Recipe
+    from tlc_export.tasks.base import TaskFamily
 
 # The export format that carries a compress variant's own weights, by bit width (b6 travels in INT8).
 OWN_FORMAT = {32: "onnx-fp32", 8: "onnx-int8", 6: "onnx-int8", 4: "onnx-int4"}
@@ -41,14 +45,38 @@ class Choice:
         return self.format.startswith("tensorrt")
 
 
-def check_run(run_dir: str | Path) -> RunDir:
-    """A finished run: manifest, export results and a report at least as new as the bench."""
+def check_run_dir(run_dir: str | Path) -> RunDir:
+    """A run directory: the folder, its manifest and its resolved recipe exist."""
     rd = RunDir(run_dir)
     root = rd.root
     if not root.is_dir():
         raise PackageError(f"{root}: no such run directory; pass the folder `tlc run` wrote (e.g. runs/quickstart)")
     if not rd.exists() or not (root / RESOLVED_RECIPE).is_file():
         raise PackageError(f"{root}: not a run directory (no manifest.json / {RESOLVED_RECIPE}); start one with `tlc run RECIPE`")
+    return rd
+
+
+def run_recipe(run_dir: str | Path) -> Recipe:
+    """The run's resolved recipe (relative paths resolved against the original recipe's folder)."""
+    from tlc_export.recipe import parse_recipe
+
+    rd = check_run_dir(run_dir)
+    resolved = rd.root / RESOLVED_RECIPE
+    base = rd.load_manifest().get("recipe_base_dir")
+    return parse_recipe(resolved.read_text(), file=str(resolved), base_dir=Path(base) if base else rd.root)
+
+
+def run_family(run_dir: str | Path) -> TaskFamily:
+    """The task family of a run (its recipe's), which packages it."""
+    from tlc_export.tasks import family_of
+
+    return family_of(run_recipe(run_dir))
+
+
+def check_run(run_dir: str | Path) -> RunDir:
+    """A finished classification run: manifest, export results and a report at least as new as the bench."""
+    rd = check_run_dir(run_dir)
+    root = rd.root
     records = rd.records()
     if not (root / "export" / "results.json").is_file():
         raise PackageError(f"{root / 'export' / 'results.json'}: missing; run `tlc export {root}` (or `tlc run`) first")

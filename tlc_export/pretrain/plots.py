@@ -33,7 +33,9 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], x: str, path: Path, tit
     if x == "flops_paper":
         ax.set_xscale("log")
     ax.set_xlabel(AXIS_LABELS.get(x, x))
-    ax.set_ylabel({"val_ppl": "validation MLM perplexity", "val_loss": "validation MLM loss (nats)"}.get(y, y))
+    ax.set_ylabel({"val_ppl": "validation MLM perplexity", "val_loss": "validation MLM loss (nats)",
+                   "dev_bleu": "dev BLEU (sacrebleu 13a, greedy, fixed dev sample)",
+                   "dev_loss": "dev loss per target token (nats)"}.get(y, y))
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     if curves:

@@ -31,10 +31,21 @@ Predictions = Mapping[str, Mapping[str, SplitPredictions]]
 Row = dict[str, Any]
 
 
+Comparator = Callable[[Row, Row, str], Any]
+"""(a, b, split) -> a paired comparison of A against B on `split` (with `outcome` in {"won", "lost",
+"within noise"}, `p_value`, `diff`, `diff_ci_low`, `diff_ci_high`, `n`), or None when it cannot be made.
+Classification's is `paired` (exact McNemar); translation's a paired bootstrap over sentences."""
+
+
+def score(r: Row, split: str, metric: str = "accuracy") -> float:
+    """`<split>_<metric>` of a row (e.g. `test_bleu`), NaN when absent."""
+    v = r.get(f"{split}_{metric}")
+    return float("nan") if v is None else float(v)
+
+
 def accuracy(r: Row, split: str) -> float:
     """`<split>_accuracy` of a row, NaN when absent."""
-    v = r.get(f"{split}_accuracy")
-    return float("nan") if v is None else float(v)
+    return score(r, split, "accuracy")
 
 
 def _storage(r: Row) -> float:
@@ -47,9 +58,10 @@ def _ok(x: float) -> bool:
 
 
 def usable_variants(variants: Sequence[Row], select_split: str = SELECTION_SPLIT,
-                    report_split: str = REPORT_SPLIT) -> list[Row]:
-    """Variants with a storage size and both the selection and the report accuracy."""
-    return [r for r in variants if r.get("storage_bytes") and _ok(accuracy(r, select_split)) and _ok(accuracy(r, report_split))]
+                    report_split: str = REPORT_SPLIT, *, metric: str = "accuracy") -> list[Row]:
+    """Variants with a storage size and both the selection and the report score (`<split>_<metric>`)."""
+    return [r for r in variants
+            if r.get("storage_bytes") and _ok(score(r, select_split, metric)) and _ok(score(r, report_split, metric))]
 
 
 def correct_flags(row: Row | None, predictions: Predictions | None, split: str) -> np.ndarray | None:
@@ -68,29 +80,36 @@ def paired(a: Row, b: Row, predictions: Predictions | None, split: str = REPORT_
     return stats.compare_paired(ca, cb)
 
 
-def _rank(rows: Sequence[Row], cost: Callable[[Row], float], select_split: str) -> list[Row]:
-    """Best selection-split accuracy first; ties: the cheaper, then the name (deterministic)."""
-    return sorted(rows, key=lambda r: (-accuracy(r, select_split), cost(r), str(r.get("variant")), str(r.get("backend"))))
+def p_text(p: float) -> str:
+    """`p = 0.034`; a p-value of exactly 0 can only come from a bootstrap where no resample went the other way
+    (an exact test never gives 0), and is written as below the resolution of the project's 1,000 resamples."""
+    return "p < 0.001" if p == 0 else f"p = {p:.2g}"
 
 
-def _runner_up_fields(best: Row, ranked: Sequence[Row], predictions: Predictions | None, report_split: str,
-                      label: Callable[[Row], str]) -> dict[str, Any]:
+def rank(rows: Sequence[Row], cost: Callable[[Row], float], select_split: str, metric: str = "accuracy") -> list[Row]:
+    """Best selection-split score first; ties: the cheaper, then the name (deterministic)."""
+    return sorted(rows, key=lambda r: (-score(r, select_split, metric), cost(r), str(r.get("variant")), str(r.get("backend"))))
+
+
+def _runner_up_fields(best: Row, ranked: Sequence[Row], compare: Comparator, report_split: str,
+                      label: Callable[[Row], str], metric: str = "accuracy") -> dict[str, Any]:
     """How the pick compares with the next one the selection split ranks, on the report split."""
-    out: dict[str, Any] = {"runner_up": None, "runner_up_accuracy": None, "vs_runner_up": None,
+    out: dict[str, Any] = {"runner_up": None, f"runner_up_{metric}": None, "vs_runner_up": None,
                            "vs_runner_up_p": None, "within_noise": None, "mark": ""}
     if len(ranked) < 2:
         out["mark"] = "only candidate"
         return out
     ru = ranked[1]
-    out.update(runner_up=label(ru), runner_up_accuracy=accuracy(ru, report_split))
-    cmp_ = paired(best, ru, predictions, report_split)
+    out.update({"runner_up": label(ru), f"runner_up_{metric}": score(ru, report_split, metric)})
+    cmp_ = compare(best, ru, report_split)
     if cmp_ is None:
         out["mark"] = "no paired test (predictions missing)"
         return out
     out.update(vs_runner_up=cmp_.outcome, vs_runner_up_p=cmp_.p_value, within_noise=cmp_.outcome == "within noise")
-    out["mark"] = {"within noise": f"≈ runner-up (p = {cmp_.p_value:.2g})",
-                   "won": f"beats runner-up (p = {cmp_.p_value:.2g})",
-                   "lost": f"runner-up better on {report_split} (p = {cmp_.p_value:.2g})"}[cmp_.outcome]
+    p = p_text(cmp_.p_value)
+    out["mark"] = {"within noise": f"≈ runner-up ({p})",
+                   "won": f"beats runner-up ({p})",
+                   "lost": f"runner-up better on {report_split} ({p})"}[cmp_.outcome]
     return out
 
 
@@ -101,6 +120,8 @@ def storage_answers(
     *,
     select_split: str = SELECTION_SPLIT,
     report_split: str = REPORT_SPLIT,
+    metric: str = "accuracy",
+    compare: Comparator | None = None,
 ) -> list[Row]:
     """For each storage budget (MB; None = five geometric budgets over the variants' range): the
     variant whose `storage_bytes` fits and whose `select_split` accuracy is best (ties: the smaller),
@@ -113,8 +134,14 @@ def storage_answers(
     `<select_split>_accuracy`, `<report_split>_accuracy`, `<report_split>_accuracy_ci`, runner_up,
     runner_up_accuracy, vs_runner_up ("won" | "lost" | "within noise" | None), vs_runner_up_p,
     within_noise, mark (short text for the table). The variant is None when nothing fits.
+
+    Another family passes its `metric` field (`bleu`: rows carry `<split>_bleu`, `<split>_bleu_ci` and the
+    answer's keys are named after it) and its `compare` (default: `paired` on `predictions`).
     """
-    pts = usable_variants(variants, select_split, report_split)
+    if compare is None:
+        def compare(a: Row, b: Row, split: str) -> Any:
+            return paired(a, b, predictions, split)
+    pts = usable_variants(variants, select_split, report_split, metric=metric)
     if not pts:
         return []
     if budgets_mb:
@@ -123,7 +150,7 @@ def storage_answers(
         budgets = geometric_budgets(min(map(_storage, pts)), max(map(_storage, pts)), 5)
     out = []
     for b in budgets:
-        ranked = _rank([r for r in pts if _storage(r) <= b], _storage, select_split)
+        ranked = rank([r for r in pts if _storage(r) <= b], _storage, select_split, metric)
         best = ranked[0] if ranked else None
         row: Row = {
             "budget_mb": b / 1e6,
@@ -131,13 +158,13 @@ def storage_answers(
             "model": best.get("model") if best else None,
             "compression": compression_label(best) if best else None,
             "storage_mb": _storage(best) / 1e6 if best else None,
-            f"{select_split}_accuracy": accuracy(best, select_split) if best else None,
-            f"{report_split}_accuracy": accuracy(best, report_split) if best else None,
-            f"{report_split}_accuracy_ci": best.get(f"{report_split}_accuracy_ci") if best else None,
+            f"{select_split}_{metric}": score(best, select_split, metric) if best else None,
+            f"{report_split}_{metric}": score(best, report_split, metric) if best else None,
+            f"{report_split}_{metric}_ci": best.get(f"{report_split}_{metric}_ci") if best else None,
             "candidates": len(ranked),
         }
         if best:
-            row.update(_runner_up_fields(best, ranked, predictions, report_split, lambda r: str(r["variant"])))
+            row.update(_runner_up_fields(best, ranked, compare, report_split, lambda r: str(r["variant"]), metric))
         out.append(row)
     return out
 
@@ -179,7 +206,7 @@ def latency_answers(
     budgets = list(budgets_ms) if budgets_ms else geometric_budgets(min(lat), max(lat), 4)
     out = []
     for b in budgets:
-        ranked = _rank([r for r in pts if float(r["latency_ms_p50"]) <= b], lambda r: float(r["latency_ms_p50"]), select_split)
+        ranked = rank([r for r in pts if float(r["latency_ms_p50"]) <= b], lambda r: float(r["latency_ms_p50"]), select_split)
         best = ranked[0] if ranked else None
         row: Row = {
             "budget_ms": b,
@@ -194,7 +221,8 @@ def latency_answers(
             "candidates": len(ranked),
         }
         if best:
-            row.update(_runner_up_fields(best, ranked, predictions, report_split, _backend_label))
+            row.update(_runner_up_fields(best, ranked, lambda a, b_, s: paired(a, b_, predictions, s), report_split,
+                                         _backend_label))
         out.append(row)
     return batch, out
 
@@ -238,6 +266,45 @@ def _describe(r: Row) -> str:
     return f"{r['model']} at {compression_label(r)} ({r['variant']}, {_storage(r) / 1e6:.2f} MB)"
 
 
+@dataclass
+class VerdictPair:
+    """Who the verdict compares (`Verdict`'s definition): the reference of the smallest size and the
+    witness of the largest, chosen on the selection split; `reason` says why there is no pair."""
+
+    small: str | None = None
+    large: str | None = None
+    reference: Row | None = None
+    candidates: list[Row] | None = None  # the largest size's variants within the reference's storage
+    witness: Row | None = None
+    reason: str | None = None  # "one size" | "nothing fits"
+
+
+def verdict_pair(
+    variants: Sequence[Row],
+    *,
+    select_split: str = SELECTION_SPLIT,
+    report_split: str = REPORT_SPLIT,
+    metric: str = "accuracy",
+) -> VerdictPair:
+    """The reference (smallest size, mildest compression) and the witness (largest size, best
+    `<select_split>_<metric>` within the reference's storage) of `Verdict`'s definition, for any family."""
+    pts = usable_variants(variants, select_split, report_split, metric=metric)
+    sizes: dict[str, int] = {}
+    for r in pts:
+        sizes[r["model"]] = max(sizes.get(r["model"], 0), int(r.get("params") or 0))
+    if len(sizes) < 2:
+        return VerdictPair(reason="one size")
+    small = min(sizes, key=lambda m: (sizes[m], m))
+    large = max(sizes, key=lambda m: (sizes[m], m))
+    small_rows = [r for r in pts if r["model"] == small]
+    compressed = [r for r in small_rows if float(r.get("sparsity") or 0) > 0 or int(r.get("bits") or 32) < 32]
+    ref = max(compressed or small_rows, key=lambda r: (_storage(r), str(r["variant"])))
+    cands = [r for r in pts if r["model"] == large and _storage(r) <= _storage(ref)]
+    if not cands:
+        return VerdictPair(small, large, ref, [], reason="nothing fits")
+    return VerdictPair(small, large, ref, cands, rank(cands, _storage, select_split, metric)[0])
+
+
 def train_large_verdict(
     variants: Sequence[Row],
     predictions: Predictions | None = None,
@@ -246,25 +313,19 @@ def train_large_verdict(
     report_split: str = REPORT_SPLIT,
 ) -> Verdict:
     """The verdict defined in `Verdict`'s docstring, from compress variant rows and their predictions."""
-    pts = usable_variants(variants, select_split, report_split)
-    sizes: dict[str, int] = {}
-    for r in pts:
-        sizes[r["model"]] = max(sizes.get(r["model"], 0), int(r.get("params") or 0))
-    if len(sizes) < 2:
+    pair = verdict_pair(variants, select_split=select_split, report_split=report_split)
+    if pair.reason == "one size":
         return Verdict(False, False, "Not tested: only one model size has results, so large vs. small cannot be "
                        "compared on this run.", split=report_split)
-    small = min(sizes, key=lambda m: (sizes[m], m))
-    large = max(sizes, key=lambda m: (sizes[m], m))
-    small_rows = [r for r in pts if r["model"] == small]
-    compressed = [r for r in small_rows if float(r.get("sparsity") or 0) > 0 or int(r.get("bits") or 32) < 32]
-    ref = max(compressed or small_rows, key=lambda r: (_storage(r), str(r["variant"])))
-    cands = [r for r in pts if r["model"] == large and _storage(r) <= _storage(ref)]
+    ref, large = pair.reference, pair.large
+    assert ref is not None
+    cands = pair.candidates or []
     ref_txt = f"the smallest model {_describe(ref)}"
-    if not cands:
+    if pair.witness is None:
         return Verdict(False, False, (
             f"Not tested: no variant of the largest model {large} fits in the storage of {ref_txt}; compress "
             f"{large} harder (lower bits, higher sparsity) to make the comparison."), ref, None, split=report_split)
-    w = _rank(cands, _storage, select_split)[0]
+    w = pair.witness
     cmp_ = paired(w, ref, predictions, report_split)
     if cmp_ is None:
         return Verdict(False, False, (

@@ -70,6 +70,11 @@ def fmt(v: Any, kind: str = "") -> str:
         return f"{v / 1e6:.3f}"
     if kind == "ci" and isinstance(v, (list, tuple)) and len(v) == 2:
         return f"[{100 * v[0]:.1f}, {100 * v[1]:.1f}]"
+    # A score already on its own scale (BLEU, chrF: 0-100) and its interval, not a fraction.
+    if kind == "pts" and isinstance(v, (int, float)):
+        return f"{v:.2f}"
+    if kind == "ci_pts" and isinstance(v, (list, tuple)) and len(v) == 2:
+        return f"[{v[0]:.2f}, {v[1]:.2f}]"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)

@@ -16,8 +16,19 @@ from tlc_export.report.answers import timed_rows, usable_variants  # noqa: E402
 from tlc_export.report.data import compression_label  # noqa: E402
 from tlc_export.report.pareto import pareto_frontier  # noqa: E402
 from tlc_export.scoring import REPORT_SPLIT  # noqa: E402
+from tlc_export.tasks.base import Metric  # noqa: E402
 
 _DPI = 110
+ACCURACY = Metric(field="accuracy", label="accuracy", scale=1.0)  # classification's (`ClassificationFamily.metric`)
+
+
+def _unit(metric: Metric) -> float:
+    """Factor from a row's score to the plotted one: a fraction is shown in %, BLEU (0-100) as is."""
+    return 100.0 / metric.scale
+
+
+def _axis_label(split: str, metric: Metric) -> str:
+    return f"{split} {metric.label}{' (%)' if metric.scale == 1.0 else ''}, 95 % interval"
 
 
 def _png(fig: Any) -> bytes:
@@ -51,16 +62,18 @@ def pretrain_curves_png(curves: dict[str, list[dict[str, Any]]]) -> bytes | None
     return _png(fig)
 
 
-def _yerr(rows: list[dict[str, Any]], split: str) -> np.ndarray | None:
-    """Asymmetric error bars (percentage points) from each row's `<split>_accuracy_ci`; None if any is missing."""
+def _yerr(rows: list[dict[str, Any]], split: str, metric: Metric = ACCURACY) -> np.ndarray | None:
+    """Asymmetric error bars (plotted units) from each row's `<split>_<field>_ci`; None if any is missing.
+    A bootstrap interval need not contain the point estimate: a negative side is drawn as 0."""
     lo, hi = [], []
+    f, k = metric.field, _unit(metric)
     for r in rows:
-        ci = r.get(f"{split}_accuracy_ci")
+        ci = r.get(f"{split}_{f}_ci")
         if not ci:
             return None
-        acc = float(r[f"{split}_accuracy"])
-        lo.append(100 * (acc - ci[0]))
-        hi.append(100 * (ci[1] - acc))
+        v = float(r[f"{split}_{f}"])
+        lo.append(max(0.0, k * (v - ci[0])))
+        hi.append(max(0.0, k * (ci[1] - v)))
     return np.array([lo, hi])
 
 
@@ -71,31 +84,41 @@ def _majority_line(ax: Any, majority: dict[str, Any] | None, split: str) -> None
 
 
 def accuracy_storage_png(variants: list[dict[str, Any]], split: str = REPORT_SPLIT,
-                         majority: dict[str, Any] | None = None) -> bytes | None:
-    """The paper's Figure 6/7 analogue: `split` accuracy (95 % error bars) vs storage (log x), one
-    series per size, points labelled with their compression, the Pareto frontier over all variants
-    on that split, and the majority-class line."""
-    pts = usable_variants(variants, report_split=split)
+                         majority: dict[str, Any] | None = None, *, metric: Metric = ACCURACY,
+                         frontier_split: str | None = None) -> bytes | None:
+    """The paper's Figure 6/7 analogue: `split` score (`metric`, the family's; 95 % error bars) vs
+    storage (log x), one series per size, points labelled with their compression, the Pareto frontier
+    over all variants, and the majority-class line.
+
+    The frontier is chosen on `frontier_split` (default: `split`, a staircase); chosen on another split
+    (dev) it is drawn through the chosen variants at their `split` score, which need not rise."""
+    f, k = metric.field, _unit(metric)
+    fsplit = frontier_split or split
+    pts = usable_variants(variants, select_split=fsplit, report_split=split, metric=f)
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for m in _size_order({r["model"] for r in pts}, pts):
         rows = sorted((r for r in pts if r["model"] == m), key=lambda r: r["storage_bytes"])
         xs = [r["storage_bytes"] / 1e6 for r in rows]
-        ys = [100 * float(r[f"{split}_accuracy"]) for r in rows]
-        ax.errorbar(xs, ys, yerr=_yerr(rows, split), fmt="o", ms=5, capsize=2, elinewidth=0.8, label=m, zorder=3)
+        ys = [k * float(r[f"{split}_{f}"]) for r in rows]
+        ax.errorbar(xs, ys, yerr=_yerr(rows, split, metric), fmt="o", ms=5, capsize=2, elinewidth=0.8, label=m, zorder=3)
         for r, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(compression_label(r), (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
-    front = pareto_frontier(pts, x=lambda r: r["storage_bytes"], y=lambda r: float(r[f"{split}_accuracy"]))
+    front = pareto_frontier(pts, x=lambda r: r["storage_bytes"], y=lambda r: float(r[f"{fsplit}_{f}"]))
     fx = [r["storage_bytes"] / 1e6 for r in front]
-    fy = [100 * float(r[f"{split}_accuracy"]) for r in front]
+    fy = [k * float(r[f"{split}_{f}"]) for r in front]
     xmax = max(r["storage_bytes"] for r in pts) / 1e6
-    ax.step(fx + [xmax], fy + [fy[-1]], where="post", color="black", lw=1.2, ls="--", zorder=2, label="Pareto frontier")
+    if fsplit == split:
+        ax.step(fx + [xmax], fy + [fy[-1]], where="post", color="black", lw=1.2, ls="--", zorder=2, label="Pareto frontier")
+    else:
+        ax.plot(fx, fy, color="black", lw=1.2, ls="--", marker="s", mfc="none", ms=9, zorder=2,
+                label=f"Pareto frontier (chosen on {fsplit}, drawn at {split})")
     _majority_line(ax, majority, split)
     ax.set_xscale("log")
     ax.set_xlabel("storage (MB, log scale)")
-    ax.set_ylabel(f"{split} accuracy (%), 95 % interval")
-    ax.set_title(f"Accuracy vs storage on {split}: each model size, every compression")
+    ax.set_ylabel(_axis_label(split, metric))
+    ax.set_title(f"{metric.label[0].upper()}{metric.label[1:]} vs storage on {split}: each model size, every compression")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     return _png(fig)

@@ -8,6 +8,9 @@ BUNDLE/tlc.json              provenance (schema below, `tlc_export.package.bundl
 BUNDLE/README.md
 BUNDLE/triton/<name>/config.pbtxt, triton/<name>/1/model.onnx | model.plan
 ```
+
+A translation bundle (tlc.json `family: translation`, `tlc_export.serving.translation`) holds
+encoder.onnx, decoder.onnx, tokenizer/ (the run's translation tokenizer folder), tlc.json and README.md.
 """
 
 from __future__ import annotations
@@ -45,6 +48,34 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_meta(root: str | Path) -> dict[str, Any]:
+    """A bundle folder's tlc.json, with clear errors for a missing folder or file."""
+    root = Path(root)
+    if not root.exists():
+        raise BundleError(f"{root}: no such bundle folder; create one with `tlc package RUN_DIR --out {root}`")
+    if not root.is_dir():
+        raise BundleError(f"{root}: not a folder; a bundle is the folder `tlc package` writes")
+    return _read_json(root / META_FILE)
+
+
+def bundle_family(root: str | Path) -> str:
+    """The task family whose bundle this is (tlc.json `family`; bundles from before families are classification's)."""
+    return str(read_meta(root).get("family") or "classification")
+
+
+def verify_files(root: Path, files: dict[str, Any]) -> None:
+    """Every file tlc.json lists (`{relative path: {bytes, sha256}}`) is there with that size and SHA-256."""
+    for rel, want in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise BundleError(f"{path}: missing; this is not a complete bundle; {FIX}")
+        size = path.stat().st_size
+        if want.get("bytes") is not None and size != int(want["bytes"]):
+            raise BundleError(f"{path}: {size} bytes, but tlc.json records {want['bytes']} (truncated or replaced); {FIX}")
+        if want.get("sha256") and sha256_file(path) != want["sha256"]:
+            raise BundleError(f"{path}: SHA-256 differs from the one tlc.json records (file changed or corrupt); {FIX}")
+
+
 @dataclass
 class Bundle:
     """An opened bundle: its folder, provenance, HF config, label names and tokenizer length."""
@@ -64,11 +95,7 @@ class Bundle:
         """Read and check a bundle folder. `verify` also compares model.onnx with the size and
         SHA-256 recorded in tlc.json (a truncated or replaced file is reported, not run)."""
         root = Path(root)
-        if not root.exists():
-            raise BundleError(f"{root}: no such bundle folder; create one with `tlc package RUN_DIR --out {root}`")
-        if not root.is_dir():
-            raise BundleError(f"{root}: not a folder; a bundle is the folder `tlc package` writes")
-        meta = _read_json(root / META_FILE)
+        meta = read_meta(root)
         config = _read_json(root / CONFIG_FILE)
         for name in (MODEL_FILE, "tokenizer.json"):
             if not (root / name).is_file():

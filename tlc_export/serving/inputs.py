@@ -1,4 +1,7 @@
-"""Texts to classify from a CSV or JSONL file (`tlc predict --file`), with clear errors."""
+"""Texts to classify or translate from a CSV, TSV, JSONL or plain-text file (`tlc predict --file`), with clear errors.
+
+A .txt file holds one text per line (blank lines skipped), read as the column `text`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import Any
 
 from tlc_export.errors import TlcError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
+TXT_COLUMN = "text"
 
 
 class InputFileError(TlcError):
@@ -31,8 +35,10 @@ class InputTable:
 def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise InputFileError(f"{path}: unknown file type {path.suffix!r}; use .csv, .tsv or .jsonl")
+        raise InputFileError(f"{path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .txt")
     text = path.read_text(encoding="utf-8-sig")
+    if kind == "txt":
+        return [(n, {TXT_COLUMN: line}) for n, line in enumerate(text.splitlines(), start=1) if line.strip()], [TXT_COLUMN]
     if kind in ("csv", "tsv"):
         reader = csv.DictReader(text.splitlines(), delimiter="\t" if kind == "tsv" else ",")
         columns = list(reader.fieldnames or [])
@@ -55,15 +61,16 @@ def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
 
 
 def read_inputs(path: str | Path, text_column: str = "text", pair_column: str | None = None,
-                label_column: str | None = None) -> InputTable:
-    """Read `text_column` (and `pair_column`, `label_column` when given) from every row of `path`."""
+                label_column: str | None = None, label_flag: str = "--label-column") -> InputTable:
+    """Read `text_column` (and `pair_column`, `label_column` when given) from every row of `path`;
+    `label_flag` is the option that named `label_column` (for the error message)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
     records, columns = _records(path)
     if not records:
-        raise InputFileError(f"{path}: no rows to classify")
-    for flag, col in (("--text-column", text_column), ("--pair-column", pair_column), ("--label-column", label_column)):
+        raise InputFileError(f"{path}: no rows (no texts to run)")
+    for flag, col in (("--text-column", text_column), ("--pair-column", pair_column), (label_flag, label_column)):
         if col is not None and col not in columns:
             raise InputFileError(f"{path}: no column {col!r} (columns: {', '.join(map(repr, columns)) or 'none'}); "
                                  f"pass {flag} with one of them")

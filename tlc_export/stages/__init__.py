@@ -1,4 +1,4 @@
-"""Pipeline stages. `all_stages()` lists them in run order."""
+"""Pipeline stages. `all_stages()` lists them in run order (each family's implementation of a step)."""
 
 from __future__ import annotations
 
@@ -14,5 +14,14 @@ def all_stages() -> list[Stage]:
     from tlc_export.stages.finetune import FinetuneStage
     from tlc_export.stages.pretrain import PretrainStage
     from tlc_export.stages.report import ReportStage
+    from tlc_export.stages.translation import TranslationStage
+    from tlc_export.stages.translation_bench import TranslationBenchStage
+    from tlc_export.stages.translation_compress import TranslationCompressStage
+    from tlc_export.stages.translation_export import TranslationExportStage
+    from tlc_export.stages.translation_report import TranslationReportStage
 
-    return [DataStage(), PretrainStage(), FinetuneStage(), CompressStage(), ExportStage(), BenchStage(), ReportStage()]
+    # One stage per pipeline step and family: a step's name (compress, export, …) is shared, and
+    # `Stage.enabled` keeps the recipe's family's own implementation (`Stage.families`).
+    return [DataStage(), PretrainStage(), FinetuneStage(), TranslationStage(),
+            CompressStage(), TranslationCompressStage(), ExportStage(), TranslationExportStage(),
+            BenchStage(), TranslationBenchStage(), ReportStage(), TranslationReportStage()]

@@ -44,10 +44,14 @@ class Stage(ABC):
     inputs: ClassVar[tuple[str, ...]] = ()
     # Fields of its sections a stage does not read (a later stage applies them), left out of its key.
     ignores: ClassVar[dict[str, frozenset[str]]] = {}
+    # The task families (`tlc_export.tasks`) whose recipes this stage belongs to.
+    families: ClassVar[tuple[str, ...]] = ("classification",)
 
     def enabled(self, recipe: Recipe) -> bool:
-        """A stage runs only when its (first) recipe section is present."""
-        return getattr(recipe, self.sections[0], None) is not None
+        """A stage runs when the recipe is of one of its families and has its (first) section."""
+        from tlc_export.tasks import family_of
+
+        return family_of(recipe).name in self.families and getattr(recipe, self.sections[0], None) is not None
 
     def config_payload(self, recipe: Recipe, options: dict[str, Any] | None = None) -> dict[str, Any]:
         out = {}

@@ -251,10 +251,11 @@ class BenchStage(Stage):
         key = f"{size}|serving" if serving else size
         if key in cache:
             return cache[key]
-        from tlc_export.data import load_task, load_tokenizer
+        from tlc_export.data import load_tokenizer
+        from tlc_export.tasks import family_of
 
         if not hasattr(self, "_task"):
-            self._task = load_task(ctx.recipe.finetune.task, ctx.recipe)
+            self._task = family_of(ctx.recipe).read(ctx.recipe)
         tok_dir = ctx.input_dir("finetune") / size / "model"
         tok = load_tokenizer(tok_dir)
         max_len = ctx.recipe.finetune.max_length

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from tlc_export import atomic
 from tlc_export.errors import StageError
-from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT, accuracy_fields
+from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
 from tlc_export.stages.base import Stage, StageContext
 from tlc_export.stages.finetune import pick_device
 
@@ -67,14 +67,14 @@ class CompressStage(Stage):
         import torch
 
         from tlc_export.compress.analysis import compression_errors, plot_errors
-        from tlc_export.data import load_task
+        from tlc_export.tasks import family_of
 
         recipe = ctx.recipe
         if recipe.compress is None or recipe.finetune is None:
             raise StageError("recipe needs `finetune` and `compress` sections for the compress stage")
         if recipe.finetune.threads is not None:
             torch.set_num_threads(recipe.finetune.threads)
-        task = load_task(recipe.finetune.task, recipe)
+        task = family_of(recipe).read(recipe)
         rows: list[dict[str, Any]] = []
         errors: dict[str, list[dict[str, Any]]] = {}
         ladders: dict[str, list[dict[str, Any]]] = {}
@@ -111,7 +111,8 @@ class CompressStage(Stage):
         from tlc_export.compress.masks import mask_sparsity
         from tlc_export.compress.prune import load_level, prune_ladder
         from tlc_export.compress.quantize import QuantConfig
-        from tlc_export.finetune import evaluate_accuracy, load_classifier, load_tokenizer
+        from tlc_export.finetune import evaluate_accuracy, load_tokenizer
+        from tlc_export.tasks import family_of
 
         recipe = ctx.recipe
         ccfg, fcfg = recipe.compress, recipe.finetune
@@ -121,7 +122,7 @@ class CompressStage(Stage):
         if not (model_dir / "config.json").exists():
             raise StageError(f"{model_dir}: finetuned model missing; run the finetune stage for {size} first")
         tokenizer = load_tokenizer(model_dir)
-        dense = load_classifier(model_dir)
+        dense = family_of(recipe).build_model(recipe, checkpoint=model_dir)
         device = pick_device()
         chosen = _finetune_row(ft_dir / RESULTS)
         base = chosen.get("dev_accuracy")
@@ -170,8 +171,8 @@ class CompressStage(Stage):
                  qcfg: Any, tag: str | None, tokenizer: Any, task: Any, device: str) -> dict[str, Any]:
         from tlc_export.compress.artifact import save_artifact
         from tlc_export.compress.quantize import quantize_
-        from tlc_export.finetune.evaluate import predict_splits
         from tlc_export.predictions import predictions_path_for, save_predictions
+        from tlc_export.tasks import family_of
 
         ccfg, fcfg = ctx.recipe.compress, ctx.recipe.finetune
         assert ccfg is not None and fcfg is not None
@@ -190,7 +191,8 @@ class CompressStage(Stage):
             meta={"variant": variant, "recipe_hash": ctx.recipe.section_hash("compress", "finetune")},
         )
         m.to(device)
-        preds = predict_splits(m, tokenizer, {"dev": task.dev, "test": task.test}, fcfg.max_length)
+        family = family_of(ctx.recipe)
+        preds = family.predict(m, tokenizer, {"dev": task.dev, "test": task.test}, ctx.recipe)
         save_predictions(pred_path, preds)
         rel = f"{self.name}/{size}/variants"
         row = {
@@ -204,7 +206,7 @@ class CompressStage(Stage):
                                   and qcfg.group_size in (64, 128)),
             "artifact": f"{rel}/{path.name}",
             **report.to_dict(),
-            **accuracy_fields(preds),
+            **family.row_fields(preds),
             "predictions": f"{rel}/{pred_path.name}",
         }
         atomic.write_json(row_file, row)

@@ -72,8 +72,9 @@ class ExportStage(Stage):
     inputs = ("compress",)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
-        from tlc_export.data import load_task, load_tokenizer
+        from tlc_export.data import load_tokenizer
         from tlc_export.export import validate as V
+        from tlc_export.tasks import family_of
 
         cfg = ctx.recipe.export
         formats = list(ctx.options.get("formats") or cfg.formats)
@@ -83,7 +84,7 @@ class ExportStage(Stage):
             raise StageError(f"{res_file}: missing; run the compress stage first")
         comp_rows: list[dict[str, Any]] = json.loads(res_file.read_text())
         ft_dir = ctx.input_dir("finetune")
-        task = load_task(ctx.recipe.finetune.task, ctx.recipe)
+        task = family_of(ctx.recipe).read(ctx.recipe)
         max_len = ctx.recipe.finetune.max_length
         splits = {"dev": task.dev, "test": task.test}
 

@@ -25,7 +25,6 @@ from tlc_export.errors import StageError
 from tlc_export.scoring import (
     REPORT_SPLIT,
     SELECTION_SPLIT,
-    accuracy_fields,
     majority_fields,
     pct_ci,
 )
@@ -54,14 +53,14 @@ class FinetuneStage(Stage):
     def run(self, ctx: StageContext) -> dict[str, Any]:
         import torch
 
-        from tlc_export.data import load_task
+        from tlc_export.tasks import family_of
 
         cfg = ctx.recipe.finetune
         if cfg is None:
             raise StageError("recipe has no `finetune` section; add one to run this stage")
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        task = load_task(cfg.task, ctx.recipe)
+        task = family_of(ctx.recipe).read(ctx.recipe)
         counts = task.counts()
         grid = cfg.grid()
         ctx.console.print(f"[bold]finetune[/]: task {cfg.task.kind} {counts}, {task.num_labels} labels; "
@@ -90,9 +89,9 @@ class FinetuneStage(Stage):
         }
 
     def _one(self, ctx: StageContext, target: Any, task: Any) -> dict[str, Any]:
-        from tlc_export.finetune import encode_examples, load_classifier, load_tokenizer
-        from tlc_export.finetune.evaluate import predict_splits
+        from tlc_export.finetune import encode_examples, load_tokenizer
         from tlc_export.predictions import save_predictions
+        from tlc_export.tasks import family_of
 
         cfg = ctx.recipe.finetune
         assert cfg is not None
@@ -113,8 +112,9 @@ class FinetuneStage(Stage):
         dev = encode_examples(tokenizer, task.dev, cfg.max_length)
         records = self._grid(ctx, size, ckpt, tokenizer, train, dev, task.num_labels)
         chosen = best_candidate(records)
-        model = load_classifier(out / "model")
-        preds = predict_splits(model, tokenizer, {"dev": task.dev, "test": task.test}, cfg.max_length)
+        family = family_of(ctx.recipe)
+        model = family.build_model(ctx.recipe, checkpoint=out / "model")
+        preds = family.predict(model, tokenizer, {"dev": task.dev, "test": task.test}, ctx.recipe)
         save_predictions(out / PREDICTIONS, preds)
         row = {
             "model": size,
@@ -125,7 +125,7 @@ class FinetuneStage(Stage):
             "seed": chosen["seed"],
             "selected_on": SELECTION_SPLIT,
             "candidates": [{k: r[k] for k in ("lr", "seed", "dev_accuracy", "best_step", "steps", "seconds")} for r in records],
-            **accuracy_fields(preds),
+            **family.row_fields(preds),
             "steps": chosen["steps"],
             "best_step": chosen["best_step"],
             "seconds": chosen["seconds"],
@@ -144,8 +144,9 @@ class FinetuneStage(Stage):
         """Train every candidate not yet recorded; keep the best-dev model in `<size>/model`. Returns the records."""
         import torch
 
-        from tlc_export.finetune import TrainSettings, finetune_, load_classifier, save_classifier
+        from tlc_export.finetune import TrainSettings, finetune_, save_classifier
         from tlc_export.finetune.model import SELECTION_FILE
+        from tlc_export.tasks import family_of
 
         cfg = ctx.recipe.finetune
         assert cfg is not None
@@ -170,7 +171,8 @@ class FinetuneStage(Stage):
                 ctx.console.print(f"  {size} {key}: already trained (dev {next(r for r in records if r['key'] == key)['dev_accuracy']:.4f})")
                 continue
             torch.manual_seed(seed)  # the new classifier head's init is part of what the seed fixes
-            model = load_classifier(ckpt, num_labels=num_labels, dropout=cfg.dropout).to(pick_device())
+            model = family_of(ctx.recipe).build_model(ctx.recipe, checkpoint=ckpt, num_labels=num_labels,
+                                                      dropout=cfg.dropout).to(pick_device())
             settings = TrainSettings.from_finetune(cfg, len(train), lr=lr, seed=seed)
             result = finetune_(model, settings, tokenizer=tokenizer, train=train, dev=dev, console=ctx.console,
                                description=f"finetune {size} {key}")
