@@ -1,13 +1,14 @@
 # Two commands set everything up on a fresh machine:
 #   make quickstart   — venv, torch (exact CPU pin first), the package, built-in data, then the quickstart run
 #   make test         — the same set-up, then the test suite
+# make quickstart-mt runs the translation quickstart (the paper's second system) after the same set-up.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TLC := $(VENV)/bin/tlc
 # torch first with an exact pin: a looser spec pulls a multi-GB CUDA build on these machines.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup quickstart test lint system-deps screenshot clean gpu-carry
+.PHONY: setup quickstart quickstart-mt test lint system-deps screenshot clean gpu-carry
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,9 @@ system-deps:
 quickstart: setup
 	$(TLC) data prepare recipes/quickstart.yaml
 	$(TLC) run recipes/quickstart.yaml
+
+quickstart-mt: setup
+	$(TLC) run recipes/quickstart-mt.yaml
 
 test: setup system-deps
 	$(PY) -m pytest -q
