@@ -116,3 +116,67 @@ def test_hf_translation_run_streams_train_through_pair_files(tmp_path, monkeypat
     assert data["splits"]["dev"]["pairs"] == data["splits"]["test"]["pairs"] == 12
     header = json.loads((out / "pairs" / "train.json").read_text())
     assert header["pairs"] == 300 and json.loads((out / "results.json").read_text())["train_pairs"] == 300
+
+
+PIPELINE = RECIPE.replace("decoding: {strategy: beam, num_beams: 2, max_length: 16}",
+                          "decoding: {strategy: greedy, max_length: 16}").replace(
+    "sizes: [{layers: 1, hidden: 32, heads: 2, ffn: 64}, {layers: 2, hidden: 48, heads: 2, ffn: 96}]",
+    "sizes: [{layers: 2, hidden: 48, heads: 2, ffn: 96}]") + """\
+compress:
+  quantize: {bits: [8], tensorrt_int4_block: null}
+  prune: {sparsity: [0.5], step: 0.5, recovery_max_steps: 2, recovery_eval_every_steps: 1}
+export: {formats: [onnx-fp32, onnx-int8], sparsity: [], validation_samples: 4}
+bench: {backends: [torch-eager, onnxruntime], batch_sizes: [1, 4], warmup: 0, runs: 1}
+report: {}
+"""
+
+
+def test_micro_translation_pipeline_from_training_to_a_bundle(tmp_path, monkeypatch):
+    """translation → compress → export → bench → report, then `tlc package` and `tlc predict` on the
+    bundle: the bundle's translation of a new sentence is plain transformers' greedy `generate` of the
+    trained checkpoint (the fp32 file of the dense model)."""
+    import torch
+    from transformers import MarianMTModel
+
+    from tlc_export.translation.tokenizer import TranslationTokenizers
+
+    monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
+    _write_pairs(tmp_path / "pairs.tsv")
+    recipe = tmp_path / "mt.yaml"
+    recipe.write_text(PIPELINE)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", str(recipe), "--run-dir", str(run_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    variants = json.loads((run_dir / "compress" / "results.json").read_text())
+    assert sorted(r["variant"] for r in variants) == sorted(f"{m}.{s}.{b}" for m in ("2L-48H",)
+                                                            for s in ("s00", "s50") for b in ("b32", "b8"))
+    for m in ("2L-48H",):
+        mine = {r["variant"]: r for r in variants if r["model"] == m}
+        assert mine[f"{m}.s00.b8"]["storage_bytes"] < mine[f"{m}.s50.b32"]["storage_bytes"] < mine[f"{m}.s00.b32"]["storage_bytes"]
+        assert all(r["test_bleu_ci"] is None or r["test_bleu_ci"][0] <= r["test_bleu"] + 1e-9 for r in mine.values())
+    exports = json.loads((run_dir / "export" / "results.json").read_text())
+    assert {(r["variant"].split(".")[0], r["format"], r["status"]) for r in exports} == {
+        (m, f, "ok") for m in ("2L-48H",) for f in ("onnx-fp32", "onnx-int8")}
+    bench = [json.loads(line) for line in (run_dir / "bench" / "results.jsonl").read_text().splitlines()]
+    timed = [b for b in bench if b.get("timed")]
+    assert {b["batch_size"] for b in timed} == {1, 4} and all(b["sentences_per_s"] > 0 for b in timed)
+    assert {b["backend"] for b in timed} == {"torch-eager", "onnxruntime"}
+    html = (run_dir / "report" / "index.html").read_text()
+    assert "BLEU" in html and "Figure 5" in html
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["report"]["status"] == "done"  # one size: the verdict says it cannot compare sizes
+
+    bundle = tmp_path / "bundle"
+    packed = CliRunner().invoke(main, ["package", str(run_dir), "--variant", "2L-48H.s00.b32", "--out", str(bundle)],
+                                catch_exceptions=False)
+    assert packed.exit_code == 0, packed.output
+    text = "the king sees the friend"
+    said = CliRunner().invoke(main, ["predict", str(bundle), text, "--jsonl"], catch_exceptions=False)
+    assert said.exit_code == 0, said.output
+    line = json.loads(said.output.strip().splitlines()[-1])
+    tok = TranslationTokenizers.load(run_dir / "translation" / "tokenizer")
+    model = MarianMTModel.from_pretrained(str(run_dir / "translation" / "2L-48H" / "checkpoint")).eval()
+    enc = tok.source([text], return_tensors="pt")
+    with torch.inference_mode():
+        ids = model.generate(**enc, num_beams=1, do_sample=False, max_length=16)
+    assert line["translation"] == tok.target.batch_decode(ids, skip_special_tokens=True)[0].strip()

@@ -243,9 +243,9 @@ def _trained_predictions(ctx: StageContext, trow: dict[str, Any], splits: dict[s
             return None
         preds[split] = TranslationPredictions(p["sources"], p["references"], p["hypotheses"])
     keys = [f"{s}_{k}" for s in splits for k in ("bleu", "bleu_ci", "chrf", "chrf_ci", "n")]
-    keys += ["bleu_signature", "chrf_signature", "interval_method"]
+    keys += ["bleu_signature", "chrf_signature", "interval_method", "copy_baseline_bleu", "learned_task", "above_copy_p"]
     if any(k not in trow for k in keys):
-        return None
+        return None  # a training row from before a field existed: score again
     return preds, {k: trow[k] for k in keys}
 
 
