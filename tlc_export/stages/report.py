@@ -24,13 +24,17 @@ class ReportStage(Stage):
             )
         out = build_report(data, ctx.out_dir, cfg.storage_budgets_mb, cfg.latency_budgets_ms)
         if cfg.screenshot:
-            from tlc_export.report.screenshot import find_chromium, screenshot
-
-            if find_chromium() is None:
-                ctx.console.print("[yellow]report.screenshot: Chromium not installed, skipped "
-                                  "(apt-get install -y chromium)[/yellow]")
-            else:
-                screenshot(ctx.out_dir / "index.html", ctx.out_dir / "screenshot.png")
-                out["screenshot"] = "report/screenshot.png"
+            out.update(screenshot_report(ctx))
         ctx.console.print(f"report: {ctx.out_dir / 'index.html'}")
         return out
+
+
+def screenshot_report(ctx: StageContext) -> dict[str, str]:
+    """`report.screenshot`: index.html rendered to screenshot.png with headless Chromium ({} without it)."""
+    from tlc_export.report.screenshot import find_chromium, screenshot
+
+    if find_chromium() is None:
+        ctx.console.print("[yellow]report.screenshot: Chromium not installed, skipped (apt-get install -y chromium)[/yellow]")
+        return {}
+    screenshot(ctx.out_dir / "index.html", ctx.out_dir / "screenshot.png")
+    return {"screenshot": "report/screenshot.png"}

@@ -7,6 +7,7 @@ from typing import Any
 
 from tlc_export.errors import StageError
 from tlc_export.stages.base import Stage, StageContext
+from tlc_export.stages.report import screenshot_report
 
 
 class TranslationReportStage(Stage):
@@ -30,13 +31,6 @@ class TranslationReportStage(Stage):
             )
         out = build_translation_report(data, ctx.out_dir, cfg.storage_budgets_mb)
         if cfg.screenshot:
-            from tlc_export.report.screenshot import find_chromium, screenshot
-
-            if find_chromium() is None:
-                ctx.console.print("[yellow]report.screenshot: Chromium not installed, skipped "
-                                  "(apt-get install -y chromium)[/yellow]")
-            else:
-                screenshot(ctx.out_dir / "index.html", ctx.out_dir / "screenshot.png")
-                out["screenshot"] = "report/screenshot.png"
+            out.update(screenshot_report(ctx))
         ctx.console.print(f"report: {ctx.out_dir / 'index.html'}\n{out['verdict']}")
         return out
