@@ -6,8 +6,8 @@ KV cache, (decoder_input_ids [batch, 1], attention_mask, cross_k/v.<i>, past_k/v
 head_dim]) → (logits [batch, vocab], present_k/v.<i>), so a step costs one token's work, not the whole
 prefix's (without the cache, greedy decoding of 96 tokens took ~30× longer on CPU). The greedy loop follows
 `generate`'s rules for these models: start from `<pad>`, take the argmax, force `</s>` at the last
-position, pad finished rows. `validate_greedy` checks the files token for token against the PyTorch
-model's own `generate` on the same sentences.
+position, pad finished rows (`tlc_export.translation.ort`). The export stage checks the files token for
+token against the PyTorch model's own `generate` (`tlc_export.translation.export.greedy_agreement`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from tlc_export.atomic import atomic_path
 from tlc_export.translation.ort import DECODER_FILE, ENCODER_FILE, OrtTranslator, translate_onnx  # noqa: F401
-from tlc_export.translation.tokenizer import EOS_ID, PAD_ID
+from tlc_export.translation.tokenizer import PAD_ID
 
 log = logging.getLogger(__name__)
 
@@ -150,36 +149,3 @@ def export_translation_onnx(model: Any, folder: Path, opset: int = 18) -> dict[s
                                **{n: {0: "batch", 2: "steps"} for n in past_names}},
                               folder / DECODER_FILE, opset, varargs_from=2),
     }
-
-
-def validate_greedy(model: Any, translator: OrtTranslator, tokenizers: Any, sources: list[str], *,
-                    max_source_length: int, max_length: int, batch_size: int = 16) -> dict[str, Any]:
-    """Greedy token ids from the ONNX files against the PyTorch model's `generate`, sentence by sentence."""
-    from tlc_export.config.translation import TranslationDecoding
-    from tlc_export.translation.decode import generation_kwargs
-
-    kw = generation_kwargs(TranslationDecoding(strategy="greedy", max_length=max_length))
-    model = model.eval().to("cpu")
-    mismatched = []
-    for start in range(0, len(sources), batch_size):
-        chunk = sources[start:start + batch_size]
-        enc = tokenizers.source(chunk, truncation=True, max_length=max_source_length, padding=True, return_tensors="np")
-        ours = translator.greedy(enc["input_ids"], enc["attention_mask"], max_length)
-        with torch.inference_mode():
-            ref = model.generate(input_ids=torch.from_numpy(enc["input_ids"]).long(),
-                                 attention_mask=torch.from_numpy(enc["attention_mask"]).long(), **kw).numpy()
-        for i in range(len(chunk)):
-            a, b = _strip(ours[i]), _strip(ref[i])
-            if a != b:
-                mismatched.append(start + i)
-    return {"sentences": len(sources), "mismatched": mismatched, "equal": not mismatched}
-
-
-def _strip(ids: np.ndarray) -> list[int]:
-    """Token ids up to and including the first `</s>` (what follows is padding)."""
-    out = []
-    for t in ids.tolist():
-        out.append(t)
-        if t == EOS_ID and len(out) > 1:
-            break
-    return out
