@@ -25,6 +25,16 @@ def default_run_dir(recipe: Recipe, recipe_path: str | Path) -> Path:
     return Path("runs") / Path(recipe_path).stem
 
 
+def cache_keys(recipe: Recipe, options: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """`{stage: cache_key}` of every enabled stage, computed as `run_pipeline` does, without running any."""
+    options = options or {}
+    keys: dict[str, str] = {}
+    for stage in (s for s in all_stages() if s.enabled(recipe)):
+        input_keys = {dep: keys[dep] for dep in stage.inputs if dep in keys}
+        keys[stage.name] = stage.cache_key(recipe, input_keys, options.get(stage.name))
+    return keys
+
+
 def run_pipeline(
     recipe: Recipe,
     run_dir: RunDir,
