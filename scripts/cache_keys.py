@@ -23,9 +23,8 @@ def recipe_keys(recipes_dir: Path) -> dict[str, Any]:
     The recipes are read from a scratch copy with the tiny synthetic data written beside them (validation
     checks that local files exist; the keys hold the paths as written, not the files).
     """
-    from tlc_export.recipe import load_plan
     from tlc_export.runner import cache_keys
-    from tlc_export.sweep.plan import Sweep
+    from tlc_export.sweep.plan import Sweep, load_plan
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tiny_data import write_tiny_data

@@ -12,13 +12,35 @@ from rich.table import Table
 
 from tlc_export import __version__, distributed
 from tlc_export.errors import RecipeError, TlcError
-from tlc_export.recipe import Recipe, load_plan, parse_recipe, schema_lines
+from tlc_export.recipe import Recipe, parse_recipe, schema_lines
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
+from tlc_export.sweep.plan import load_plan
 
 console = Console()
 err_console = Console(stderr=True)
 
-STAGE_ORDER = ["data", "pretrain", "finetune", "translation", "compress", "export", "bench", "report"]
+
+
+class StageName(click.Choice):
+    """A stage name of any registered task family, in pipeline order (asked of the registry when an option
+    is parsed or its help printed, not when the CLI loads: a new family's stages need no edit here)."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from tlc_export.tasks import stage_names
+
+        return tuple(stage_names())
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        pass
+
+
+def stage_order() -> list[str]:
+    return list(StageName().choices)
 
 
 def _fail(exc: Exception) -> None:
@@ -58,9 +80,9 @@ def main() -> None:
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where results go (default: runs/<recipe name>). A sweep's parent run directory.")
-@click.option("--force", multiple=True, type=click.Choice(STAGE_ORDER),
+@click.option("--force", multiple=True, type=StageName(),
               help="Re-run this stage even if it is up to date (repeatable).")
-@click.option("--until", type=click.Choice(STAGE_ORDER), default=None, help="Stop after this stage.")
+@click.option("--until", type=StageName(), default=None, help="Stop after this stage.")
 @click.option("--point", type=click.IntRange(min=0), default=None,
               help="A sweep recipe: run only this point (`tlc sweep list RECIPE` prints every point's command).")
 def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str | None, point: int | None) -> None:
@@ -73,7 +95,8 @@ def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str |
 
     try:
         plan = load_plan(recipe)
-        only = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else None
+        order = stage_order()
+        only = order[: order.index(until) + 1] if until else None
         rd = RunDir(run_dir or Path("runs") / recipe.stem)
         if isinstance(plan, Sweep):
             _run_sweep(plan, recipe, rd.root, point, only, force)
@@ -225,7 +248,7 @@ def status(run_dir: Path) -> None:
     for col in ("stage", "status", "cache key", "seconds", "outputs / error"):
         table.add_column(col, overflow="fold")
     records = rd.records()
-    for name in STAGE_ORDER:
+    for name in stage_order():
         rec = records.get(name)
         if rec is None:
             table.add_row(name, "[dim]not run[/dim]", "", "", "")
@@ -246,7 +269,7 @@ def _sweep_status(parent: Path) -> None:
     colours = {"done": "green", "running": "yellow", "failed": "red"}
     for row in point_statuses(parent):
         cells = []
-        for name in STAGE_ORDER:
+        for name in stage_order():
             st = row["stages"].get(name)
             if st is not None:
                 mark = " (shared)" if st.get("hit") else ""
@@ -274,22 +297,22 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
     finds the data stage up to date and memory-maps the same token files.
     """
     try:
-        from tlc_export.data import prepare_data
+        from tlc_export.runner import stages_of
         from tlc_export.sweep.plan import Sweep
+        from tlc_export.tasks import family_of
 
         plan = load_plan(recipe)
         if isinstance(plan, Sweep):
             _prepare_sweep(plan, recipe, run_dir, workers, fetch_only)
             return
         r = plan
-        info = prepare_data(r)
+        family = family_of(r)
+        info = family.prepare_data(r)
         for name, desc in info.items():
             console.print(f"[green]✓[/green] {name}: {desc}")
-        from tlc_export.stages.data import DataStage
-
         if fetch_only:
             return
-        if not DataStage().enabled(r):
+        if "data" not in [s.name for s in stages_of(family, r)]:
             console.print("nothing to tokenize ahead: this recipe's stage trains its own tokenizer")
             return
         if workers is not None:
@@ -305,10 +328,11 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
 
 def _prepare_sweep(sweep: Any, recipe: Path, run_dir: Path | None, workers: int | None, fetch_only: bool) -> None:
     """Every point's data stage; points with the same data key share one entry of the stage store."""
-    from tlc_export.data import prepare_data
     from tlc_export.sweep.run import open_parent, open_point
+    from tlc_export.tasks import family_of
 
-    for name, desc in prepare_data(sweep.points[0].recipe).items():
+    first = sweep.points[0].recipe
+    for name, desc in family_of(first).prepare_data(first).items():
         console.print(f"[green]✓[/green] {name}: {desc}")
     if fetch_only:
         return
@@ -458,11 +482,11 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
     unless the whole bundle is.
     """
     try:
-        from tlc_export.package import run_family
-        from tlc_export.package.bundle import check_out
+        from tlc_export.package.out import check_out
+        from tlc_export.tasks import family_of_run
 
         check_out(out.absolute(), force)
-        family = run_family(run_dir)
+        family = family_of_run(run_dir)
         choice = family.choose_bundle(run_dir, variant=variant, fmt=fmt, max_storage_mb=max_storage_mb,
                                       max_latency_ms=max_latency_ms, backend=backend, batch=batch,
                                       export_missing=not dry_run)
@@ -489,7 +513,7 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
 def translate_cmd(run_dir: Path, texts: tuple[str, ...], size: str | None, greedy: bool) -> None:
     """Translate TEXTS with a model of a finished translation run (RUN_DIR/translation/)."""
     try:
-        from tlc_export.translation.serve import translate_with_run
+        from tlc_export.tasks.translation.serve import translate_with_run
 
         rd = RunDir(run_dir)
         chosen, out = translate_with_run(rd.root, _recipe_from_run_dir(rd), list(texts), size=size,
@@ -526,7 +550,7 @@ def predict(bundle: Path, texts: tuple[str, ...], file_: Path | None, text_colum
 
     Runs with ONNX Runtime, tokenizers and NumPy only (no torch).
     """
-    from tlc_export.serving import family_of_bundle
+    from tlc_export.tasks import family_of_bundle
 
     try:
         family_of_bundle(bundle).predict_cli(

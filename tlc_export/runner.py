@@ -13,12 +13,10 @@ from tlc_export import atomic, distributed
 from tlc_export.errors import StageError, TlcError
 from tlc_export.recipe import Recipe
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir, StageRecord, environment
-from tlc_export.stages import all_stages
 from tlc_export.stages.base import Stage, StageContext
 from tlc_export.store import StageStore
-
-# Stages every torchrun process takes part in; the rest run on rank 0 only.
-_DISTRIBUTED_STAGES = {"pretrain", "translation"}
+from tlc_export.tasks import family_of, stage_names
+from tlc_export.tasks.base import TaskFamily
 
 
 def default_run_dir(recipe: Recipe, recipe_path: str | Path) -> Path:
@@ -29,10 +27,15 @@ def cache_keys(recipe: Recipe, options: dict[str, dict[str, Any]] | None = None)
     """`{stage: cache_key}` of every enabled stage, computed as `run_pipeline` does, without running any."""
     options = options or {}
     keys: dict[str, str] = {}
-    for stage in (s for s in all_stages() if s.enabled(recipe)):
+    for stage in stages_of(family_of(recipe), recipe):
         input_keys = {dep: keys[dep] for dep in stage.inputs if dep in keys}
         keys[stage.name] = stage.cache_key(recipe, input_keys, options.get(stage.name))
     return keys
+
+
+def stages_of(family: TaskFamily, recipe: Recipe) -> list[Stage]:
+    """The recipe's stages in run order: its family's, those whose section the recipe has."""
+    return [s for s in family.stages() if s.enabled(recipe)]
 
 
 def run_pipeline(
@@ -53,9 +56,10 @@ def run_pipeline(
     force = force or []
     distributed.init()
     main = distributed.is_main()
-    stages = [s for s in all_stages() if s.enabled(recipe)]
+    family = family_of(recipe)  # asked once: the stages get it from their context
+    stages = stages_of(family, recipe)
     if only:
-        unknown = set(only) - {s.name for s in all_stages()}
+        unknown = set(only) - set(stage_names())
         if unknown:
             raise StageError(f"unknown stage(s): {', '.join(sorted(unknown))}")
     if main:
@@ -74,7 +78,7 @@ def run_pipeline(
         # Under torchrun every rank walks the stages up to training (pretrain or translation) in step; after it,
         # rank 0 goes on alone.
         in_step = distributed.is_distributed() and not past_distributed
-        past_distributed = past_distributed or stage.name in _DISTRIBUTED_STAGES
+        past_distributed = past_distributed or stage.distributed
         input_keys = {}
         for dep in stage.inputs:
             if dep not in keys:
@@ -109,11 +113,11 @@ def run_pipeline(
                 console.print(f"[dim]✓ {stage.name}: up to date (key {key[:8]}), skipped[/dim]")
             results[stage.name] = prev
             continue
-        if not main and stage.name not in _DISTRIBUTED_STAGES:
+        if not main and not stage.distributed:
             distributed.barrier()  # rank 0 does it; wait for its files
             continue
         results[stage.name] = _run_one(stage, recipe, run_dir, key, prev, results, opts, env, console, main, in_step,
-                                       store, stage.name in force)
+                                       store, stage.name in force, family)
         if in_step:
             distributed.barrier()
     return results
@@ -159,9 +163,10 @@ def _run_one(
     in_step: bool,
     store: StageStore | None = None,
     forced: bool = False,
+    family: TaskFamily | None = None,
 ) -> StageRecord:
     if store is None or not main:
-        return _execute(stage, recipe, run_dir, key, prev, done, opts, env, console, main, in_step, store)
+        return _execute(stage, recipe, run_dir, key, prev, done, opts, env, console, main, in_step, store, family)
 
     def finished() -> bool:
         return not forced and store.done(stage.name, key) is not None
@@ -176,7 +181,7 @@ def _run_one(
         store.save_record(stage.name, key, {"status": "running", "cache_key": key, "built_by": run_dir.root.name,
                                             "started_at": time.time()})
         try:
-            rec = _execute(stage, recipe, run_dir, key, None, done, opts, env, console, main, in_step, store)
+            rec = _execute(stage, recipe, run_dir, key, None, done, opts, env, console, main, in_step, store, family)
         except BaseException as exc:
             store.save_record(stage.name, key, {"status": "failed", "cache_key": key, "built_by": run_dir.root.name,
                                                 "error": f"{type(exc).__name__}: {exc}"[:2000]})
@@ -202,6 +207,7 @@ def _execute(
     main: bool,
     in_step: bool,
     store: StageStore | None,
+    family: TaskFamily | None = None,
 ) -> StageRecord:
     out_dir = run_dir.stage_dir(stage.name)
     if store is not None:
@@ -211,7 +217,7 @@ def _execute(
         run_dir.reset_stage(stage.name)
     elif prev is not None and prev.status in ("running", "failed") and prev.cache_key == key:
         console.print(f"[cyan]↺ {stage.name}: resuming interrupted work[/cyan]")
-    if in_step and stage.name in _DISTRIBUTED_STAGES:
+    if in_step and stage.distributed:
         distributed.barrier()  # nobody starts before rank 0 has cleared a stale folder (or linked the store entry)
     out_dir.mkdir(parents=True, exist_ok=True)
     rec = StageRecord(name=stage.name, status="running", cache_key=key, started_at=time.time(), environment=env)
@@ -228,6 +234,7 @@ def _execute(
         },
         console=console,
         options=opts or {},
+        family=family,
     )
     try:
         outputs = stage.run(ctx)

@@ -15,10 +15,10 @@ from test_translation_train import PAIRS, RECIPE, StepClock
 
 from tlc_export.atomic import read_jsonl
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation import train as T
-from tlc_export.translation.batching import encode_pairs
-from tlc_export.translation.model import build_translation_model
-from tlc_export.translation.tokenizer import train_tokenizers
+from tlc_export.tasks.translation import train as T
+from tlc_export.tasks.translation.batching import encode_pairs
+from tlc_export.tasks.translation.model import build_translation_model
+from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
 
 def _free_port() -> int:

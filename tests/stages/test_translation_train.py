@@ -16,9 +16,9 @@ import torch
 from tlc_export.atomic import read_jsonl
 from tlc_export.pretrain.state import Counters
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation import train as T
-from tlc_export.translation.batching import encode_pairs
-from tlc_export.translation.data import ParallelPair
+from tlc_export.tasks.translation import train as T
+from tlc_export.tasks.translation.batching import encode_pairs
+from tlc_export.tasks.translation.data import ParallelPair
 
 RECIPE = """\
 translation:
@@ -48,7 +48,7 @@ class StepClock:
 
 
 def _setup():
-    from tlc_export.translation.tokenizer import train_tokenizers
+    from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
     cfg = parse_recipe(RECIPE).translation
     tok = train_tokenizers(PAIRS, cfg.tokenizer)

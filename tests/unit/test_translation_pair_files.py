@@ -15,10 +15,10 @@ import torch
 
 from tlc_export.errors import DataSourceError
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation import pair_files as PF
-from tlc_export.translation.batching import encode_pairs, token_batches
-from tlc_export.translation.data import PairStream, ParallelPair, hf_splits
-from tlc_export.translation.tokenizer import train_tokenizers
+from tlc_export.tasks.translation import pair_files as PF
+from tlc_export.tasks.translation.batching import encode_pairs, token_batches
+from tlc_export.tasks.translation.data import PairStream, ParallelPair, hf_splits
+from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
 RECIPE = """\
 translation:
@@ -109,8 +109,8 @@ def test_interrupted_encoding_resumes_to_the_same_bytes(tmp_path):
 
 
 def test_memmap_batches_and_step_equal_the_lists(tmp_path):
-    from tlc_export.translation import train as T
-    from tlc_export.translation.model import build_translation_model
+    from tlc_export.tasks.translation import train as T
+    from tlc_export.tasks.translation.model import build_translation_model
 
     cfg = _cfg()
     tok = train_tokenizers(PAIRS, cfg.tokenizer)

@@ -18,14 +18,14 @@ import sacrebleu
 from tlc_export.errors import StageError
 from tlc_export.report.answers import storage_answers
 from tlc_export.report.pareto import pareto_frontier
-from tlc_export.report.translation import (
+from tlc_export.tasks.translation.report import (
     build_translation_report,
     deploy_answers,
     dev_frontier,
     load_translation_report_data,
 )
-from tlc_export.report.translation.tables import file_rows
-from tlc_export.report.translation.verdict import SentenceComparator, translation_verdict
+from tlc_export.tasks.translation.report.tables import file_rows
+from tlc_export.tasks.translation.report.verdict import SentenceComparator, translation_verdict
 
 WORDS = ("the light and darkness were divided by god on the first day of creation while waters "
          "covered earth heaven stars moon sun evening morning land seas trees fruit seed grass").split()
@@ -293,7 +293,7 @@ def test_stage_writes_the_report_and_refuses_an_empty_run(tmp_path: Path) -> Non
 
     from tlc_export.config.bench import ReportConfig
     from tlc_export.stages.base import StageContext
-    from tlc_export.stages.translation_report import TranslationReportStage
+    from tlc_export.tasks.translation.stages.report import TranslationReportStage
 
     def ctx(root: Path) -> StageContext:
         (root / "report").mkdir(parents=True, exist_ok=True)

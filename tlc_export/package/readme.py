@@ -150,7 +150,7 @@ def _mt_latency(rows: list[dict[str, Any]]) -> str:
 
 
 def render_translation_readme(meta: dict[str, Any]) -> str:
-    """The README of a translation bundle (`tlc_export.package.translation_bundle`)."""
+    """The README of a translation bundle (`tlc_export.tasks.translation.package.bundle`)."""
     bleu, chrf, var = meta.get("bleu") or {}, meta.get("chrf") or {}, meta.get("variant_bleu") or {}
     dec, tok = meta["decoding"], meta["tokenizer"]
     storage = meta.get("storage_bytes")
@@ -198,7 +198,7 @@ def render_translation_readme(meta: dict[str, Any]) -> str:
         "## Python",
         "",
         "```python",
-        "from tlc_export.serving import open_predictor",
+        "from tlc_export.tasks import open_predictor",
         "",
         'translator = open_predictor(".")  # onnxruntime + tokenizers + numpy, no torch',
         f'print(translator.translate(["{example}"]))',

@@ -240,7 +240,7 @@ def pretrain_size(
     to_keep = [f for f in cfg.keep_checkpoints_at if f < 1 and not is_kept(out_dir, f)]
     with progress, contextlib.closing(feed):
         while True:
-            counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
+            counters.elapsed_s = shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
             # Evaluation and checkpoints happen between steps, outside the training clock.
@@ -382,7 +382,7 @@ def _build_step(
         forward = torch.compile(forward, backend=cfg.compile_backend, dynamic=False)
     step_fn = TrainStep(
         train_module, optimizer, micro_batch_size=micro, device=device, dtype=dtype, grad_clip=cfg.grad_clip,
-        mask=mask, forward=forward, all_reduce=_all_reduce if world > 1 else None, rank=rank, world_size=world,
+        mask=mask, forward=forward, all_reduce=all_reduce if world > 1 else None, rank=rank, world_size=world,
     )
     if not (cfg.compile or device.type == "cuda"):
         return step_fn, 0.0, 0
@@ -405,18 +405,18 @@ def _micro_batch(
     else:
         micro = min(CPU_MICRO_BATCH, per_rank)
     if distributed.world_size() > 1:
-        micro = int(_all_reduce(torch.tensor(float(micro), device=device), op="min"))
+        micro = int(all_reduce(torch.tensor(float(micro), device=device), op="min"))
     return micro
 
 
-def _all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
     import torch.distributed as dist
 
     dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
     return t
 
 
-def _shared_elapsed(elapsed: float, device: torch.device, world: int) -> float:
+def shared_elapsed(elapsed: float, device: torch.device, world: int) -> float:
     """Rank 0's training clock, so every rank stops (and schedules) at the same step."""
     if world == 1:
         return elapsed

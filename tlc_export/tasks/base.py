@@ -64,6 +64,15 @@ class TaskFamily(ABC):
         return getattr(recipe, self.section, None) is not None
 
     @abstractmethod
+    def stages(self) -> list[Any]:
+        """The family's pipeline (`tlc_export.stages.base.Stage` instances), in run order (the runner keeps those whose section the recipe has). A step
+        several families have (compress, export, …) keeps its name, so run folders and `--until` read the same."""
+
+    def prepare_data(self, recipe: Recipe) -> dict[str, str]:
+        """`tlc data prepare`: fetch and check what the recipe reads; {what: one-line description}."""
+        return {}
+
+    @abstractmethod
     def read(self, recipe: Recipe) -> SplitData:
         """The examples, split into train / dev / test (the split is the family's: a stable hash, or by book)."""
 

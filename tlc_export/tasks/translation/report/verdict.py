@@ -1,0 +1,172 @@
+"""Paired tests between translation models, and the report's verdict with the classification report's rules.
+
+Dev selects (the reference's and witness's variants, every answer's pick), test reports: two models'
+test translations of the same sentences are compared by `tlc_export.tasks.translation.metrics.compare_translations`
+(paired bootstrap over sentences, corpus BLEU recomputed per resample): "won" when the whole 95 % interval
+of the BLEU difference is above 0, "lost" when below, "within noise" otherwise. No "won" inside the noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tlc_export.report.answers import (
+    Row,
+    Verdict,
+    p_text,
+    rank,
+    score,
+    usable_variants,
+    verdict_pair,
+)
+from tlc_export.report.data import compression_label
+from tlc_export.report.pareto import geometric_budgets
+from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
+from tlc_export.tasks.translation.metrics import TranslationComparison, compare_translations
+from tlc_export.tasks.translation.report.data import TranslationReportData
+
+METRIC = "bleu"
+
+DEFINITION = (
+    "Did the largest model, compressed, beat the smallest lightly compressed one at <= its storage? "
+    "S = the size with the fewest parameters, L = the size with the most. S's reference is its lightly compressed "
+    "variant: the compressed variant (sparsity > 0 or bits < 32) with the most storage bytes (the dense model if S "
+    "has no compressed variant). Among L's variants with storage_bytes <= the reference's, dev BLEU picks the witness "
+    "(ties: the smaller). Witness and reference are compared on the test split, on the same sentences: a paired "
+    "bootstrap over sentences (1,000 resamples, corpus BLEU recomputed each time) gives a 95 % interval of the BLEU "
+    "difference; above 0 is \"won\", below 0 \"lost\", otherwise \"within noise\". Intervals of each BLEU are "
+    "sacrebleu's bootstrap. Without a variant of L that fits, or without the test translations of both, the claim "
+    "is not tested."
+)
+
+
+class SentenceComparator:
+    """`answers.Comparator` for translation rows: their `predictions` files' hypotheses of one split, paired
+    over the same sentences; memoised, since the answer tables ask for the same pairs again."""
+
+    def __init__(self, data: TranslationReportData, *, samples: int = 1000) -> None:
+        self.data = data
+        self.samples = samples
+        self._done: dict[tuple[str, str, str], TranslationComparison | None] = {}
+
+    def __call__(self, a: Row, b: Row, split: str) -> TranslationComparison | None:
+        pa, pb = a.get("predictions"), b.get("predictions")
+        if not pa or not pb:
+            return None
+        key = (str(pa), str(pb), split)
+        if key not in self._done:
+            self._done[key] = self._compare(pa, pb, split)
+        return self._done[key]
+
+    def _compare(self, pa: str, pb: str, split: str) -> TranslationComparison | None:
+        ta, tb = self.data.predictions(pa), self.data.predictions(pb)
+        sa, sb = (ta or {}).get(split), (tb or {}).get(split)
+        # Only the same sentences, in the same order, pair: anything else is no paired test at all.
+        if sa is None or sb is None or sa.references != sb.references or sa.sources != sb.sources or not sa.references:
+            return None
+        return compare_translations(sa.hypotheses, sb.hypotheses, sa.references, samples=self.samples)
+
+
+def storage_mb(r: Row) -> float:
+    return float(r["storage_bytes"]) / 1e6
+
+
+def bleu_ci(r: Row | None, split: str) -> str:
+    """`12.34 [11.02, 13.70]`: a row's BLEU on `split` with its interval."""
+    if r is None:
+        return "n/a"
+    v = score(r, split, METRIC)
+    if v != v:
+        return "n/a"
+    ci = r.get(f"{split}_{METRIC}_ci")
+    return f"{v:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else " (no interval)")
+
+
+def describe(r: Row) -> str:
+    return f"{r['model']} at {compression_label(r)} ({r['variant']}, {storage_mb(r):.2f} MB)"
+
+
+def translation_verdict(variants: Sequence[Row], compare: Any, *, select_split: str = SELECTION_SPLIT,
+                        report_split: str = REPORT_SPLIT) -> Verdict:
+    """`DEFINITION`, from compress variant rows; `compare` is a `SentenceComparator` (or any `answers.Comparator`)."""
+    pair = verdict_pair(variants, select_split=select_split, report_split=report_split, metric=METRIC)
+    if not usable_variants(variants, select_split, report_split, metric=METRIC):
+        return Verdict(False, False, f"Not tested: no compressed variant has {select_split} and {report_split} BLEU "
+                       "with its storage; run the compress stage.", split=report_split)
+    if pair.reason == "one size":
+        return Verdict(False, False, "Not tested: only one model size has compressed variants with dev and test BLEU, "
+                       "so large vs. small cannot be compared on this run.", split=report_split)
+    ref = pair.reference
+    assert ref is not None
+    ref_txt = f"the smallest model {describe(ref)}"
+    if pair.witness is None:
+        return Verdict(False, False, (
+            f"Not tested: no variant of the largest model {pair.large} fits in the storage of {ref_txt}; compress "
+            f"{pair.large} harder (lower bits, higher sparsity) to make the comparison."), ref, None, split=report_split)
+    w = pair.witness
+    c = compare(w, ref, report_split)
+    if c is None:
+        return Verdict(False, False, (
+            f"Not tested: the {report_split} translations of {w['variant']} or {ref['variant']} are missing or not of "
+            "the same sentences, so no paired test can be made; rerun the compress stage."), ref, w, split=report_split)
+    head = {"won": "Yes: train large, then compress won", "lost": "No: train large, then compress lost",
+            "within noise": "Within noise: train large, then compress neither won nor lost"}[c.outcome]
+    sentence = (
+        f"{head} on {report_split} (n = {c.n} sentences): {w['model']} at {compression_label(w)} ({storage_mb(w):.2f} MB) "
+        f"scores BLEU {bleu_ci(w, report_split)} against {ref['model']} at {compression_label(ref)} "
+        f"({storage_mb(ref):.2f} MB) {bleu_ci(ref, report_split)}, a difference of {c.diff:+.2f} BLEU with 95 % "
+        f"paired-bootstrap interval [{c.diff_ci_low:+.2f}, {c.diff_ci_high:+.2f}]. "
+        f"The witness {w['variant']} was chosen on {select_split} among the {len(pair.candidates or [])} variant(s) of the "
+        f"largest model within the storage of {ref_txt} ({select_split} BLEU {bleu_ci(w, select_split)} vs "
+        f"{bleu_ci(ref, select_split)}); it uses {float(w['storage_bytes']) / float(ref['storage_bytes']):.2f}× "
+        f"the reference's storage; share of resamples where it is not ahead: {p_text(c.p_value)}."
+    )
+    if c.outcome != "won":
+        sentence += " With a short training budget the large model may simply be undertrained."
+    weak = [r["variant"] for r in (w, ref) if r.get("learned_task") is False]
+    if weak:
+        sentence += (f" Caution: {' and '.join(weak)} {'is' if len(weak) == 1 else 'are'} not significantly above copying "
+                     f"the source sentence as its translation (BLEU {float(ref.get('copy_baseline_bleu') or 0):.2f} on "
+                     f"{report_split}; did not learn the task), so this comparison says little.")
+    return Verdict(True, c.outcome == "won", sentence, ref, w, c.outcome, c, report_split)  # type: ignore[arg-type]
+
+
+def size_comparisons(variants: Sequence[Row], budgets_mb: Sequence[float] | None, compare: Any, *,
+                     select_split: str = SELECTION_SPLIT, report_split: str = REPORT_SPLIT) -> list[Row]:
+    """Per storage budget (MB; None = four geometric budgets over the variants' range): the largest and the
+    smallest size's best variant within it (each chosen on `select_split`), compared on `report_split`
+    by the paired bootstrap. Budgets where one of them has no variant that fits are left out."""
+    pts = usable_variants(variants, select_split, report_split, metric=METRIC)
+    sizes: dict[str, int] = {}
+    for r in pts:
+        sizes[r["model"]] = max(sizes.get(r["model"], 0), int(r.get("params") or 0))
+    if len(sizes) < 2:
+        return []
+    small = min(sizes, key=lambda m: (sizes[m], m))
+    large = max(sizes, key=lambda m: (sizes[m], m))
+    cost = [float(r["storage_bytes"]) for r in pts]
+    budgets = [b * 1e6 for b in budgets_mb] if budgets_mb else geometric_budgets(min(cost), max(cost), 4)
+    out = []
+    for b in budgets:
+        picks = {}
+        for m in (large, small):
+            ranked = rank([r for r in pts if r["model"] == m and float(r["storage_bytes"]) <= b],
+                          lambda r: float(r["storage_bytes"]), select_split, METRIC)
+            picks[m] = ranked[0] if ranked else None
+        lg, sm = picks[large], picks[small]
+        if lg is None or sm is None:
+            continue
+        c = compare(lg, sm, report_split)
+        out.append({
+            "budget_mb": b / 1e6, "large": lg["variant"], "large_storage_mb": storage_mb(lg),
+            f"large_{report_split}_{METRIC}": score(lg, report_split, METRIC),
+            f"large_{report_split}_{METRIC}_ci": lg.get(f"{report_split}_{METRIC}_ci"),
+            "small": sm["variant"], "small_storage_mb": storage_mb(sm),
+            f"small_{report_split}_{METRIC}": score(sm, report_split, METRIC),
+            f"small_{report_split}_{METRIC}_ci": sm.get(f"{report_split}_{METRIC}_ci"),
+            "diff": None if c is None else c.diff,
+            "diff_ci": None if c is None else [c.diff_ci_low, c.diff_ci_high],
+            "outcome": "no paired test (translations missing)" if c is None else c.outcome,
+        })
+    return out

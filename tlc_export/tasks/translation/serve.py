@@ -1,0 +1,48 @@
+"""Translating new text with a finished translation run (`tlc translate RUN_DIR TEXT…`).
+
+The model is the one dev prefers (highest dev BLEU, ties to the smaller size) unless a size is
+named: dev selects, as everywhere else; its test BLEU is shown, never used to choose.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tlc_export.errors import StageError
+
+
+def choose_model(rows: list[dict[str, Any]], size: str | None = None) -> dict[str, Any]:
+    """The named size's row, or the best dev BLEU (first in grid order on ties: the smaller)."""
+    if not rows:
+        raise StageError("the translation run has no trained sizes")
+    if size is not None:
+        named = [r for r in rows if r["model"] == size]
+        if not named:
+            raise StageError(f"no size {size!r} in this run; it has {', '.join(r['model'] for r in rows)}")
+        return named[0]
+    best = rows[0]
+    for r in rows[1:]:
+        if r["dev_bleu"] > best["dev_bleu"]:
+            best = r
+    return best
+
+
+def translate_with_run(root: Path, recipe: Any, texts: list[str], *, size: str | None = None,
+                       strategy: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """(the chosen size's row, the translations of `texts`)."""
+    from tlc_export.tasks.translation.decode import translate
+    from tlc_export.tasks.translation.family import TranslationFamily
+    from tlc_export.tasks.translation.tokenizer import TranslationTokenizers
+
+    results = root / "translation" / "results.json"
+    if recipe.translation is None or not results.is_file():
+        raise StageError(f"{root}: not a finished translation run (no translation/results.json); "
+                         "run `tlc run` on a translation recipe first")
+    row = choose_model(json.loads(results.read_text())["models"], size)
+    model = TranslationFamily().build_model(recipe, checkpoint=root / row["checkpoint"])
+    tokenizers = TranslationTokenizers.load(root / "translation" / "tokenizer")
+    cfg = recipe.translation
+    return row, translate(model, tokenizers, texts, cfg.decoding, max_source_length=cfg.max_source_length,
+                          strategy=strategy)
