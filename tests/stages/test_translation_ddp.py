@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_translation_train import PAIRS, RECIPE, StepClock
+from test_translation_train import PAIRS, RECIPE, StepClock, timed_step
 
 from tlc_export.atomic import read_jsonl
 from tlc_export.recipe import parse_recipe
@@ -46,7 +46,7 @@ def _one_step(world: int, rank: int) -> tuple[float, dict[str, torch.Tensor]]:
     opt = T.make_optimizer(model, cfg.train, torch.device("cpu"))
     micro, _ = T.StepPlan(train, 96, 400, seed=5, world=2).next_step(0)
     assert len(micro) >= 3  # uneven shares: rank 0 takes more micro-batches than rank 1
-    loss, _ = T._step(model, opt, train, micro, 3e-3, cfg, torch.device("cpu"), None, forward=forward, rank=rank,
+    loss, _ = T.train_step(model, opt, train, micro, 3e-3, cfg, torch.device("cpu"), None, forward=forward, rank=rank,
                       world=world)
     return loss, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -58,7 +58,8 @@ def _rank(rank: int, tmp: str, port: int) -> None:
     from tlc_export import distributed
 
     distributed.init()
-    T.clock = StepClock(0.05 if rank == 0 else 0.02)  # rank 1 is "faster": rank 0's clock must rule
+    fake = StepClock(0.05 if rank == 0 else 0.02)  # rank 1 is "faster": rank 0's clock must rule
+    T.clock, T._step = fake, timed_step(fake, T._step)
     cfg, tok, train = _setup()
     dev = T.dev_sample(PAIRS[::7], tok, cfg) if rank == 0 else None
     row = T.train_translation_size(cfg.grid()[0], cfg, tok, train, dev, Path(tmp) / "run")
