@@ -111,7 +111,7 @@ def test_translation_warmup_is_off_the_clock_and_the_plan_is_on_it(
             fake.advance(FEED)
             return super().next_step(position)
 
-    for name, value in [("clock", fake), ("_step", timed_step(fake, T._step)), ("_warmup", slow_warmup),
+    for name, value in [("clock", fake), ("train_step", timed_step(fake, T.train_step)), ("_warmup", slow_warmup),
                         ("dev_loss", slow_dev_loss), ("save_state", slow_save), ("StepPlan", SlowPlan)]:
         monkeypatch.setattr(T, name, value)
     seen: list[float] = []

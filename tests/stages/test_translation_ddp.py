@@ -59,7 +59,7 @@ def _rank(rank: int, tmp: str, port: int) -> None:
 
     distributed.init()
     fake = StepClock(0.05 if rank == 0 else 0.02)  # rank 1 is "faster": rank 0's clock must rule
-    T.clock, T._step = fake, timed_step(fake, T._step)
+    T.clock, T.train_step = fake, timed_step(fake, T.train_step)
     cfg, tok, train = _setup()
     dev = T.dev_sample(PAIRS[::7], tok, cfg) if rank == 0 else None
     row = T.train_translation_size(cfg.grid()[0], cfg, tok, train, dev, Path(tmp) / "run")

@@ -50,7 +50,7 @@ class StepClock:
 
 
 def timed_step(fake: StepClock, step):  # noqa: ANN001, ANN201
-    """`step` (translation.train._step) lasting exactly `fake.dt` on the fake clock."""
+    """`step` (translation.train.train_step) lasting exactly `fake.dt` on the fake clock."""
     def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         fake.advance()
         return step(*args, **kwargs)
@@ -61,7 +61,7 @@ def timed_step(fake: StepClock, step):  # noqa: ANN001, ANN201
 def use_step_clock(monkeypatch: pytest.MonkeyPatch, dt: float) -> StepClock:
     fake = StepClock(dt)
     monkeypatch.setattr(T, "clock", fake)
-    monkeypatch.setattr(T, "_step", timed_step(fake, T._step))
+    monkeypatch.setattr(T, "train_step", timed_step(fake, T.train_step))
     return fake
 
 
@@ -91,8 +91,8 @@ def test_stops_at_budget_with_curves_and_checkpoint(tmp_path, monkeypatch, one_t
     cfg, tok, train, dev = _setup()
     size = cfg.grid()[0]
     lrs: list[float] = []
-    real_step = T._step
-    monkeypatch.setattr(T, "_step", lambda m, o, e, micro, lr, *a, **kw: (lrs.append(lr), real_step(m, o, e, micro, lr, *a, **kw))[1])
+    real_step = T.train_step
+    monkeypatch.setattr(T, "train_step", lambda m, o, e, micro, lr, *a, **kw: (lrs.append(lr), real_step(m, o, e, micro, lr, *a, **kw))[1])
     row = T.train_translation_size(size, cfg, tok, train, dev, tmp_path / size.name)
     assert row["steps"] == 20 and row["elapsed_s"] == pytest.approx(1.0)  # 1.0 s of 0.05 s steps, nothing else
     assert lrs[0] < lrs[2] <= 0.003 and lrs[-1] < 0.003 * 0.1  # warm-up, then decay towards 0 at the budget

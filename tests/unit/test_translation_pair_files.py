@@ -126,7 +126,7 @@ def test_memmap_batches_and_step_equal_the_lists(tmp_path):
     for name, enc in (("lists", lists), ("files", files)):
         model = build_translation_model(cfg.grid()[0], cfg, source_vocab=len(tok.source), seed=3)
         opt = T.make_optimizer(model, cfg.train, torch.device("cpu"))
-        loss, tokens = T._step(model, opt, enc, micro, 0.003, cfg, torch.device("cpu"), None)
+        loss, tokens = T.train_step(model, opt, enc, micro, 0.003, cfg, torch.device("cpu"), None)
         out[name] = (loss, tokens, {k: v.clone() for k, v in model.state_dict().items()})
     assert out["files"][0] == pytest.approx(out["lists"][0], rel=1e-6) and out["files"][1] == out["lists"][1]
     moved = 0
