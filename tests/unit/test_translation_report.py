@@ -293,18 +293,19 @@ def test_stage_writes_the_report_and_refuses_an_empty_run(tmp_path: Path) -> Non
 
     from tlc_export.config.bench import ReportConfig
     from tlc_export.stages.base import StageContext
-    from tlc_export.tasks.translation.stages.report import TranslationReportStage
+    from tlc_export.stages.report import ReportStage
+    from tlc_export.tasks.translation.family import TranslationFamily
 
     def ctx(root: Path) -> StageContext:
         (root / "report").mkdir(parents=True, exist_ok=True)
         recipe = SimpleNamespace(name="mt-micro", report=ReportConfig())
         return StageContext(recipe=recipe, run_dir=SimpleNamespace(root=root), out_dir=root / "report", inputs={},
-                            console=Console(quiet=True))  # type: ignore[arg-type]
+                            console=Console(quiet=True), family=TranslationFamily())  # type: ignore[arg-type]
 
     with pytest.raises(StageError, match="neither translation/results.json nor compress/results.json has rows"):
-        TranslationReportStage().run(ctx(tmp_path / "empty"))
+        ReportStage().run(ctx(tmp_path / "empty"))
     assert not (tmp_path / "empty" / "report" / "index.html").exists()
     _write_run(tmp_path / "run")
-    out = TranslationReportStage().run(ctx(tmp_path / "run"))
+    out = ReportStage().run(ctx(tmp_path / "run"))
     assert out["index"] == "report/index.html" and out["verdict_outcome"] == "won"
     assert (tmp_path / "run" / "report" / "summary.md").read_text().startswith("# Train Large, Then Compress (translation)")

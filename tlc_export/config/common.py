@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+S = TypeVar("S")
 
 
 class Section(BaseModel):
@@ -24,3 +27,29 @@ def section_type(ann: Any) -> type[Section] | None:
         if found is not None:
             return found
     return None
+
+
+def check_size_grid(sizes: Sequence[Any] | None, depth: Sequence[int] | None, width: Sequence[int] | None,
+                    names: Sequence[str]) -> None:
+    """A size grid is `sizes` or the `depth` × `width` product, never both, never empty, no name twice
+    (`names`: the grid's size names); raises ValueError saying which."""
+    product = depth is not None or width is not None
+    if sizes is not None and product:
+        raise ValueError("give either `sizes` or `depth` × `width`, not both")
+    if sizes is None and not product:
+        raise ValueError("the size grid is empty: give `sizes` or `depth` and `width`")
+    if sizes is not None and len(sizes) == 0:
+        raise ValueError("the size grid is empty: `sizes` needs at least one entry")
+    if product and (not depth or not width):
+        raise ValueError("the size grid is empty: `depth` and `width` both need at least one value")
+    dup = sorted({n for n in names if list(names).count(n) > 1})
+    if dup:
+        raise ValueError(f"duplicate sizes in the grid: {', '.join(dup)}")
+
+
+def size_grid(sizes: Sequence[S] | None, depth: Sequence[int] | None, width: Sequence[int] | None,
+              make: Callable[[int, int], S], cost: Callable[[S], float]) -> list[S]:
+    """Every size of the grid (`sizes`, or `make(depth, width)` over the product), smallest `cost` first
+    (ties: fewer layers, then narrower)."""
+    grid = list(sizes) if sizes is not None else [make(d, w) for d in depth or [] for w in width or []]
+    return sorted(grid, key=lambda s: (cost(s), s.layers, s.hidden))  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from tlc_export.config.common import Section
+from tlc_export.config.common import Section, check_size_grid, size_grid
 
 
 class ModelSize(Section):
@@ -47,25 +47,10 @@ class ModelsConfig(Section):
 
     @model_validator(mode="after")
     def _one_form(self) -> ModelsConfig:
-        product = self.depth is not None or self.width is not None
-        if self.sizes is not None and product:
-            raise ValueError("give either `sizes` or `depth` × `width`, not both")
-        if self.sizes is None and not product:
-            raise ValueError("the size grid is empty: give `sizes` or `depth` and `width`")
-        if self.sizes is not None and len(self.sizes) == 0:
-            raise ValueError("the size grid is empty: `sizes` needs at least one entry")
-        if product and (not self.depth or not self.width):
-            raise ValueError("the size grid is empty: `depth` and `width` both need at least one value")
-        names = [s.name for s in self.grid()]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate sizes in the grid: {', '.join(dup)}")
+        check_size_grid(self.sizes, self.depth, self.width, [s.name for s in self.grid()])
         return self
 
     def grid(self) -> list[ModelSize]:
         """Every size, smallest parameter count first."""
-        if self.sizes is not None:
-            sizes = list(self.sizes)
-        else:
-            sizes = [ModelSize(layers=d, hidden=w) for d in self.depth or [] for w in self.width or []]
-        return sorted(sizes, key=lambda s: (s.layers * s.hidden * s.hidden, s.layers, s.hidden))
+        return size_grid(self.sizes, self.depth, self.width, lambda d, w: ModelSize(layers=d, hidden=w),
+                         lambda s: s.layers * s.hidden * s.hidden)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tlc_export.config.common import Section
+from tlc_export.config.common import Section, check_size_grid, size_grid
 
 # The built-in Bible's books (1 = Genesis … 66 = Revelation). Dev and test are whole books, so the
 # neighbouring verses of a dev or test passage are never trained on. Parallel passages in other books
@@ -211,21 +211,10 @@ class TranslationConfig(Section):
         if self.data.kind == "bible" and {self.source_lang, self.target_lang} != {"en", "fr"}:
             raise ValueError("the built-in Bible pairs en (World English Bible) with fr (Louis Segond); "
                              "use source_lang/target_lang en and fr, or another data kind")
-        product = self.depth is not None or self.width is not None
-        if self.sizes is not None and product:
-            raise ValueError("give either `sizes` or `depth` × `width`, not both")
-        if not self.sizes and not (self.depth and self.width):
-            raise ValueError("the size grid is empty: give `sizes`, or `depth` and `width`")
-        names = [s.name for s in self.grid()]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate sizes in the grid: {', '.join(dup)}")
+        check_size_grid(self.sizes, self.depth, self.width, [s.name for s in self.grid()])
         return self
 
     def grid(self) -> list[TranslationSize]:
         """Every size, smallest first (by layers × width²)."""
-        if self.sizes is not None:
-            sizes = list(self.sizes)
-        else:
-            sizes = [TranslationSize(layers=d, hidden=w) for d in self.depth or [] for w in self.width or []]
-        return sorted(sizes, key=lambda s: ((s.layers + s.num_decoder_layers) * s.hidden**2, s.layers, s.hidden))
+        return size_grid(self.sizes, self.depth, self.width, lambda d, w: TranslationSize(layers=d, hidden=w),
+                         lambda s: (s.layers + s.num_decoder_layers) * s.hidden**2)

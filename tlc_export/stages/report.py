@@ -1,8 +1,26 @@
-"""What every family's report stage shares."""
+"""The `report` stage of every family: the family writes report/index.html (self-contained) and
+report/summary.md from the run directory (`TaskFamily.write_report`); the stage adds the screenshot."""
 
 from __future__ import annotations
 
-from tlc_export.stages.base import StageContext
+from typing import Any
+
+from tlc_export.stages.base import Stage, StageContext
+
+
+class ReportStage(Stage):
+    name = "report"
+    sections = ("report",)
+    inputs = ("bench",)
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        assert ctx.family is not None, "the runner gives every stage its family"
+        out = ctx.family.write_report(ctx.run_dir.root, ctx.out_dir, ctx.recipe)
+        if ctx.recipe.report.screenshot:
+            out.update(screenshot_report(ctx))
+        verdict = out.get("verdict")
+        ctx.console.print(f"report: {ctx.out_dir / 'index.html'}" + (f"\n{verdict}" if verdict else ""))
+        return out
 
 
 def screenshot_report(ctx: StageContext) -> dict[str, str]:

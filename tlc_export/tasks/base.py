@@ -68,6 +68,12 @@ class TaskFamily(ABC):
         """The family's pipeline (`tlc_export.stages.base.Stage` instances), in run order (the runner keeps those whose section the recipe has). A step
         several families have (compress, export, …) keeps its name, so run folders and `--until` read the same."""
 
+    def write_report(self, run_root: Path, out_dir: Path, recipe: Recipe) -> dict[str, Any]:
+        """The report stage's work: index.html and summary.md in `out_dir` from the run's results; returns the
+        stage's outputs (a `verdict` sentence, when there is one, is printed). StageError when there is
+        nothing to report."""
+        raise _no_report(self.name)
+
     def prepare_data(self, recipe: Recipe) -> dict[str, str]:
         """`tlc data prepare`: fetch and check what the recipe reads; {what: one-line description}."""
         return {}
@@ -118,6 +124,12 @@ class TaskFamily(ABC):
                     **options: Any) -> list[dict[str, Any]]:
         """`tlc predict` on a bundle of this family: one JSON-able record per input, in input order."""
         raise _no_bundle(self.name)
+
+
+def _no_report(name: str) -> Exception:
+    from tlc_export.errors import StageError
+
+    return StageError(f"the {name} task family writes no report")
 
 
 def _no_bundle(name: str) -> Exception:

@@ -28,16 +28,28 @@ class ClassificationFamily(TaskFamily):
     metric = Metric(field="accuracy", label="accuracy", scale=1.0)
 
     def stages(self) -> list[Stage]:
+        from tlc_export.stages.report import ReportStage
         from tlc_export.tasks.classification.stages.bench import BenchStage
         from tlc_export.tasks.classification.stages.compress import CompressStage
         from tlc_export.tasks.classification.stages.data import DataStage
         from tlc_export.tasks.classification.stages.export import ExportStage
         from tlc_export.tasks.classification.stages.finetune import FinetuneStage
         from tlc_export.tasks.classification.stages.pretrain import PretrainStage
-        from tlc_export.tasks.classification.stages.report import ReportStage
 
         return [DataStage(), PretrainStage(), FinetuneStage(), CompressStage(), ExportStage(), BenchStage(),
                 ReportStage()]
+
+    def write_report(self, run_root: Path, out_dir: Path, recipe: Recipe) -> dict[str, Any]:
+        from tlc_export.report import build_report, load_report_data
+
+        data = load_report_data(run_root, name=recipe.name)
+        if not data.variants and not data.bench:
+            raise StageError(
+                f"{run_root}: neither compress/results.json nor bench/results.jsonl has rows; "
+                "run the compress and bench stages first"
+            )
+        cfg = recipe.report
+        return build_report(data, out_dir, cfg.storage_budgets_mb, cfg.latency_budgets_ms)
 
     def prepare_data(self, recipe: Recipe) -> dict[str, str]:
         """Built-in corpora fetched and parsed once, local files listed, a hub source's first row read, the

@@ -26,14 +26,29 @@ class TranslationFamily(TaskFamily):
     metric = METRIC
 
     def stages(self) -> list[Stage]:
+        from tlc_export.stages.report import ReportStage
         from tlc_export.tasks.translation.stages.bench import TranslationBenchStage
         from tlc_export.tasks.translation.stages.compress import TranslationCompressStage
         from tlc_export.tasks.translation.stages.export import TranslationExportStage
-        from tlc_export.tasks.translation.stages.report import TranslationReportStage
         from tlc_export.tasks.translation.stages.train import TranslationStage
 
         return [TranslationStage(), TranslationCompressStage(), TranslationExportStage(), TranslationBenchStage(),
-                TranslationReportStage()]
+                ReportStage()]
+
+    def write_report(self, run_root: Path, out_dir: Path, recipe: Recipe) -> dict[str, Any]:
+        """From translation/, compress/, export/ and bench/ results (`tasks/translation/report/`)."""
+        from tlc_export.tasks.translation.report import (
+            build_translation_report,
+            load_translation_report_data,
+        )
+
+        data = load_translation_report_data(run_root, name=recipe.name)
+        if not data.models and not data.variants:
+            raise StageError(
+                f"{run_root}: neither translation/results.json nor compress/results.json has rows; "
+                "run the translation and compress stages first"
+            )
+        return build_translation_report(data, out_dir, recipe.report.storage_budgets_mb)
 
     def prepare_data(self, recipe: Recipe) -> dict[str, str]:
         """Parallel data only (no pretraining corpus, no classification task): read and split once."""
