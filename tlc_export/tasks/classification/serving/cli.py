@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from tlc_export.errors import TlcError
 from tlc_export.serving.bundle import Bundle
 from tlc_export.serving.inputs import InputTable, label_ids, read_inputs
 from tlc_export.serving.predictor import Predictions, Predictor
-
-TABLE_ROWS = 50  # a longer input prints its first rows and a summary; --output/--jsonl carry every row
+from tlc_export.serving.printer import Column, print_records
 
 
 def records(table: InputTable, labels: list[str], pred: Predictions, gold: list[int] | None) -> list[dict[str, Any]]:
@@ -34,27 +31,22 @@ def records(table: InputTable, labels: list[str], pred: Predictions, gold: list[
     return out
 
 
-def _table(recs: list[dict[str, Any]], labels: list[str], limit: int) -> Table:
-    t = Table(show_lines=False)
-    t.add_column("#", justify="right")
-    t.add_column("text", overflow="ellipsis", max_width=60, no_wrap=True)
-    t.add_column("label", style="bold")
-    for name in labels:
-        t.add_column(f"P({name})", justify="right", no_wrap=True, min_width=len(name) + 3)
+def columns(recs: list[dict[str, Any]], labels: list[str]) -> list[Column]:
+    """text, label, P(each label) [, gold]: on a narrow terminal the text wraps, the other columns keep their width."""
+    cols = [Column("text", lambda r: r["text"], {"overflow": "fold"}),  # wraps: the only column that may
+            Column("label", lambda r: r["label"], {"style": "bold", "no_wrap": True,
+                                                   "min_width": max((len(n) for n in labels), default=5)})]
+    cols += [Column(f"P({name})", lambda r, n=name: f"{r['probabilities'][n]:.3f}",
+                    {"justify": "right", "no_wrap": True, "min_width": len(name) + 3}) for name in labels]
     if recs and "gold_label" in recs[0]:
-        t.add_column("gold")
-    for i, r in enumerate(recs[:limit]):
-        cells = [str(i + 1), r["text"], r["label"], *(f"{r['probabilities'][n]:.3f}" for n in labels)]
-        if "gold_label" in r:
-            cells.append(r["gold_label"] + ("" if r["correct"] else " ✗"))
-        t.add_row(*cells)
-    return t
+        cols.append(Column("gold", lambda r: r["gold_label"] + ("" if r["correct"] else " ✗"), {"no_wrap": True}))
+    return cols
 
 
 def run_predict(console: Console, bundle_dir: Path, texts: list[str], file: Path | None, text_column: str,
                 pair_column: str | None, label_column: str | None, batch_size: int, threads: int | None,
                 output: Path | None, jsonl: bool) -> list[dict[str, Any]]:
-    from tlc_export import atomic, stats
+    from tlc_export import stats
 
     if bool(texts) == bool(file):
         raise TlcError("give the texts to classify as arguments, or --file FILE (not both)")
@@ -65,23 +57,17 @@ def run_predict(console: Console, bundle_dir: Path, texts: list[str], file: Path
     gold = label_ids(table.labels, bundle.labels, file or "", table.lines, label_column or "") if table.labels else None
     pred = Predictor(bundle, batch_size=batch_size, threads=threads).predict(table.texts, table.pairs)
     recs = records(table, bundle.labels, pred, gold)
-    if output is not None:
-        atomic.write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
-    if jsonl:
-        for r in recs:
-            print(json.dumps(r, ensure_ascii=False))
-    elif output is None:
-        console.print(_table(recs, bundle.labels, TABLE_ROWS))
-        if len(recs) > TABLE_ROWS:
-            console.print(f"… {len(recs) - TABLE_ROWS} more rows (write them all with --output FILE.jsonl)")
-    if not jsonl:
+
+    def summary() -> list[str]:
         counts = Counter(r["label"] for r in recs)
         head = f"{len(recs)} input(s) with {bundle.meta.get('variant', bundle.root.name)} ({bundle.meta.get('format', '?')}): "
-        console.print(head + ", ".join(f"{n} {name}" for name, n in counts.most_common()))
+        lines = [head + ", ".join(f"{n} {name}" for name, n in counts.most_common())]
         if gold is not None:
             acc = stats.accuracy_interval([r["correct"] for r in recs])
-            console.print(f"accuracy {100 * acc.accuracy:.2f} % [{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}] "
-                          f"(95 % Wilson, n = {acc.n})")
-        if output is not None:
-            console.print(f"predictions: {output}")
+            lines.append(f"accuracy {100 * acc.accuracy:.2f} % [{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}] "
+                         f"(95 % Wilson, n = {acc.n})")
+        return lines
+
+    print_records(console, recs, columns(recs, bundle.labels), output=output, jsonl=jsonl, summary=summary,
+                  written="predictions")
     return recs

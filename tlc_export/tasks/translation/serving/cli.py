@@ -7,18 +7,15 @@ when `--reference-column` names the references; then the corpus BLEU and chrF (s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from tlc_export.errors import TlcError
 from tlc_export.serving.inputs import InputTable, read_inputs
+from tlc_export.serving.printer import Column, print_records
 from tlc_export.tasks.translation.serving.translator import TranslationBundle, Translator
-
-TABLE_ROWS = 50  # a longer input prints its first rows; --output/--jsonl carry every row
 
 
 def records(table: InputTable, translations: list[str]) -> list[dict[str, Any]]:
@@ -32,24 +29,19 @@ def records(table: InputTable, translations: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _table(recs: list[dict[str, Any]], limit: int) -> Table:
-    t = Table(show_lines=True)
-    t.add_column("#", justify="right")
-    t.add_column("text", overflow="fold", ratio=1)
-    t.add_column("translation", style="bold", overflow="fold", ratio=1)
-    has_ref = bool(recs) and "reference" in recs[0]
-    if has_ref:
-        t.add_column("reference", overflow="fold", ratio=1)
-    for i, r in enumerate(recs[:limit]):
-        t.add_row(str(i + 1), r["text"], r["translation"], *([r["reference"]] if has_ref else []))
-    return t
+def columns(recs: list[dict[str, Any]]) -> list[Column]:
+    """text, translation [, reference], folded over several lines on a terminal."""
+    fold = {"overflow": "fold", "ratio": 1}
+    cols = [Column("text", lambda r: r["text"], fold),
+            Column("translation", lambda r: r["translation"], {"style": "bold", **fold})]
+    if recs and "reference" in recs[0]:
+        cols.append(Column("reference", lambda r: r["reference"], fold))
+    return cols
 
 
 def run_translate(console: Console, bundle_dir: Path, texts: list[str], file: Path | None, *, text_column: str = "text",
                   reference_column: str | None = None, batch_size: int = 32, threads: int | None = None,
                   output: Path | None = None, jsonl: bool = False) -> list[dict[str, Any]]:
-    from tlc_export import atomic
-
     if bool(texts) == bool(file):
         raise TlcError("give the texts to translate as arguments, or --file FILE (.txt, .jsonl, .csv, .tsv; not both)")
     if reference_column and not file:
@@ -59,25 +51,19 @@ def run_translate(console: Console, bundle_dir: Path, texts: list[str], file: Pa
              else InputTable(texts, None, None, []))
     hyps = Translator(bundle, batch_size=batch_size, threads=threads).translate(table.texts)
     recs = records(table, hyps)
-    if output is not None:
-        atomic.write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
-    if jsonl:
-        for r in recs:
-            print(json.dumps(r, ensure_ascii=False))
-    elif output is None:
-        console.print(_table(recs, TABLE_ROWS))
-        if len(recs) > TABLE_ROWS:
-            console.print(f"… {len(recs) - TABLE_ROWS} more rows (write them all with --output FILE.jsonl)")
-    if not jsonl:
+
+    def summary() -> list[str]:
         m = bundle.meta
-        console.print(f"{len(recs)} sentence(s) translated {m.get('source_lang', '?')} → {m.get('target_lang', '?')} with "
-                      f"{m.get('variant', bundle.root.name)} ({m.get('format', '?')}, greedy)")
+        lines = [f"{len(recs)} sentence(s) translated {m.get('source_lang', '?')} → {m.get('target_lang', '?')} with "
+                 f"{m.get('variant', bundle.root.name)} ({m.get('format', '?')}, greedy)"]
         if table.labels is not None:
             from tlc_export.tasks.translation.metrics import score_translations
 
             s = score_translations(hyps, [r["reference"] for r in recs])
             ci = f" [{s.bleu_ci[0]:.2f}, {s.bleu_ci[1]:.2f}]" if s.bleu_ci else ""
-            console.print(f"BLEU {s.bleu:.2f}{ci}, chrF {s.chrf:.2f} (n = {s.n}; {s.bleu_signature})")
-        if output is not None:
-            console.print(f"translations: {output}")
+            lines.append(f"BLEU {s.bleu:.2f}{ci}, chrF {s.chrf:.2f} (n = {s.n}; {s.bleu_signature})")
+        return lines
+
+    print_records(console, recs, columns(recs), output=output, jsonl=jsonl, summary=summary, written="translations",
+                  show_lines=True)
     return recs
