@@ -20,7 +20,7 @@ PACKAGES = ("tlc_export", "runtime_bench")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("tlc_export", "tlc_export.errors", "tlc_export.atomic", "tlc_export.stats",
                     "tlc_export.distributed", "tlc_export.config", "tlc_export.recipe", "tlc_export.sweep.plan")),
-    ("records", ("tlc_export.rundir", "tlc_export.store", "tlc_export.predictions", "tlc_export.scoring",
+    ("records", ("tlc_export.rundir", "tlc_export.rows", "tlc_export.store", "tlc_export.predictions", "tlc_export.scoring",
                  "tlc_export.models", "tlc_export.tokens", "tlc_export.tasks.base")),
     ("mechanisms", ("tlc_export.data", "tlc_export.train", "tlc_export.pretrain", "tlc_export.finetune",
                     "tlc_export.compress", "tlc_export.export", "runtime_bench")),
