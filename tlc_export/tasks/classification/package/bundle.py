@@ -20,22 +20,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from tlc_export import __version__, stats
+from tlc_export import stats
 from tlc_export.atomic import atomic_path
 from tlc_export.package.choice import Choice, PackageError
 from tlc_export.package.gpu import check_engine_gpu
-from tlc_export.package.out import check_out, versions
+from tlc_export.package.out import check_out, finish, header, runtime
 from tlc_export.package.readme import render_readme
 from tlc_export.package.triton import config_pbtxt, graph_io, model_name
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
-from tlc_export.serving.bundle import CONFIG_FILE, META_FILE, MODEL_FILE, SCHEMA, sha256_file
+from tlc_export.serving.bundle import CONFIG_FILE, MODEL_FILE, sha256_file
 from tlc_export.tokens import ServingTokenizer
 
 EXTERNAL_DATA_BYTES = 2 * 1024**3  # protobuf's limit for one file; above it weights go to model.onnx.data
@@ -202,9 +201,6 @@ def write_bundle(
     src = _sources(root, choice)
     trt = check_engine_gpu(choice.export, allow_other_gpu) if choice.is_engine else None
     inputs, outputs = graph_io(src["onnx"])
-    rd = RunDir(root)
-    manifest = rd.load_manifest()
-    records = rd.records()
     finetune_cfg = json.loads(src["config"].read_text())
     labels = _labels(root, int(finetune_cfg.get("num_labels") or len(finetune_cfg.get("id2label") or {}) or 2))
     max_length = _max_length(root, finetune_cfg)
@@ -234,12 +230,7 @@ def write_bundle(
             (tmp / EXTERNAL_DATA_FILE).stat().st_size if external else 0)
         e, c = choice.export, choice.compress or {}
         meta: dict[str, Any] = {
-            "schema": SCHEMA, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tlc_version": __version__,
-            "name": tname,
-            "run": {"dir": str(root.absolute()), "recipe_name": manifest.get("recipe_name"),
-                    "recipe_hash": manifest.get("recipe_hash"),
-                    "cache_keys": {k: r.cache_key for k, r in records.items()}},
-            "selection": choice.selection,
+            **header(root, choice, tname),
             "variant": choice.variant, "model": e.get("model") or c.get("model"), "format": choice.format,
             "bits": e.get("bits") or c.get("bits"), "sparsity": c.get("sparsity"), "granularity": c.get("granularity"),
             "symmetric": c.get("symmetric"), "codes": e.get("codes"), "params": c.get("params"),
@@ -260,22 +251,13 @@ def write_bundle(
             "labels": labels, "max_length": max_length, "pad_token_id": tokenizer.pad_id,
             "pad_token": tokenizer.tokenizer.id_to_token(tokenizer.pad_id),
             "inputs": [s.to_dict() for s in inputs], "outputs": [s.to_dict() for s in outputs],
-            "runtime": {"exported_with": (records["export"].environment if "export" in records else None),
-                        "packaged_with": versions("onnx", "onnxruntime", "tokenizers", "numpy", "tlc-export")},
+            "runtime": runtime(root),
             "tensorrt": trt,
             "triton": {"name": tname, "path": f"triton/{tname}", "max_batch_size": max_batch_size,
                        "platform": "tensorrt_plan" if choice.is_engine else "onnxruntime_onnx"},
         }
-        meta["self_check"] = _self_check_after_meta(tmp, meta, src["onnx"])
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        (tmp / "README.md").write_text(render_readme(meta))
+        finish(tmp, meta, lambda: _self_check(tmp, src["onnx"]), render_readme)
     return meta
-
-
-def _self_check_after_meta(tmp: Path, meta: dict[str, Any], source: Path) -> dict[str, Any]:
-    # Bundle.open reads tlc.json for max_length: write a provisional one first.
-    (tmp / META_FILE).write_text(json.dumps(meta, default=str))
-    return _self_check(tmp, source)
 
 
 def _max_length(root: Path, config: dict[str, Any]) -> int:

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-from tlc_export import __version__
 from tlc_export.atomic import atomic_path
 from tlc_export.package.choice import Choice, PackageError, run_recipe
-from tlc_export.package.out import check_out, versions
+from tlc_export.package.out import check_out, finish, header, runtime
 from tlc_export.package.readme import render_translation_readme
 from tlc_export.package.triton import graph_io, model_name
-from tlc_export.rundir import RunDir
-from tlc_export.serving.bundle import META_FILE, SCHEMA, sha256_file
+from tlc_export.serving.bundle import META_FILE, sha256_file
 from tlc_export.tasks.translation.ort import DECODER_FILE, ENCODER_FILE, OrtTranslator
 from tlc_export.tasks.translation.serving.translator import (
     FAMILY,
@@ -123,12 +120,12 @@ def write_translation_bundle(
     *,
     force: bool = False,
     name: str | None = None,
-    max_batch_size: int | None = None,
-    allow_other_gpu: bool = False,
     threads: int | None = None,
+    **triton: Any,
 ) -> dict[str, Any]:
-    """Write the translation bundle of `choice` to `out`; returns its tlc.json."""
-    if max_batch_size is not None or allow_other_gpu:
+    """Write the translation bundle of `choice` to `out`; returns its tlc.json (`triton`: the classification
+    bundle's --max-batch-size / --allow-other-gpu, refused when given)."""
+    if triton.get("max_batch_size") is not None or triton.get("allow_other_gpu"):
         raise PackageError("--max-batch-size and --allow-other-gpu set up Triton / TensorRT, which a translation bundle "
                            "does not ship (its greedy loop runs two ONNX Runtime graphs); leave them out")
     root = Path(run_dir)
@@ -142,9 +139,6 @@ def write_translation_bundle(
         raise PackageError(f"{root}: the run's recipe has no translation section; it is not a translation run")
     mt_path = root / "translation" / "results.json"
     mt = json.loads(mt_path.read_text()) if mt_path.is_file() else {}
-    rd = RunDir(root)
-    manifest = rd.load_manifest()
-    records = rd.records()
     e, c = choice.export, choice.compress or {}
     inputs = {f: [s.to_dict() for s in graph_io(src[f])[0]] for f in (ENCODER_FILE, DECODER_FILE)}
     outputs = {f: [s.to_dict() for s in graph_io(src[f])[1]] for f in (ENCODER_FILE, DECODER_FILE)}
@@ -159,13 +153,7 @@ def write_translation_bundle(
         shared = (tmp / TOKENIZER_DIR / "tokenizer.json").is_file()
         tok_side = {s: TOKENIZER_DIR if shared else f"{TOKENIZER_DIR}/{s}" for s in ("source", "target")}
         meta: dict[str, Any] = {
-            "schema": SCHEMA, "family": FAMILY,
-            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tlc_version": __version__,
-            "name": bname,
-            "run": {"dir": str(root.absolute()), "recipe_name": manifest.get("recipe_name"),
-                    "recipe_hash": manifest.get("recipe_hash"),
-                    "cache_keys": {k: r.cache_key for k, r in records.items()}},
-            "selection": choice.selection,
+            **header(root, choice, bname, FAMILY),
             "source_lang": mt.get("source_lang", cfg.source_lang), "target_lang": mt.get("target_lang", cfg.target_lang),
             "variant": choice.variant, "model": e.get("model") or c.get("model"), "format": choice.format,
             "bits": e.get("bits") or c.get("bits"), "sparsity": e.get("sparsity", c.get("sparsity")),
@@ -190,12 +178,8 @@ def write_translation_bundle(
             "inputs": inputs, "outputs": outputs,
             "validation": e.get("validation"),
             "latency": [{k: b.get(k) for k in LATENCY_FIELDS} for b in choice.bench if b.get("p50_ms") is not None],
-            "runtime": {"exported_with": (records["export"].environment if "export" in records else None),
-                        "packaged_with": versions("onnx", "onnxruntime", "tokenizers", "numpy", "tlc-export")},
+            "runtime": runtime(root),
         }
-        # Opening the bundle reads tlc.json: write a provisional one for the self-check.
-        (tmp / META_FILE).write_text(json.dumps(meta, default=str))
-        meta["self_check"] = _self_check(tmp, src[ENCODER_FILE].parent, root, e, threads)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str, ensure_ascii=False) + "\n")
-        (tmp / "README.md").write_text(render_translation_readme(meta))
+        finish(tmp, meta, lambda: _self_check(tmp, src[ENCODER_FILE].parent, root, e, threads),
+               render_translation_readme, ensure_ascii=False)
     return meta
