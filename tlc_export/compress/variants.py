@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # 6-bit codes travel in the INT8 container; a variant's storage_bytes stays its packed size.
 INT8_CODE_BITS = (8, 6)
 
@@ -11,3 +13,14 @@ def variant_name(size: str, sparsity: float, bits: int, grid: str | None = None)
     from tlc_export.compress.prune import level_name
 
     return f"{size}.{level_name(sparsity)}.b{bits}" + (f".{grid}" if grid else "")
+
+
+def quant_fields(bits: int, qcfg: Any) -> dict[str, Any]:
+    """A variant row's quantization fields (`qcfg`: its `QuantConfig`, None for fp32): bits, granularity,
+    symmetric, group_size (block granularity only)."""
+    return {
+        "bits": bits,
+        "granularity": qcfg.granularity if qcfg is not None else None,
+        "symmetric": qcfg.symmetric if qcfg is not None else None,
+        "group_size": qcfg.group_size if qcfg is not None and qcfg.granularity == "block" else None,
+    }

@@ -57,3 +57,18 @@ def run_recipe(run_dir: str | Path) -> Recipe:
     resolved = rd.root / RESOLVED_RECIPE
     base = rd.load_manifest().get("recipe_base_dir")
     return parse_recipe(resolved.read_text(), file=str(resolved), base_dir=Path(base) if base else rd.root)
+
+
+def check_selection(variant: str | None, fmt: str | None, max_storage_mb: float | None, max_latency_ms: float | None,
+                    backend: str | None, batch: int | None, *, latency_usage: str, format_note: str = "") -> None:
+    """Exactly one way of choosing (--variant, --max-storage-mb, --max-latency-ms), and only the options that
+    go with it; `latency_usage` spells the latency form, `format_note` ends the --format message."""
+    modes = [m for m, v in (("--variant", variant), ("--max-storage-mb", max_storage_mb),
+                            ("--max-latency-ms", max_latency_ms)) if v is not None]
+    if len(modes) != 1:
+        raise PackageError("choose what to ship with exactly one of --variant V [--format F], --max-storage-mb X, "
+                           f"{latency_usage} (got {', '.join(modes) or 'none'})")
+    if (backend is not None or batch is not None) and max_latency_ms is None:
+        raise PackageError("--backend and --batch choose among latency rows; use them with --max-latency-ms")
+    if fmt is not None and max_latency_ms is not None:
+        raise PackageError(f"--format does not apply to --max-latency-ms: the latency answer names its format{format_note}")

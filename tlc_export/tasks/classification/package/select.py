@@ -17,6 +17,7 @@ from tlc_export.package.choice import (
     Choice,
     PackageError,
     check_run_dir,
+    check_selection,
 )
 from tlc_export.report.data import ReportData, load_report_data
 from tlc_export.rundir import RunDir
@@ -111,16 +112,8 @@ def choose(
     with `export=None`. `family` (the run's) is what exporting on demand runs the export stage with."""
     from tlc_export.report import answer_tables
 
-    modes = [m for m, v in (("--variant", variant), ("--max-storage-mb", max_storage_mb),
-                            ("--max-latency-ms", max_latency_ms)) if v is not None]
-    if len(modes) != 1:
-        raise PackageError("choose what to ship with exactly one of --variant V [--format F], --max-storage-mb X, "
-                           f"--max-latency-ms Y [--backend B --batch N] (got {', '.join(modes) or 'none'})")
-    if (backend is not None or batch is not None) and max_latency_ms is None:
-        raise PackageError("--backend and --batch choose among latency rows; use them with --max-latency-ms")
-    if fmt is not None and max_latency_ms is not None:
-        raise PackageError("--format does not apply to --max-latency-ms: the latency answer names its format "
-                           "(restrict it with --backend)")
+    check_selection(variant, fmt, max_storage_mb, max_latency_ms, backend, batch,
+                    latency_usage="--max-latency-ms Y [--backend B --batch N]", format_note=" (restrict it with --backend)")
     root = Path(run_dir)
     data = data or load_report_data(root)
     rows = _export_rows(root)

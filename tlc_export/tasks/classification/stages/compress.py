@@ -28,7 +28,7 @@ from typing import Any
 from rich.table import Table
 
 from tlc_export import atomic
-from tlc_export.compress.variants import variant_name
+from tlc_export.compress.variants import quant_fields, variant_name
 from tlc_export.errors import StageError
 from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
 from tlc_export.stages.base import Stage, StageContext
@@ -185,10 +185,7 @@ class CompressStage(Stage):
         rel = f"{self.name}/{size}/variants"
         row = {
             "variant": variant,
-            "bits": bits,
-            "granularity": qcfg.granularity if qcfg is not None else None,
-            "symmetric": qcfg.symmetric if qcfg is not None else None,
-            "group_size": qcfg.group_size if qcfg is not None and qcfg.granularity == "block" else None,
+            **quant_fields(bits, qcfg),
             "grid": tag,
             "tensorrt_int4": bool(qcfg is not None and bits == 4 and qcfg.symmetric and qcfg.granularity == "block"
                                   and qcfg.group_size in (64, 128)),

@@ -32,9 +32,10 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from tlc_export.atomic import append_jsonl, read_jsonl, write_json
+from tlc_export.atomic import read_jsonl, write_json
 from tlc_export.compress.variants import INT8_CODE_BITS
-from tlc_export.errors import BackendUnavailable, ExportMismatchError, StageError, TlcError
+from tlc_export.errors import BackendUnavailable, StageError
+from tlc_export.export.rows import attempt, record
 from tlc_export.scoring import SPLITS, accuracy_fields
 from tlc_export.stages.base import Stage, StageContext
 
@@ -199,19 +200,7 @@ class _SizeJob:
         row: dict[str, Any] = {"variant": variant, "model": self.size, "format": fmt, "path": None,
                                "file_bytes": None, "storage_bytes": None, "max_abs_diff": None, "tolerance": None,
                                "dev_accuracy_onnx": None, "dev_accuracy_torch": None, "status": "ok", "reason": None, **extra}
-        try:
-            row.update(fn())
-        except BackendUnavailable as e:
-            row.update(status="unavailable", reason=str(e))
-        except ExportMismatchError as e:
-            row.update(status="failed", reason=str(e), max_abs_diff=e.outputs[0].max_abs_diff, tolerance=e.outputs[0].tolerance)
-        except (TlcError, RuntimeError, ValueError, OSError) as e:
-            row.update(status="failed", reason=f"{type(e).__name__}: {e}")
-        append_jsonl(self.rows_file, row)
-        self.done[(variant, fmt)] = row
-        if row["status"] != "ok":
-            self.ctx.console.print(f"[yellow]{variant} {fmt}: {row['status']}:[/yellow] {escape(str(row['reason'])[:200])}")
-        return row
+        return record(attempt(row, fn), self.rows_file, self.done, self.ctx.console)
 
     def _validate(self, path: Path, ref_model, tol: float | None, torch_acc: float, weight_only: bool,
                   int4_dq: bool = False) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tlc_export.package.choice import (
     Choice,
     PackageError,
     check_run_dir,
+    check_selection,
 )
 from tlc_export.rundir import RunDir
 
@@ -251,15 +252,8 @@ def choose_translation(
     export_missing: bool = True,  # noqa: ARG001 - accepted for the shared interface; translation never exports on demand
 ) -> Choice:
     """The one (variant, format) of a translation run to package; raises PackageError naming the valid choices."""
-    modes = [m for m, v in (("--variant", variant), ("--max-storage-mb", max_storage_mb),
-                            ("--max-latency-ms", max_latency_ms)) if v is not None]
-    if len(modes) != 1:
-        raise PackageError("choose what to ship with exactly one of --variant V [--format F], --max-storage-mb X, "
-                           f"--max-latency-ms Y [--batch N] (got {', '.join(modes) or 'none'})")
-    if (backend is not None or batch is not None) and max_latency_ms is None:
-        raise PackageError("--backend and --batch choose among latency rows; use them with --max-latency-ms")
-    if fmt is not None and max_latency_ms is not None:
-        raise PackageError("--format does not apply to --max-latency-ms: the latency answer names its format")
+    check_selection(variant, fmt, max_storage_mb, max_latency_ms, backend, batch,
+                    latency_usage="--max-latency-ms Y [--batch N]")
     root = check_translation_run(run_dir).root
     compress, exports, bench = compress_rows(root), export_rows(root), bench_rows(root)
     if variant is not None:

@@ -155,7 +155,7 @@ class TranslationCompressStage(Stage):
     def _variant(self, ctx: StageContext, size: str, sparsity: float, bits: int, level: Any,
                  tokenizers: Any, data: Any, trow: dict[str, Any], device: Any) -> dict[str, Any]:
         from tlc_export.compress.quantize import QuantConfig
-        from tlc_export.compress.variants import variant_name
+        from tlc_export.compress.variants import quant_fields, variant_name
         from tlc_export.tasks.translation.compress import (
             load_translation_variant,
             quantize_translation_,
@@ -194,10 +194,7 @@ class TranslationCompressStage(Stage):
         rel = f"{self.name}/{size}/variants"
         row = {
             "variant": variant,
-            "bits": bits,
-            "granularity": qcfg.granularity if qcfg is not None else None,
-            "symmetric": qcfg.symmetric if qcfg is not None else None,
-            "group_size": qcfg.group_size if qcfg is not None and qcfg.granularity == "block" else None,
+            **quant_fields(bits, qcfg),
             "grid": None,
             "tensorrt_int4": False,
             "artifact": f"{rel}/{path.name}",

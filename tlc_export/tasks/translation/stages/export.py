@@ -27,12 +27,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
-from tlc_export.atomic import append_jsonl, read_jsonl, write_json
+from tlc_export.atomic import read_jsonl, write_json
 from tlc_export.compress.variants import INT8_CODE_BITS
-from tlc_export.errors import ExportMismatchError, StageError, TlcError
+from tlc_export.errors import ExportMismatchError, StageError
+from tlc_export.export.rows import attempt, record
 from tlc_export.stages.base import Stage, StageContext
 
 # Own-code files compute the fake-quant model up to summation order; a near-tie between two logits can
@@ -182,20 +182,14 @@ class _Job:
         folder = self._folder(variant, fmt)
         row: dict[str, Any] = {**base, "format": fmt, "folder": self._rel(folder), "file_bytes": None, "status": "ok",
                                "reason": None, "validation": None, "decoding": "greedy"}
-        try:
+        def work() -> dict[str, Any]:  # what succeeded before a failure stays in the row
             with self.ctx.console.status(f"{variant} {fmt}"):
                 row.update(fn(folder))
                 row["file_bytes"] = _files_bytes(folder)
-                row.update(self._score(folder))
-        except ExportMismatchError as e:
-            row.update(status="failed", reason=str(e))
-        except (TlcError, RuntimeError, ValueError, OSError) as e:
-            row.update(status="failed", reason=f"{type(e).__name__}: {e}")
-        append_jsonl(self.rows_file, row)
-        self.done[(variant, fmt)] = row
-        if row["status"] != "ok":
-            self.ctx.console.print(f"[yellow]{variant} {fmt}: {row['status']}:[/yellow] {escape(str(row['reason'])[:300])}")
-        else:
+                return self._score(folder)
+
+        record(attempt(row, work), self.rows_file, self.done, self.ctx.console, reason_chars=300)
+        if row["status"] == "ok":
             self.ctx.console.print(f"  {variant} {fmt}: {row['file_bytes'] / 1e6:.2f} MB, dev BLEU {row['dev_bleu']:.2f}, "
                                    f"test BLEU {row['test_bleu']:.2f}")
 
