@@ -14,11 +14,12 @@ from typing import Any
 from tlc_export.report.answers import (
     Row,
     Verdict,
+    VerdictText,
     p_text,
     rank,
     score,
     usable_variants,
-    verdict_pair,
+    verdict,
 )
 from tlc_export.report.data import compression_label
 from tlc_export.report.pareto import geometric_budgets
@@ -87,32 +88,8 @@ def describe(r: Row) -> str:
     return f"{r['model']} at {compression_label(r)} ({r['variant']}, {storage_mb(r):.2f} MB)"
 
 
-def translation_verdict(variants: Sequence[Row], compare: Any, *, select_split: str = SELECTION_SPLIT,
-                        report_split: str = REPORT_SPLIT) -> Verdict:
-    """`DEFINITION`, from compress variant rows; `compare` is a `SentenceComparator` (or any `answers.Comparator`)."""
-    pair = verdict_pair(variants, select_split=select_split, report_split=report_split, metric=METRIC)
-    if not usable_variants(variants, select_split, report_split, metric=METRIC):
-        return Verdict(False, False, f"Not tested: no compressed variant has {select_split} and {report_split} BLEU "
-                       "with its storage; run the compress stage.", split=report_split)
-    if pair.reason == "one size":
-        return Verdict(False, False, "Not tested: only one model size has compressed variants with dev and test BLEU, "
-                       "so large vs. small cannot be compared on this run.", split=report_split)
-    ref = pair.reference
-    assert ref is not None
-    ref_txt = f"the smallest model {describe(ref)}"
-    if pair.witness is None:
-        return Verdict(False, False, (
-            f"Not tested: no variant of the largest model {pair.large} fits in the storage of {ref_txt}; compress "
-            f"{pair.large} harder (lower bits, higher sparsity) to make the comparison."), ref, None, split=report_split)
-    w = pair.witness
-    c = compare(w, ref, report_split)
-    if c is None:
-        return Verdict(False, False, (
-            f"Not tested: the {report_split} translations of {w['variant']} or {ref['variant']} are missing or not of "
-            "the same sentences, so no paired test can be made; rerun the compress stage."), ref, w, split=report_split)
-    head = {"won": "Yes: train large, then compress won", "lost": "No: train large, then compress lost",
-            "within noise": "Within noise: train large, then compress neither won nor lost"}[c.outcome]
-    sentence = (
+def _result(head: str, w: Row, ref: Row, c: Any, pair: Any, ref_txt: str, select_split: str, report_split: str) -> str:
+    return (
         f"{head} on {report_split} (n = {c.n} sentences): {w['model']} at {compression_label(w)} ({storage_mb(w):.2f} MB) "
         f"scores BLEU {bleu_ci(w, report_split)} against {ref['model']} at {compression_label(ref)} "
         f"({storage_mb(ref):.2f} MB) {bleu_ci(ref, report_split)}, a difference of {c.diff:+.2f} BLEU with 95 % "
@@ -122,14 +99,27 @@ def translation_verdict(variants: Sequence[Row], compare: Any, *, select_split: 
         f"{bleu_ci(ref, select_split)}); it uses {float(w['storage_bytes']) / float(ref['storage_bytes']):.2f}× "
         f"the reference's storage; share of resamples where it is not ahead: {p_text(c.p_value)}."
     )
-    if c.outcome != "won":
-        sentence += " With a short training budget the large model may simply be undertrained."
-    weak = [r["variant"] for r in (w, ref) if r.get("learned_task") is False]
-    if weak:
-        sentence += (f" Caution: {' and '.join(weak)} {'is' if len(weak) == 1 else 'are'} not significantly above copying "
-                     f"the source sentence as its translation (BLEU {float(ref.get('copy_baseline_bleu') or 0):.2f} on "
-                     f"{report_split}; did not learn the task), so this comparison says little.")
-    return Verdict(True, c.outcome == "won", sentence, ref, w, c.outcome, c, report_split)  # type: ignore[arg-type]
+
+
+TRANSLATION_VERDICT = VerdictText(
+    one_size="Not tested: only one model size has compressed variants with dev and test BLEU, so large vs. small "
+             "cannot be compared on this run.",
+    describe=describe,
+    no_paired_test="Not tested: the {split} translations of {witness} or {reference} are missing or not of the same "
+                   "sentences, so no paired test can be made; rerun the compress stage.",
+    result=_result,
+    baseline=lambda ref, split: ("copying the source sentence as its translation (BLEU "
+                                 f"{float(ref.get('copy_baseline_bleu') or 0):.2f} on {split}; did not learn the task)"),
+    budget="training",
+    no_usable="Not tested: no compressed variant has {select} and {report} BLEU with its storage; run the compress stage.",
+)
+
+
+def translation_verdict(variants: Sequence[Row], compare: Any, *, select_split: str = SELECTION_SPLIT,
+                        report_split: str = REPORT_SPLIT) -> Verdict:
+    """`DEFINITION`, from compress variant rows; `compare` is a `SentenceComparator` (or any `answers.Comparator`)."""
+    return verdict(variants, compare, TRANSLATION_VERDICT, select_split=select_split, report_split=report_split,
+                   metric=METRIC)
 
 
 def size_comparisons(variants: Sequence[Row], budgets_mb: Sequence[float] | None, compare: Any, *,
