@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tlc_export.data.shards import PROGRESS_FILE
 from tlc_export.errors import DataSourceError
 from tlc_export.recipe import parse_recipe
 from tlc_export.tasks.translation import pair_files as PF
@@ -95,7 +96,7 @@ def test_interrupted_encoding_resumes_to_the_same_bytes(tmp_path):
 
     with pytest.raises(Interrupted):
         _write(tmp_path / "cut", tok, cfg, shard_pairs=5, on_commit=stop)
-    assert (tmp_path / "cut" / PF.PARTIAL_DIR / PF.PROGRESS_FILE).is_file()
+    assert (tmp_path / "cut" / PF.PARTIAL_DIR / PROGRESS_FILE).is_file()
     assert not (tmp_path / "cut" / PF.PAIRS_DIR).exists()  # nothing half-done is published
     # A torn write after the last recorded shard (the kill came mid-shard) is cut on resume.
     with open(tmp_path / "cut" / PF.PARTIAL_DIR / "train.src.bin", "ab") as f:

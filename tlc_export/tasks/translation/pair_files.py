@@ -29,6 +29,7 @@ import numpy as np
 
 from tlc_export import atomic
 from tlc_export.data.fetch import sha256_file
+from tlc_export.data.shards import GrowingFiles, publish, resume, save_progress, signature
 from tlc_export.data.token_files import token_dtype
 from tlc_export.errors import StageError
 
@@ -36,7 +37,6 @@ FORMAT = "tlc-pairs"
 VERSION = 1
 PAIRS_DIR = "pairs"
 PARTIAL_DIR = ".pairs.partial"
-PROGRESS_FILE = "progress.json"
 SHARD_PAIRS = 100_000  # the unit of encoding, of resume and of memory
 END_DTYPE = np.dtype("<u8")
 SIDES = ("src", "tgt")
@@ -145,26 +145,18 @@ class PairFiles:
         return cls(folder, header, _Ragged(arr["src_ids"], arr["src_ends"]), _Ragged(arr["tgt_ids"], arr["tgt_ends"]))
 
 
-class _Growing:
-    """The four growing files of a split, truncated to what `progress.json` records, with running sha256."""
+class _Growing(GrowingFiles):
+    """The four growing files of a split (`data.shards.GrowingFiles`), cut to what `progress.json` records."""
 
     def __init__(self, folder: Path, split: str, dtype: np.dtype, done: dict[str, int]) -> None:
         names = pair_files(split)
-        sizes = {"src_ids": done["source_tokens"] * dtype.itemsize, "src_ends": done["pairs"] * 8,
-                 "tgt_ids": done["target_tokens"] * dtype.itemsize, "tgt_ends": done["pairs"] * 8}
-        self.dtype, self.files, self.hashes = dtype, {}, {}
+        super().__init__(folder, {
+            "src_ids": (names["src_ids"], done["source_tokens"] * dtype.itemsize),
+            "src_ends": (names["src_ends"], done["pairs"] * 8),
+            "tgt_ids": (names["tgt_ids"], done["target_tokens"] * dtype.itemsize),
+            "tgt_ends": (names["tgt_ends"], done["pairs"] * 8)})
+        self.dtype = dtype
         self.tokens = {"src": done["source_tokens"], "tgt": done["target_tokens"]}
-        for key, size in sizes.items():
-            path = folder / names[key]
-            f = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 (closed in close())
-            f.truncate(size)  # whatever a killed run wrote after its last recorded shard
-            f.seek(0)
-            h = hashlib.sha256()
-            for chunk in iter(lambda f=f: f.read(1 << 22), b""):
-                h.update(chunk)
-            if f.tell() != size:
-                raise StageError(f"{path}: shorter than {PROGRESS_FILE} records; delete {folder} and re-run")
-            self.files[key], self.hashes[key] = f, h
 
     def append(self, side: str, ids: list[list[int]]) -> None:
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
@@ -172,20 +164,7 @@ class _Growing:
         ends = (self.tokens[side] + np.cumsum(lengths)).astype(END_DTYPE)
         self.tokens[side] += int(lengths.sum())
         for key, arr in ((f"{side}_ids", flat), (f"{side}_ends", ends)):
-            data = arr.tobytes()
-            self.files[key].write(data)
-            self.hashes[key].update(data)
-
-    def sync(self) -> None:
-        import os
-
-        for f in self.files.values():
-            f.flush()
-            os.fsync(f.fileno())
-
-    def close(self) -> None:
-        for f in self.files.values():
-            f.close()
+            self.write(key, arr.tobytes())
 
 
 @dataclass
@@ -215,25 +194,14 @@ def write_pair_files(
     """
     vocab = max(len(tokenizers.source), len(tokenizers.target))
     dtype = token_dtype(vocab)
-    signature = hashlib.sha256(json.dumps(
-        {"plan": plan, "tokenizer_sha256": tokenizer_sha, "dtype": dtype.str, "max_source_length": max_source_length,
-         "max_target_length": max_target_length, "version": VERSION, "split": split}, sort_keys=True,
-        default=str).encode()).hexdigest()
+    sig = signature({"plan": plan, "tokenizer_sha256": tokenizer_sha, "dtype": dtype.str,
+                     "max_source_length": max_source_length, "max_target_length": max_target_length,
+                     "version": VERSION, "split": split})
     partial, final = Path(out_dir) / PARTIAL_DIR, Path(out_dir) / PAIRS_DIR
-    progress_path = partial / PROGRESS_FILE
     done = {"pairs": 0, "source_tokens": 0, "target_tokens": 0}
-    if progress_path.is_file():
-        try:
-            saved = json.loads(progress_path.read_text())
-        except json.JSONDecodeError:
-            saved = {}
-        if saved.get("signature") == signature:
-            done = {k: int(saved[k]) for k in done}
-        else:
-            shutil.rmtree(partial)
-    elif partial.exists():
-        shutil.rmtree(partial)  # nothing recorded, nothing to resume
-    partial.mkdir(parents=True, exist_ok=True)
+    saved = resume(partial, sig)
+    if saved is not None:
+        done = {k: int(saved[k]) for k in done}
     resumed = done["pairs"]
     src_enc, tgt_enc = _backend(tokenizers.source, max_source_length), _backend(tokenizers.target, max_target_length)
     files = _Growing(partial, split, dtype, done)
@@ -250,7 +218,7 @@ def write_pair_files(
         files.sync()
         done.update(pairs=done["pairs"] + len(shard), source_tokens=files.tokens["src"],
                     target_tokens=files.tokens["tgt"])
-        atomic.write_json(progress_path, {"signature": signature, **done})
+        save_progress(partial, sig, done)
         if on_progress is not None:
             on_progress(len(shard))
         if on_commit is not None:
@@ -284,12 +252,10 @@ def write_pair_files(
         "max_source_length": max_source_length, "max_target_length": max_target_length,
         "vocab_size": vocab, "tokenizer_sha256": tokenizer_sha, "text_sha256": text_hash.hexdigest(), "plan": plan,
         "files": {k: v for k, v in names.items() if k != "header"},
-        "sha256": {k: files.hashes[k].hexdigest() for k in ("src_ids", "src_ends", "tgt_ids", "tgt_ends")},
+        "sha256": {k: files.sha256(k) for k in ("src_ids", "src_ends", "tgt_ids", "tgt_ends")},
     }
     atomic.write_json(partial / names["header"], header)
-    progress_path.unlink()
-    with atomic.atomic_path(final) as tmp:
-        partial.rename(tmp)
+    publish(partial, final)
     return PairFilesResult(header, resumed)
 
 
