@@ -28,7 +28,7 @@ def _one_step(rows: torch.Tensor, world: int, rank: int) -> dict[str, torch.Tens
     """One accumulated step of a fresh 2L-32H model on this rank's shard of `rows`."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from tlc_export.pretrain.loop import all_reduce
+    from tlc_export.train.budget import all_reduce
 
     torch.manual_seed(0)
     model = build_mlm(ModelSize(layers=2, hidden=32, heads=2), 300, 32, dropout=0.0)

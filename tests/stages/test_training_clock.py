@@ -14,7 +14,7 @@ from test_pretrain_loop import SIZE, cfg, make_data
 from test_translation_train import StepClock, _setup, timed_step
 
 from tlc_export.atomic import read_jsonl
-from tlc_export.pretrain.clock import TrainingClock
+from tlc_export.train.clock import TrainingClock
 
 STEP, FEED, BOOKKEEPING, EVAL, SAVE, WARMUP = 0.05, 0.02, 0.01, 1.0, 2.0, 4.0
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from tlc_export.atomic import read_jsonl
-from tlc_export.pretrain.state import Counters
 from tlc_export.recipe import parse_recipe
 from tlc_export.tasks.translation import train as T
 from tlc_export.tasks.translation.batching import encode_pairs
 from tlc_export.tasks.translation.data import ParallelPair
+from tlc_export.train.state import Counters
 
 RECIPE = """\
 translation:

@@ -60,7 +60,7 @@ def _model(cfg, tok, seed=0):
 def trained(setup):
     """A model trained for a moment (an untrained one only says `</s>`)."""
     from tlc_export.pretrain.step import make_optimizer
-    from tlc_export.tasks.translation.train import StepPlan, _step
+    from tlc_export.tasks.translation.train import StepPlan, train_step
 
     cfg, tok, train = setup
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def trained(setup):
     plan, position = StepPlan(train, 96, 160, 0), 0
     for _ in range(12):
         micro, position = plan.next_step(position)
-        _step(model, opt, train, micro, 3e-3, cfg, torch.device("cpu"), None)
+        train_step(model, opt, train, micro, 3e-3, cfg, torch.device("cpu"), None)
     return model.eval()
 
 

@@ -3,10 +3,10 @@
 The same rules as masked-LM pretraining (`tlc_export.pretrain.loop`): every size trains for
 `translation.train.time_budget_s` seconds of training steps; the learning rate is a function of those
 seconds (`pretrain.schedule.lr_at`: warm-up, then linear decay to 0 at the budget); evaluation and
-checkpoints happen between steps, off the clock (`pretrain.clock`: the clock runs from the end of one step
+checkpoints happen between steps, off the clock (`train.clock`: the clock runs from the end of one step
 to the end of the next, so the plan, the progress bar and the DDP broadcast count); the first step's
 shapes are warmed up (cuBLAS handles, allocator pools, autocast kernels) before the clock starts; a `state/` folder (weights, optimizer, counters,
-RNG, written atomically by `pretrain.state`) lets a killed run resume exactly where its last
+RNG, written atomically by `train.state`) lets a killed run resume exactly where its last
 checkpoint was.
 
 A step is a batch of about `batch_tokens` tokens: consecutive micro-batches of length-sorted pairs
@@ -22,9 +22,7 @@ greedy translations' BLEU and chrF (`curves.jsonl`, one line per evaluation: Fig
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,9 +37,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tlc_export import atomic
 from tlc_export.config.translation import TranslationConfig, TranslationSize
 from tlc_export.errors import StageError
-from tlc_export.pretrain.clock import TrainingClock
 from tlc_export.pretrain.schedule import lr_at
-from tlc_export.pretrain.state import Counters, load_state, save_state
 from tlc_export.pretrain.step import autocast_dtype, make_optimizer, pick_device, preserved_rng
 from tlc_export.tasks.translation.batching import (
     EncodedPairs,
@@ -55,8 +51,10 @@ from tlc_export.tasks.translation.decode import translate
 from tlc_export.tasks.translation.loss import label_smoothed_loss, teacher_forced_logits
 from tlc_export.tasks.translation.metrics import score_translations
 from tlc_export.tasks.translation.model import build_translation_model
+from tlc_export.train import budget
+from tlc_export.train.clock import TrainingClock
+from tlc_export.train.state import Counters, save_state
 
-DONE_FILE = "done.json"
 CURVES_FILE = "curves.jsonl"
 CPU_MICRO_TOKENS = 2048
 EVAL_MICRO_TOKENS = 4096
@@ -143,13 +141,11 @@ def train_translation_size(
     summed across ranks, rank 0's clock decides for all, and only rank 0 evaluates (`dev` may be None
     elsewhere) and writes."""
     from tlc_export import distributed
-    from tlc_export.pretrain.loop import shared_elapsed
 
     console = console or Console(quiet=True)
     out_dir = Path(out_dir)
-    done = out_dir / "checkpoint" / DONE_FILE
-    if done.exists():
-        return json.loads(done.read_text())
+    if (row := budget.finished(out_dir)) is not None:
+        return row
     world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
     if main and dev is None:
         raise StageError("translation: the main process needs the dev sample to evaluate")
@@ -166,19 +162,8 @@ def train_translation_size(
     optimizer = make_optimizer(model, t, device)  # type: ignore[arg-type]
 
     state_dir, curves_path = out_dir / "state", out_dir / CURVES_FILE
-    counters = Counters(next_checkpoint_s=t.checkpoint_every_s)
-    resumed = state_dir.exists()
-    if resumed:
-        counters = load_state(state_dir, model, optimizer, restore_rng=world == 1)
-        if main:
-            _truncate_jsonl(curves_path, counters.curves_lines)
-    elif main and curves_path.exists():
-        curves_path.unlink()  # points from an attempt that never reached a checkpoint
-    if world > 1:
-        # Dropout differs per rank; a resumed multi-rank run cannot restore other ranks' RNGs.
-        torch.manual_seed(t.seed * 7919 + rank * 104_729 + counters.step)
-    elif not resumed:
-        torch.manual_seed(t.seed * 7919)  # dropout; a resume restores the RNG state instead
+    counters, resumed = budget.start(out_dir, curves_path, model, optimizer, checkpoint_every_s=t.checkpoint_every_s,
+                                     seed=t.seed, rank=rank, world=world, main=main)
     forward: torch.nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -187,7 +172,7 @@ def train_translation_size(
 
     micro_tokens = t.max_tokens_per_micro_batch or (t.batch_tokens if device.type == "cuda" else min(CPU_MICRO_TOKENS, t.batch_tokens))
     plan = StepPlan(train, micro_tokens, t.batch_tokens, t.seed, world=world)
-    budget = t.time_budget_s
+    budget_s = t.time_budget_s
     train_losses: list[float] = []
 
     def evaluate_now() -> dict[str, Any]:
@@ -199,7 +184,7 @@ def train_translation_size(
         point = {
             "size": size.name, "elapsed_s": round(counters.elapsed_s, 4), "step": counters.step,
             "tokens": counters.tokens, "epochs": counters.data_position / plan.per_epoch,
-            "lr": lr_at(counters.elapsed_s, budget, t.lr, t.warmup_fraction),
+            "lr": lr_at(counters.elapsed_s, budget_s, t.lr, t.warmup_fraction),
             "train_loss": sum(train_losses) / len(train_losses) if train_losses else None,
             "dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_target_tokens": n_tok,
             "dev_bleu": score.bleu, "dev_chrf": score.chrf, "dev_sentences": score.n, "decoding": "greedy",
@@ -210,53 +195,50 @@ def train_translation_size(
         return point
 
     if main and resumed:
-        console.print(f"[cyan]{size.name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget:g}s[/cyan]")
+        console.print(f"[cyan]{size.name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget_s:g}s[/cyan]")
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
         TextColumn("step {task.fields[step]} · loss {task.fields[loss]} · dev BLEU {task.fields[bleu]} · "
                    "{task.fields[tps]} tok/s"),
         TimeElapsedColumn(), console=console, disable=not main,
     )
-    task = progress.add_task(size.name, total=budget, completed=min(counters.elapsed_s, budget),
+    task = progress.add_task(size.name, total=budget_s, completed=min(counters.elapsed_s, budget_s),
                              step=counters.step, loss="-", bleu="-", tps="-")
     model.train()
     final: dict[str, Any] = {}
-    if counters.elapsed_s < budget:
+    if counters.elapsed_s < budget_s:
         # The first step's set-up (cuBLAS handles, allocator pools, autocast kernels) before the clock starts.
         _warmup(model, optimizer, train, plan.next_step(counters.data_position)[0], cfg, device, dtype,
                 forward=forward, rank=rank, world=world)
-    train_clock = TrainingClock(clock)
+
+    def between_steps() -> None:
+        nonlocal train_losses
+        if counters.elapsed_s >= counters.next_eval_s:
+            if main:
+                p = evaluate_now()
+                progress.update(task, bleu=f"{p['dev_bleu']:.2f}")
+            train_losses = []
+            counters.next_eval_s = counters.elapsed_s + t.eval_every_s
+        if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
+            counters.next_checkpoint_s = counters.elapsed_s + t.checkpoint_every_s
+            if main:
+                save_state(state_dir, model, optimizer, counters)
+
+    def step(_clock: TrainingClock) -> budget.StepResult:
+        micro, position = plan.next_step(counters.data_position)
+        lr = lr_at(counters.elapsed_s, budget_s, t.lr, t.warmup_fraction)
+        loss, tokens = train_step(model, optimizer, train, micro, lr, cfg, device, dtype, forward=forward, rank=rank,
+                                  world=world)
+        return budget.StepResult(loss, tokens, position)
+
+    def after_step(r: budget.StepResult) -> None:
+        train_losses.append(r.loss)
+        progress.update(task, completed=min(counters.elapsed_s, budget_s), step=counters.step, loss=f"{r.loss:.3f}",
+                        tps=f"{counters.tokens / max(counters.elapsed_s, 1e-9):,.0f}")
+
     with progress:
-        train_clock.start()
-        while True:
-            counters.elapsed_s = shared_elapsed(counters.elapsed_s, device, world)
-            if counters.elapsed_s >= budget:
-                break
-            with train_clock.paused():  # evaluation and checkpoints: between steps, off the training clock
-                if counters.elapsed_s >= counters.next_eval_s:
-                    if main:
-                        p = evaluate_now()
-                        progress.update(task, bleu=f"{p['dev_bleu']:.2f}")
-                    train_losses = []
-                    counters.next_eval_s = counters.elapsed_s + t.eval_every_s
-                if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
-                    counters.next_checkpoint_s = counters.elapsed_s + t.checkpoint_every_s
-                    if main:
-                        save_state(state_dir, model, optimizer, counters)
-            micro, position = plan.next_step(counters.data_position)
-            lr = lr_at(counters.elapsed_s, budget, t.lr, t.warmup_fraction)
-            loss, tokens = train_step(model, optimizer, train, micro, lr, cfg, device, dtype, forward=forward, rank=rank,
-                                 world=world)
-            counters.elapsed_s += train_clock.lap()  # the end of this step
-            counters.step += 1
-            counters.tokens += tokens
-            counters.data_position = position
-            counters.last_train_loss = loss
-            train_losses.append(loss)
-            progress.update(task, completed=min(counters.elapsed_s, budget), step=counters.step, loss=f"{loss:.3f}",
-                            tps=f"{counters.tokens / max(counters.elapsed_s, 1e-9):,.0f}")
-            if on_step is not None:
-                on_step(counters)
+        budget.run(counters, budget_s, device=device, world=world, read=clock, between_steps=between_steps, step=step,
+                   after_step=after_step, on_step=on_step)
         if main:
             final = evaluate_now()
     if main:
@@ -268,7 +250,7 @@ def train_translation_size(
     row = {
         "model": size.name, "layers": size.layers, "decoder_layers": size.num_decoder_layers, "hidden": size.hidden,
         "heads": size.num_heads, "params": params, "steps": counters.step, "tokens": counters.tokens,
-        "elapsed_s": round(counters.elapsed_s, 3), "budget_s": budget,
+        "elapsed_s": round(counters.elapsed_s, 3), "budget_s": budget_s,
         "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9), "batch_tokens": t.batch_tokens,
         "micro_tokens": micro_tokens, "epochs": counters.data_position / plan.per_epoch, "train_pairs": len(train),
         "final_dev_loss": final.get("dev_loss"), "final_dev_bleu": final.get("dev_bleu"),
@@ -279,10 +261,11 @@ def train_translation_size(
     if main:
         from tlc_export.finetune.model import quiet_transformers
 
-        with atomic.atomic_path(out_dir / "checkpoint") as tmp, quiet_transformers():
-            model.save_pretrained(str(tmp))
-            (tmp / DONE_FILE).write_text(json.dumps(row, indent=2) + "\n")
-        shutil.rmtree(state_dir, ignore_errors=True)
+        def save(folder: Path) -> None:
+            with quiet_transformers():
+                model.save_pretrained(str(folder))
+
+        budget.finish(out_dir, row, save)
     distributed.barrier()
     return row
 
@@ -339,9 +322,7 @@ def train_step(model: Any, optimizer: torch.optim.Optimizer, enc: PairIds, micro
         group["lr"] = lr
     total = _accumulate(model, enc, micro, cfg, device, dtype, forward, rank, world)
     if world > 1:
-        from tlc_export.pretrain.loop import all_reduce
-
-        total = all_reduce(total.reshape(1))[0]
+        total = budget.all_reduce(total.reshape(1))[0]
     if t.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
     optimizer.step()
@@ -357,10 +338,3 @@ def dev_sample(pairs: Sequence[Any], tokenizers: Any, cfg: TranslationConfig) ->
     chosen = list(pairs[: cfg.train.eval_sentences])
     return DevSample([p.source for p in chosen], [p.target for p in chosen],
                      encode_pairs(tokenizers, chosen, cfg.max_source_length, cfg.max_target_length))
-
-
-def _truncate_jsonl(path: Path, lines: int) -> None:
-    """Drop curve points logged after the state being resumed (those steps are redone)."""
-    records = atomic.read_jsonl(path)
-    if len(records) != lines:
-        atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in records[:lines]))
