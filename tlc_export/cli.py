@@ -12,8 +12,8 @@ from rich.table import Table
 
 from tlc_export import __version__, distributed
 from tlc_export.errors import RecipeError, TlcError
-from tlc_export.recipe import Recipe, parse_recipe, schema_lines
-from tlc_export.rundir import RESOLVED_RECIPE, RunDir
+from tlc_export.recipe import Recipe, schema_lines
+from tlc_export.rundir import RunDir
 from tlc_export.sweep.plan import load_plan
 
 console = Console()
@@ -48,15 +48,6 @@ def _fail(exc: Exception) -> None:
     # soft_wrap: paths and commands in the message stay whole (the terminal wraps them for display)
     err_console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
     sys.exit(code)
-
-
-def _recipe_from_run_dir(run_dir: RunDir) -> Recipe:
-    """A run directory remembers its recipe (resolved) and where relative paths point."""
-    path = run_dir.root / RESOLVED_RECIPE
-    if not path.exists():
-        raise TlcError(f"{run_dir.root}: not a run directory (no {RESOLVED_RECIPE}); start one with `tlc run RECIPE`")
-    base = run_dir.load_manifest().get("recipe_base_dir")
-    return parse_recipe(path.read_text(), file=str(path), base_dir=Path(base) if base else run_dir.root)
 
 
 def _run(recipe: Recipe, run_dir: RunDir, only: list[str] | None = None, force: tuple[str, ...] = (),
@@ -349,7 +340,7 @@ def _stage_command(stage: str, doc: str, extra_options: list[click.Option] | Non
     def cmd(run_dir: Path, force: bool, **kw: Any) -> None:
         try:
             rd = RunDir(run_dir)
-            r = _recipe_from_run_dir(rd)
+            r = rd.recipe()
             opts = {k: v for k, v in kw.items() if v}
             options = {stage: opts} if opts else None
             _run(r, rd, only=[stage], force=(stage,) if force else (), options=options)
@@ -428,7 +419,7 @@ def report(run_dirs: tuple[Path, ...], force: bool, compare: bool, out: Path | N
             _print_card(run_dirs[0])
             return
         rd = RunDir(run_dirs[0])
-        _run(_recipe_from_run_dir(rd), rd, only=["report"], force=("report",) if force else ())
+        _run(rd.recipe(), rd, only=["report"], force=("report",) if force else ())
         _print_card(rd.root)
     except TlcError as exc:
         _fail(exc)
@@ -505,26 +496,6 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
         console.print(line)
 
 
-@main.command("translate")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("texts", nargs=-1, required=True)
-@click.option("--model", "size", default=None, help="The size to translate with (default: the best dev BLEU).")
-@click.option("--greedy", is_flag=True, help="Greedy decoding instead of the recipe's decoding.")
-def translate_cmd(run_dir: Path, texts: tuple[str, ...], size: str | None, greedy: bool) -> None:
-    """Translate TEXTS with a model of a finished translation run (RUN_DIR/translation/)."""
-    try:
-        from tlc_export.tasks.translation.serve import translate_with_run
-
-        rd = RunDir(run_dir)
-        chosen, out = translate_with_run(rd.root, _recipe_from_run_dir(rd), list(texts), size=size,
-                                         strategy="greedy" if greedy else None)
-        console.print(f"[dim]{chosen['model']} (dev BLEU {chosen['dev_bleu']:.2f}, test BLEU {chosen['test_bleu']:.2f})[/dim]")
-        for text in out:
-            click.echo(text)
-    except TlcError as exc:
-        _fail(exc)
-
-
 @main.command("predict")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1)
@@ -560,6 +531,27 @@ def predict(bundle: Path, texts: tuple[str, ...], file_: Path | None, text_colum
     except TlcError as exc:
         _fail(exc)
 
+
+def _family_commands() -> None:
+    """The commands a task family adds (`TaskFamily.commands`, e.g. translation's `tlc translate`), their
+    errors reported as every command's."""
+    from tlc_export.tasks import families
+
+    for family in families().values():
+        for cmd in family.commands():
+            run = cmd.callback
+
+            def guarded(*args: Any, _run: Any = run, **kw: Any) -> Any:
+                try:
+                    return _run(*args, **kw)
+                except TlcError as exc:
+                    _fail(exc)
+
+            cmd.callback = guarded
+            main.add_command(cmd)
+
+
+_family_commands()
 
 if __name__ == "__main__":
     main()

@@ -128,6 +128,17 @@ class RunDir:
         m.update(kw)
         atomic.write_json(self.manifest_path, m)
 
+    def recipe(self) -> Any:
+        """The run's recipe (`recipe.resolved.yaml`), relative paths resolved where the original recipe was."""
+        from tlc_export.errors import TlcError
+        from tlc_export.recipe import parse_recipe
+
+        path = self.root / RESOLVED_RECIPE
+        if not path.exists():
+            raise TlcError(f"{self.root}: not a run directory (no {RESOLVED_RECIPE}); start one with `tlc run RECIPE`")
+        base = self.load_manifest().get("recipe_base_dir")
+        return parse_recipe(path.read_text(), file=str(path), base_dir=Path(base) if base else self.root)
+
     def reset_stage(self, name: str) -> None:
         """Remove a stage's folder (its config changed, so its partial work is invalid).
 

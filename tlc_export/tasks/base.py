@@ -74,6 +74,10 @@ class TaskFamily(ABC):
         nothing to report."""
         raise _no_report(self.name)
 
+    def commands(self) -> list[Any]:
+        """CLI commands of the family's own (`click.Command`s; the CLI reports their `TlcError`s)."""
+        return []
+
     def prepare_data(self, recipe: Recipe) -> dict[str, str]:
         """`tlc data prepare`: fetch and check what the recipe reads; {what: one-line description}."""
         return {}

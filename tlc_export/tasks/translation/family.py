@@ -50,6 +50,12 @@ class TranslationFamily(TaskFamily):
             )
         return build_translation_report(data, out_dir, recipe.report.storage_budgets_mb)
 
+    def commands(self) -> list[Any]:
+        """`tlc translate RUN_DIR TEXT…`: a finished run's model on new text."""
+        from tlc_export.tasks.translation.serve import translate_command
+
+        return [translate_command(self)]
+
     def prepare_data(self, recipe: Recipe) -> dict[str, str]:
         """Parallel data only (no pretraining corpus, no classification task): read and split once."""
         from tlc_export.data.fetch import tlc_home

@@ -29,11 +29,10 @@ def choose_model(rows: list[dict[str, Any]], size: str | None = None) -> dict[st
     return best
 
 
-def translate_with_run(root: Path, recipe: Any, texts: list[str], *, size: str | None = None,
+def translate_with_run(family: Any, root: Path, recipe: Any, texts: list[str], *, size: str | None = None,
                        strategy: str | None = None) -> tuple[dict[str, Any], list[str]]:
-    """(the chosen size's row, the translations of `texts`)."""
+    """(the chosen size's row, the translations of `texts`); `family` builds the model."""
     from tlc_export.tasks.translation.decode import translate
-    from tlc_export.tasks.translation.family import TranslationFamily
     from tlc_export.tasks.translation.tokenizer import TranslationTokenizers
 
     results = root / "translation" / "results.json"
@@ -41,8 +40,33 @@ def translate_with_run(root: Path, recipe: Any, texts: list[str], *, size: str |
         raise StageError(f"{root}: not a finished translation run (no translation/results.json); "
                          "run `tlc run` on a translation recipe first")
     row = choose_model(json.loads(results.read_text())["models"], size)
-    model = TranslationFamily().build_model(recipe, checkpoint=root / row["checkpoint"])
+    model = family.build_model(recipe, checkpoint=root / row["checkpoint"])
     tokenizers = TranslationTokenizers.load(root / "translation" / "tokenizer")
     cfg = recipe.translation
     return row, translate(model, tokenizers, texts, cfg.decoding, max_source_length=cfg.max_source_length,
                           strategy=strategy)
+
+
+def translate_command(family: Any) -> Any:
+    """The `tlc translate` click command (`family` builds the model)."""
+    import click
+    from rich.console import Console
+
+    from tlc_export.rundir import RunDir
+
+    @click.command("translate")
+    @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click.argument("texts", nargs=-1, required=True)
+    @click.option("--model", "size", default=None, help="The size to translate with (default: the best dev BLEU).")
+    @click.option("--greedy", is_flag=True, help="Greedy decoding instead of the recipe's decoding.")
+    def translate_cmd(run_dir: Path, texts: tuple[str, ...], size: str | None, greedy: bool) -> None:
+        """Translate TEXTS with a model of a finished translation run (RUN_DIR/translation/)."""
+        rd = RunDir(run_dir)
+        chosen, out = translate_with_run(family, rd.root, rd.recipe(), list(texts), size=size,
+                                         strategy="greedy" if greedy else None)
+        Console().print(f"[dim]{chosen['model']} (dev BLEU {chosen['dev_bleu']:.2f}, "
+                        f"test BLEU {chosen['test_bleu']:.2f})[/dim]")
+        for text in out:
+            click.echo(text)
+
+    return translate_cmd
