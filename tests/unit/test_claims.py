@@ -107,6 +107,9 @@ def _flags(n_correct: int, lost_from: int = 0, lost: int = 0) -> np.ndarray:
     return c
 
 
+MATRIX_SPREAD = (-0.1, -0.03, 0.03, 0.1)
+
+
 def make_run(
     root: Path,
     curves: dict[str, Curve] | None = None,
@@ -154,7 +157,15 @@ def make_run(
             m = quant_error.get(size, 0.015)
             err.append({"model": size, "module_type": t, "tensors": 4, "params": int(PARAMS[size] * share), "bits": 4,
                         "sparsity": 0.6, "quant_mean": m, "quant_var": (0.8 * m) ** 2, "quant_std": 0.8 * m,
-                        "prune_mean": 2 * m, "prune_var": m**2, "prune_std": m})
+                        "prune_mean": 2 * m, "prune_var": m**2, "prune_std": m,
+                        "quant_matrix_means": [m * (1 + x) for x in MATRIX_SPREAD],
+                        "prune_matrix_means": [2 * m] * 4})
+        # The embeddings: most of the entries, one matrix, and a huge error for the largest size. Claim 5
+        # leaves them out (they would swamp a parameter-weighted mean).
+        big = 1.0 if size == LARGE else 0.001
+        err.append({"model": size, "module_type": "embeddings", "tensors": 1, "params": PARAMS[size] * 3, "bits": 4,
+                    "sparsity": 0.6, "quant_mean": big, "quant_var": big**2, "quant_std": big, "prune_mean": big,
+                    "prune_var": big, "prune_std": big, "quant_matrix_means": [big], "prune_matrix_means": [big]})
     (root / "compress" / "error_analysis.json").write_text(json.dumps(err))
     return root
 
@@ -382,12 +393,18 @@ def test_frontier_claim_maps_the_verdict(tmp_path: Path) -> None:
 def test_error_claim_holds_fails_and_ties(tmp_path: Path) -> None:
     c = card(make_run(tmp_path / "h", quant_error={SMALL: 0.020, LARGE: 0.012}))[5]
     assert c.status == HOLDS and c.estimate == pytest.approx(0.012 - 0.020)
-    # independent: the normal interval of a difference of two means with 0.8·m standard deviations
-    n_s = int(PARAMS[SMALL] * 0.3) + int(PARAMS[SMALL] * 0.7)
-    n_l = int(PARAMS[LARGE] * 0.3) + int(PARAMS[LARGE] * 0.7)
-    se = math.sqrt((0.8 * 0.012) ** 2 / n_l + (0.8 * 0.020) ** 2 / n_s)
-    assert c.interval == pytest.approx((-0.008 - 1.96 * se, -0.008 + 1.96 * se), rel=1e-3)
+    # Independent reference: 4 matrices per type and size with errors m·(1 ± 0.1), m·(1 ± 0.03); two module
+    # types alike, so the mean over types has variance (s_L²/4 + s_S²/4) / 2 with s = m·sd(spread), and by
+    # Welch–Satterthwaite 2·(a + b)² / (a²/3 + b²/3) degrees of freedom (a, b the two sizes' s²/4).
+    sd = float(np.std(MATRIX_SPREAD, ddof=1))
+    a, b = (0.012 * sd) ** 2 / 4, (0.020 * sd) ** 2 / 4
+    df = 2 * (a + b) ** 2 / (a * a / 3 + b * b / 3)
+    assert 9 < df < 11  # t(0.975, 9) = 2.262, t(0.975, 11) = 2.201 (tables)
+    se = math.sqrt((a + b) / 2)
+    assert -0.008 - 2.262 * se <= c.interval[0] <= -0.008 - 2.201 * se
+    assert -0.008 + 2.201 * se <= c.interval[1] <= -0.008 + 2.262 * se
     assert c.numbers["module_types_lower_for_larger"] == ["attention.qkv", "ffn.in"]
+    assert c.numbers["module_types_compared"] == ["attention.qkv", "ffn.in"]  # not the embeddings
     assert card(make_run(tmp_path / "f", quant_error={SMALL: 0.012, LARGE: 0.020}))[5].status == FAILS
     assert card(make_run(tmp_path / "t", quant_error={SMALL: 0.015, LARGE: 0.015}))[5].status == NOISE
 
