@@ -307,6 +307,26 @@ def test_compression_claim_holds_fails_and_ties(tmp_path: Path) -> None:
     assert card(make_run(tmp_path / "f", drops={SMALL: (4, 6), LARGE: (60, 80)}))[3].status == FAILS
     tie = card(make_run(tmp_path / "t", drops={SMALL: (20, 20), LARGE: (20, 20)}))[3]
     assert tie.status == NOISE and tie.interval[0] < 0 < tie.interval[1]
+    # One pretraining seed: a decided claim says so wherever it is printed.
+    assert c.seeds == 1 and c.status_text == "holds (one seed: indicative)" and c.to_dict()["indicative"] is True
+
+
+def test_compression_claim_on_few_differing_examples_is_not_decided(tmp_path: Path) -> None:
+    # 4 examples lost by the small model and none by the large: a bootstrap interval excludes 0, but four
+    # one-way examples are p = 0.125 for the exact sign-flip test, so the part is within noise.
+    c = card(make_run(tmp_path / "few", drops={SMALL: (4, 4), LARGE: (0, 0)}))[3]
+    q = {p.name: p for p in c.parts}["quantization"]
+    assert q.status == NOISE and q.numbers["examples_differing"] == 4 and q.numbers["sign_flip_p"] == pytest.approx(0.125)
+
+
+def test_claim_3_is_not_measured_when_a_compared_model_did_not_learn(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "weak", drops={SMALL: (60, 80), LARGE: (4, 6)})
+    rows = json.loads((root / "compress" / "results.json").read_text())
+    for r in rows:
+        r["learned_task"] = not (r["model"] == SMALL and r["variant"].endswith("s00.b32")) and r["model"] != SMALL
+    (root / "compress" / "results.json").write_text(json.dumps(rows))
+    c = card(root)
+    assert c[3].status == NOT_MEASURED and "did not learn the task" in c[3].reason
 
 
 def test_compression_drop_shape_is_stated_across_three_sizes(tmp_path: Path) -> None:
@@ -356,6 +376,12 @@ def test_frontier_claim_maps_the_verdict(tmp_path: Path) -> None:
     assert v_won.outcome == "won" and v_lost.outcome == "lost"
     assert claim_frontier(won, v_won).status == HOLDS and claim_frontier(won, v_won).evidence == v_won.sentence
     assert claim_frontier(lost, v_lost).status == FAILS
+    # The reference did not learn the task: the verdict decides nothing and claim 4 says why.
+    weak = rows(0.75, 1_000_000)
+    weak[1]["learned_task"] = False
+    v_weak = verdict(weak, 0.90)
+    assert not v_weak.decided and claim_frontier(weak, v_weak).status == NOT_MEASURED
+    assert claim_frontier(weak, v_weak).reason.startswith(f"Not decided: {SMALL}.s00.b8 did not learn the task")
     # Without per-example predictions no paired test can be made: not measured, and the reason says so.
     bare = rows(0.75, 1_000_000)
     assert claim_frontier(bare).status == NOT_MEASURED and "predictions" in claim_frontier(bare).reason
