@@ -64,9 +64,9 @@ def cfg(**kw: object) -> PretrainConfig:
 
 
 class StepClock:
-    """The loop's training clock, driven by the steps: reading it costs nothing, every optimizer step lasts
-    exactly `dt` seconds. Whatever happens between steps (evaluation, checkpoints) takes no time on it
-    unless a test advances it on purpose. `dt` is a power of two, so budgets are reached exactly."""
+    """A fake clock: reading it costs nothing; time moves only by `advance` (each training step: `dt`).
+    Whatever happens between steps (evaluation, checkpoints) takes no time on it unless a test advances it
+    on purpose. Powers of two for `dt` reach budgets exactly."""
 
     def __init__(self, dt: float) -> None:
         self.t, self.dt = 0.0, dt
@@ -74,33 +74,29 @@ class StepClock:
     def __call__(self) -> float:
         return self.t
 
+    def advance(self, seconds: float | None = None) -> None:
+        self.t += self.dt if seconds is None else seconds
 
-def step_clock(monkeypatch: pytest.MonkeyPatch, dt: float = 1 / 32) -> StepClock:
-    """Install a StepClock as the loop's clock; each built step function advances it by `dt` per step."""
+
+def use_step_clock(monkeypatch: pytest.MonkeyPatch, dt: float) -> StepClock:
+    """The loop reads `fake`, and every training step (not the warm-up) lasts exactly `dt` on it."""
     import tlc_export.pretrain.loop as loop
 
-    clock = StepClock(dt)
-    real_build = loop._build_step
+    fake = StepClock(dt)
 
-    class Timed:
-        def __init__(self, step_fn) -> None:  # noqa: ANN001
-            self.step_fn = step_fn
-
-        def __getattr__(self, name: str):  # noqa: ANN204 - micro_batch_size, rows_computed, ...
-            return getattr(self.step_fn, name)
-
+    class TimedStep(loop.TrainStep):
         def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
-            out = self.step_fn(*args, **kwargs)
-            clock.t += clock.dt
-            return out
+            fake.advance()
+            return super().__call__(*args, **kwargs)
 
-    def build(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        step_fn, compile_s, graphs = real_build(*args, **kwargs)
-        return Timed(step_fn), compile_s, graphs
+    monkeypatch.setattr(loop, "clock", fake)
+    monkeypatch.setattr(loop, "TrainStep", TimedStep)
+    return fake
 
-    monkeypatch.setattr(loop, "_build_step", build)
-    monkeypatch.setattr(loop, "clock", clock)
-    return clock
+
+def step_clock(monkeypatch: pytest.MonkeyPatch, dt: float = 1 / 32) -> StepClock:
+    """`use_step_clock` with the suite's default step of 1/32 s."""
+    return use_step_clock(monkeypatch, dt)
 
 
 def test_budget_schedule_and_final_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
