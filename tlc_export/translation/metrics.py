@@ -160,7 +160,10 @@ def compare_statistics(stats_a: Any, stats_b: Any, *, samples: int = BOOTSTRAP_R
     n = sa.shape[0]
     bleu_a, bleu_b = bleu_from_statistics(sa.sum(0)), bleu_from_statistics(sb.sum(0))
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=samples).astype(np.float64)
+    idx = rng.integers(0, n, size=(samples, n))
+    # Each resample as how often it draws each sentence: its summed statistics are one matrix product.
+    weights = np.zeros((samples, n))
+    np.add.at(weights, (np.arange(samples)[:, None], idx), 1.0)
     diffs = bleu_from_statistics_batch(weights @ sa) - bleu_from_statistics_batch(weights @ sb)
     low, high = (float(x) for x in np.percentile(diffs, [2.5, 97.5]))
     # Approximate randomization: under "A and B are exchangeable" each sentence's two translations
