@@ -116,14 +116,32 @@ def test_eval_and_checkpoint_time_not_counted(tmp_path: Path, monkeypatch: pytes
 
 
 class StepClock:
-    """A training clock on which every step lasts exactly `dt` seconds (each reading advances it by `dt`)."""
+    """A fake clock: reading it costs nothing; time moves only by `advance` (each training step: `dt`)."""
 
     def __init__(self, dt: float) -> None:
         self.t, self.dt = 0.0, dt
 
     def __call__(self) -> float:
-        self.t += self.dt
         return self.t
+
+    def advance(self, seconds: float | None = None) -> None:
+        self.t += self.dt if seconds is None else seconds
+
+
+def use_step_clock(monkeypatch: pytest.MonkeyPatch, dt: float) -> StepClock:
+    """The loop reads `fake`, and every training step (not the warm-up) lasts exactly `dt` on it."""
+    import tlc_export.pretrain.loop as loop
+
+    fake = StepClock(dt)
+
+    class TimedStep(loop.TrainStep):
+        def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+            fake.advance()
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "clock", fake)
+    monkeypatch.setattr(loop, "TrainStep", TimedStep)
+    return fake
 
 
 def _snapshotting(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
@@ -138,7 +156,7 @@ def _snapshotting(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
         real_save(target, model, optimizer, counters)
         shutil.copytree(target, folder / f"step{counters.step:04d}", dirs_exist_ok=True)
 
-    monkeypatch.setattr(loop, "clock", StepClock(0.05))
+    use_step_clock(monkeypatch, 0.05)
     monkeypatch.setattr(loop, "save_state", save_and_copy)
 
 
