@@ -285,7 +285,10 @@ def verify_cmd(run_dir: Path) -> None:
     from tlc_export.writer_lock import holder, is_locked
 
     if not RunDir(run_dir).exists() and not is_sweep_dir(run_dir):
-        _fail(TlcError(f"{run_dir}: no manifest.json here; is it a run directory?"))
+        if (run_dir / "tlc.json").is_file():
+            _verify_bundle(run_dir)
+            return
+        _fail(TlcError(f"{run_dir}: no manifest.json here; is it a run directory (or a bundle)?"))
     if is_locked(run_dir):
         h = holder(run_dir) or {}
         console.print(f"[yellow]note:[/yellow] PID {h.get('pid', '?')} (`{h.get('command', '?')}`) is writing here; "
@@ -322,6 +325,22 @@ def verify_cmd(run_dir: Path) -> None:
     err_console.print(f"[bold red]error:[/bold red] {nfaults} fault(s); the earliest stage to re-run is "
                       f"`{first.stage}`: `{cmd}`", highlight=False, soft_wrap=True)
     sys.exit(1)
+
+
+def _verify_bundle(root: Path) -> None:
+    """A bundle from `tlc package`: its files against the checksums its tlc.json records (what `tlc predict` checks)."""
+    from tlc_export.serving.bundle import Bundle, bundle_family
+
+    try:
+        if bundle_family(root) == "translation":
+            from tlc_export.serving.translation import TranslationBundle
+
+            TranslationBundle.open(root, verify=True)
+        else:
+            Bundle.open(root, verify=True)
+    except TlcError as exc:
+        _fail(exc)
+    console.print(f"[green]✓ {root}[/green]: the bundle's files match the checksums in its tlc.json")
 
 
 @main.group()

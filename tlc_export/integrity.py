@@ -195,7 +195,7 @@ class BackgroundCheck:
         self.fault: Fault | None = None
         self._stop = threading.Event()
         self._guard = threading.Lock()
-        self._watching = True  # the main thread is inside the stage: a fault interrupts it
+        self._watching = False  # the main thread is inside the stage (`watch`): a fault interrupts it
         self._interrupted = False
         self._thread = threading.Thread(target=self._work, name="tlc-verify", daemon=True)
         self._thread.start()
@@ -221,6 +221,13 @@ class BackgroundCheck:
                         _thread.interrupt_main()
                         self._interrupted = True
                 return
+
+    def watch(self) -> None:
+        """The stage starts now: a fault found from here on interrupts it; one found already is raised here."""
+        with self._guard:
+            if self.fault is not None:
+                raise IntegrityError(fault_message(self.run_root, self.fault, self.reader))
+            self._watching = True
 
     def error(self) -> IntegrityError | None:
         return IntegrityError(fault_message(self.run_root, self.fault, self.reader)) if self.fault else None

@@ -270,6 +270,8 @@ def _execute(
     )
     try:
         try:
+            if check is not None:
+                check.watch()
             outputs = stage.run(ctx)
         except KeyboardInterrupt:
             if check is None or check.fault is None:
