@@ -61,8 +61,10 @@ def is_locked(root: str | os.PathLike[str]) -> bool:
 
 
 def _command() -> str:
-    args = [os.path.basename(sys.argv[0]) if sys.argv else "python", *sys.argv[1:]]
-    return " ".join(args)
+    prog = os.path.basename(sys.argv[0]) if sys.argv else "python"
+    if prog in ("cli.py", "__main__.py"):  # python -m tlc_export.cli, torchrun … -m tlc_export.cli
+        prog = "tlc"
+    return " ".join([prog, *sys.argv[1:]])
 
 
 @contextlib.contextmanager
