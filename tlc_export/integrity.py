@@ -172,9 +172,9 @@ def rebuild_command(run_root: Path, stage: str) -> str:
         return f"rm -r {run_root / 'package' / 'export'} && tlc package {run_root} --out …"  # re-exports the pair
     recipe = meta.get("recipe_path")
     sweep = meta.get("sweep") if meta.get("kind") != "sweep" else None
-    if recipe and isinstance(sweep, dict) and "parent" in sweep:
+    if isinstance(sweep, dict) and "parent" in sweep:
         parent = os.path.normpath(run_root / sweep["parent"])
-        return f"tlc run {recipe} --run-dir {parent} --point {sweep.get('index')} --force {stage}"
+        return f"tlc run {recipe or 'RECIPE'} --run-dir {parent} --point {sweep.get('index')} --force {stage}"
     if recipe:
         return f"tlc run {recipe} --run-dir {run_root} --force {stage}"
     return f"tlc run RECIPE --run-dir {run_root} --force {stage}"
