@@ -295,16 +295,14 @@ def owning_record(run_root: Path, path: Path) -> tuple[str, Path, dict[str, Any]
 def verify_files(run_root: Path, paths: Iterable[Path], reader: str) -> None:
     """Check each file (fully, whatever its size) against the record of the stage that wrote it.
 
-    A file no record covers is refused too: a command that ships bytes (`tlc package`) must know they are the
-    ones that were measured.
+    A file in a recorded stage folder but not in its record (added after the stage finished) is refused. A file of
+    a stage without any record (a run from before tlc recorded checksums) is not checked, as in the runner;
+    `tlc verify` lists such files as unrecorded.
     """
     for path in paths:
         owner = owning_record(run_root, path)
         if owner is None:
-            raise IntegrityError(
-                f"{path}: no checksum recorded for it (the run predates checksums, or the file was added by hand); "
-                f"{reader} ships only recorded bytes. Re-run the stage that writes it with "
-                f"`{rebuild_command(run_root, path.absolute().relative_to(run_root.absolute()).parts[0])}`")
+            continue
         stage, folder, rec = owner
         rel = path.absolute().relative_to(folder.absolute()).as_posix()
         want = rec["files"].get(rel)
