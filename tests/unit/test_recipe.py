@@ -127,3 +127,11 @@ def test_schema_documents_every_field() -> None:
     assert {"pretrain.time_budget_s", "models.sizes[].hidden", "compress.quantize.bits", "data.sources[].kind"} <= paths
     undocumented = [r[0] for r in rows if not r[3]]
     assert undocumented == []
+
+
+def test_quickstart_learns_a_genre_task_and_rt_polarity_keeps_its_own_recipe() -> None:
+    quick = load_plan(ROOT / "recipes" / "quickstart.yaml")
+    assert quick.finetune.task.kind == "brown-genre" and [s.kind for s in quick.data.sources] == ["brown"]
+    assert quick.finetune.patience is not None and quick.finetune.patience >= 2  # trains to a plateau, capped
+    rt = load_plan(ROOT / "recipes" / "rt-polarity.yaml")
+    assert rt.finetune.task.kind == "rt-polarity" and len(rt.models.grid()) >= 3

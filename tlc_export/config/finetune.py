@@ -29,6 +29,11 @@ class TaskConfig(Section):
     dev_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction held out as dev, by a stable hash of the text (of the documents, for brown-genre).")
     test_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction held out as test, by a stable hash of the text (of the documents, for brown-genre).")
     max_train_examples: int | None = Field(default=None, gt=0, description="Cap the training split (quick runs).")
+    max_eval_examples: int | None = Field(
+        default=None, gt=0,
+        description="Cap dev and test at this many examples each, a fixed subset by a stable hash (quick runs: every "
+        "compressed variant is scored on both, so their size sets the compress and export stages' time).",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> TaskConfig:

@@ -115,6 +115,7 @@ def _brown_genre(task_cfg: TaskConfig) -> TaskData:
     parts, where = split_rows(load_brown_genre(), task_cfg.dev_fraction, task_cfg.test_fraction)
     train, dev, test = ([Example(r.text, r.label) for r in parts[s]] for s in ("train", "dev", "test"))
     train = cap_examples(train, task_cfg.max_train_examples)
+    dev, test = (cap_examples(x, task_cfg.max_eval_examples) for x in (dev, test))
     docs = {s: sum(1 for w in where.values() if w == s) for s in ("train", "dev", "test")}
     return TaskData(train=train, dev=dev, test=test, num_labels=len(LABEL_NAMES), label_names=list(LABEL_NAMES),
                     split_unit="document", documents=docs)
@@ -140,6 +141,7 @@ def load_task(task_cfg: TaskConfig, recipe: Recipe) -> TaskData:
         raise DataSourceError(f"finetune.task.kind: unknown task kind '{task_cfg.kind}'")
     train, dev, test = split_examples(examples, task_cfg.dev_fraction, task_cfg.test_fraction)
     train = cap_examples(train, task_cfg.max_train_examples)
+    dev, test = (cap_examples(x, task_cfg.max_eval_examples) for x in (dev, test))
     if not (train and dev and test):
         raise DataSourceError(
             f"finetune.task: {len(examples)} examples give an empty split (train {len(train)}, dev "
