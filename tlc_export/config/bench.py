@@ -18,6 +18,12 @@ class BenchConfig(Section):
         default_factory=lambda: ["torch-eager", "torch-compile", "torch-int8", "torch-int4", "onnxruntime", "tensorrt"],
         description="Backends to measure; one that cannot run here yields rows marked unavailable.",
     )
+    onnxruntime_providers: list[Literal["cpu", "cuda", "tensorrt"]] = Field(
+        default_factory=lambda: ["cpu", "cuda", "tensorrt"],
+        description="ONNX Runtime execution providers every timed ONNX file runs on: cpu always; cuda and tensorrt "
+        "(ONNX Runtime's own TensorRT provider, which builds and caches its own engines) only where "
+        "onnxruntime.get_available_providers() has them, with device-resident inputs and outputs (IO binding).",
+    )
     dtypes: list[Literal["fp32", "fp16", "bf16"]] = Field(
         default_factory=lambda: ["fp32"], description="Torch backend dtypes (fp16/bf16 only on CUDA)."
     )
