@@ -154,7 +154,8 @@ def test_token_batches_cover_every_pair_within_budget(tokenizers):
     assert flat == list(range(len(PAIRS)))
     for b in batches:
         padded = len(b) * (max(len(enc.source[i]) for i in b) + max(len(enc.target[i]) for i in b))
-        assert padded <= 64 or len(b) == 1
+        if len(b) > 1:  # one pair longer than the budget travels alone
+            assert padded <= 64
     assert token_batches(enc, 64, seed=3) == batches and token_batches(enc, 64, seed=4) != batches
     batch = collate(enc, batches[0])
     row = batches[0][0]
