@@ -129,6 +129,14 @@ def test_schema_documents_every_field() -> None:
     assert undocumented == []
 
 
+def test_quickstart_learns_a_genre_task_and_rt_polarity_keeps_its_own_recipe() -> None:
+    quick = load_plan(ROOT / "recipes" / "quickstart.yaml")
+    assert quick.finetune.task.kind == "brown-genre" and [s.kind for s in quick.data.sources] == ["brown"]
+    assert quick.finetune.patience is not None and quick.finetune.patience >= 2  # trains to a plateau, capped
+    rt = load_plan(ROOT / "recipes" / "rt-polarity.yaml")
+    assert rt.finetune.task.kind == "rt-polarity" and len(rt.models.grid()) >= 3
+
+
 @pytest.mark.parametrize("sizes, path", [("[0]", "bench.batch_sizes[0]"), ("[1, -4]", "bench.batch_sizes[1]"),
                                          ("[]", "bench.batch_sizes")])
 def test_bench_batch_sizes_must_be_positive(tmp_path: Path, sizes: str, path: str) -> None:

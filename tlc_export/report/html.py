@@ -130,6 +130,7 @@ FINETUNE_COLUMNS = [
     ("dev_accuracy", "dev acc %", "pct"), ("dev_accuracy_ci", "dev 95 %", "ci"),
     ("test_accuracy", "test acc %", "pct"), ("test_accuracy_ci", "test 95 %", "ci"),
     ("majority_accuracy", "majority %", "pct"), ("learned", "learned the task (test)", "l"),
+    ("converged_text", "finetuning converged (dev)", "l"),
 ]
 
 
@@ -165,6 +166,14 @@ def splits_text(ctx: dict[str, Any]) -> str:
         name = maj.get("label_name", maj.get("label"))
         text += (f" Majority baseline: always answering {name!r} scores {100 * maj['accuracy']:.1f} % of {rep} "
                  f"(n = {maj['n']}); a model not significantly above it did not learn the task.")
+    overlap = ctx.get("task_overlap")
+    if overlap:
+        from tlc_export.data.overlap import overlap_line
+
+        held = overlap.get("heldout_documents") or {}
+        text += (" Task text in the pretraining corpus: " + overlap_line(overlap)
+                 + (f"; the pretraining corpus left out the task's {sum(held.values())} dev and test documents" if held
+                    else "") + ".")
     return text
 
 
@@ -186,6 +195,10 @@ def not_learned_lines(ctx: dict[str, Any]) -> list[str]:
                    f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] is not significantly above the majority class "
                    f"({100 * r['majority_accuracy']:.1f} %; exact McNemar p = {r.get('above_majority_p', float('nan')):.3g}). "
                    "Its variants are still listed, but their accuracies mean little.")
+    for r in ctx.get("not_converged", []):
+        out.append(f"{r['model']}'s finetuning had not converged: its best dev accuracy came {r.get('evals_since_best')} "
+                   "evaluation(s) before the end (converged means two or more evaluations without a new best); "
+                   "a longer finetune may change its accuracy.")
     return out
 
 
