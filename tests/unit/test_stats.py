@@ -201,7 +201,7 @@ def test_mcnemar_interval_is_clopper_pearson_and_agrees_with_the_exact_test_on_a
             b[only_a:only_a + only_b] = True
             _, _, p = mcnemar_exact(a, b)
             lo, hi = mcnemar_interval(only_a, only_b, n)
-            assert (lo > 0 or hi < 0) == (p < 0.05), (only_a, only_b, p, lo, hi)
+            assert (not lo <= 0 <= hi) == (p < 0.05), (only_a, only_b, p, lo, hi)
             assert lo <= (only_a - only_b) / n <= hi
 
 
