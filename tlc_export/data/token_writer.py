@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tlc_export import atomic
+from tlc_export import atomic, integrity
 from tlc_export.data.encode_worker import encode_texts, init_worker
 from tlc_export.data.shards import (
     GrowingFiles,
@@ -284,4 +284,7 @@ def write_token_files(
         }
         atomic.write_json(partial / names["header"], headers[split])
     publish(partial, Path(out_dir) / TOKENS_DIR)
+    for split in SPLITS:  # hashed as written: the stage's checksum record does not read them again
+        for key, digest in headers[split]["sha256"].items():
+            integrity.note(Path(out_dir) / TOKENS_DIR / headers[split]["files"][key], digest)
     return TokenFilesResult(headers, text_hash.hexdigest(), n_read, sum(resumed.values()), workers)

@@ -120,6 +120,10 @@ class TaskFamily(ABC):
         """The lines (rich markup) `tlc package` prints about a bundle it wrote."""
         return [f"packaged {meta.get('variant')} ({meta.get('format')}) → {out}"]
 
+    def open_bundle(self, bundle_dir: Path) -> Any:
+        """The bundle of this family, every file checked against the checksums its tlc.json records."""
+        raise _no_bundle(self.name)
+
     def open_predictor(self, bundle_dir: Path, *, batch_size: int = 32, threads: int | None = None) -> Any:
         """The Python predictor of a bundle of this family (checksums verified)."""
         raise _no_bundle(self.name)

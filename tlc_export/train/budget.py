@@ -21,7 +21,7 @@ import torch
 
 from tlc_export import atomic
 from tlc_export.train.clock import TrainingClock
-from tlc_export.train.state import Counters, load_state
+from tlc_export.train.state import Counters, has_state, load_state
 
 DONE_FILE = "done.json"
 
@@ -47,7 +47,7 @@ def start(out_dir: Path, curves_path: Path, model: torch.nn.Module, optimizer: t
     then the dropout seed. Returns (counters, resumed)."""
     state_dir = Path(out_dir) / "state"
     counters = Counters(next_checkpoint_s=checkpoint_every_s)
-    resumed = state_dir.exists()
+    resumed = has_state(state_dir)
     if resumed:
         counters = load_state(state_dir, model, optimizer, restore_rng=world == 1)
         if main:

@@ -111,6 +111,11 @@ class ClassificationFamily(TaskFamily):
 
         return classification_summary(dict(meta), out)
 
+    def open_bundle(self, bundle_dir: Path) -> Any:
+        from tlc_export.serving import Bundle
+
+        return Bundle.open(bundle_dir, verify=True)
+
     def open_predictor(self, bundle_dir: Path, *, batch_size: int = 32, threads: int | None = None) -> Any:
         """A `tlc_export.serving.Predictor` (`.predict(texts)` → labels and probabilities)."""
         from tlc_export.serving import Bundle, Predictor

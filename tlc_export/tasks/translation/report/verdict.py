@@ -2,8 +2,9 @@
 
 Dev selects (the reference's and witness's variants, every answer's pick), test reports: two models'
 test translations of the same sentences are compared by `tlc_export.tasks.translation.metrics.compare_translations`
-(paired bootstrap over sentences, corpus BLEU recomputed per resample): "won" when the whole 95 % interval
-of the BLEU difference is above 0, "lost" when below, "within noise" otherwise. No "won" inside the noise.
+(a paired permutation test over sentences decides with the paired-bootstrap interval of the BLEU
+difference, corpus BLEU recomputed per resample): "won" when both put A ahead, "lost" when both put it
+behind, "within noise" otherwise, "not tested" on fewer than 20 sentences. No "won" inside the noise.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from tlc_export.report.answers import (
 from tlc_export.report.data import compression_label
 from tlc_export.report.pareto import geometric_budgets
 from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
-from tlc_export.tasks.translation.metrics import TranslationComparison, compare_translations
+from tlc_export.tasks.translation.metrics import (
+    MIN_SENTENCES,
+    TranslationComparison,
+    compare_translations,
+)
 from tlc_export.tasks.translation.report.data import TranslationReportData
 
 METRIC = "bleu"
@@ -35,10 +40,13 @@ DEFINITION = (
     "variant: the compressed variant (sparsity > 0 or bits < 32) with the most storage bytes (the dense model if S "
     "has no compressed variant). Among L's variants with storage_bytes <= the reference's, dev BLEU picks the witness "
     "(ties: the smaller). Witness and reference are compared on the test split, on the same sentences: a paired "
-    "bootstrap over sentences (1,000 resamples, corpus BLEU recomputed each time) gives a 95 % interval of the BLEU "
-    "difference; above 0 is \"won\", below 0 \"lost\", otherwise \"within noise\". Intervals of each BLEU are "
-    "sacrebleu's bootstrap. Without a variant of L that fits, or without the test translations of both, the claim "
-    "is not tested."
+    "permutation test (1,000 swaps of the two systems' translations, two-sided) and a paired bootstrap over sentences "
+    "(1,000 resamples, corpus BLEU recomputed each time) giving a 95 % interval of the BLEU difference; \"won\" when "
+    "p < 0.05 and the interval is above 0, \"lost\" when p < 0.05 and it is below 0, otherwise \"within noise\". "
+    "Intervals of each BLEU are sacrebleu's bootstrap. Without a variant of L that fits, without the test "
+    "translations of both, or with fewer than 20 test sentences, the claim is not tested; it is not decided when "
+    "either model did not beat copying the source, or significantly beats its own uncompressed model (a training "
+    "effect of recovery finetuning)."
 )
 
 
@@ -97,7 +105,7 @@ def _result(head: str, w: Row, ref: Row, c: Any, pair: Any, ref_txt: str, select
         f"The witness {w['variant']} was chosen on {select_split} among the {len(pair.candidates or [])} variant(s) of the "
         f"largest model within the storage of {ref_txt} ({select_split} BLEU {bleu_ci(w, select_split)} vs "
         f"{bleu_ci(ref, select_split)}); it uses {float(w['storage_bytes']) / float(ref['storage_bytes']):.2f}× "
-        f"the reference's storage; share of resamples where it is not ahead: {p_text(c.p_value)}."
+        f"the reference's storage; paired permutation test over sentences: two-sided {p_text(c.p_value)}."
     )
 
 
@@ -108,10 +116,14 @@ TRANSLATION_VERDICT = VerdictText(
     no_paired_test="Not tested: the {split} translations of {witness} or {reference} are missing or not of the same "
                    "sentences, so no paired test can be made; rerun the compress stage.",
     result=_result,
-    baseline=lambda ref, split: ("copying the source sentence as its translation (BLEU "
-                                 f"{float(ref.get('copy_baseline_bleu') or 0):.2f} on {split}; did not learn the task)"),
+    baseline=lambda ref, split: ("not significantly above copying the source sentence as its translation, BLEU "
+                                 f"{float(ref.get('copy_baseline_bleu') or 0):.2f} on {split}"),
     budget="training",
+    unit="BLEU",
+    scale=1.0,
     no_usable="Not tested: no compressed variant has {select} and {report} BLEU with its storage; run the compress stage.",
+    not_tested=lambda c, split: (f"Not tested: the {split} split has {c.n} sentences; a BLEU comparison needs at least "
+                                 f"{MIN_SENTENCES}."),
 )
 
 
