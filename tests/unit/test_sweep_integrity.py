@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from tlc_export.cli import main
-from tlc_export.recipe import parse_plan
 from tlc_export.stages.base import Stage, StageContext
+from tlc_export.sweep.plan import parse_plan
 from tlc_export.sweep.run import run_sweep
 from tlc_export.tasks.classification.family import ClassificationFamily
 
