@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,6 +27,29 @@ def section_type(ann: Any) -> type[Section] | None:
         if found is not None:
             return found
     return None
+
+
+class SizeShape:
+    """What every family's model size derives from its fields (`layers`, `hidden`, `heads`, `ffn`): attention
+    heads (default hidden/64, at least 1), feed-forward width (default 4 × hidden) and the name `6L-512H`."""
+
+    if TYPE_CHECKING:  # the fields are the sections' own (pydantic must not see them here: their order is the recipe's)
+        layers: int
+        hidden: int
+        heads: int | None
+        ffn: int | None
+
+    @property
+    def num_heads(self) -> int:
+        return self.heads if self.heads is not None else max(1, self.hidden // 64)
+
+    @property
+    def ffn_size(self) -> int:
+        return self.ffn if self.ffn is not None else 4 * self.hidden
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers}L-{self.hidden}H"
 
 
 def check_size_grid(sizes: Sequence[Any] | None, depth: Sequence[int] | None, width: Sequence[int] | None,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from tlc_export.config.common import Section, check_size_grid, size_grid
+from tlc_export.config.common import Section, SizeShape, check_size_grid, size_grid
 
 
-class ModelSize(Section):
+class ModelSize(SizeShape, Section):
     """One pre-LayerNorm RoBERTa size."""
 
     layers: int = Field(ge=1, le=128, description="Number of Transformer layers (depth).")
@@ -24,17 +24,6 @@ class ModelSize(Section):
             )
         return self
 
-    @property
-    def num_heads(self) -> int:
-        return self.heads if self.heads is not None else max(1, self.hidden // 64)
-
-    @property
-    def ffn_size(self) -> int:
-        return self.ffn if self.ffn is not None else 4 * self.hidden
-
-    @property
-    def name(self) -> str:
-        return f"{self.layers}L-{self.hidden}H"
 
 
 class ModelsConfig(Section):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tlc_export.config.common import Section, check_size_grid, size_grid
+from tlc_export.config.common import Section, SizeShape, check_size_grid, size_grid
 
 # The built-in Bible's books (1 = Genesis … 66 = Revelation). Dev and test are whole books, so the
 # neighbouring verses of a dev or test passage are never trained on. Parallel passages in other books
@@ -114,7 +114,7 @@ class TranslationTokenizer(Section):
     )
 
 
-class TranslationSize(Section):
+class TranslationSize(SizeShape, Section):
     """One encoder-decoder size (the paper varies depth in {2, 6, 8} and width in {128 … 2048})."""
 
     layers: int = Field(ge=1, le=64, description="Encoder layers (and decoder layers unless decoder_layers is set).")
@@ -128,14 +128,6 @@ class TranslationSize(Section):
         if self.hidden % self.num_heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.num_heads}; pick heads that divide hidden")
         return self
-
-    @property
-    def num_heads(self) -> int:
-        return self.heads if self.heads is not None else max(1, self.hidden // 64)
-
-    @property
-    def ffn_size(self) -> int:
-        return self.ffn if self.ffn is not None else 4 * self.hidden
 
     @property
     def num_decoder_layers(self) -> int:

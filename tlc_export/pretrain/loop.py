@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedTokenizerBase
 
 from tlc_export import atomic, distributed
@@ -210,16 +209,8 @@ def pretrain_size(
         console.print(f"[dim]{size.name}: kept the checkpoint at {100 * fraction:g} % of the budget "
                       f"(step {counters.step}, val ppl {p['val_ppl']:.2f})[/dim]")
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
-        TextColumn("step {task.fields[step]} · loss {task.fields[loss]} · val ppl {task.fields[ppl]} · "
-                   "{task.fields[tps]} tok/s"),
-        TimeElapsedColumn(), console=console, disable=not main,
-    )
-    task = progress.add_task(size.name, total=budget_s, completed=min(counters.elapsed_s, budget_s),
-                             step=counters.step, loss="-", ppl="-", tps="-")
-    if main and resumed:
-        console.print(f"[cyan]{size.name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget_s:g}s[/cyan]")
+    progress, task = budget.progress_bar(console, size.name, budget_s, counters, show=main, resumed=resumed,
+                                         eval_label="val ppl", eval_field="ppl")
     if main and compile_s:
         console.print(f"[dim]{size.name}: compiled in {compile_s:.1f}s (not on the training clock)[/dim]")
     train_losses: list[float] = []

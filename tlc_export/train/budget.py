@@ -61,6 +61,25 @@ def start(out_dir: Path, curves_path: Path, model: torch.nn.Module, optimizer: t
     return counters, resumed
 
 
+def progress_bar(console: Any, name: str, budget_s: float, counters: Counters, *, show: bool, resumed: bool,
+                 eval_label: str, eval_field: str) -> tuple[Any, Any]:
+    """The size's progress bar (training seconds of the budget, step, loss, the family's evaluation, tokens/s)
+    and its task; says first when the size resumes."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if show and resumed:
+        console.print(f"[cyan]{name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget_s:g}s[/cyan]")
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
+        TextColumn(f"step {{task.fields[step]}} · loss {{task.fields[loss]}} · {eval_label} {{task.fields[{eval_field}]}} · "
+                   "{task.fields[tps]} tok/s"),
+        TimeElapsedColumn(), console=console, disable=not show,
+    )
+    task = progress.add_task(name, total=budget_s, completed=min(counters.elapsed_s, budget_s),
+                             step=counters.step, loss="-", tps="-", **{eval_field: "-"})
+    return progress, task
+
+
 def run(counters: Counters, budget: float, *, device: torch.device, world: int, read: Callable[[], float],
         between_steps: Callable[[], None], step: Callable[[TrainingClock], StepResult],
         after_step: Callable[[StepResult], None], on_step: Callable[[Counters], None] | None = None) -> None:

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tlc_export import atomic
 from tlc_export.config.translation import TranslationConfig, TranslationSize
@@ -194,16 +193,8 @@ def train_translation_size(
         counters.curves_lines += 1
         return point
 
-    if main and resumed:
-        console.print(f"[cyan]{size.name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget_s:g}s[/cyan]")
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
-        TextColumn("step {task.fields[step]} · loss {task.fields[loss]} · dev BLEU {task.fields[bleu]} · "
-                   "{task.fields[tps]} tok/s"),
-        TimeElapsedColumn(), console=console, disable=not main,
-    )
-    task = progress.add_task(size.name, total=budget_s, completed=min(counters.elapsed_s, budget_s),
-                             step=counters.step, loss="-", bleu="-", tps="-")
+    progress, task = budget.progress_bar(console, size.name, budget_s, counters, show=main, resumed=resumed,
+                                         eval_label="dev BLEU", eval_field="bleu")
     model.train()
     final: dict[str, Any] = {}
     if counters.elapsed_s < budget_s:
