@@ -1,8 +1,9 @@
-"""The task-family plug-in: everything that differs between classification and translation.
+"""The task-family plug-in: everything that differs between task families (classification, translation, …).
 
-A task family owns its data reader, its model builder, its training loss, its metric, its decoding
-and the metric fields its result rows carry. Stages ask `tlc_export.tasks.family_of(recipe)` for the
-run's family and call it; they never branch on the task's name. Selection and reporting are the
+A task family owns its pipeline (`stages`), its data reader, its model builder, its training loss, its
+metric, its decoding and the metric fields its result rows carry. The runner asks the registry
+(`tlc_export.tasks`) for the recipe's family once and hands it to every stage as `StageContext.family`;
+nothing branches on the task's name. Selection and reporting are the
 same for every family (`tlc_export.scoring`: dev selects, test reports); what a family adds is what
 "a prediction" and "the score" mean for it.
 """
