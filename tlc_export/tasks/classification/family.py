@@ -107,7 +107,7 @@ class ClassificationFamily(TaskFamily):
         return write_bundle(run_dir, choice, out, **options)
 
     def package_summary(self, meta: Mapping[str, Any], out: Path) -> list[str]:
-        from tlc_export.package.readme import classification_summary
+        from tlc_export.tasks.classification.package.readme import classification_summary
 
         return classification_summary(dict(meta), out)
 

@@ -148,7 +148,7 @@ class TranslationFamily(TaskFamily):
         return write_translation_bundle(run_dir, choice, out, **options)
 
     def package_summary(self, meta: Mapping[str, Any], out: Path) -> list[str]:
-        from tlc_export.package.readme import translation_summary
+        from tlc_export.tasks.translation.package.readme import translation_summary
 
         return translation_summary(dict(meta), out)
 

@@ -31,10 +31,10 @@ from tlc_export.atomic import atomic_path
 from tlc_export.package.choice import Choice, PackageError
 from tlc_export.package.gpu import check_engine_gpu
 from tlc_export.package.out import check_out, finish, header, runtime
-from tlc_export.package.readme import render_readme
 from tlc_export.package.triton import config_pbtxt, graph_io, model_name
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
 from tlc_export.serving.bundle import CONFIG_FILE, MODEL_FILE, sha256_file
+from tlc_export.tasks.classification.package.readme import render_readme
 from tlc_export.tokens import ServingTokenizer
 
 EXTERNAL_DATA_BYTES = 2 * 1024**3  # protobuf's limit for one file; above it weights go to model.onnx.data

@@ -28,10 +28,10 @@ from tlc_export import integrity
 from tlc_export.atomic import atomic_path
 from tlc_export.package.choice import Choice, PackageError, run_recipe
 from tlc_export.package.out import check_out, finish, header, runtime
-from tlc_export.package.readme import render_translation_readme
 from tlc_export.package.triton import graph_io, model_name
 from tlc_export.serving.bundle import META_FILE, sha256_file
 from tlc_export.tasks.translation.ort import DECODER_FILE, ENCODER_FILE, OrtTranslator
+from tlc_export.tasks.translation.package.readme import render_translation_readme
 from tlc_export.tasks.translation.serving.translator import (
     FAMILY,
     TOKENIZER_DIR,
