@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# The opening of a README's torch-free Python example (onnxruntime + tokenizers + numpy).
+PLAIN_PYTHON = ["```python", "import numpy as np", "import onnxruntime as ort", "from tokenizers import Tokenizer", ""]
+
 
 def pct(acc: dict[str, Any] | None) -> str:
     if not acc or acc.get("accuracy") is None:
@@ -25,3 +28,21 @@ def selection_text(sel: dict[str, Any]) -> str:
         return (f"the report's answer for a p50 latency budget of {sel['budget_ms']:g} ms at batch {sel.get('batch')} "
                 f"(`tlc package RUN_DIR --max-latency-ms {sel['budget_ms']:g}{extra}`)")
     return "named explicitly (`tlc package RUN_DIR --variant … --format …`)"
+
+
+def dynamic_int8_note(meta: dict[str, Any], consequence: str) -> list[str]:
+    """The README section on ONNX Runtime's per-batch activation scale, for an onnx-int8-dynamic bundle."""
+    if meta.get("format") != "onnx-int8-dynamic":
+        return []
+    return ["", "## Note on dynamic INT8", "", f"ONNX Runtime's dynamic INT8 computes one activation scale per batch, {consequence}"]
+
+
+def summary_head(meta: dict[str, Any], out: Any, what: str = "") -> list[str]:
+    """The first lines `tlc package` prints: what was packaged where (`what`: more after the format), and why."""
+    return [f"[bold green]packaged[/bold green] {meta['variant']} ({meta['format']}{what}) → {out}",
+            f"  chosen as {selection_text(meta.get('selection') or {})}"]
+
+
+def storage_mb(meta: dict[str, Any]) -> str:
+    storage = meta.get("storage_bytes")
+    return "n/a" if storage is None else f"{storage / 1e6:.3g} MB"

@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tlc_export.package.readme import pct, selection_text
+from tlc_export.package.readme import (
+    PLAIN_PYTHON,
+    dynamic_int8_note,
+    pct,
+    selection_text,
+    storage_mb,
+    summary_head,
+)
 
 
 def _latency(rows: list[dict[str, Any]]) -> str:
@@ -49,11 +56,7 @@ def render_readme(meta: dict[str, Any]) -> str:
         "",
         "## Python: onnxruntime + tokenizers (no torch)",
         "",
-        "```python",
-        "import numpy as np",
-        "import onnxruntime as ort",
-        "from tokenizers import Tokenizer",
-        "",
+        *PLAIN_PYTHON,
         f"labels = {json.dumps(labels)}",
         'tok = Tokenizer.from_file("tokenizer.json")',
         f"tok.enable_truncation({meta['max_length']})",
@@ -105,22 +108,17 @@ def render_readme(meta: dict[str, Any]) -> str:
                   f"{(engine.get('built_on_gpu') or {}).get('compute_capability')}). A plan runs only on that GPU model and "
                   "that TensorRT version: use the Triton release that ships it. `model.onnx` is the engine's ONNX "
                   f"source, for ONNX Runtime and `tlc predict`. GPU check: {engine.get('gpu_check')}."]
-    if meta.get("format") == "onnx-int8-dynamic":
-        lines += ["", "## Note on dynamic INT8", "",
-                  "ONNX Runtime's dynamic INT8 computes one activation scale per batch, so a text's logits (rarely its "
-                  "label) depend on the other texts in its batch. The reported accuracy was measured with the same "
-                  "length-sorted batches of 32 that `tlc predict` uses."]
+    lines += dynamic_int8_note(meta, "so a text's logits (rarely its label) depend on the other texts in its "
+                               "batch. The reported accuracy was measured with the same length-sorted batches of 32 that "
+                               "`tlc predict` uses.")
     return "\n".join(lines) + "\n"
 
 
 def classification_summary(meta: dict[str, Any], out: Any) -> list[str]:
     """What `tlc package` prints after writing a classification bundle."""
     acc = meta.get("accuracy") or {}
-    storage = meta.get("storage_bytes")
-    lines = [f"[bold green]packaged[/bold green] {meta['variant']} ({meta['format']}) → {out}",
-             f"  chosen as {selection_text(meta.get('selection') or {})}",
-             f"  test accuracy {pct(acc.get('test'))}; dev {pct(acc.get('dev'))}; storage "
-             f"{'n/a' if storage is None else f'{storage / 1e6:.3g} MB'}; model.onnx "
+    lines = [*summary_head(meta, out),
+             f"  test accuracy {pct(acc.get('test'))}; dev {pct(acc.get('dev'))}; storage {storage_mb(meta)}; model.onnx "
              f"{meta['model_file']['total_bytes'] / 1e6:.3g} MB"]
     opt = meta.get("graph_optimization") or {}
     if opt:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlc_export.package.readme import selection_text
+from tlc_export.package.readme import (
+    PLAIN_PYTHON,
+    dynamic_int8_note,
+    selection_text,
+    storage_mb,
+    summary_head,
+)
 
 
 def bleu_text(score: dict[str, Any] | None, metric: str = "bleu") -> str:
@@ -83,11 +89,7 @@ def render_translation_readme(meta: dict[str, Any]) -> str:
         "every decoder layer's cross-attention keys/values (`cross_k.<i>`, `cross_v.<i>`); the decoder runs once per "
         "output token with a KV cache (`past_k/v.<i>` in, `present_k/v.<i>` out), starting from `<pad>` and stopping at `</s>`.",
         "",
-        "```python",
-        "import numpy as np",
-        "import onnxruntime as ort",
-        "from tokenizers import Tokenizer",
-        "",
+        *PLAIN_PYTHON,
         f'src = Tokenizer.from_file("{tok["source"]}/tokenizer.json")',
         f'tgt = Tokenizer.from_file("{tok["target"]}/tokenizer.json")',
         f"src.enable_truncation({dec['max_source_length']})",
@@ -123,25 +125,19 @@ def render_translation_readme(meta: dict[str, Any]) -> str:
         "The greedy loop drives two graphs, so this bundle has no single-model Triton repository (a Triton "
         "deployment would wrap the loop in a Python or BLS model around these two ONNX files).",
     ]
-    if meta.get("format") == "onnx-int8-dynamic":
-        lines += ["", "## Note on dynamic INT8", "",
-                  "ONNX Runtime's dynamic INT8 computes one activation scale per batch, so a sentence's translation can "
-                  "depend on the other sentences in its batch."]
+    lines += dynamic_int8_note(meta, "so a sentence's translation can depend on the other sentences in its batch.")
     return "\n".join(lines) + "\n"
 
 
 def translation_summary(meta: dict[str, Any], out: Any) -> list[str]:
     """What `tlc package` prints after writing a translation bundle."""
     bleu = meta.get("bleu") or {}
-    storage = meta.get("storage_bytes")
     sel = meta.get("selection") or {}
-    lines = [f"[bold green]packaged[/bold green] {meta['variant']} ({meta['format']}, {meta.get('source_lang')} → "
-             f"{meta.get('target_lang')}) → {out}",
-             f"  chosen as {selection_text(sel)}"]
+    lines = summary_head(meta, out, f", {meta.get('source_lang')} → {meta.get('target_lang')}")
     if sel.get("skipped"):
         lines.append("  skipped (not exported): " + ", ".join(str(s["variant"]) for s in sel["skipped"]))
     lines += [f"  test BLEU {bleu_text(bleu.get('test'))}; dev {bleu_text(bleu.get('dev'))} (this file, greedy); storage "
-              f"{'n/a' if storage is None else f'{storage / 1e6:.3g} MB'}; encoder + decoder {meta['file_bytes'] / 1e6:.3g} MB",
+              f"{storage_mb(meta)}; encoder + decoder {meta['file_bytes'] / 1e6:.3g} MB",
               f"  self-check: {(meta.get('self_check') or {}).get('translations', [''])[0]!r}",
               f"  try it: tlc predict {out} \"In the beginning God created the heavens and the earth.\""]
     return lines
