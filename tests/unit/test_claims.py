@@ -487,6 +487,41 @@ def test_compare_marks_a_flipped_claim_unstable(tmp_path: Path) -> None:
     assert one.exit_code == 1 and "at least two" in " ".join(one.output.split())
 
 
+def test_compare_agrees_with_each_runs_own_card(tmp_path: Path) -> None:
+    """`--compare` recomputes each card; on every claim both runs measured it must say what the run's
+    own report said (claim 4 included: it needs the runs' per-example predictions to be paired)."""
+    a = make_run(tmp_path / "seed-a")
+    b = make_run(tmp_path / "seed-b", curves={SMALL: Curve(0.5, 10), LARGE: Curve(0.6, 2, -1)},
+                 drops={SMALL: (60, 80), LARGE: (70, 90)})
+    own = {}
+    for root, right in ((a, 360), (b, 180)):
+        # a large variant small enough to be compared with the small reference (2L-128H.s60.b32, 2.4 MB)
+        rel = f"compress/{LARGE}/variants/{LARGE}.s60.b4.predictions.npz"
+        save_predictions(root / rel, _predictions(_flags(right)))
+        rows = json.loads((root / "compress" / "results.json").read_text())
+        rows.append(_variant(LARGE, 0.6, 4, right / N_TEST, 1_080_000, rel))
+        (root / "compress" / "results.json").write_text(json.dumps(rows))
+        build_report(load_report_data(root, root.name), root / "report")
+        own[root.name] = {c["number"]: c for c in json.loads((root / "report" / "claims.json").read_text())["claims"]}
+    assert own["seed-a"][4]["status"] == HOLDS and own["seed-b"][4]["status"] == FAILS  # both measure claim 4
+    res = CliRunner().invoke(main, ["report", "--compare", str(a), str(b), "--out", str(tmp_path / "cmp")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    cmp = json.loads((tmp_path / "cmp" / "claims_compare.json").read_text())
+    checked = 0
+    for row in cmp["claims"]:
+        for run, cell in zip(cmp["runs"], row["runs"], strict=True):
+            mine = own[run["label"]][row["number"]]
+            if mine["status"] == NOT_MEASURED:
+                continue
+            assert cell["status"] == mine["status"], (run["label"], row["number"], cell, mine["status"])
+            if mine["estimate"] is not None:
+                assert cell["estimate"] == pytest.approx(mine["estimate"])
+            checked += 1
+    assert checked >= 8  # claims 1-5 of both runs, less any a run did not measure
+    assert "rerun the compress stage" not in " ".join(res.output.split())
+
+
 def test_a_run_without_compress_results_says_to_run_the_stage(tmp_path: Path) -> None:
     root = make_run(tmp_path / "r")
     for f in ("results.json", "error_analysis.json"):
