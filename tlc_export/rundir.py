@@ -21,7 +21,7 @@ class StageRecord:
     """What the manifest says about one stage."""
 
     name: str
-    status: str = "pending"  # pending | running | done | failed
+    status: str = "pending"  # pending | running | done | failed | stale (an input ran again after it)
     cache_key: str | None = None
     started_at: float | None = None
     finished_at: float | None = None

@@ -104,9 +104,35 @@ def run_pipeline(
             continue
         results[stage.name] = _run_one(stage, recipe, run_dir, key, prev, results, opts, env, console, main, in_step,
                                        store, stage.name in force)
+        if main and store is None:
+            _mark_dependents_stale(stage, stages, run_dir, console)
         if in_step:
             distributed.barrier()
     return results
+
+
+STALE = "stale"
+
+
+def _mark_dependents_stale(stage: Stage, stages: list[Stage], run_dir: RunDir, console: Console) -> None:
+    """A stage that ran again under the same key (`--force`, `tlc export --formats`) may have new outputs
+    that the finished stages after it never saw: their keys cannot tell, so their records say so."""
+    after = {stage.name}
+    for s in stages:
+        if after & set(s.inputs):
+            after.add(s.name)
+    records = run_dir.records()
+    stale = [s.name for s in stages if s.name in after and s.name != stage.name
+             and (rec := records.get(s.name)) is not None and rec.status in ("done", STALE)]
+    if not stale:
+        return
+    how = " then ".join(f"`tlc {n} {run_dir.root}`" for n in stale)
+    for name in stale:
+        rec = records[name]
+        rec.status = STALE
+        rec.error = f"{stage.name} ran again after it; run {how}"
+        run_dir.save_record(rec)
+    console.print(f"[yellow]{', '.join(stale)}: stale ({stage.name} ran again after them); run {how}[/yellow]")
 
 
 def _shared(run_dir: RunDir, store: StageStore, stage: str, key: str, hit: bool, built_by: str | None) -> dict[str, Any]:
@@ -198,6 +224,9 @@ def _execute(
         pass  # a changed key is another store entry (linked by the caller); the old one may serve other points
     elif main and prev is not None and prev.cache_key not in (None, key):
         console.print(f"[yellow]↻ {stage.name}: configuration or inputs changed, starting it afresh[/yellow]")
+        run_dir.reset_stage(stage.name)
+    elif main and prev is not None and prev.status == STALE:
+        console.print(f"[yellow]↻ {stage.name}: its inputs changed since it ran, starting it afresh[/yellow]")
         run_dir.reset_stage(stage.name)
     elif prev is not None and prev.status in ("running", "failed") and prev.cache_key == key:
         console.print(f"[cyan]↺ {stage.name}: resuming interrupted work[/cyan]")

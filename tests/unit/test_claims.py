@@ -545,3 +545,31 @@ def test_console_card_shows_every_status_and_every_reason(tmp_path: Path) -> Non
         assert claim.status in text
         if claim.status == NOT_MEASURED:
             assert f"{claim.number}. not measured: {claim.reason}" in text
+
+
+def test_card_gives_d_its_unit_and_the_console_the_verdicts_caution(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from tlc_export.report.claims import card_table
+    from tlc_export.report.claims.render import interval_text
+
+    root = make_run(tmp_path / "r")
+    c = card(root)
+    assert interval_text(c[1]).endswith("] nats") and interval_text(c[2]).endswith("] nats")
+    assert interval_text(c[3]).endswith("] Δ drop (fraction)") and interval_text(c[5]).endswith("] mean |W − Q4(W)|")
+    # a drop is accuracy lost: the large model here loses 4 examples in 400 at 4 bits, so its drop is +1.0 point
+    assert f"{LARGE} +1.0 [" in c[3].evidence and "positive = lost" in c[3].evidence
+
+    # claim 4 holding on a large variant that did not learn the task: the console card says so, like the HTML
+    rows = json.loads((root / "compress" / "results.json").read_text())
+    rel = f"compress/{LARGE}/variants/{LARGE}.s60.b4.predictions.npz"
+    save_predictions(root / rel, _predictions(_flags(360)))
+    rows.append({**_variant(LARGE, 0.6, 4, 0.9, 1_080_000, rel), "learned_task": False})
+    (root / "compress" / "results.json").write_text(json.dumps(rows))
+    c4 = card(root)[4]
+    assert c4.status == HOLDS and interval_text(c4).endswith("] accuracy (fraction)")
+    con = Console(record=True, width=100)
+    con.print(card_table(build_card(load_report_data(root, "t"))))
+    text = " ".join(con.export_text().split())
+    assert f"4. Caution: {LARGE}.s60.b4 is not significantly above always answering the majority class (did not " \
+           "learn the task), so this comparison says little." in text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -21,7 +21,8 @@ class BenchConfig(Section):
     dtypes: list[Literal["fp32", "fp16", "bf16"]] = Field(
         default_factory=lambda: ["fp32"], description="Torch backend dtypes (fp16/bf16 only on CUDA)."
     )
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], description="Batch sizes to time.")
+    batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [1, 32], description="Batch sizes to time (each at least 1).")
     seq_len: int = Field(default=128, ge=1, description="Sequence length of the timed inputs.")
     warmup: int = Field(default=3, ge=0, description="Untimed runs before timing.")
     runs: int = Field(default=10, ge=1, description="Timed runs per measurement.")

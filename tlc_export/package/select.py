@@ -81,6 +81,8 @@ def check_run(run_dir: str | Path) -> RunDir:
     if not (root / "export" / "results.json").is_file():
         raise PackageError(f"{root / 'export' / 'results.json'}: missing; run `tlc export {root}` (or `tlc run`) first")
     rep = records.get("report")
+    if rep is not None and rep.status == "stale":
+        raise PackageError(f"{root}: the report is stale: {rep.error}")
     if rep is None or rep.status != "done" or not (root / "report" / "index.html").is_file():
         raise PackageError(f"{root}: the run has no report; run `tlc report {root}` first (a bundle follows the "
                            "report's answers and records them)")

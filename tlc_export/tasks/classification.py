@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
+from tlc_export.config.export import ExportFormat
 from tlc_export.errors import StageError
 from tlc_export.tasks.base import Metric, SplitData, TaskFamily, reject_options
 
@@ -25,6 +26,7 @@ class ClassificationFamily(TaskFamily):
     name = "classification"
     section = "finetune"
     metric = Metric(field="accuracy", label="accuracy", scale=1.0)
+    export_formats = tuple(get_args(ExportFormat))
 
     def read(self, recipe: Recipe) -> SplitData:
         from tlc_export.data.task import load_task

@@ -107,7 +107,8 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
                   for s, d, c in pairs
                   if d.get(f"{load.split}_accuracy") is not None and c.get(f"{load.split}_accuracy") is not None]
         shown = ", ".join(f"{r['model']} {100 * r['drop']:+.1f}" for r in points)
-        evidence = f"{label}: {load.split} accuracy drop, points, without intervals: {shown}." if points else str(exc)
+        evidence = (f"{label}: {load.split} accuracy lost to compression (positive = lost, negative = gained), points, "
+                    f"without intervals: {shown}." if points else str(exc))
         return Part(name, NOT_MEASURED, evidence, reason=str(exc), numbers={"per_size_point_estimates": points})
     labels0 = flags[0][1].labels
     if any(not np.array_equal(x.labels, labels0) for _, dn, cp, _, _ in flags for x in (dn, cp)):
@@ -134,7 +135,8 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
         shape = "does not shrink with size"
     listing = ", ".join(f"{r['model']} {100 * r['drop']:+.1f} [{100 * r['drop_interval'][0]:+.1f}, "
                         f"{100 * r['drop_interval'][1]:+.1f}]" for r in per_size)
-    evidence = (f"{label}: {load.split} accuracy drop from each size's own uncompressed model, points: {listing}. "
+    evidence = (f"{label}: {load.split} accuracy lost to compression, each size against its own uncompressed model "
+                f"(positive = lost, negative = gained), points: {listing}. "
                 f"The drop {shape}. {large.name} − {small.name}: {100 * d:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}].")
     return Part(name, status, evidence, estimate=d, interval=(lo, hi),
                 numbers={"sparsity": sparsity, "bits": bits, "per_size": per_size, "drop_shape": shape,
@@ -185,7 +187,9 @@ def claim_compression(sizes: Sequence[Size], variants: Sequence[dict[str, Any]],
     return Claim(
         number=3, key="compression-drop", figure=FIGURE, claim=CLAIM,
         status=status, reason=reason, evidence=evidence, rule=_rule(split),
-        metric=(f"Δ {split} accuracy drop under {lead.name}, largest − smallest size (fraction)" if lead else None),
+        metric=(f"Δ {split} accuracy drop under {lead.name}, largest − smallest size (fraction; a drop is the "
+                "accuracy lost to compression, positive = lost)" if lead else None),
+        unit="Δ drop (fraction)" if lead else None,
         estimate=lead.estimate if lead else None, interval=lead.interval if lead else None,
         interval_method=INTERVAL_METHOD if lead else None,
         compared=({"larger": lead.numbers["larger"], "smaller": lead.numbers["smaller"]} if lead else None),

@@ -79,6 +79,7 @@ def claim_errors(sizes: Sequence[Size], error_rows: Any) -> Claim:
                 f"[{lo:+.3g}, {hi:+.3g}]{rel_txt}; lower for {large.name} in {len(lower)} of {len(shared)} "
                 f"module types. Pruning error at {round(100 * float(sparsity or 0))} % sparsity (Figure 9, right): {prune_txt}.")
     return Claim(status=status, evidence=evidence, metric=f"Δ mean {bits}-bit quantization error, largest − smallest size",
+                 unit=f"mean |W − Q{bits}(W)|",
                  estimate=d, interval=(lo, hi), interval_method=INTERVAL_METHOD,
                  compared={"larger": large.name, "smaller": small.name},
                  numbers={"bits": bits, "sparsity": sparsity, "per_size": per_size, "relative_difference": rel,

@@ -42,9 +42,10 @@ def interval_text(c: Claim) -> str:
     """`d [lo, hi]`, `d (no interval)` or `-`: the same string in every view."""
     if c.estimate is None:
         return "-"
+    unit = f" {c.unit}" if c.unit else ""
     if c.interval is None:
-        return f"{num(c.estimate)} (no interval)"
-    return f"{num(c.estimate)} [{num(c.interval[0])}, {num(c.interval[1])}]"
+        return f"{num(c.estimate)}{unit} (no interval)"
+    return f"{num(c.estimate)} [{num(c.interval[0])}, {num(c.interval[1])}]{unit}"
 
 
 def _details(c: Claim) -> str:
@@ -106,7 +107,14 @@ def card_table(card: Card) -> Group:
         style = _STYLE[c.status]
         t.add_row(str(c.number), c.claim, c.figure, f"[{style}]{c.status}[/{style}]", interval_text(c))
     why = [Text(f"{c.number}. not measured: {c.reason}", style="dim") for c in card.claims if c.status == NOT_MEASURED]
-    return Group(t, *why)
+    return Group(t, *why, *(Text(f"{c.number}. {w}", style="yellow") for c in card.claims for w in cautions(c)))
+
+
+def cautions(c: Claim) -> list[str]:
+    """The evidence's cautions (a model that did not learn the task), which the HTML card shows in full."""
+    if c.status == NOT_MEASURED or "Caution:" not in c.evidence:
+        return []
+    return ["Caution:" + part.split(" Caution:")[0] for part in c.evidence.split("Caution:")[1:]]
 
 
 def compare_table(cmp: dict[str, Any]) -> Table:
