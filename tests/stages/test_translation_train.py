@@ -37,14 +37,32 @@ PAIRS = [ParallelPair(f"the {a} sees the {b}", f"le {a} voit le {b}", f"{a}-{b}"
 
 
 class StepClock:
-    """A training clock on which every step lasts exactly `dt` seconds (each reading advances it by `dt`)."""
+    """A fake clock: reading it costs nothing; time moves only by `advance` (each training step: `dt`)."""
 
     def __init__(self, dt: float) -> None:
         self.t, self.dt = 0.0, dt
 
     def __call__(self) -> float:
-        self.t += self.dt
         return self.t
+
+    def advance(self, seconds: float | None = None) -> None:
+        self.t += self.dt if seconds is None else seconds
+
+
+def timed_step(fake: StepClock, step):  # noqa: ANN001, ANN201
+    """`step` (translation.train._step) lasting exactly `fake.dt` on the fake clock."""
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        fake.advance()
+        return step(*args, **kwargs)
+
+    return run
+
+
+def use_step_clock(monkeypatch: pytest.MonkeyPatch, dt: float) -> StepClock:
+    fake = StepClock(dt)
+    monkeypatch.setattr(T, "clock", fake)
+    monkeypatch.setattr(T, "_step", timed_step(fake, T._step))
+    return fake
 
 
 def _setup():
@@ -64,12 +82,12 @@ def _snapshotting(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
         real_save(target, model, optimizer, counters)
         shutil.copytree(target, folder / f"step{counters.step:04d}", dirs_exist_ok=True)
 
-    monkeypatch.setattr(T, "clock", StepClock(0.05))
+    use_step_clock(monkeypatch, 0.05)
     monkeypatch.setattr(T, "save_state", save_and_copy)
 
 
 def test_stops_at_budget_with_curves_and_checkpoint(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setattr(T, "clock", StepClock(0.05))
+    use_step_clock(monkeypatch, 0.05)
     cfg, tok, train, dev = _setup()
     size = cfg.grid()[0]
     lrs: list[float] = []

@@ -274,3 +274,46 @@ def test_ort_quantizers_static_is_tensorrt_form(exported, tmp_path):
         V.check(tmp_path / f)
         d, _, _ = V.compare(tmp_path / f, ref, batches, None)
         assert d < 0.25 * max(1.0, spread), (f, d)  # re-quantized, so close but not equal
+
+
+# The documented tolerances (max |logit diff| / max(1, max |reference logit|)), pinned here as numbers: the
+# validator must reject an error just above them and accept one just below.
+PINNED_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+
+
+@pytest.fixture(scope="module")
+def fp32_file(exported, tmp_path_factory):
+    m, tpl = exported
+    proto = tpl.load()
+    rewrite_weights(proto, tpl.refs, {}, m.state_dict())
+    path = tmp_path_factory.mktemp("fp32") / "model.onnx"
+    save_model(proto, path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16"])
+def test_format_tolerance_rejects_an_error_just_above_it(exported, fp32_file, fmt):
+    """The reference is the file's own ORT logits plus one injected error; the format's tolerance (as the
+    export stage reads it) rejects 1.02 × the pinned value and accepts 0.98 ×."""
+    batches = [_batch(2, 8)]
+    own = V.onnx_logits(V.session(fp32_file, exact=True), batches)
+    scale = max(1.0, float(np.abs(own[0]).max()))
+    i = np.unravel_index(np.abs(own[0]).argmin(), own[0].shape)  # shifting the smallest logit keeps the scale
+    for factor, raises in ((1.02, True), (0.98, False)):
+        ref = [own[0].copy()]
+        ref[0][i] += factor * PINNED_TOLERANCE[fmt] * scale
+        assert max(1.0, float(np.abs(ref[0]).max())) == scale
+        if raises:
+            with pytest.raises(ExportMismatchError):
+                V.compare(fp32_file, ref, batches, V.TOLERANCE[fmt])
+        else:
+            d, tol, _ = V.compare(fp32_file, ref, batches, V.TOLERANCE[fmt])
+            assert d < tol == pytest.approx(PINNED_TOLERANCE[fmt] * scale)
+
+
+def test_non_finite_logits_are_a_mismatch(exported, fp32_file):
+    batches = [_batch(2, 8)]
+    ref = [x.copy() for x in V.torch_logits(exported[0], batches)]
+    ref[0][0, 0] = np.nan
+    with pytest.raises(ExportMismatchError):
+        V.compare(fp32_file, ref, batches, V.TOLERANCE["fp32"])

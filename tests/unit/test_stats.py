@@ -92,6 +92,12 @@ def test_majority_and_one_class_classifier_did_not_learn():
     assert above_majority(labels.copy(), labels).outcome == "won"
 
 
+def test_majority_tie_goes_to_the_smaller_label():
+    assert majority_baseline([2, 0, 2, 0, 1]).label == 0
+    assert majority_baseline([3, 1, 3, 1]).label == 1
+    assert majority_baseline([1, 1, 0]).label == 1
+
+
 def test_accuracy_interval_record():
     acc = accuracy_interval([True] * 81 + [False] * 182)
     assert (acc.correct, acc.n) == (81, 263)

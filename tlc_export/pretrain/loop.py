@@ -24,6 +24,7 @@ from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.data.mlm import MLMBatches, PackedRows
 from tlc_export.errors import StageError
 from tlc_export.models import build_mlm, count_params, mlm_flops
+from tlc_export.pretrain.clock import TrainingClock
 from tlc_export.pretrain.epochs import epoch_warning, projected_epochs
 from tlc_export.pretrain.evaluate import (
     ValidationSample,
@@ -51,7 +52,9 @@ from tlc_export.pretrain.step import (
 
 DONE_FILE = "done.json"
 CURVES_FILE = "curves.jsonl"
-# The training clock (a seam: tests substitute a deterministic one to compare runs step by step).
+# What the training clock reads (a seam: tests substitute a fake one to compare runs step by step).
+# The clock runs from the end of one step to the end of the next, less evaluation and checkpoints
+# (see pretrain/clock.py): waiting on the feed and the bookkeeping between steps are training time.
 clock = time.perf_counter
 
 
@@ -238,37 +241,21 @@ def pretrain_size(
     steps_here = 0
     # Fractions still to keep (1.0 is the final checkpoint); a kept folder from before a resume stays.
     to_keep = [f for f in cfg.keep_checkpoints_at if f < 1 and not is_kept(out_dir, f)]
+    train_clock = TrainingClock(clock)
     with progress, contextlib.closing(feed):
+        train_clock.start()
         while True:
             counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
-            # Evaluation and checkpoints happen between steps, outside the training clock.
-            if to_keep and counters.elapsed_s >= to_keep[0] * budget:
-                while to_keep and counters.elapsed_s >= to_keep[0] * budget:
-                    fraction = to_keep.pop(0)
-                    if main:
-                        keep(fraction, train_losses)
-                        train_losses = []
-                        last_eval_step = counters.step
-                        if counters.elapsed_s >= counters.next_eval_s:  # that evaluation was just made
-                            counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
-                if main:  # a resume starts after the kept checkpoint, never before it
-                    save_state(state_dir, model, optimizer, counters)
-            if main and _eval_due(cfg, counters, last_eval_step):
-                last_eval_step = counters.step
-                log_eval(train_losses)
-                train_losses = []
-                counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
-            if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
-                counters.next_checkpoint_s = counters.elapsed_s + cfg.checkpoint_every_s
-                if main:
-                    save_state(state_dir, model, optimizer, counters)
+            with train_clock.paused():  # evaluation and checkpoints: between steps, off the training clock
+                last_eval_step, train_losses = _evaluate_and_checkpoint(
+                    cfg, counters, to_keep, budget, main, last_eval_step, train_losses, keep, log_eval,
+                    lambda: save_state(state_dir, model, optimizer, counters))
 
             rows, position = feed.next()
             lr = lr_at(counters.elapsed_s, budget, cfg.lr, cfg.warmup_fraction)
             while True:
-                t0 = clock()
                 try:
                     loss = step_fn(rows, lr, mask_seed=cfg.seed * 1_000_003 + counters.step, global_rows=cfg.batch_size)
                     if device.type == "cuda":
@@ -287,7 +274,8 @@ def pretrain_size(
                 step_fn, compile_s, graphs = _build_step(cfg, train_module, optimizer, micro, device, dtype, mask, rank,
                                                          world, data.seq_len)
                 counters.compile_s += compile_s
-            counters.elapsed_s += clock() - t0
+                train_clock.start()  # the failed attempt and the rebuild were set-up, not training
+            counters.elapsed_s += train_clock.lap()  # the end of this step
             steps_here += 1
             counters.step += 1
             counters.tokens += tokens_per_step
@@ -315,6 +303,8 @@ def pretrain_size(
         "flops_computed": counters.flops_computed, "flops_params": flops.params,
         "compile_s": round(counters.compile_s, 3), "compiled": cfg.compile,
         "recompiles_after_warmup": _graphs() - graphs if cfg.compile else None,
+        # Graphs compiled by the warm-up: more than one means graph breaks split the step.
+        "unique_graphs_after_warmup": graphs if cfg.compile else None,
         "masked_per_row": k_masked if cfg.masked_only_head else None,
         "final_val_loss": None, "final_val_ppl": None, "micro_batch_size": step_fn.micro_batch_size,
         "epochs": trained_epochs(), "train_tokens": data.train_tokens, "train_rows": len(data.train_rows),
@@ -425,6 +415,37 @@ def _shared_elapsed(elapsed: float, device: torch.device, world: int) -> float:
     t = torch.tensor([elapsed], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def _evaluate_and_checkpoint(
+    cfg: PretrainConfig, counters: Counters, to_keep: list[float], budget: float, main: bool, last_eval_step: int,
+    train_losses: list[float], keep: Callable[[float, list[float]], None],
+    log_eval: Callable[[list[float]], dict[str, Any]], save: Callable[[], None],
+) -> tuple[int, list[float]]:
+    """The kept checkpoints, evaluations and state checkpoints due before the next step (rank 0 writes).
+
+    Returns the step of the last evaluation and the training losses not yet reported."""
+    if to_keep and counters.elapsed_s >= to_keep[0] * budget:
+        while to_keep and counters.elapsed_s >= to_keep[0] * budget:
+            fraction = to_keep.pop(0)
+            if main:
+                keep(fraction, train_losses)
+                train_losses = []
+                last_eval_step = counters.step
+                if counters.elapsed_s >= counters.next_eval_s:  # that evaluation was just made
+                    counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
+        if main:  # a resume starts after the kept checkpoint, never before it
+            save()
+    if main and _eval_due(cfg, counters, last_eval_step):
+        last_eval_step = counters.step
+        log_eval(train_losses)
+        train_losses = []
+        counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
+    if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
+        counters.next_checkpoint_s = counters.elapsed_s + cfg.checkpoint_every_s
+        if main:
+            save()
+    return last_eval_step, train_losses
 
 
 def _eval_due(cfg: PretrainConfig, counters: Counters, last_eval_step: int) -> bool:
