@@ -58,12 +58,12 @@ def _docker_runs(text: str) -> list[list[str]]:
     return [shlex.split(line.strip()) for line in joined.splitlines() if line.strip().startswith("docker run")]
 
 
-@pytest.mark.parametrize("doc", ["docker/README.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docker/README.md"])
 def test_docker_run_examples_find_their_recipe(doc):
     """What a documented `docker run` names under /work (its recipe) is in the image or mounted, the image
     has the registry client the built-in corpus needs, and the data cache it mounts is TLC_HOME."""
-    runs = _docker_runs((ROOT / doc).read_text())
-    assert runs, f"{doc}: no docker run example"
+    runs = [w for w in _docker_runs((ROOT / doc).read_text()) if any(x.startswith("tlc:") for x in w)]
+    assert len(runs) == 2, f"{doc}: expected the CPU and the TensorRT image's run example"
     for words in runs:
         image = next(w for w in words[2:] if w.startswith("tlc:"))
         dockerfile = ROOT / "docker" / {"tlc:cpu": "Dockerfile.cpu", "tlc:trt": "Dockerfile.tensorrt"}[image]
