@@ -43,6 +43,7 @@ class CudaOps:
 
 class TensorRT(Backend):
     name = "tensorrt"
+    memory_from_device = True  # the engine's weights and the context's activations are TensorRT's own
 
     def __init__(self, device: str = "cuda", threads: int | None = None, cuda: CudaOps | None = None) -> None:
         super().__init__(device, threads)
@@ -161,7 +162,8 @@ class TensorRT(Backend):
         self.engine = None
 
     def runtime_memory_bytes(self) -> int | None:
-        """Activation memory of the execution context (TensorRT allocates it outside torch)."""
+        """Activation memory of the execution context, allocated outside torch when the context is created at
+        load (so inside `model_mem_bytes`; the harness does not add it to the peak again)."""
         if self.engine is None:
             return None
         for attr in ("device_memory_size_v2", "device_memory_size"):  # 11.x has only the first

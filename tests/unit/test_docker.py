@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYWORDS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
@@ -44,12 +45,40 @@ def test_dockerfile_structure(name):
     assert ep and json.loads(ep[-1]) == ["tlc"]
     assert "tlc" in open(ROOT / "pyproject.toml").read().split("[project.scripts]")[1].split("[")[0]
     runs = " ".join(rest for w, rest in ins if w == "RUN")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     if name.endswith("cpu"):
         assert ins[0] == ("FROM", "python:3.11-slim")
         torch_at = runs.find("torch==2.13.0")
-        assert 0 <= torch_at < runs.find("pip install .") and "download.pytorch.org/whl/cpu" in runs
+        assert 0 <= torch_at < runs.find('pip install ".[cpu]"') and "download.pytorch.org/whl/cpu" in runs
+        assert runs.rstrip().endswith("python -m tlc_export.runtimes")  # one ONNX Runtime, checked at build
     else:
-        assert "[tensorrt,gpu]" in runs and "nvcr.io/nvidia/" in (ROOT / "docker" / name).read_text()
+        text = (ROOT / "docker" / name).read_text()
+        args = dict(rest.split("=", 1) for w, rest in ins if w == "ARG" and "=" in rest)
+        assert args["BASE"].startswith("nvcr.io/nvidia/pytorch:") and args["ORT_EXTRA"] in extras
+        assert args["TRT_BUILDER_CHECK"] == "require"
+        assert '".[${ORT_EXTRA}]"' in runs and "tensorrt-cu" not in runs  # the image's own TensorRT is kept
+        # The CPU onnxruntime goes before the GPU one comes; the image's torch is pinned; then the check.
+        assert runs.find("pip uninstall -y onnxruntime") < runs.find("pip install -c /tmp/keep.txt")
+        check = [rest for w, rest in ins if w == "RUN"][-1]
+        assert check == "python -m tlc_export.runtimes --gpu --builder ${TRT_BUILDER_CHECK}"
+        # It says what it pairs: CUDA, torch, TensorRT and onnxruntime-gpu versions, and why.
+        for needle in ("CUDA 13.0", "torch 2.9.0a0", "TensorRT 10.13", "onnxruntime-gpu >= 1.27", "why"):
+            assert needle in text, needle
+
+
+def test_gpu_extras_pair_onnxruntime_and_tensorrt_by_cuda_major() -> None:
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    ort = {e: Requirement(r[0]) for e, r in extras.items() if e.startswith("ort-")}
+    # PyPI's onnxruntime-gpu: CUDA 12 builds up to 1.26, CUDA 13 from 1.27.
+    assert ort["ort-cu12"].specifier.contains("1.26.0") and not ort["ort-cu12"].specifier.contains("1.27.0")
+    assert ort["ort-cu13"].specifier.contains("1.27.0") and not ort["ort-cu13"].specifier.contains("1.26.0")
+    for major in ("12", "13"):
+        (trt,) = extras[f"tensorrt-cu{major}"]
+        assert Requirement(trt).name == f"tensorrt-cu{major}"
+        assert Requirement(extras[f"gpu-cu{major}"][0]).extras == {f"ort-cu{major}", f"tensorrt-cu{major}"}
+    assert "tensorrt" not in extras and "gpu" not in extras  # no unflavoured TensorRT or ONNX Runtime GPU
 
 
 def _docker_runs(text: str) -> list[list[str]]:

@@ -276,6 +276,47 @@ def test_ort_quantizers_static_is_tensorrt_form(exported, tmp_path):
         assert d < 0.25 * max(1.0, spread), (f, d)  # re-quantized, so close but not equal
 
 
+def _bmm_inputs_quantized(path) -> int:
+    """Attention's batched MatMuls (no weight input) whose inputs come through a DequantizeLinear."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name for i in g.initializer}
+    dq = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    weights = inits | {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    return sum(1 for n in g.node if n.op_type == "MatMul" and not any(x in weights for x in n.input)
+               and any(x in dq for x in n.input))
+
+
+def test_attention_matmuls_are_quantized_only_when_asked(exported, tmp_path):
+    """Default: Q·Kᵀ and softmax·V stay float, every weight MatMul is INT8 and no bias is INT32 (fp16-normal
+    scales for TensorRT); export.int8_attention_matmuls quantizes them too. Both files track PyTorch."""
+    import onnx
+
+    from tlc_export.export import ort_quant
+
+    m, tpl = exported
+    proto = tpl.load()
+    rewrite_weights(proto, tpl.refs, {}, m.state_dict())
+    fp32 = tmp_path / "fp32.onnx"
+    save_model(proto, fp32)
+    cal = [_batch(4, 16, seed=s) for s in range(4)]
+    kept = ort_quant.quantize_int8_static(fp32, tmp_path / "d.onnx", cal)
+    assert kept == ort_quant.activation_matmuls(onnx.load(str(fp32))) and len(kept) == 2 * m.config.num_hidden_layers
+    assert ort_quant.quantize_int8_static(fp32, tmp_path / "a.onnx", cal, attention_matmuls=True) == []
+    assert _bmm_inputs_quantized(tmp_path / "d.onnx") == 0
+    assert _bmm_inputs_quantized(tmp_path / "a.onnx") == 2 * m.config.num_hidden_layers
+    for f in ("d.onnx", "a.onnx"):
+        g = onnx.load(str(tmp_path / f)).graph
+        assert not [i.name for i in g.initializer if i.data_type == onnx.TensorProto.INT32], f  # no INT32 biases
+    batches = [_batch(4, 16, seed=9)]
+    ref = V.torch_logits(m, batches)
+    spread = float(np.abs(ref[0]).max())
+    for f in ("d.onnx", "a.onnx"):
+        d, _, _ = V.compare(tmp_path / f, ref, batches, None)
+        assert d < 0.25 * max(1.0, spread), (f, d)
+
+
 # The documented tolerances (max |logit diff| / max(1, max |reference logit|)), pinned here as numbers: the
 # validator must reject an error just above them and accept one just below.
 PINNED_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}

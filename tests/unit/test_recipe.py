@@ -127,3 +127,18 @@ def test_schema_documents_every_field() -> None:
     assert {"pretrain.time_budget_s", "models.sizes[].hidden", "compress.quantize.bits", "data.sources[].kind"} <= paths
     undocumented = [r[0] for r in rows if not r[3]]
     assert undocumented == []
+
+
+@pytest.mark.parametrize("sizes, path", [("[0]", "bench.batch_sizes[0]"), ("[1, -4]", "bench.batch_sizes[1]"),
+                                         ("[]", "bench.batch_sizes")])
+def test_bench_batch_sizes_must_be_positive(tmp_path: Path, sizes: str, path: str) -> None:
+    text = (f"name: b\nmodels:\n  sizes: [{{layers: 2, hidden: 64}}]\npretrain: {{time_budget_s: 5}}\nbench:\n"
+            f"  batch_sizes: {sizes}\n")
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text, file="b.yaml")
+    (p,) = info.value.problems
+    assert p.path == path and p.line == 6
+    bad = tmp_path / "b.yaml"
+    bad.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(bad)])
+    assert result.exit_code == 2 and "b.yaml:6" in result.output and "batch_sizes" in result.output

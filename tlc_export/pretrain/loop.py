@@ -37,7 +37,7 @@ from tlc_export.pretrain.kept import is_kept, kept_tag, read_kept, save_kept
 from tlc_export.pretrain.loss import MLMLoss
 from tlc_export.pretrain.masking import masked_per_row
 from tlc_export.pretrain.schedule import lr_at
-from tlc_export.pretrain.state import Counters, load_state, save_state
+from tlc_export.pretrain.state import Counters, has_state, load_state, save_state
 from tlc_export.pretrain.step import (
     CPU_MICRO_BATCH,
     MaskSpec,
@@ -152,7 +152,7 @@ def pretrain_size(
     state_dir = out_dir / "state"
     curves_path = out_dir / CURVES_FILE
     counters = Counters(next_checkpoint_s=cfg.checkpoint_every_s)
-    resumed = state_dir.exists()
+    resumed = has_state(state_dir)
     if resumed:
         counters = load_state(state_dir, model, optimizer, restore_rng=world == 1)
         if main:

@@ -384,7 +384,8 @@ class _SizeJob:
 
         def ensure_static() -> Path:
             if not static.is_file():
-                ort_quant.quantize_int8_static(ensure_fp32(), static, self.cal_b)
+                ort_quant.quantize_int8_static(ensure_fp32(), static, self.cal_b,
+                                               attention_matmuls=self.cfg.int8_attention_matmuls)
             return static
 
         def trt_int8() -> dict[str, Any]:
@@ -396,7 +397,8 @@ class _SizeJob:
             out = self._validate(p, model, None, acc, False)
             # The engine's own accuracy is measured by the bench on the GPU; the ONNX file's is not the engine's.
             onnx_file = {k: out[k] for k in ("max_abs_diff", "dev_accuracy_onnx", "dev_accuracy_torch", "accuracy_diff_points")}
-            return {**onnx_file, **self._engine(p, "int8", variant)}
+            return {**onnx_file, **self._engine(p, "int8", variant),
+                    "attention_matmuls_quantized": self.cfg.int8_attention_matmuls}
 
         # fp32 is written even when only derived formats are asked for (they quantize it).
         self._step(variant, "onnx-fp32", f32, **extra)
@@ -406,7 +408,7 @@ class _SizeJob:
         def static_row() -> dict[str, Any]:
             p = ensure_static()
             self._validated[p] = self._validate(p, model, None, acc, False)  # tensorrt-int8 reads the same file
-            return self._validated[p]
+            return {**self._validated[p], "attention_matmuls_quantized": self.cfg.int8_attention_matmuls}
 
         self._step(variant, "onnx-int8-static", static_row, **extra)
         self._step(variant, "onnx-int4-matmulnbits", lambda: ort_fmt(

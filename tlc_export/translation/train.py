@@ -41,7 +41,7 @@ from tlc_export.config.translation import TranslationConfig, TranslationSize
 from tlc_export.errors import StageError
 from tlc_export.pretrain.clock import TrainingClock
 from tlc_export.pretrain.schedule import lr_at
-from tlc_export.pretrain.state import Counters, load_state, save_state
+from tlc_export.pretrain.state import Counters, has_state, load_state, save_state
 from tlc_export.pretrain.step import autocast_dtype, make_optimizer, pick_device, preserved_rng
 from tlc_export.translation.batching import (
     EncodedPairs,
@@ -167,7 +167,7 @@ def train_translation_size(
 
     state_dir, curves_path = out_dir / "state", out_dir / CURVES_FILE
     counters = Counters(next_checkpoint_s=t.checkpoint_every_s)
-    resumed = state_dir.exists()
+    resumed = has_state(state_dir)
     if resumed:
         counters = load_state(state_dir, model, optimizer, restore_rng=world == 1)
         if main:
