@@ -39,3 +39,12 @@ def test_tiny_data_help_writes_nothing(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "tiny_data.py"), str(tmp_path / "d")],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and (tmp_path / "d" / "task.csv").is_file()
+
+
+def test_classification_lists_every_export_format_the_recipe_takes() -> None:
+    from typing import get_args
+
+    from tlc_export.config.export import ExportFormat
+    from tlc_export.tasks import get_family
+
+    assert get_family("classification").export_formats == get_args(ExportFormat)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
-from tlc_export.config.export import ExportFormat
 from tlc_export.errors import StageError
 from tlc_export.tasks.base import Metric, SplitData, TaskFamily, reject_options
 
@@ -26,7 +25,9 @@ class ClassificationFamily(TaskFamily):
     name = "classification"
     section = "finetune"
     metric = Metric(field="accuracy", label="accuracy", scale=1.0)
-    export_formats = tuple(get_args(ExportFormat))
+    # `config.export.ExportFormat`'s values, written out: `tlc predict` loads families without pydantic.
+    export_formats = ("onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4",
+                      "onnx-int4-matmulnbits", "tensorrt-int8", "tensorrt-int4")
 
     def read(self, recipe: Recipe) -> SplitData:
         from tlc_export.data.task import load_task
