@@ -108,15 +108,7 @@ def card_table(card: Card) -> Group:
         style = _STYLE[c.status]
         t.add_row(str(c.number), c.claim, c.figure, f"[{style}]{c.status_label}[/{style}]", interval_text(c))
     why = [Text(f"{c.number}. not measured: {c.reason}", style="dim") for c in card.claims if c.status == NOT_MEASURED]
-    return Group(t, *why, *(Text(f"{c.number}. {w}", style="yellow") for c in card.claims for w in cautions(c)),
-                 Text(MULTIPLICITY, style="dim"))
-
-
-def cautions(c: Claim) -> list[str]:
-    """The evidence's cautions (a model that did not learn the task), which the HTML card shows in full."""
-    if c.status == NOT_MEASURED or "Caution:" not in c.evidence:
-        return []
-    return ["Caution:" + part.split(" Caution:")[0] for part in c.evidence.split("Caution:")[1:]]
+    return Group(t, *why, Text(MULTIPLICITY, style="dim"))
 
 
 def compare_table(cmp: dict[str, Any]) -> Table:
