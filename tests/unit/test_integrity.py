@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ class Writer(Stage):
     wait_for_interrupt: set[str] = set()
     finished_waiting: dict[str, bool] = {}
     started = threading.Event()
+    interrupted = threading.Event()  # set right after the background check has interrupted the main thread
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         Writer.calls[self.name] = Writer.calls.get(self.name, 0) + 1
@@ -54,11 +54,11 @@ class Writer(Stage):
             Writer.fail_once.discard(self.name)
             raise RuntimeError("boom")
         if self.name in Writer.wait_for_interrupt:
-            # Far longer than the background check of a small file takes; it is interrupted before the end
-            # (between two sleeps: the check interrupts the main thread at its next bytecode).
+            # Waits until the check has interrupted the main thread (no clock): the pending interrupt is raised
+            # at the next bytecode, inside Event.wait's own Python code, so the flag below is never set.
+            # The 60 s only guards against a hang when the check never interrupts (then the test fails).
             Writer.started.set()
-            for _ in range(6000):
-                time.sleep(0.01)
+            Writer.interrupted.wait(60)
             Writer.finished_waiting[self.name] = True
         (ctx.out_dir / "payload.bin").write_bytes(bytes(range(256)) * 64 + bytes([Writer.calls[self.name]]))
         (ctx.out_dir / "sub").mkdir(exist_ok=True)
@@ -80,6 +80,14 @@ class Fin(Writer):
 @pytest.fixture(autouse=True)
 def _stages(monkeypatch: pytest.MonkeyPatch) -> None:
     Writer.calls, Writer.fail_once, Writer.wait_for_interrupt, Writer.finished_waiting = {}, set(), set(), {}
+    Writer.interrupted.clear()
+    real_interrupt = integrity._thread.interrupt_main
+
+    def interrupt_main(*args):  # noqa: ANN002, ANN202
+        real_interrupt(*args)
+        Writer.interrupted.set()
+
+    monkeypatch.setattr(integrity._thread, "interrupt_main", interrupt_main)
     monkeypatch.setattr(runner, "all_stages", lambda: [Pre(), Fin()])
     monkeypatch.setattr("tlc_export.stages.all_stages", lambda: [Pre(), Fin()])
 
