@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from tlc_export import atomic
+from tlc_export import atomic, integrity
 from tlc_export.atomic import read_jsonl
 from tlc_export.report.checkpoints import Study, checkpoint_study, fig8_png, table2_lines
 from tlc_export.report.claims import card_html, card_markdown, write_card
@@ -150,6 +150,7 @@ def write_sweep_report(parent: str | Path, console: Console | None = None) -> di
     write_card(rep["card"], out)
     atomic.write_text(out / "index.html", _html(rep))
     atomic.write_text(out / "summary.md", _markdown(rep, images))
+    integrity.record_stage(out, "report")  # the sweep report is no runner stage: its files are recorded here
     n_done = sum(1 for p in rep["points"] if p.pretrained)
     if console is not None:
         console.print(f"sweep report ({n_done} of {len(rep['points'])} point(s) with results): {out / 'index.html'}")
