@@ -48,7 +48,7 @@ class OnnxRuntime(Backend):
         try:
             import onnxruntime as ort
         except ImportError:
-            return False, "onnxruntime is not installed (pip install onnxruntime)"
+            return False, "onnxruntime is not installed (pip install 'tlc-export[cpu]', or [ort-cu12] / [ort-cu13] on a GPU)"
         if dtype != "fp32":
             return False, "the ONNX file fixes its own precision; run it as dtype fp32"
         want = PROVIDERS[self.provider]
