@@ -684,6 +684,7 @@ def targets_met(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if isinstance(value, float) and value != value:  # NaN: not measured
             value = None
         met = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
+        source = source if value is not None else None
         out[name] = {"what": what, "target": f"{op} {threshold:g}", "value": value, "by": source, "met": met}
     return out
 
