@@ -107,6 +107,9 @@ def _flags(n_correct: int, lost_from: int = 0, lost: int = 0) -> np.ndarray:
     return c
 
 
+MATRIX_SPREAD = (-0.1, -0.03, 0.03, 0.1)
+
+
 def make_run(
     root: Path,
     curves: dict[str, Curve] | None = None,
@@ -154,7 +157,15 @@ def make_run(
             m = quant_error.get(size, 0.015)
             err.append({"model": size, "module_type": t, "tensors": 4, "params": int(PARAMS[size] * share), "bits": 4,
                         "sparsity": 0.6, "quant_mean": m, "quant_var": (0.8 * m) ** 2, "quant_std": 0.8 * m,
-                        "prune_mean": 2 * m, "prune_var": m**2, "prune_std": m})
+                        "prune_mean": 2 * m, "prune_var": m**2, "prune_std": m,
+                        "quant_matrix_means": [m * (1 + x) for x in MATRIX_SPREAD],
+                        "prune_matrix_means": [2 * m] * 4})
+        # The embeddings: most of the entries, one matrix, and a huge error for the largest size. Claim 5
+        # leaves them out (they would swamp a parameter-weighted mean).
+        big = 1.0 if size == LARGE else 0.001
+        err.append({"model": size, "module_type": "embeddings", "tensors": 1, "params": PARAMS[size] * 3, "bits": 4,
+                    "sparsity": 0.6, "quant_mean": big, "quant_var": big**2, "quant_std": big, "prune_mean": big,
+                    "prune_var": big, "prune_std": big, "quant_matrix_means": [big], "prune_matrix_means": [big]})
     (root / "compress" / "error_analysis.json").write_text(json.dumps(err))
     return root
 
@@ -296,6 +307,26 @@ def test_compression_claim_holds_fails_and_ties(tmp_path: Path) -> None:
     assert card(make_run(tmp_path / "f", drops={SMALL: (4, 6), LARGE: (60, 80)}))[3].status == FAILS
     tie = card(make_run(tmp_path / "t", drops={SMALL: (20, 20), LARGE: (20, 20)}))[3]
     assert tie.status == NOISE and tie.interval[0] < 0 < tie.interval[1]
+    # One pretraining seed: a decided claim says so wherever it is printed.
+    assert c.seeds == 1 and c.status_text == "holds (one seed: indicative)" and c.to_dict()["indicative"] is True
+
+
+def test_compression_claim_on_few_differing_examples_is_not_decided(tmp_path: Path) -> None:
+    # 4 examples lost by the small model and none by the large: a bootstrap interval excludes 0, but four
+    # one-way examples are p = 0.125 for the exact sign-flip test, so the part is within noise.
+    c = card(make_run(tmp_path / "few", drops={SMALL: (4, 4), LARGE: (0, 0)}))[3]
+    q = {p.name: p for p in c.parts}["quantization"]
+    assert q.status == NOISE and q.numbers["examples_differing"] == 4 and q.numbers["sign_flip_p"] == pytest.approx(0.125)
+
+
+def test_claim_3_is_not_measured_when_a_compared_model_did_not_learn(tmp_path: Path) -> None:
+    root = make_run(tmp_path / "weak", drops={SMALL: (60, 80), LARGE: (4, 6)})
+    rows = json.loads((root / "compress" / "results.json").read_text())
+    for r in rows:
+        r["learned_task"] = not (r["model"] == SMALL and r["variant"].endswith("s00.b32")) and r["model"] != SMALL
+    (root / "compress" / "results.json").write_text(json.dumps(rows))
+    c = card(root)
+    assert c[3].status == NOT_MEASURED and "did not learn the task" in c[3].reason
 
 
 def test_compression_drop_shape_is_stated_across_three_sizes(tmp_path: Path) -> None:
@@ -345,6 +376,12 @@ def test_frontier_claim_maps_the_verdict(tmp_path: Path) -> None:
     assert v_won.outcome == "won" and v_lost.outcome == "lost"
     assert claim_frontier(won, v_won).status == HOLDS and claim_frontier(won, v_won).evidence == v_won.sentence
     assert claim_frontier(lost, v_lost).status == FAILS
+    # The reference did not learn the task: the verdict decides nothing and claim 4 says why.
+    weak = rows(0.75, 1_000_000)
+    weak[1]["learned_task"] = False
+    v_weak = verdict(weak, 0.90)
+    assert not v_weak.decided and claim_frontier(weak, v_weak).status == NOT_MEASURED
+    assert claim_frontier(weak, v_weak).reason.startswith(f"Not decided: {SMALL}.s00.b8 did not learn the task")
     # Without per-example predictions no paired test can be made: not measured, and the reason says so.
     bare = rows(0.75, 1_000_000)
     assert claim_frontier(bare).status == NOT_MEASURED and "predictions" in claim_frontier(bare).reason
@@ -382,12 +419,18 @@ def test_frontier_claim_maps_the_verdict(tmp_path: Path) -> None:
 def test_error_claim_holds_fails_and_ties(tmp_path: Path) -> None:
     c = card(make_run(tmp_path / "h", quant_error={SMALL: 0.020, LARGE: 0.012}))[5]
     assert c.status == HOLDS and c.estimate == pytest.approx(0.012 - 0.020)
-    # independent: the normal interval of a difference of two means with 0.8·m standard deviations
-    n_s = int(PARAMS[SMALL] * 0.3) + int(PARAMS[SMALL] * 0.7)
-    n_l = int(PARAMS[LARGE] * 0.3) + int(PARAMS[LARGE] * 0.7)
-    se = math.sqrt((0.8 * 0.012) ** 2 / n_l + (0.8 * 0.020) ** 2 / n_s)
-    assert c.interval == pytest.approx((-0.008 - 1.96 * se, -0.008 + 1.96 * se), rel=1e-3)
+    # Independent reference: 4 matrices per type and size with errors m·(1 ± 0.1), m·(1 ± 0.03); two module
+    # types alike, so the mean over types has variance (s_L²/4 + s_S²/4) / 2 with s = m·sd(spread), and by
+    # Welch–Satterthwaite 2·(a + b)² / (a²/3 + b²/3) degrees of freedom (a, b the two sizes' s²/4).
+    sd = float(np.std(MATRIX_SPREAD, ddof=1))
+    a, b = (0.012 * sd) ** 2 / 4, (0.020 * sd) ** 2 / 4
+    df = 2 * (a + b) ** 2 / (a * a / 3 + b * b / 3)
+    assert 9 < df < 11  # t(0.975, 9) = 2.262, t(0.975, 11) = 2.201 (tables)
+    se = math.sqrt((a + b) / 2)
+    assert -0.008 - 2.262 * se <= c.interval[0] <= -0.008 - 2.201 * se
+    assert -0.008 + 2.201 * se <= c.interval[1] <= -0.008 + 2.262 * se
     assert c.numbers["module_types_lower_for_larger"] == ["attention.qkv", "ffn.in"]
+    assert c.numbers["module_types_compared"] == ["attention.qkv", "ffn.in"]  # not the embeddings
     assert card(make_run(tmp_path / "f", quant_error={SMALL: 0.012, LARGE: 0.020}))[5].status == FAILS
     assert card(make_run(tmp_path / "t", quant_error={SMALL: 0.015, LARGE: 0.015}))[5].status == NOISE
 

@@ -126,7 +126,7 @@ def test_brown_genre_is_fiction_k_to_r_split_by_text(brown_rows) -> None:
     assert task.split_unit == "document" and task.documents == {"train": 400, "dev": 50, "test": 50}
     by_text = {r.text: r.document for r in brown_rows}
     splits = [{by_text[e.text] for e in part} for part in (task.train, task.dev, task.test)]
-    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    assert splits[0] & splits[1] == splits[0] & splits[2] == splits[1] & splits[2] == set()
     assert 0.6 < 1 - sum(e.label for e in task.test) / len(task.test) < 0.7  # the majority class: non-fiction
 
 

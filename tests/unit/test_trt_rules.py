@@ -146,13 +146,50 @@ def test_build_engine_without_tensorrt_raises_backend_unavailable(tmp_path):
     assert not (tmp_path / "m.engine").exists()
 
 
+def _run_engine(path, x: np.ndarray) -> np.ndarray:
+    """Plain TensorRT (10.x / 11.x name-based API): deserialize, set the input shape, run once on the GPU."""
+    import tensorrt as trt
+    import torch
+
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(path.read_bytes())
+    assert engine is not None
+    context = engine.create_execution_context()
+    context.set_input_shape("x", x.shape)
+    x_dev = torch.from_numpy(x).cuda()
+    y_dev = torch.empty(tuple(context.get_tensor_shape("y")), dtype=torch.float16, device="cuda")
+    context.set_tensor_address("x", x_dev.data_ptr())
+    context.set_tensor_address("y", y_dev.data_ptr())
+    stream = torch.cuda.current_stream()
+    assert context.execute_async_v3(stream.cuda_stream)
+    stream.synchronize()
+    return y_dev.cpu().numpy()
+
+
+@pytest.mark.gpu
 @pytest.mark.tensorrt
-def test_build_engine_int4_real(tmp_path):
+def test_int4_engine_outputs_equal_onnx_runtime_within_the_fp16_tolerance(tmp_path):
+    """The engine built from an INT4 weight-only graph computes what ONNX Runtime (CPU) computes from the same
+    file, within the fp16 format's export tolerance (max |diff| ≤ 5e-2 × max(1, max |ORT output|))."""
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (docker/Dockerfile.tensorrt has it)")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from tlc_export.export.session import session
     from tlc_export.export.tensorrt import build_engine
+    from tlc_export.export.validate import TOLERANCE
 
     p = tmp_path / "m.onnx"
     onnx.save(_int4_matmul(), p)
     info = build_engine(p, "int4", {"min": (1, 64), "opt": (4, 64), "max": (8, 64)}, tmp_path / "m.engine",
                         timing_cache=tmp_path / "t.cache")
     assert info["bytes"] > 0 and (tmp_path / "t.cache").is_file()
+    for batch in (1, 5, 8):  # inside the profile, off its opt point too
+        x = np.random.default_rng(batch).normal(0, 1, (batch, 64)).astype(np.float16)
+        want = np.asarray(session(p, exact=True).run(None, {"x": x})[0], dtype=np.float32)
+        got = _run_engine(tmp_path / "m.engine", x).astype(np.float32)
+        assert got.shape == want.shape == (batch, 16)
+        scale = max(1.0, float(np.abs(want).max()))
+        assert float(np.abs(got - want).max()) <= TOLERANCE["fp16"] * scale
+        assert float(np.abs(want).max()) > 0.05  # a real signal, not zeros on both sides

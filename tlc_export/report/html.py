@@ -110,7 +110,8 @@ VARIANT_COLUMNS = [
     ("params", "params", ""), ("sparsity", "sparsity", ""), ("bits", "bits", ""),
     ("storage_bytes", "storage MB", "mb"), ("fp32_bytes", "fp32 MB", "mb"),
     ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct"), ("test_accuracy_ci", "test 95 %", "ci"),
-    ("above_majority", "above majority", "l"), ("on_frontier", "frontier (test)", "l"),
+    ("above_majority", "above majority", "l"), ("on_frontier", "frontier (dev)", "l"),
+    ("training_effect", "vs own uncompressed (test)", "l"),
 ]
 
 BENCH_COLUMNS = [
@@ -160,8 +161,8 @@ def splits_text(ctx: dict[str, Any]) -> str:
     sel, rep = ctx["select_split"], ctx["report_split"]
     maj = ctx.get("majority")
     text = (f"{sel.capitalize()} selects: finetune checkpoints, each size's learning rate and seed, when pruning "
-            f"recovery stops, and the variant each answer names. {rep.capitalize()} reports: every accuracy in the "
-            f"verdict, the Pareto frontier, the answer tables and the plots, with 95 % Wilson intervals; {sel} is shown "
+            f"recovery stops, the Pareto frontier and the variant each answer names. {rep.capitalize()} reports: every "
+            f"accuracy in the verdict, the answer tables and the plots, with 95 % Wilson intervals; {sel} is shown "
             "beside it.")
     if maj:
         name = maj.get("label_name", maj.get("label"))
@@ -196,6 +197,7 @@ def not_learned_lines(ctx: dict[str, Any]) -> list[str]:
                    f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] is not significantly above the majority class "
                    f"({100 * r['majority_accuracy']:.1f} %; exact McNemar p = {r.get('above_majority_p', float('nan')):.3g}). "
                    "Its variants are still listed, but their accuracies mean little.")
+    out += list(ctx.get("training_effects") or [])
     for r in ctx.get("not_converged", []):
         out.append(f"{r['model']}'s finetuning had not converged: its best dev accuracy came {r.get('evals_since_best')} "
                    "evaluation(s) before the end (converged means two or more evaluations without a new best); "

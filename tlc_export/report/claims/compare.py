@@ -58,8 +58,8 @@ def compare_cards(cards: Sequence[Card], labels: Sequence[str]) -> dict[str, Any
                 cells.append({"status": "not measured", "status_text": "not measured (absent from this card)",
                               "d": "-", "estimate": None, "interval": None})
             else:
-                cells.append({"status": c.status, "status_text": c.status_text, "d": interval_text(c),
-                              "estimate": c.estimate, "interval": c.interval})
+                cells.append({"status": c.status, "status_label": c.status_label, "status_text": c.status_text,
+                              "d": interval_text(c), "estimate": c.estimate, "interval": c.interval, "seeds": c.seeds})
         statuses = [cell["status"] for cell in cells]
         rows.append({"number": n, "claim": first.claim, "figure": first.figure, "runs": cells,
                      "stability": stability(statuses)})

@@ -10,13 +10,14 @@ from rich.table import Table
 from rich.text import Text
 
 from tlc_export.report.claims.card import Card, Claim
-from tlc_export.report.claims.rules import FAILS, HOLDS, NOISE, NOT_MEASURED
+from tlc_export.report.claims.rules import FAILS, HOLDS, MULTIPLICITY, NOISE, NOT_MEASURED
 from tlc_export.report.html import esc
 
 TITLE = "Claims of the paper, checked on this run"
 INTRO = ("Each row is a claim of Train Large, Then Compress, the evidence this run measured, d = the deciding "
          "difference (largest − smallest size) with its 95 % interval, and the status the rule gives. "
-         "{split} accuracies report; dev only selects. Machine-readable: claims.json.")
+         "{split} accuracies report; dev only selects. A status decided from one pretraining seed is labelled "
+         "\"one seed: indicative\". " + MULTIPLICITY + " Machine-readable: claims.json.")
 _STYLE = {HOLDS: "green", FAILS: "red", NOISE: "yellow", NOT_MEASURED: "dim"}
 _CSS = """<style>
 #claims-table{width:100%}
@@ -61,7 +62,7 @@ def _details(c: Claim) -> str:
 def _status_html(c: Claim) -> str:
     """The status in bold, a "not measured" reason in small print; the text reads as `status_text`."""
     if c.status != NOT_MEASURED:
-        return esc(c.status)
+        return esc(c.status_label)
     return f"{esc(c.status)} <span class='why'>({esc(c.reason)})</span>"
 
 
@@ -104,9 +105,9 @@ def card_table(card: Card) -> Group:
         t.add_column(col, overflow="fold", **kw)
     for c in card.claims:
         style = _STYLE[c.status]
-        t.add_row(str(c.number), c.claim, c.figure, f"[{style}]{c.status}[/{style}]", interval_text(c))
+        t.add_row(str(c.number), c.claim, c.figure, f"[{style}]{c.status_label}[/{style}]", interval_text(c))
     why = [Text(f"{c.number}. not measured: {c.reason}", style="dim") for c in card.claims if c.status == NOT_MEASURED]
-    return Group(t, *why)
+    return Group(t, *why, Text(MULTIPLICITY, style="dim"))
 
 
 def compare_table(cmp: dict[str, Any]) -> Table:
@@ -120,7 +121,8 @@ def compare_table(cmp: dict[str, Any]) -> Table:
         cells = []
         for cell in row["runs"]:
             style = _STYLE.get(cell["status"], "white")
-            cells.append(f"[{style}]{cell['status']}[/{style}]" + (f"\n{cell['d']}" if cell["d"] != "-" else ""))
+            label = cell.get("status_label") or cell["status"]
+            cells.append(f"[{style}]{label}[/{style}]" + (f"\n{cell['d']}" if cell["d"] != "-" else ""))
         stab = row["stability"]
         t.add_row(str(row["number"]), row["claim"], *cells, f"[red]{stab}[/red]" if stab == "unstable" else stab)
     return t
