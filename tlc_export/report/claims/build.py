@@ -25,7 +25,7 @@ def _pretrain(data: ReportData) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _curves(data: ReportData) -> dict[str, list[dict[str, Any]]]:
+def run_curves(data: ReportData) -> dict[str, list[dict[str, Any]]]:
     """Every evaluation of every size (ReportData keeps only points with a perplexity)."""
     out: dict[str, list[dict[str, Any]]] = {}
     pre = data.run_dir / "pretrain"
@@ -56,7 +56,7 @@ def build_card(data: ReportData, verdict: Verdict | None = None) -> Card:
     """Every claim for the run in `data` (`verdict`: the report's, when it has computed one)."""
     pre = _pretrain(data)
     pre_rows = [r for r in pre.get("models", []) if isinstance(r, dict)]
-    curves = _curves(data)
+    curves = run_curves(data)
     variants = [dict(r) for r in data.variants]
     names = [r["model"] for r in pre_rows if r.get("model")] + list(curves) + [str(r["model"]) for r in variants if r.get("model")]
     sizes = order_sizes(names, pre_rows, variants)
