@@ -88,3 +88,20 @@ def test_seed_and_seeds_must_agree() -> None:
         _recipe(seeds=[5, 6])  # cfg() sets seed=3
     with pytest.raises(ValueError, match="duplicate"):
         _recipe(seeds=[3, 3])
+
+
+def test_the_tiny_seeds_recipe_replicates_every_size(tmp_path: Path) -> None:
+    import importlib.util
+    import shutil
+
+    from tlc_export.recipe import load_recipe
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("tiny_data", root / "scripts" / "tiny_data.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.write_tiny_data(tmp_path / "data")
+    shutil.copy(root / "recipes" / "tiny" / "seeds-tiny.yaml", tmp_path / "seeds-tiny.yaml")
+    r = load_recipe(tmp_path / "seeds-tiny.yaml")
+    assert r.pretrain.seed == 0 and r.pretrain.replica_seeds() == [1]
