@@ -152,6 +152,19 @@ def test_latency_answers_choose_on_dev() -> None:
     assert ans[1]["test_accuracy"] == 0.60 and ans[1]["runner_up"] == "a onnx-fp32 onnxruntime fp32"
 
 
+def test_latency_answers_name_the_onnxruntime_device() -> None:
+    """The same file on ONNX Runtime's CPU and CUDA providers: two rows the answer tells apart."""
+    rows = [{"variant": "a", "format": "onnx-fp16", "backend": "onnxruntime", "device": d, "dtype": "fp32", "batch": 1,
+             "latency_ms_p50": ms, "dev_accuracy": acc, "test_accuracy": 0.7, "status": "ok"}
+            for d, ms, acc in (("cpu", 9.0, 0.70), ("cuda", 1.5, 0.71))]
+    _, ans = latency_answers(rows, [2.0, 10])
+    assert [(a["variant"], a["device"]) for a in ans] == [("a", "cuda"), ("a", "cuda")]
+    assert ans[1]["runner_up"] == "a onnx-fp16 onnxruntime fp32"  # the CPU row: no device named
+    from tlc_export.report.html import latency_answer_columns
+
+    assert ("device", "device", "l") in latency_answer_columns("dev", "test")
+
+
 def fake_run(root: Path, large_test_right: int = 360, small_learned: bool = True, large_dense_right: int = 370) -> Path:
     variants = _variants(large_test_right=large_test_right, large_dense_right=large_dense_right)
     for v in variants:
