@@ -246,6 +246,27 @@ def test_report_flags_a_size_that_did_not_learn_and_a_lost_verdict(tmp_path: Pat
     assert "2L-128H did not learn the task" in (run / "report" / "summary.md").read_text()
 
 
+def test_report_shows_the_task_overlap_and_a_finetune_that_had_not_converged(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run")
+    meta = json.loads((run / "finetune" / "results.json").read_text())
+    meta["models"][0].update(converged=False, evals_since_best=0)
+    meta["models"][1].update(converged=True, evals_since_best=3)
+    (run / "finetune" / "results.json").write_text(json.dumps(meta))
+    (run / "data").mkdir()
+    overlap = {"ngram": 13, "splits": {"dev": {"examples": 380, "examples_overlapping": 0},
+                                       "test": {"examples": 400, "examples_overlapping": 2}},
+               "pretraining_documents_scanned": 390, "pretraining_documents_overlapping": 1,
+               "heldout_documents": {"brown": 100}}
+    (run / "data" / "results.json").write_text(json.dumps({"task_overlap": overlap}))
+    out = build_report(load_report_data(run), run / "report")
+    assert out["not_converged"] == [SMALL]
+    for text in ((run / "report" / "index.html").read_text(), (run / "report" / "summary.md").read_text()):
+        assert "test 2 of 400 examples share a 13-word run with the pretraining corpus" in text
+        assert "left out the task&#x27;s 100 dev and test documents" in text or "left out the task's 100 dev" in text
+        assert f"{SMALL}&#x27;s finetuning had not converged" in text or f"{SMALL}'s finetuning had not converged" in text
+        assert f"{LARGE}'s finetuning" not in text and f"{LARGE}&#x27;s finetuning" not in text
+
+
 def test_plots_have_error_bars_and_the_majority_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from matplotlib.container import ErrorbarContainer
 
