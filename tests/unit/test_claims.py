@@ -30,6 +30,7 @@ from tlc_export.report.claims import (
     build_card,
     card_for_run,
     compare_cards,
+    compare_runs,
 )
 from tlc_export.report.claims.frontier import claim_frontier
 from tlc_export.report.claims.rules import (
@@ -528,6 +529,37 @@ def test_compare_marks_a_flipped_claim_unstable(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "nope: no such run directory" in said
     one = CliRunner().invoke(main, ["report", "--compare", str(a)])
     assert one.exit_code == 1 and "at least two" in " ".join(one.output.split())
+
+
+def _resolved(root: Path, seed: int, budget: float = 60) -> None:
+    (root / "recipe.resolved.yaml").write_text(
+        f"name: r{seed}\nmodels: {{sizes: [a, b]}}\npretrain: {{time_budget_s: {budget}, seed: {seed}}}\n")
+
+
+def test_compare_pools_seed_replicates_like_pretrain_seeds(tmp_path: Path) -> None:
+    # Three runs of one recipe with seeds 0, 1, 2: claims 1 and 2 pooled over the seeds, a t-interval with 2 df.
+    runs = [make_run(tmp_path / f"s{i}", curves={SMALL: Curve(0.5, 10), LARGE: Curve(k, 8, -1)})
+            for i, k in enumerate((0.7, 0.65, 0.75))]
+    for i, r in enumerate(runs):
+        _resolved(r, i)
+    cmp = compare_runs(runs)
+    rows = {r["number"]: r for r in cmp["claims"]}
+    per_run = [_final_diff_by_hand(r, SMALL, LARGE) for r in runs]
+    pooled = rows[1]["pooled"]
+    assert pooled["seeds"] == 3 and pooled["estimate"] == pytest.approx(np.mean(per_run), abs=1e-9)
+    half = 4.303 * np.std(per_run, ddof=1) / math.sqrt(3)  # t(0.975, 2) from the table
+    assert pooled["interval"] == pytest.approx((np.mean(per_run) - half, np.mean(per_run) + half), abs=1e-3)
+    assert "indicative" not in pooled["status_text"] and rows[2]["pooled"]["seeds"] == 3
+    assert rows[3]["pooled"] is None and "3 pretraining seeds" in cmp["pooled_note"]
+    # Each run alone is one seed: its decided statuses are indicative.
+    assert all(c["status_label"].endswith("(one seed: indicative)") for c in rows[1]["runs"] if c["status"] == HOLDS)
+    # Runs that differ in more than the seed (here the budget) are not pooled, and the note says why.
+    _resolved(runs[2], 2, budget=30)
+    other = compare_runs(runs)
+    assert all(r["pooled"] is None for r in other["claims"]) and "not replicates" in other["pooled_note"]
+    _resolved(runs[2], 1)
+    same = compare_runs(runs)
+    assert all(r["pooled"] is None for r in same["claims"]) and "share pretraining seeds" in same["pooled_note"]
 
 
 def test_a_run_without_compress_results_says_to_run_the_stage(tmp_path: Path) -> None:

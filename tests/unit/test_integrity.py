@@ -312,8 +312,12 @@ def test_a_second_writer_refuses_naming_the_holder_and_a_killed_holder_releases(
             runner.run_pipeline(_recipe(), rd, force=["finetune"])
         assert f"PID {holder.pid}" in str(info.value) and "tlc run holder.yaml" in str(info.value)
         assert Writer.calls == {"pretrain": 1, "finetune": 1}
-        busy = CliRunner().invoke(main, ["finetune", str(tmp_path), "--force"])
-        assert busy.exit_code != 0 and f"PID {holder.pid}" in _text(busy)
+        for args in (["finetune", str(tmp_path), "--force"], ["report", str(tmp_path)], ["export", str(tmp_path)],
+                     ["run", str(tmp_path / "recipe.resolved.yaml"), "--run-dir", str(tmp_path)],
+                     ["package", str(tmp_path), "--variant", "1L-64H.s00.b32", "--out", str(tmp_path.parent / "b")]):
+            busy = CliRunner().invoke(main, args)
+            assert busy.exit_code != 0 and f"PID {holder.pid}" in _text(busy), (args, busy.output)
+        assert Writer.calls == {"pretrain": 1, "finetune": 1}
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
         runner.run_pipeline(_recipe(), rd, force=["finetune"])  # the OS released the lock
@@ -338,3 +342,13 @@ def test_other_torchrun_ranks_share_rank_zeros_lock(tmp_path: Path, monkeypatch:
         out0 = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         assert out0.returncode != 0 and f"PID {os.getpid()}" in " ".join(out0.stderr.split())
+
+
+def test_a_digest_noted_while_writing_is_not_read_again_unless_the_file_changed(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.bin"
+    path.write_bytes(b"\x01\x02" * 1000)
+    integrity.note(path, "0" * 64)  # what the writer's streaming hash said (here: a marker no file hashes to)
+    assert integrity.hash_folder(tmp_path)["tokens.bin"]["sha256"] == "0" * 64
+    path.write_bytes(b"\x01\x02" * 1001)  # changed after the note: hashed anew
+    assert integrity.hash_folder(tmp_path)["tokens.bin"]["sha256"] == _sha(path)
+

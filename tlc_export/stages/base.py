@@ -59,6 +59,8 @@ class Stage(ABC):
             v = getattr(recipe, s)
             # Execution-only fields (e.g. data.workers) change speed, never results: not part of the key.
             skip = set(getattr(type(v), "execution_only", ())) | set(self.ignores.get(s, ()))
+            if v is not None and hasattr(v, "key_omitted"):  # e.g. pretrain.seeds at one seed: old keys stay valid
+                skip |= v.key_omitted()
             out[s] = v.model_dump(mode="json", exclude=skip) if v is not None else None
         if options:
             out["_options"] = options
