@@ -449,7 +449,7 @@ if __name__ == "__main__":  # the measured rates for the closing note
         ("claim 7 power", simulate_claim7(overfit=0.04, draws=500)),
         ("McNemar n=300", simulate_paired()), ("McNemar n=30", simulate_paired(n=30)),
         ("McNemar power +10", simulate_paired(gain=0.1, draws=500)),
-        ("above majority", simulate_above_majority()), ("above majority power", simulate_above_majority(0.12, draws=500)),
+        ("above majority", simulate_above_majority()), ("above majority power", simulate_above_majority(gain=0.12, draws=500)),
         ("training effect", simulate_training_effect()), ("training effect power", simulate_training_effect(gain=0.1, draws=500)),
         ("answers ≈", simulate_answer_tables()), ("answers power", simulate_answer_tables(gain=0.12, draws=500)),
         ("BLEU n=20", simulate_bleu(20)), ("BLEU power n=50", simulate_bleu(50, 0.12, draws=300)),
