@@ -58,6 +58,16 @@ def _variant(size: str, sparsity: float, bits: int) -> str:
     return f"{size}.s{round(sparsity * 100):02d}.b{bits}"
 
 
+def kept_rows(ctx: StageContext, formats: list[str]) -> list[dict[str, Any]]:
+    """With `--formats` (ctx.options): the last results' rows of every other format whose file is still there."""
+    if not ctx.options.get("formats"):
+        return []
+    prev = ctx.out_dir / "results.json"
+    rows = json.loads(prev.read_text()) if prev.is_file() else []
+    return [r for r in rows if r.get("format") not in formats
+            and (r.get("path") is None or (ctx.run_dir.root / r["path"]).exists())]
+
+
 def _load_hf(path: Path) -> torch.nn.Module:
     from transformers import AutoModelForSequenceClassification
 
@@ -70,6 +80,7 @@ class ExportStage(Stage):
     name = "export"
     sections = ("export",)
     inputs = ("compress",)
+    unkeyed_options = frozenset({"formats"})  # `tlc export --formats`: build these, keep the other formats' files
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from tlc_export.data import load_tokenizer
@@ -130,9 +141,10 @@ class ExportStage(Stage):
                 if "tensorrt-int4" in formats and (not only or b32 in only) and not any(r.get("tensorrt_int4") for r in level_rows):
                     ctx.console.print(f"[yellow]{size} s{round(s * 100):02d}: no TensorRT INT4 variant in compress, so no "
                                       "tensorrt-int4 file (set compress.quantize.tensorrt_int4_block: 64 or 128)[/yellow]")
-        # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped.
+        # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped,
+        # except under `tlc export --formats`, which rebuilds only the formats it names.
         latest = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)}
-        all_rows = [r for k, r in latest.items() if k in planned and r["format"] in formats]
+        all_rows = kept_rows(ctx, formats) + [r for k, r in latest.items() if k in planned and r["format"] in formats]
         write_json(ctx.out_dir / "results.json", all_rows)
         self._table(ctx, all_rows)
         ok = sum(r["status"] == "ok" for r in all_rows)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tlc_export.atomic import read_jsonl
-from tlc_export.report.answers import Verdict
+from tlc_export.report.answers import Verdict, train_large_verdict
 from tlc_export.report.claims.card import Card
 from tlc_export.report.claims.compression import claim_compression
 from tlc_export.report.claims.curves import claim_steps, claim_wallclock
@@ -53,7 +53,11 @@ def replica_curves(pretrain_dir: Path) -> list[dict[str, list[dict[str, Any]]]]:
 
 
 def build_card(data: ReportData, verdict: Verdict | None = None) -> Card:
-    """Every claim for the run in `data` (`verdict`: the report's, when it has computed one)."""
+    """Every claim for the run in `data` (`verdict`: the report's, when it has computed one).
+
+    Without a verdict, it is computed here the way the report computes it, from the variants *and*
+    their per-example predictions: without them claim 4 could never be paired (`--compare`).
+    """
     pre = _pretrain(data)
     pre_rows = [r for r in pre.get("models", []) if isinstance(r, dict)]
     curves = run_curves(data)
@@ -65,7 +69,8 @@ def build_card(data: ReportData, verdict: Verdict | None = None) -> Card:
         claim_wallclock(sizes, curves, pre.get("time_budget_s"), replicas=replicas),
         claim_steps(sizes, curves, replicas=replicas),
         claim_compression(sizes, variants, data.run_dir, REPORTING_SPLIT),
-        claim_frontier(variants, verdict),
+        claim_frontier(variants, verdict if verdict is not None or not variants
+                       else train_large_verdict(variants, data.predictions)),
         claim_errors(sizes, data.error_json),
         *not_in_single_run(),  # claims 6 and 7 compare runs: a sweep's report measures them
     ]

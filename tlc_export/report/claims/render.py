@@ -43,9 +43,10 @@ def interval_text(c: Claim) -> str:
     """`d [lo, hi]`, `d (no interval)` or `-`: the same string in every view."""
     if c.estimate is None:
         return "-"
+    unit = f" {c.unit}" if c.unit else ""
     if c.interval is None:
-        return f"{num(c.estimate)} (no interval)"
-    return f"{num(c.estimate)} [{num(c.interval[0])}, {num(c.interval[1])}]"
+        return f"{num(c.estimate)}{unit} (no interval)"
+    return f"{num(c.estimate)} [{num(c.interval[0])}, {num(c.interval[1])}]{unit}"
 
 
 def _details(c: Claim) -> str:
