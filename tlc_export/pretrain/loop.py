@@ -109,8 +109,13 @@ def pretrain_size(
     dropout: float = 0.1,
     console: Console | None = None,
     on_step: Callable[[Counters], None] | None = None,
+    stop_at_s: float | None = None,
 ) -> dict[str, Any]:
     """Train `size` until `cfg.time_budget_s` training seconds have passed; return its result row.
+
+    `stop_at_s` (a pilot, `tlc plan`): stop once the training clock passes it, evaluate, save the
+    resumable state and return a row with `pilot: true`; the schedule still runs on the full budget, so
+    a later call without it continues exactly as if it had never stopped.
 
     `out_dir` is `pretrain/<size>/`. A finished size (checkpoint/done.json) is returned as is; a
     `state/` folder from an interrupted run is resumed. Every rank calls this; only rank 0 writes.
@@ -248,6 +253,19 @@ def pretrain_size(
             counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
+            if stop_at_s is not None and counters.elapsed_s >= stop_at_s:
+                with train_clock.paused():
+                    if main and last_eval_step != counters.step:
+                        log_eval(train_losses)
+                    if main:
+                        save_state(state_dir, model, optimizer, counters)
+                distributed.barrier()
+                return {"model": size.name, "pilot": True, "steps": counters.step, "tokens": counters.tokens,
+                        "elapsed_s": round(counters.elapsed_s, 4), "budget_s": budget, "stop_at_s": stop_at_s,
+                        "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9),
+                        "steps_per_s": counters.step / max(counters.elapsed_s, 1e-9),
+                        "params": count_params(model), "micro_batch_size": step_fn.micro_batch_size,
+                        "device": str(device), "state": str(state_dir)}
             with train_clock.paused():  # evaluation and checkpoints: between steps, off the training clock
                 last_eval_step, train_losses = _evaluate_and_checkpoint(
                     cfg, counters, to_keep, budget, main, last_eval_step, train_losses, keep, log_eval,
