@@ -12,13 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from tlc_export import __version__, distributed
+from tlc_export.console import CliConsole
 from tlc_export.errors import RecipeError, TlcError
 from tlc_export.recipe import Recipe, schema_lines
 from tlc_export.rundir import RunDir, stale_inputs
 from tlc_export.sweep.plan import load_plan
 from tlc_export.writer_lock import writer_lock
 
-console = Console()
+console = CliConsole()  # rich tables on a terminal, full tab-separated rows in a pipe
 err_console = Console(stderr=True)
 
 
@@ -151,7 +152,7 @@ def sweep() -> None:
 def sweep_list(recipe: Path, run_dir: Path | None) -> None:
     """Print one `tlc run RECIPE --point K` command per point of RECIPE's sweep.
 
-    Launch them as separate jobs (a scheduler, or `torchrun … -m tlc_export.cli run … --point K`)
+    Launch them as separate jobs (a scheduler, or `torchrun … -m tlc_export run … --point K`)
     on storage they share: each point links the stages it has in common with others instead of
     recomputing them, and `tlc report RUN_DIR` merges whatever points have finished.
     """
@@ -187,10 +188,36 @@ def validate(recipe: Path, explain: bool) -> None:
         console.print(f"[green]✓ {recipe}[/green] is valid: a sweep ({plan.mode}) of {len(plan.points)} points")
         for p in plan.points:
             console.print(f"  {p.id}: {_summary(p.recipe)}", highlight=False)
+        first = plan.points[0].recipe if plan.points else None
     else:
         console.print(f"[green]✓ {recipe}[/green] is valid: {_summary(plan)}")
+        first = plan
+    note = _stops_early(first) if first is not None else None
+    if note:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if explain:
         _print_schema()
+
+
+def _stage_roles(recipe: Recipe) -> dict[str, str]:
+    """Each step of the recipe's family, in run order: "run", or "not in recipe" (its section is absent).
+    Steps of the other family are absent (n/a for this run)."""
+    from tlc_export.tasks import family_of
+
+    return {s.name: "run" if s.enabled(recipe) else "not in recipe" for s in family_of(recipe).stages()}
+
+
+def _stops_early(recipe: Recipe) -> str | None:
+    """Say so when `tlc run` will stop before the report because a section is absent."""
+    roles = _stage_roles(recipe)
+    order = list(roles)  # the family's pipeline order
+    missing = [n for n in order if roles[n] != "run"]
+    if not missing:
+        return None
+    ran = [n for n in order if roles[n] == "run"]
+    last = ran[-1] if ran else "nothing"
+    return (f"no `{'`, `'.join(f'{n}:' for n in missing)}` section(s): `tlc run` stops after {last} and writes no "
+            "report; add them to get the report (`tlc recipe-schema` lists their fields; `{}` takes every default)")
 
 
 def _summary(r: Recipe) -> str:
@@ -243,11 +270,16 @@ def status(run_dir: Path) -> None:
     for col in ("stage", "status", "cache key", "seconds", "outputs / error"):
         table.add_column(col, overflow="fold")
     records = rd.records()
+    try:
+        roles: dict[str, str] | None = _stage_roles(rd.recipe())
+    except TlcError:
+        roles = None  # no readable recipe: say only what the manifest says
     stale: set[str] = set()
     for name in stage_order():
         rec = records.get(name)
         if rec is None:
-            table.add_row(name, "[dim]not run[/dim]", "", "", "")
+            role = "not run" if roles is None else roles.get(name, "n/a")
+            table.add_row(name, f"[dim]{'not run' if role == 'run' else role}[/dim]", "", "", "")
             continue
         colour = {"done": "green", "running": "yellow", "failed": "red"}.get(rec.status, "white")
         status = f"[{colour}]{rec.status}[/{colour}]"
@@ -256,7 +288,8 @@ def status(run_dir: Path) -> None:
         if changed:
             stale.add(name)
             status = "[yellow]stale[/yellow]"
-            detail = f"{', '.join(changed)} re-ran (or is stale) after it ran; `tlc run` re-runs it"
+            detail = (f"{', '.join(changed)} re-ran (or is stale) after it ran; `tlc run` (or `tlc {name} {run_dir}`) "
+                      "re-runs it")
         secs = f"{rec.seconds:.1f}" if rec.seconds is not None else ""
         table.add_row(name, status, (rec.cache_key or "")[:10], secs, detail)
     console.print(table)
@@ -355,7 +388,7 @@ def _verify_bundle(root: Path) -> None:
 
 @main.group()
 def data() -> None:
-    """Built-in data sets."""
+    """Fetch and tokenize a recipe's data: built-in sets (cached under $TLC_HOME) and your own files."""
 
 
 @data.command("prepare")
@@ -426,11 +459,15 @@ def _stage_command(stage: str, doc: str, extra_options: list[click.Option] | Non
             rd = RunDir(run_dir)
             r = rd.recipe()
             opts = {k: v for k, v in kw.items() if v}
+            if opts.get("formats"):  # built in place even when the stage is up to date; the other formats stay
+                _check_formats(r, rd.root, opts["formats"])
             options = {stage: opts} if opts else None
             _run(r, rd, only=[stage], force=(stage,) if force else (), options=options)
         except TlcError as exc:
             _fail(exc)
 
+    doc += ("\n\nReads RUN_DIR/recipe.resolved.yaml (the recipe as the run resolved it), not the recipe file: "
+            "after editing the recipe, use `tlc run RECIPE --run-dir RUN_DIR`.")
     cmd.__doc__ = doc
     command = click.Command(
         stage,
@@ -445,13 +482,30 @@ def _stage_command(stage: str, doc: str, extra_options: list[click.Option] | Non
     main.add_command(command)
 
 
+def _check_formats(recipe: Recipe, root: Path, formats: list[str]) -> None:
+    """Refuse, before anything is written, a format no family knows or this run's family cannot write."""
+    from tlc_export.tasks import families, family_of
+
+    family = family_of(recipe)
+    known = {f for fam in families().values() for f in fam.export_formats}
+    unknown = [f for f in formats if f not in known]
+    if unknown:
+        raise TlcError(f"--formats: unknown export format(s) {', '.join(map(repr, unknown))}; "
+                       f"valid formats for this {family.name} run: {', '.join(family.export_formats)}")
+    lacking = [f for f in formats if f not in family.export_formats]
+    if lacking:
+        raise TlcError(f"--formats: {root} is a {family.name} run, which has no {', '.join(lacking)}; "
+                       f"its formats: {', '.join(family.export_formats)}")
+
+
 def _formats_option() -> click.Option:
     def split(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> list[str] | None:
         out = [f for v in value for f in v.split(",") if f]
         return out or None
 
     return click.Option(["--formats"], multiple=True, callback=split,
-                        help="Comma-separated export formats, overriding the recipe's `export.formats`.")
+                        help="Comma-separated export formats to build (missing files only; the other formats' "
+                             "files and rows stay). The bench and report are then marked stale.")
 
 
 _stage_command("pretrain", "Pretrain every size of RUN_DIR's recipe (resumes from checkpoints).")
@@ -473,17 +527,18 @@ def _print_card(root: Path) -> None:
 
 
 @main.command("report")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Re-run even if up to date.")
 @click.option("--compare", is_flag=True,
-              help="Put the claims cards of several RUN_DIRS side by side (e.g. two budgets or two seeds); "
+              help="Put the claims cards of several RUN_DIR side by side (e.g. two budgets or two seeds); "
                    "a claim whose status differs between runs is marked unstable.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --compare: also write claims_compare.json, .md and .html into this folder.")
 def report(run_dirs: tuple[Path, ...], force: bool, compare: bool, out: Path | None) -> None:
     """Write RUN_DIR/report/index.html, summary.md and claims.json, and print the claims card.
 
-    With --compare RUN_A RUN_B …: the claims cards of several runs side by side.
+    One RUN_DIR (a run, or a sweep's parent run directory); with --compare, several: their claims
+    cards side by side. Reads RUN_DIR/recipe.resolved.yaml, not the recipe file you may have edited.
     """
     try:
         if compare:
@@ -529,7 +584,7 @@ def _compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @main.command("package")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write (new or empty; see --force).")
-@click.option("--variant", default=None, help="Ship this variant (e.g. 4L-256H.s00.b8); see --format.")
+@click.option("--variant", default=None, help="Ship this variant (e.g. 4L-192H.s00.b8: size, sparsity %, bits); see --format.")
 @click.option("--format", "fmt", default=None,
               help="Export format to ship (default: the one carrying the variant's own weights: onnx-fp32 / -int8 / -int4).")
 @click.option("--max-storage-mb", type=float, default=None,

@@ -134,7 +134,10 @@ def _pipeline(recipe: Recipe, run_dir: RunDir, only: list[str] | None, force: li
                         f"{prev.status if prev else 'never run'}); run `tlc run` or `tlc {stage.name}` first"
                     )
             continue
-        if prev is not None and prev.status == "done" and prev.cache_key == key and not forced:
+        # Options the stage keeps out of its key (`tlc export --formats`) ask for work inside its folder: it runs in
+        # place even when up to date (not forced: the rest of its folder stays); its new files make later stages stale.
+        in_place = bool(opts) and bool(set(opts) & stage.unkeyed_options) and (not only or stage.name in only)
+        if prev is not None and prev.status == "done" and prev.cache_key == key and not forced and not in_place:
             if not announced:
                 console.print(f"[dim]✓ {stage.name}: up to date (key {key[:8]}), skipped[/dim]")
             results[stage.name] = prev

@@ -67,6 +67,17 @@ def _command() -> str:
     return " ".join([prog, *sys.argv[1:]])
 
 
+def _try_lock(fd: int) -> str:
+    """held | busy | unsupported."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "busy"
+    except OSError:
+        return "unsupported"
+    return "held"
+
+
 @contextlib.contextmanager
 def writer_lock(root: str | os.PathLike[str], what: str | None = None) -> Iterator[None]:
     """Hold `root`'s writer lock for the block; raise `RunDirBusy` at once if another process holds it."""
@@ -87,9 +98,14 @@ def writer_lock(root: str | os.PathLike[str], what: str | None = None) -> Iterat
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    state = _try_lock(fd)
+    if state == "unsupported":  # a file system without locks (some network mounts): say so, and go on unguarded
+        os.close(fd)
+        print(f"warning: {path}: the file system refuses locks; nothing stops a second writer on this run directory",
+              file=sys.stderr)
+        yield
+        return
+    if state == "busy":
         os.close(fd)
         h = holder(root) or {}
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(h["since"])) if h.get("since") else "?"
@@ -97,7 +113,7 @@ def writer_lock(root: str | os.PathLike[str], what: str | None = None) -> Iterat
             f"{root}: in use by PID {h.get('pid', '?')} on {h.get('host', '?')} (`{h.get('command', '?')}`, since "
             f"{since}); one writer per run directory, so {what or 'this command'} did not start. Wait for it to "
             f"finish, or stop it (kill {h.get('pid', 'PID')}); a stopped run resumes where it was."
-        ) from None
+        )
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": time.time()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)

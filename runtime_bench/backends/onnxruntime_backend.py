@@ -9,6 +9,8 @@ events bracket its kernels and no host copy is on the clock. Its memory is read 
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +48,14 @@ class OnnxRuntime(Backend):
         try:
             import onnxruntime as ort
         except ImportError:
-            return False, "onnxruntime is not installed (pip install onnxruntime)"
+            return False, "onnxruntime is not installed (pip install 'tlc-export[cpu]', or [ort-cu12] / [ort-cu13] on a GPU)"
         if dtype != "fp32":
             return False, "the ONNX file fixes its own precision; run it as dtype fp32"
         want = PROVIDERS[self.provider]
         if want not in ort.get_available_providers():
             return False, f"{want} is not in onnxruntime.get_available_providers() ({', '.join(ort.get_available_providers())})"
+        if self.cuda and self._torch_stream() is None:
+            return False, f"{want} is timed with CUDA events on torch's stream; torch sees no CUDA device here"
         return True, ""
 
     def load(self, source: str | Path | Any, dtype: Dtype = "fp32") -> None:
@@ -90,9 +94,11 @@ class OnnxRuntime(Backend):
         if stream is not None:
             opts["user_compute_stream"] = str(stream)  # torch's current stream: the harness's events see the work
         if provider == "tensorrt":
-            # Engines ORT's TensorRT provider builds are cached beside the file (a rebuild costs minutes).
-            cache = path.parent / f".{path.stem}.ort-trt-cache"
-            cache.mkdir(exist_ok=True)
+            # Engines ORT's TensorRT provider builds are cached per file (a rebuild costs minutes), outside the run
+            # directory: they are this machine's, not the run's.
+            key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+            cache = Path(tempfile.gettempdir()) / "tlc-ort-tensorrt" / f"{path.stem}-{key}"
+            cache.mkdir(parents=True, exist_ok=True)
             opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(cache), trt_timing_cache_enable="True",
                         trt_timing_cache_path=str(cache))
         return opts

@@ -61,7 +61,8 @@ class TensorRT(Backend):
         try:
             import tensorrt
         except ImportError:
-            return False, "the tensorrt Python package is not installed (pip install tensorrt, on a CUDA machine)"
+            return False, ("the tensorrt Python package is not installed (pip install 'tlc-export[tensorrt-cu12]', or -cu13: "
+                           "torch.version.cuda's major, on a CUDA machine)")
         if dtype != "fp32":
             return False, "an engine fixes its own precision; run it as dtype fp32"
         self._version = getattr(tensorrt, "__version__", None)

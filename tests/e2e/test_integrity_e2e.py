@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -165,12 +164,15 @@ def test_force_pretrain_retrains_every_size_from_step_zero_and_later_stages_are_
 
 
 def _wait_for(predicate, what: str, proc: subprocess.Popen) -> None:
+    """Poll `predicate` while `proc` runs (each poll waits up to 0.25 s for the process to end)."""
     for _ in range(1200):
         if predicate():
             return
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended (rc {proc.returncode}) before {what}: {proc.stdout.read() if proc.stdout else ''}")
-        time.sleep(0.25)
+        try:
+            proc.wait(timeout=0.25)
+        except subprocess.TimeoutExpired:
+            continue
+        pytest.fail(f"the run ended (rc {proc.returncode}) before {what}: {proc.stdout.read() if proc.stdout else ''}")
     pytest.fail(f"gave up waiting for {what}")
 
 
@@ -192,12 +194,15 @@ def test_a_second_run_refuses_at_once_and_a_killed_run_resumes(tmp_path: Path) -
     try:
         _wait_for(lambda: _pretrain_status(run) == "running" and any((run / "pretrain").glob("*/curves.jsonl")),
                   "pretraining started", first)
+        # Frozen mid-pretraining (it holds the run's lock): however slow the machine, it cannot finish its
+        # budget and release the lock while the second run starts, so the refusal is not a race.
+        os.kill(first.pid, signal.SIGSTOP)
         second = subprocess.run(cmd, env=env, capture_output=True, text=True)
         assert second.returncode != 0
         err = " ".join(second.stderr.split())
         assert f"PID {first.pid}" in err and f"tlc run {recipe} --run-dir {run}" in err
         assert first.poll() is None  # refused while the first was still running, not after waiting for it
-        os.kill(first.pid, signal.SIGKILL)
+        os.kill(first.pid, signal.SIGKILL)  # a stopped process takes SIGKILL too
         first.wait()
     finally:
         if first.poll() is None:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ class Writer(Stage):
     wait_for_interrupt: set[str] = set()
     finished_waiting: dict[str, bool] = {}
     started = threading.Event()
+    interrupted = threading.Event()  # set right after the background check has interrupted the main thread
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         Writer.calls[self.name] = Writer.calls.get(self.name, 0) + 1
@@ -55,11 +55,11 @@ class Writer(Stage):
             Writer.fail_once.discard(self.name)
             raise RuntimeError("boom")
         if self.name in Writer.wait_for_interrupt:
-            # Far longer than the background check of a small file takes; it is interrupted before the end
-            # (between two sleeps: the check interrupts the main thread at its next bytecode).
+            # Waits until the check has interrupted the main thread (no clock): the pending interrupt is raised
+            # at the next bytecode, inside Event.wait's own Python code, so the flag below is never set.
+            # The 60 s only guards against a hang when the check never interrupts (then the test fails).
             Writer.started.set()
-            for _ in range(6000):
-                time.sleep(0.01)
+            Writer.interrupted.wait(60)
             Writer.finished_waiting[self.name] = True
         (ctx.out_dir / "payload.bin").write_bytes(bytes(range(256)) * 64 + bytes([Writer.calls[self.name]]))
         (ctx.out_dir / "sub").mkdir(exist_ok=True)
@@ -81,6 +81,14 @@ class Fin(Writer):
 @pytest.fixture(autouse=True)
 def _stages(monkeypatch: pytest.MonkeyPatch) -> None:
     Writer.calls, Writer.fail_once, Writer.wait_for_interrupt, Writer.finished_waiting = {}, set(), set(), {}
+    Writer.interrupted.clear()
+    real_interrupt = integrity._thread.interrupt_main
+
+    def interrupt_main(*args):  # noqa: ANN002, ANN202
+        real_interrupt(*args)
+        Writer.interrupted.set()
+
+    monkeypatch.setattr(integrity._thread, "interrupt_main", interrupt_main)
     monkeypatch.setattr(ClassificationFamily, "stages", lambda self: [Pre(), Fin()])
 
 
@@ -304,8 +312,12 @@ def test_a_second_writer_refuses_naming_the_holder_and_a_killed_holder_releases(
             runner.run_pipeline(_recipe(), rd, force=["finetune"])
         assert f"PID {holder.pid}" in str(info.value) and "tlc run holder.yaml" in str(info.value)
         assert Writer.calls == {"pretrain": 1, "finetune": 1}
-        busy = CliRunner().invoke(main, ["finetune", str(tmp_path), "--force"])
-        assert busy.exit_code != 0 and f"PID {holder.pid}" in _text(busy)
+        for args in (["finetune", str(tmp_path), "--force"], ["report", str(tmp_path)], ["export", str(tmp_path)],
+                     ["run", str(tmp_path / "recipe.resolved.yaml"), "--run-dir", str(tmp_path)],
+                     ["package", str(tmp_path), "--variant", "1L-64H.s00.b32", "--out", str(tmp_path.parent / "b")]):
+            busy = CliRunner().invoke(main, args)
+            assert busy.exit_code != 0 and f"PID {holder.pid}" in _text(busy), (args, busy.output)
+        assert Writer.calls == {"pretrain": 1, "finetune": 1}
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
         runner.run_pipeline(_recipe(), rd, force=["finetune"])  # the OS released the lock
@@ -330,3 +342,13 @@ def test_other_torchrun_ranks_share_rank_zeros_lock(tmp_path: Path, monkeypatch:
         out0 = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
         assert out0.returncode != 0 and f"PID {os.getpid()}" in " ".join(out0.stderr.split())
+
+
+def test_a_digest_noted_while_writing_is_not_read_again_unless_the_file_changed(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.bin"
+    path.write_bytes(b"\x01\x02" * 1000)
+    integrity.note(path, "0" * 64)  # what the writer's streaming hash said (here: a marker no file hashes to)
+    assert integrity.hash_folder(tmp_path)["tokens.bin"]["sha256"] == "0" * 64
+    path.write_bytes(b"\x01\x02" * 1001)  # changed after the note: hashed anew
+    assert integrity.hash_folder(tmp_path)["tokens.bin"]["sha256"] == _sha(path)
+

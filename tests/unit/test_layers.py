@@ -19,8 +19,13 @@ PACKAGES = ("tlc_export", "runtime_bench")
 # Lowest first. Every module of PACKAGES falls under one prefix (checked below).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("tlc_export", "tlc_export.errors", "tlc_export.atomic", "tlc_export.stats",
-                    "tlc_export.distributed", "tlc_export.config", "tlc_export.recipe", "tlc_export.sweep.plan")),
-    ("records", ("tlc_export.rundir", "tlc_export.rows", "tlc_export.store", "tlc_export.predictions", "tlc_export.scoring",
+                    "tlc_export.distributed", "tlc_export.config")),
+    # The row and task readers and the built-in data fetchers: recipe validation checks local files with them.
+    ("readers", ("tlc_export.rows", "tlc_export.data.local", "tlc_export.data.hf", "tlc_export.data.fetch",
+                 "tlc_export.data.brown", "tlc_export.data.brown_genre", "tlc_export.data.rt_polarity",
+                 "tlc_export.data.task")),
+    ("recipe", ("tlc_export.recipe", "tlc_export.sweep.plan")),
+    ("records", ("tlc_export.rundir", "tlc_export.store", "tlc_export.predictions", "tlc_export.scoring",
                  "tlc_export.models", "tlc_export.tokens", "tlc_export.tasks.base")),
     ("mechanisms", ("tlc_export.data", "tlc_export.train", "tlc_export.pretrain", "tlc_export.finetune",
                     "tlc_export.compress", "tlc_export.export", "runtime_bench")),
@@ -183,7 +188,7 @@ def test_the_checker_sees_function_level_and_type_checking_imports(tmp_path: Pat
     (tmp_path / "runtime_bench" / "__init__.py").write_text("")
     found = "\n".join(problems(tmp_path))
     assert "import cycle: tlc_export.atomic → tlc_export.errors" in found
-    assert "tlc_export.recipe (foundation) imports tlc_export.stages.base (stages)" in found
+    assert "tlc_export.recipe (recipe) imports tlc_export.stages.base (stages)" in found
     assert "private name _hidden" in found
 
 

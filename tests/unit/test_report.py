@@ -152,6 +152,19 @@ def test_latency_answers_choose_on_dev() -> None:
     assert ans[1]["test_accuracy"] == 0.60 and ans[1]["runner_up"] == "a onnx-fp32 onnxruntime fp32"
 
 
+def test_latency_answers_name_the_onnxruntime_device() -> None:
+    """The same file on ONNX Runtime's CPU and CUDA providers: two rows the answer tells apart."""
+    rows = [{"variant": "a", "format": "onnx-fp16", "backend": "onnxruntime", "device": d, "dtype": "fp32", "batch": 1,
+             "latency_ms_p50": ms, "dev_accuracy": acc, "test_accuracy": 0.7, "status": "ok"}
+            for d, ms, acc in (("cpu", 9.0, 0.70), ("cuda", 1.5, 0.71))]
+    _, ans = latency_answers(rows, [2.0, 10])
+    assert [(a["variant"], a["device"]) for a in ans] == [("a", "cuda"), ("a", "cuda")]
+    assert ans[1]["runner_up"] == "a onnx-fp16 onnxruntime fp32"  # the CPU row: no device named
+    from tlc_export.report.html import latency_answer_columns
+
+    assert ("device", "device", "l") in latency_answer_columns("dev", "test")
+
+
 def fake_run(root: Path, large_test_right: int = 360, small_learned: bool = True, large_dense_right: int = 370) -> Path:
     variants = _variants(large_test_right=large_test_right, large_dense_right=large_dense_right)
     for v in variants:
@@ -231,6 +244,30 @@ def test_report_flags_a_size_that_did_not_learn_and_a_lost_verdict(tmp_path: Pat
     assert "train large, then compress lost" in html
     assert "2L-128H did not learn the task" in html and out["did_not_learn"] == [SMALL]
     assert "2L-128H did not learn the task" in (run / "report" / "summary.md").read_text()
+
+
+def test_report_shows_the_task_overlap_and_a_finetune_that_had_not_converged(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run")
+    meta = json.loads((run / "finetune" / "results.json").read_text())
+    meta["models"][0].update(converged=False, evals_since_best=0)
+    meta["models"][1].update(converged=True, evals_since_best=3)
+    (run / "finetune" / "results.json").write_text(json.dumps(meta))
+    (run / "data").mkdir()
+    overlap = {"ngram": 13, "splits": {"dev": {"examples": 380, "examples_overlapping": 0},
+                                       "test": {"examples": 400, "examples_overlapping": 2}},
+               "pretraining_documents_scanned": 390, "pretraining_documents_overlapping": 1,
+               "heldout_documents": {"brown": 100}}
+    (run / "data" / "results.json").write_text(json.dumps({"task_overlap": overlap}))
+    out = build_report(load_report_data(run), run / "report")
+    assert out["not_converged"] == [SMALL]
+    import html as html_lib
+
+    for raw in ((run / "report" / "index.html").read_text(), (run / "report" / "summary.md").read_text()):
+        text = html_lib.unescape(raw)  # the page writes ' as &#x27;; the markdown as it is
+        assert "test 2 of 400 examples share a 13-word run with the pretraining corpus" in text
+        assert "left out the task's 100 dev and test documents" in text
+        assert f"{SMALL}'s finetuning had not converged" in text
+        assert f"{LARGE}'s finetuning" not in text
 
 
 def test_plots_have_error_bars_and_the_majority_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

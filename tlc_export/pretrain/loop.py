@@ -106,8 +106,13 @@ def pretrain_size(
     dropout: float = 0.1,
     console: Console | None = None,
     on_step: Callable[[Counters], None] | None = None,
+    stop_at_s: float | None = None,
 ) -> dict[str, Any]:
     """Train `size` until `cfg.time_budget_s` training seconds have passed; return its result row.
+
+    `stop_at_s` (a pilot, `tlc plan`): stop once the training clock passes it, evaluate, save the
+    resumable state and return a row with `pilot: true`; the schedule still runs on the full budget, so
+    a later call without it continues exactly as if it had never stopped.
 
     `out_dir` is `pretrain/<size>/`. A finished size (checkpoint/done.json) is returned as is; a
     `state/` folder from an interrupted run is resumed. Every rank calls this; only rank 0 writes.
@@ -262,9 +267,23 @@ def pretrain_size(
         progress.update(task, completed=min(counters.elapsed_s, budget_s), step=counters.step,
                         loss=f"{r.loss:.3f}", tps=f"{counters.tokens / max(counters.elapsed_s, 1e-9):,.0f}")
 
+    def pilot_stop() -> None:  # `stop_at_s`: evaluate where it stopped and save the state to continue from
+        if main and last_eval_step != counters.step:
+            log_eval(train_losses)
+        if main:
+            save_state(state_dir, model, optimizer, counters)
+
     with progress, contextlib.closing(feed):
-        budget.run(counters, budget_s, device=device, world=world, read=clock, between_steps=between_steps, step=step,
-                   after_step=after_step, on_step=on_step)
+        stopped = budget.run(counters, budget_s, device=device, world=world, read=clock, between_steps=between_steps,
+                             step=step, after_step=after_step, on_step=on_step, stop_at_s=stop_at_s, on_stop=pilot_stop)
+        if stopped:
+            distributed.barrier()
+            return {"model": size.name, "pilot": True, "steps": counters.step, "tokens": counters.tokens,
+                    "elapsed_s": round(counters.elapsed_s, 4), "budget_s": budget_s, "stop_at_s": stop_at_s,
+                    "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9),
+                    "steps_per_s": counters.step / max(counters.elapsed_s, 1e-9),
+                    "params": count_params(model), "micro_batch_size": step_fn.micro_batch_size,
+                    "device": str(device), "state": str(state_dir)}
         if main:
             log_eval(train_losses)
             if warning["text"] is None:

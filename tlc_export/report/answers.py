@@ -217,7 +217,9 @@ def timed_rows(bench: Sequence[Row], batch: int | None = None, split: str = SELE
 
 
 def _backend_label(r: Row) -> str:
-    return f"{r['variant']} {r.get('format')} {r.get('backend')} {r.get('dtype')}"
+    # A GPU device is named (ONNX Runtime rows exist on cpu, cuda and tensorrt providers); CPU rows read as before.
+    device = f" {r['device']}" if r.get("device") not in (None, "cpu") else ""
+    return f"{r['variant']} {r.get('format')} {r.get('backend')}{device} {r.get('dtype')}"
 
 
 def latency_answers(
@@ -251,6 +253,8 @@ def latency_answers(
             "variant": best["variant"] if best else None,
             "format": best.get("format") if best else None,
             "backend": best.get("backend") if best else None,
+            # ONNX Runtime runs on cpu, cuda or tensorrt providers: the same backend name, another device
+            "device": best.get("device") if best else None,
             "dtype": best.get("dtype") if best else None,
             "latency_ms_p50": best["latency_ms_p50"] if best else None,
             f"{select_split}_accuracy": accuracy(best, select_split) if best else None,

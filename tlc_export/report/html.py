@@ -145,7 +145,8 @@ def storage_answer_columns(sel: str, rep: str) -> list[tuple[str, str, str]]:
 
 def latency_answer_columns(sel: str, rep: str) -> list[tuple[str, str, str]]:
     return [("budget_ms", "budget ms", ""), ("variant", "variant (chosen on dev)", "l"), ("format", "format", "l"),
-            ("backend", "backend", "l"), ("dtype", "dtype", "l"), ("latency_ms_p50", "p50 ms", ""),
+            ("backend", "backend", "l"), ("device", "device", "l"), ("dtype", "dtype", "l"),
+            ("latency_ms_p50", "p50 ms", ""),
             (f"{sel}_accuracy", f"{sel} acc %", "pct"), (f"{rep}_accuracy", f"{rep} acc %", "pct"),
             (f"{rep}_accuracy_ci", f"{rep} 95 %", "ci"), ("runner_up", "runner-up", "l"),
             ("mark", f"vs runner-up on {rep} (exact McNemar)", "l")]

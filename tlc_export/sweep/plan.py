@@ -21,7 +21,7 @@ from pydantic import AliasChoices
 from tlc_export.config.common import Section, section_type
 from tlc_export.config.sweep import SweepConfig
 from tlc_export.errors import RecipeError, RecipeProblem
-from tlc_export.recipe import Recipe, load_yaml, validate_data
+from tlc_export.recipe import Recipe, load_yaml, missing_file_hint, validate_data
 
 # Fields a sweep may not vary: the run's name and the sweep itself.
 _FORBIDDEN = {"name", "sweep"}
@@ -319,5 +319,6 @@ def load_plan(path: str | Path) -> Recipe | Sweep:
     """Read a recipe file: one recipe, or a sweep with every point validated."""
     path = Path(path)
     if not path.exists():
-        raise RecipeError(str(path), [RecipeProblem("", "file not found", hint="check the path to the recipe YAML")])
+        raise RecipeError(str(path), [RecipeProblem("", "file not found",
+                                                    hint=missing_file_hint(path, "check the path to the recipe YAML"))])
     return parse_plan(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)

@@ -82,18 +82,26 @@ def progress_bar(console: Any, name: str, budget_s: float, counters: Counters, *
 
 def run(counters: Counters, budget: float, *, device: torch.device, world: int, read: Callable[[], float],
         between_steps: Callable[[], None], step: Callable[[TrainingClock], StepResult],
-        after_step: Callable[[StepResult], None], on_step: Callable[[Counters], None] | None = None) -> None:
+        after_step: Callable[[StepResult], None], on_step: Callable[[Counters], None] | None = None,
+        stop_at_s: float | None = None, on_stop: Callable[[], None] | None = None) -> bool:
     """Steps until `budget` training seconds have passed (`read`: the clock, a seam for tests).
 
     Before each step `between_steps` runs off the clock (evaluation, checkpoints); `step(clock)` trains one
     optimizer step (it may `clock.start()` again after set-up it had to redo); then the counters advance,
-    `after_step` does the family's bookkeeping and `on_step` is told."""
+    `after_step` does the family's bookkeeping and `on_step` is told. `stop_at_s` (a pilot): stop once the
+    clock passes it, `on_stop` running off the clock; the schedule still runs on the whole budget. Returns
+    whether it stopped there."""
     clock = TrainingClock(read)
     clock.start()
     while True:
         counters.elapsed_s = shared_elapsed(counters.elapsed_s, device, world)
         if counters.elapsed_s >= budget:
-            break
+            return False
+        if stop_at_s is not None and counters.elapsed_s >= stop_at_s:
+            with clock.paused():
+                if on_stop is not None:
+                    on_stop()
+            return True
         with clock.paused():  # evaluation and checkpoints: between steps, off the training clock
             between_steps()
         result = step(clock)

@@ -26,6 +26,9 @@ class ClassificationFamily(TaskFamily):
     name = "classification"
     section = "finetune"
     metric = Metric(field="accuracy", label="accuracy", scale=1.0)
+    # `config.export.ExportFormat`'s values, written out: `tlc predict` loads families without pydantic.
+    export_formats = ("onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4",
+                      "onnx-int4-matmulnbits", "tensorrt-int8", "tensorrt-int4")
 
     def stages(self) -> list[Stage]:
         from tlc_export.stages.report import ReportStage
@@ -96,7 +99,7 @@ class ClassificationFamily(TaskFamily):
         """The report's answer (or the named variant), exported on demand when the run left it out."""
         from tlc_export.tasks.classification.package.select import check_run, choose
 
-        check_run(run_dir)
+        check_run(run_dir, [s.name for s in self.stages()])
         return choose(run_dir, family=self, **selection)
 
     def write_bundle(self, run_dir: Path, choice: Any, out: Path, **options: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ answer tables with, so `tlc package --max-storage-mb X` ships the variant the re
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,28 @@ from tlc_export.package.choice import (
     check_selection,
 )
 from tlc_export.report.data import ReportData, load_report_data
-from tlc_export.rundir import RunDir
+from tlc_export.rundir import RunDir, stale_inputs
 from tlc_export.tasks.base import TaskFamily
 
 
-def check_run(run_dir: str | Path) -> RunDir:
-    """A finished classification run: manifest, export results and a report at least as new as the bench."""
+def check_run(run_dir: str | Path, order: Sequence[str]) -> RunDir:
+    """A finished classification run: manifest, export results and a report at least as new as the bench
+    (`order`: the family's stage names, in pipeline order)."""
     rd = check_run_dir(run_dir)
     root = rd.root
     records = rd.records()
     if not (root / "export" / "results.json").is_file():
         raise PackageError(f"{root / 'export' / 'results.json'}: missing; run `tlc export {root}` (or `tlc run`) first")
     rep = records.get("report")
+    stale: set[str] = set()  # stages an input of which re-ran after them (`tlc export --formats`, `--force`)
+    for name in order:
+        rec = records.get(name)
+        if rec is not None and rec.status == "done" and stale_inputs(rec, records, stale):
+            stale.add(name)
+    if "report" in stale:
+        todo = [n for n in order if n in stale]
+        raise PackageError(f"{root}: the report is stale (a stage it depends on re-ran after it); run "
+                           + " then ".join(f"`tlc {n} {root}`" for n in todo))
     if rep is None or rep.status != "done" or not (root / "report" / "index.html").is_file():
         raise PackageError(f"{root}: the run has no report; run `tlc report {root}` first (a bundle follows the "
                            "report's answers and records them)")

@@ -38,6 +38,7 @@ from tlc_export.errors import BackendUnavailable, StageError
 from tlc_export.export.rows import attempt, record
 from tlc_export.scoring import SPLITS, accuracy_fields
 from tlc_export.stages.base import Stage, StageContext
+from tlc_export.stages.export_rows import kept_rows
 
 WEIGHT_ONLY_ACC_POINTS = 0.3  # same function ⇒ same accuracy; 0.3 points allows argmax ties
 ACT_QUANT = {"onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits"}
@@ -71,6 +72,7 @@ class ExportStage(Stage):
     name = "export"
     sections = ("export",)
     inputs = ("compress",)
+    unkeyed_options = frozenset({"formats"})  # `tlc export --formats`: build these, keep the other formats' files
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from tlc_export.data import load_tokenizer
@@ -129,9 +131,10 @@ class ExportStage(Stage):
                 if "tensorrt-int4" in formats and (not only or b32 in only) and not any(r.get("tensorrt_int4") for r in level_rows):
                     ctx.console.print(f"[yellow]{size} s{round(s * 100):02d}: no TensorRT INT4 variant in compress, so no "
                                       "tensorrt-int4 file (set compress.quantize.tensorrt_int4_block: 64 or 128)[/yellow]")
-        # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped.
+        # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped,
+        # except under `tlc export --formats`, which rebuilds only the formats it names.
         latest = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)}
-        all_rows = [r for k, r in latest.items() if k in planned and r["format"] in formats]
+        all_rows = kept_rows(ctx, formats) + [r for k, r in latest.items() if k in planned and r["format"] in formats]
         write_json(ctx.out_dir / "results.json", all_rows)
         self._table(ctx, all_rows)
         ok = sum(r["status"] == "ok" for r in all_rows)
