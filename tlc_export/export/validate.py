@@ -4,6 +4,11 @@ Tolerances (max |logit difference|, scaled by max(1, max |reference logit|)):
 - same function in fp32 (fp32, own INT8/INT4 codes, re-zeroing masks): 1e-3 — only the
   summation order of MatMul differs between PyTorch and ORT;
 - fp16 graph: 5e-2 — fp16 rounding of weights (~1e-3 relative) accumulated over layers;
+- own codes on integer kernels with dynamically quantized activations (onnx-int8, and onnx-int4 when
+  its codes run on DynamicQuantizeMatMul): 5e-2 — the weights are the variant's codes exactly, each
+  GEMM input is rounded to a per-tensor uint8 grid (≤ 1/510 of its range), a relative error of a few
+  1e-3 per layer; 5 % of the logit scale is ten times what the tests' models show and far below what
+  one corrupted scale does (tested);
 - formats that re-quantize activations (int8-dynamic/-static) or weights on their own grid
   (int4-matmulnbits): not a logit check but the dev-accuracy difference, reported, not raised —
   they are different functions by design.
@@ -24,7 +29,7 @@ from torch import nn
 from tlc_export.errors import ExportMismatchError, OutputMismatch, StageError
 from tlc_export.export.session import session  # noqa: F401 - re-exported: callers import it from here
 
-TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2, "int8-act": 5e-2}
 
 
 @dataclass
