@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         t.add_row(r["format"], str(r["batch"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['vs_int8_dynamic']:.2f}",
                   f"{r['vs_fp32']:.2f}", f"{r['file_bytes'] / 1e6:.2f}", f"{r['size_vs_fp32']:.3f}")
-    con = Console()
+    con = Console(width=200)
     con.print(t)
     verdict = _verdict(rows, a.batches)
     for line in verdict["lines"]:

@@ -63,6 +63,7 @@ class IntegerReport:
     corrections: int = 0
     corrections_dropped: list[str] = field(default_factory=list)  # outputs only LayerNorms read (see row_shift_invisible)
     int4_kernel: str | None = None
+    packed: dict[str, list[str]] = field(default_factory=dict)  # packed QKV weight → its source initializers (Q, K, V)
     fallback: dict[str, str] = field(default_factory=dict)
     accuracy_level: int | None = None
 
@@ -184,6 +185,22 @@ class _Builder:
             r = self.rowsum[x] = f"{x}__rowsum"
             axes = self.const(f"{x}__rowsum_axes", np.array([-1], np.int64))
             nodes.append(helper.make_node("ReduceSum", [x, axes], [r], name=f"{x}__rowsum", keepdims=1))
+        widths = [p.q.shape[0] if p.ref.transposed else p.q.shape[1] for p in parts]
+        per_part = np.split(c, np.cumsum(widths)[:-1])
+        if not uniform_c and len(parts) > 1 and len(set(widths)) == 1 and all(np.all(pc == pc[0]) for pc in per_part):
+            # Packed Q/K/V, one c per part: add [B, S, P, 1] to the output viewed as [B, S, P, H] (one pass),
+            # not a materialized [B, S, 3H] correction.
+            cp = self.const(f"{w}__correction", np.array([pc[0] for pc in per_part], np.float32))
+            view = self.const(f"{w}__parts_view", np.array([0, 0, len(parts), widths[0]], np.int64))
+            flat = self.const(f"{w}__parts_flat", np.array([0, 0, len(parts) * widths[0]], np.int64))
+            last = self.const(f"{w}__last", np.array([-1], np.int64))
+            nodes += [helper.make_node("Mul", [r, cp], [f"{w}__rank1"], name=f"{w}__rank1"),
+                      helper.make_node("Unsqueeze", [f"{w}__rank1", last], [f"{w}__rank1_4d"], name=f"{w}__rank1_4d"),
+                      helper.make_node("Reshape", [f"{w}__xw", view], [f"{w}__xw_4d"], name=f"{w}__xw_4d"),
+                      helper.make_node("Add", [f"{w}__xw_4d", f"{w}__rank1_4d"], [f"{w}__sum_4d"], name=f"{w}__corrected"),
+                      helper.make_node("Reshape", [f"{w}__sum_4d", flat], [y], name=f"{w}__sum")]
+            self.report.corrections += 1
+            return nodes
         cc = self.const(f"{w}__correction", np.float32(c[0]) if uniform_c else c)
         nodes += [helper.make_node("Mul", [r, cc], [f"{w}__rank1"], name=f"{w}__rank1"),
                   helper.make_node("Add", [f"{w}__xw", f"{w}__rank1"], [y], name=f"{w}__corrected")]
@@ -369,6 +386,7 @@ def to_integer_kernels_(
     b = _Builder(model)
     b.report.accuracy_level = accuracy_level if four_bit and int4_kernel.startswith("matmulnbits") else None
     b.report.int4_kernel = int4_kernel if four_bit else None
+    b.report.packed = {k: list(v) for k, v in packed.items()}
 
     def parts_of(name: str) -> list[_Part] | None:
         names = list(packed.get(name, [name]))

@@ -216,7 +216,7 @@ class _SizeJob:
         return row
 
     def _validate(self, path: Path, ref_model, tol: float | None, torch_acc: float, weight_only: bool,
-                  int4_dq: bool = False) -> dict[str, Any]:
+                  int4_dq: bool = False, relative: bool = False) -> dict[str, Any]:
         """Checker, logits against `ref_model` (exact session), then the file's own accuracy on dev and
         test through a plain session, with its per-example predictions stored beside it."""
         from tlc_export.export import validate as V
@@ -224,7 +224,7 @@ class _SizeJob:
 
         V.check(path)
         sess = V.session(path, exact=True)
-        d, t, _ = V.compare(path, V.torch_logits(ref_model, self.val_b), self.val_b, tol, sess=sess)
+        d, t, _ = V.compare(path, V.torch_logits(ref_model, self.val_b), self.val_b, tol, sess=sess, relative=relative)
         # A plain session (what deployments and the bench run) differs from the exact one only where ORT
         # fuses INT4 DequantizeLinear+MatMul with int8 activations; elsewhere the two are the same session.
         plain = V.session(path) if int4_dq else sess
@@ -485,10 +485,11 @@ class _SizeJob:
         """The variant's codes on ONNX Runtime's integer kernels (`tlc_export.export.integer`), validated
         against the fake-quant model (tolerance `int8-act` where activations are quantized dynamically,
         `fp32` where the kernel computes in fp32), with its accuracy set against the compress stage's
-        interval. Falls back to the DequantizeLinear file (`fallback()`), with the reason, if it fails."""
+        interval. When it fails (ExportMismatchError beyond the tolerance, or a graph the kernels cannot take) the
+        row is the DequantizeLinear file (`fallback()`) instead, with the reason in `integer_kernels`."""
         from tlc_export.export.integer import integer_model
         from tlc_export.export.onnx_export import save_model
-        from tlc_export.export.validate import TOLERANCE
+        from tlc_export.export.validate import RELATIVE, TOLERANCE
 
         kernel = self.cfg.int4_kernel if four_bit else None
         exact = four_bit and kernel.startswith("matmulnbits")
@@ -500,10 +501,8 @@ class _SizeJob:
                                                int(c.num_attention_heads), int(c.hidden_size), four_bit=four_bit,
                                                int4_kernel=kernel or "matmulnbits-acc0")
             save_model(proto, p)
-            out = self._validate(p, model, TOLERANCE[tol_name], acc, weight_only=exact)
-        except ExportMismatchError:
-            raise  # the integer file computes something else than the variant: a failed row, never hidden
-        except Exception as e:  # noqa: BLE001 - an unsupported graph keeps the DequantizeLinear file
+            out = self._validate(p, model, TOLERANCE[tol_name], acc, weight_only=exact, relative=tol_name in RELATIVE)
+        except Exception as e:  # noqa: BLE001 - a mismatch or an unsupported graph keeps the DequantizeLinear file
             p.unlink(missing_ok=True)
             self.ctx.console.print(f"[yellow]{variant} {fmt}: integer kernels not used:[/yellow] {escape(_reason(e))[:200]}")
             return {**fallback(), "integer_kernels": {"applied": False, "reason": _reason(e)}}
