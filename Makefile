@@ -8,7 +8,7 @@ TLC := $(VENV)/bin/tlc
 # torch first with an exact pin: a looser spec pulls a multi-GB CUDA build on these machines.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup quickstart quickstart-mt test lint system-deps screenshot clean gpu-carry
+.PHONY: setup quickstart quickstart-mt test lint mutants system-deps screenshot clean gpu-carry
 
 setup: $(VENV)/.installed
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[cpu,dev]"
 	touch $@
 
 # Headless Chromium renders the report in a test; installed with apt where we are root.
@@ -41,6 +41,11 @@ test: setup system-deps
 
 lint: setup
 	$(VENV)/bin/ruff check tlc_export runtime_bench tests scripts
+
+# The standing mutation check (not part of `make test`): plants each bug of scripts/mutants.toml and runs
+# the tests that cover it; fails when one survives or a target has moved out of reach. ≤ 10 min on 2 cores.
+mutants: setup
+	$(PY) scripts/mutants.py
 
 screenshot: setup
 	$(PY) scripts/report_screenshot.py runs/quickstart docs/pareto.png --height 1000

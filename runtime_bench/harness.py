@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from runtime_bench.backends import get_backend
-from runtime_bench.metrics import PeakMemory, device_used_bytes, latency_stats, time_calls
+from runtime_bench.metrics import (
+    DeviceMemory,
+    PeakMemory,
+    device_used_bytes,
+    latency_stats,
+    time_calls,
+)
 
 # Every result row has these keys (None where they do not apply), in this order.
 FIELDS = (
@@ -231,6 +237,7 @@ def _bench_one(
             if used_before is not None and used_after is not None:
                 r["model_mem_bytes"] = max(0, used_after - used_before)
             r["runtime_version"] = extra.get("runtime_version")
+            r["runtime_reserved_bytes"] = backend.runtime_memory_bytes()  # part of model_mem_bytes
             r.update({k: val for k, val in extra.items() if k not in FIELDS})
         acc = _accuracy(v, backend, name, dtype, evalsets, s.eval_batch_size)
         for r in rows:
@@ -243,9 +250,11 @@ def _bench_one(
                 log(f"{v.variant} {name} {dtype} batch {r['batch']}")
             ids, mask = random_inputs(r["batch"], s.seq_len, v.vocab_size, s.seed)
             prepared = backend.prepare(ids, mask)
-            # Peak = what the timed calls add on top of the loaded backend, plus memory its runtime reports
-            # holding outside torch's allocator (a TensorRT context's activations).
-            with PeakMemory(cuda=backend.cuda, extra_bytes=backend.runtime_memory_bytes()) as mem:
+            # Peak = what the warm-up and timed calls add on top of the loaded backend: torch's allocator peak
+            # for torch backends; for ONNX Runtime and TensorRT on CUDA, the driver's used-memory delta (their
+            # allocators are not torch's; what a TensorRT context reserved at load is in model_mem_bytes).
+            own = backend.cuda and backend.memory_from_device
+            with (DeviceMemory() if own else PeakMemory(cuda=backend.cuda)) as mem:
                 samples = time_calls(lambda p=prepared: backend.forward(p), backend.sync, s.warmup, s.runs, cuda=backend.cuda)
             st = latency_stats(samples)
             r.update(st.as_row())

@@ -147,14 +147,13 @@ class PeakMemory:
 
     CUDA: `max_memory_allocated` during the block minus `memory_allocated` at its start (the
     caching allocator's peak is reset on entry), so weights loaded before and whatever earlier
-    backends left behind are excluded; `extra_bytes` adds memory a runtime holds outside torch's
-    allocator where its API reports it (a TensorRT context's activation memory). CPU: bytes the
-    process's peak RSS rose above its RSS at entry (activations, ORT arenas).
+    backends left behind are excluded: torch backends only (runtimes with allocators of their own
+    use `DeviceMemory`). CPU: bytes the process's peak RSS rose above its RSS at entry
+    (activations, ORT arenas).
     """
 
-    def __init__(self, cuda: bool = False, extra_bytes: int | None = None):
+    def __init__(self, cuda: bool = False):
         self.cuda = cuda
-        self.extra_bytes = extra_bytes
         self.bytes: int | None = None
         self._base = 0
 
@@ -175,10 +174,41 @@ class PeakMemory:
             import torch
 
             torch.cuda.synchronize()
-            self.bytes = max(0, int(torch.cuda.max_memory_allocated()) - self._base) + (self.extra_bytes or 0)
+            self.bytes = max(0, int(torch.cuda.max_memory_allocated()) - self._base)
         else:
             peak = peak_rss_bytes()
             self.bytes = None if peak is None else max(0, peak - self._base)
+
+
+class DeviceMemory:
+    """Device memory a block adds, from the driver: `cudaMemGetInfo` used bytes after minus before (device
+    synchronized both times). For runtimes with their own allocator (ONNX Runtime's arena, TensorRT): what
+    their warm-up and timed runs grow it by (an arena keeps what it grew to, so after = its peak). Memory
+    reserved when the model loaded (a TensorRT context's activations) is in `model_mem_bytes`, not here,
+    so nothing is counted twice."""
+
+    def __init__(self, used: Callable[[], int | None] | None = None, sync: Callable[[], None] | None = None) -> None:
+        self._used = used or device_used_bytes
+        self._sync = sync or _cuda_sync
+        self.bytes: int | None = None
+        self._base: int | None = None
+
+    def __enter__(self) -> DeviceMemory:
+        self._sync()
+        self._base = self._used()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sync()
+        after = self._used()
+        self.bytes = None if after is None or self._base is None else max(0, after - self._base)
+
+
+def _cuda_sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def device_used_bytes() -> int | None:

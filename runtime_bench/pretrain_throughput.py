@@ -7,17 +7,21 @@ Every step runs on a freshly initialised model of the same size and seed, on the
 - `ours`: `tlc_export.pretrain.step.TrainStep` as the pretrain stage runs it: masking on the
   device (k = round(0.15·seq) positions per row), the vocabulary head only on those positions
   (static shapes), bf16 autocast + fused AdamW on CUDA, torch.compile when compiling;
-- `plain`: `model(input_ids, labels=labels).loss.backward(); optimizer.step()` with the full
-  vocabulary head and the same optimizer and autocast, eager;
+- `plain`: `model(input_ids, labels=labels).loss.backward()`, gradient clipping, `optimizer.step()`
+  with the full vocabulary head and the same optimizer, autocast and clipping norm, eager;
 - `plain_compiled`: the same plain model under `torch.compile`.
-The plain steps get their masks ready-made on the device (a DataLoader with workers and pinned
-memory would hide that work), so they time the model alone; ours includes its on-device masking.
-Compilation happens in warm-up steps before timing and is reported as `compile_s`.
+Both do the same work per step apart from the model itself: masks drawn on the device by the same
+`DeviceMasker` (ours inside its step, plain at the top of its timed step), gradients clipped to
+`pretrain.grad_clip`, one fused AdamW step. Compilation happens in warm-up steps before timing and
+is reported as `compile_s`; dynamo's cache is reset once, before the first variant (a reset per
+variant threw away ours' compiled graphs, which then recompiled inside the timed steps), and
+`unique_graphs` (graphs each compiled variant's warm-up produced: more than one means graph
+breaks) and `recompiles_after_warmup` are recorded.
 
 Two utilisation columns (FLOPs from `tlc_export.models.mlm_flops`):
-- `mfu`: model FLOPs counted the paper's way, 6·N·tokens + attention with N = non-embedding
-  parameters + the vocab × hidden output projection: the same work for every step, so MFU
-  ratios equal throughput ratios;
+- `model-FLOPs MFU` (`model_flops_mfu`): model FLOPs counted the paper's way, 6·N·tokens + attention
+  with N = non-embedding parameters + the vocab × hidden output projection: the same work for every
+  step, so MFU ratios equal throughput ratios;
 - `hfu`: the FLOPs each step actually computes (ours: the head only on the k masked positions
   per row; plain: the full head, = model FLOPs).
 The peak comes from `runtime_bench.peaks` by exact GPU model (SXM / PCIe / NVL differ), or
@@ -40,10 +44,9 @@ import torch
 from runtime_bench.peaks import cpu_peak, gpu_peak
 from tlc_export.config.models import ModelSize
 from tlc_export.config.pretrain import PretrainConfig
-from tlc_export.data.mlm import mask_tokens
 from tlc_export.models import build_mlm, count_params, mlm_flops
 from tlc_export.pretrain.loss import MLMLoss
-from tlc_export.pretrain.masking import masked_per_row
+from tlc_export.pretrain.masking import DeviceMasker, masked_per_row
 from tlc_export.pretrain.step import MaskSpec, TrainStep, autocast_dtype, make_optimizer
 
 SPECIAL = (0, 1, 2, 3, 4)
@@ -79,6 +82,13 @@ def _timed(fn: Callable[[int], Any], device: torch.device, steps: int) -> list[f
         _sync(device)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def _graphs() -> int:
+    """Graphs dynamo has compiled in this process since its last reset."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _free(device: torch.device) -> None:
@@ -117,18 +127,17 @@ def bench_size(size: ModelSize, args: argparse.Namespace, device: torch.device, 
         model = fresh()
         opt = make_optimizer(model, cfg, device)
         fwd = torch.compile(model, dynamic=False) if compiled else model
-        masked = []
-        for seed in range(4):  # a few ready-made mask sets, cycled
-            x, y = mask_tokens(rows, mask_token_id=4, vocab_size=args.vocab, special_ids=SPECIAL,
-                               generator=torch.Generator().manual_seed(seed))
-            masked.append((x.to(device), y.to(device)))
+        masker = DeviceMasker(spec, device)  # ours' masking, on the device, inside the timed step
+        on_device = rows.to(device)
 
         def step(i: int) -> None:
-            x, y = masked[i % len(masked)]
+            x, y = masker(on_device, i)
             for xs, ys in zip(x.split(micro), y.split(micro), strict=True):
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     loss = fwd(input_ids=xs, labels=ys).loss
                 (loss * xs.shape[0] / x.shape[0]).backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # as TrainStep does
             opt.step()
             opt.zero_grad(set_to_none=True)
 
@@ -146,12 +155,16 @@ def bench_size(size: ModelSize, args: argparse.Namespace, device: torch.device, 
     steps: dict[str, Callable[[int], Any]] = {}
     compile_s: dict[str, float] = {}
     models: dict[str, torch.nn.Module] = {}
+    graphs: dict[str, int] = {}
+    torch._dynamo.reset()  # once: every variant's compiled graphs must survive until its timed steps
     for name, make in makers.items():
-        torch._dynamo.reset()
+        before = _graphs()
         steps[name], compile_s[name], models[name] = make()
         for i in range(args.warmup):
             steps[name](i)
         _sync(device)
+        graphs[name] = _graphs() - before
+    warm_graphs = _graphs()
     flops = mlm_flops(models["ours"], args.seq)
     out["params"] = count_params(models["ours"])
     out["flops_params"] = flops.params
@@ -160,13 +173,16 @@ def bench_size(size: ModelSize, args: argparse.Namespace, device: torch.device, 
     for _ in range(2):
         for name, fn in steps.items():
             times[name] += _timed(fn, device, args.steps)
+    out["recompiles_after_warmup"] = _graphs() - warm_graphs if compile_steps else None
     model_flops = flops.paper(tokens)
     for name, ts in times.items():
         step_s = statistics.median(ts)
         hw = flops.computed(tokens, args.batch * k) if name == "ours" else model_flops
-        out[name] = {"step_ms": step_s * 1e3, "tokens_per_s": tokens / step_s, "mfu": model_flops / step_s / peak,
-                     "hfu": hw / step_s / peak, "model_flops": model_flops, "hardware_flops": hw,
-                     "compile_s": round(compile_s[name], 2), "compiled": compile_steps or name == "plain_compiled"}
+        compiled = (compile_steps and name == "ours") or name == "plain_compiled"
+        out[name] = {"step_ms": step_s * 1e3, "tokens_per_s": tokens / step_s,
+                     "model_flops_mfu": model_flops / step_s / peak, "hfu": hw / step_s / peak,
+                     "model_flops": model_flops, "hardware_flops": hw, "compile_s": round(compile_s[name], 2),
+                     "compiled": compiled, "unique_graphs": graphs[name] if compiled else None}
     out["ratio_vs_plain"] = out["ours"]["tokens_per_s"] / out["plain"]["tokens_per_s"]
     if "plain_compiled" in out:
         out["ratio_vs_plain_compiled"] = out["ours"]["tokens_per_s"] / out["plain_compiled"]["tokens_per_s"]
@@ -201,15 +217,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(f"device {device} · {rows[0]['peak_note']} · batch {args.batch} (micro {args.micro}) · seq {args.seq} · "
           f"vocab {args.vocab} · compile {'on' if compile_steps else 'off'}")
-    print("MFU: model FLOPs the paper's way (6·N·tokens + attention, full head); HFU: FLOPs computed")
-    print(f"{'size':>10} {'step':>15} {'tok/s':>11} {'ms':>8} {'MFU':>7} {'HFU':>7} {'compile s':>9}")
+    print("model-FLOPs MFU: the paper's model FLOPs (6·N·tokens + attention, full head); HFU: FLOPs computed")
+    print(f"{'size':>10} {'step':>15} {'tok/s':>11} {'ms':>8} {'model-FLOPs MFU':>15} {'HFU':>7} {'compile s':>9} "
+          f"{'graphs':>6}")
     for r in rows:
         for name in VARIANTS:
             if name not in r:
                 continue
             v = r[name]
-            print(f"{r['size']:>10} {name:>15} {v['tokens_per_s']:>11,.0f} {v['step_ms']:>8.1f} {v['mfu']:>7.2%} "
-                  f"{v['hfu']:>7.2%} {v['compile_s']:>9.1f}")
+            print(f"{r['size']:>10} {name:>15} {v['tokens_per_s']:>11,.0f} {v['step_ms']:>8.1f} "
+                  f"{v['model_flops_mfu']:>15.2%} {v['hfu']:>7.2%} {v['compile_s']:>9.1f} "
+                  f"{'-' if v['unique_graphs'] is None else v['unique_graphs']:>6}")
         extra = f", vs plain compiled {r['ratio_vs_plain_compiled']:.2f}×" if "ratio_vs_plain_compiled" in r else ""
         print(f"{r['size']:>10} ours vs plain eager {r['ratio_vs_plain']:.2f}×{extra}")
     result = {"bench": "pretrain_throughput", "device": str(device), "batch": args.batch, "micro": args.micro,

@@ -38,7 +38,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         yield tmp
         if tmp.is_dir() and target.exists():
             # Folders cannot be renamed over a non-empty folder: move the old one aside first.
-            old = target.with_name(f".{target.name}.old")
+            old = old_folder(target)  # a kill before the next rename leaves only this: see recover_folder
             if old.exists():
                 shutil.rmtree(old)
             target.rename(old)
@@ -53,6 +53,23 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink()
+
+
+def old_folder(target: str | os.PathLike[str]) -> Path:
+    """Where `atomic_path` moves a folder's previous version aside while it renames the new one in."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.old")
+
+
+def recover_folder(target: str | os.PathLike[str]) -> bool:
+    """Put back the previous version of a folder that a kill between `atomic_path`'s two renames left
+    only as `.<name>.old` (the new version was never renamed in). Returns True when it did."""
+    target, old = Path(target), old_folder(target)
+    if target.exists() or not old.is_dir():
+        return False
+    old.rename(target)
+    _fsync_dir(target.parent)
+    return True
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

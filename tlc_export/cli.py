@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,15 @@ from rich.console import Console
 from rich.table import Table
 
 from tlc_export import __version__, distributed
+from tlc_export.console import CliConsole
 from tlc_export.errors import RecipeError, TlcError
 from tlc_export.recipe import Recipe, load_plan, parse_recipe, schema_lines
-from tlc_export.rundir import RESOLVED_RECIPE, RunDir
+from tlc_export.rundir import RESOLVED_RECIPE, STAGE_ORDER, RunDir, stale_inputs
+from tlc_export.writer_lock import writer_lock
 
-console = Console()
+console = CliConsole()  # rich tables on a terminal, full tab-separated rows in a pipe
 err_console = Console(stderr=True)
 
-STAGE_ORDER = ["data", "pretrain", "finetune", "translation", "compress", "export", "bench", "report"]
 
 
 def _fail(exc: Exception) -> None:
@@ -81,10 +83,10 @@ def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str |
         if point is not None:
             raise TlcError(f"{recipe}: --point {point} is for sweep recipes; this one has no `sweep:` section")
         r = plan
-        if distributed.is_main():
-            rd.root.mkdir(parents=True, exist_ok=True)
-            rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
-        _run(r, rd, only=only, force=force)
+        with writer_lock(rd.root, "`tlc run`"):
+            if distributed.is_main():
+                rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
+            _run(r, rd, only=only, force=force)
         if not distributed.is_main():
             return
         report = rd.root / "report" / "index.html"
@@ -100,8 +102,10 @@ def _run_sweep(sweep: Any, recipe: Path, parent: Path, point: int | None, only: 
                force: tuple[str, ...]) -> None:
     from tlc_export.sweep.run import run_sweep
 
-    outcomes = run_sweep(sweep, parent, recipe_path=recipe, points=[point] if point is not None else None,
-                         only=only, force=list(force), console=console)
+    # Every point: this process writes the parent (its report) too. One point: other points' jobs share the parent.
+    with writer_lock(parent, "`tlc run`") if point is None else contextlib.nullcontext():
+        outcomes = run_sweep(sweep, parent, recipe_path=recipe, points=[point] if point is not None else None,
+                             only=only, force=list(force), console=console)
     if not distributed.is_main():
         return
     table = Table(title=f"sweep {sweep.name}: {len(outcomes)} of {len(sweep.points)} point(s) run")
@@ -133,7 +137,7 @@ def sweep() -> None:
 def sweep_list(recipe: Path, run_dir: Path | None) -> None:
     """Print one `tlc run RECIPE --point K` command per point of RECIPE's sweep.
 
-    Launch them as separate jobs (a scheduler, or `torchrun … -m tlc_export.cli run … --point K`)
+    Launch them as separate jobs (a scheduler, or `torchrun … -m tlc_export run … --point K`)
     on storage they share: each point links the stages it has in common with others instead of
     recomputing them, and `tlc report RUN_DIR` merges whatever points have finished.
     """
@@ -169,10 +173,42 @@ def validate(recipe: Path, explain: bool) -> None:
         console.print(f"[green]✓ {recipe}[/green] is valid: a sweep ({plan.mode}) of {len(plan.points)} points")
         for p in plan.points:
             console.print(f"  {p.id}: {_summary(p.recipe)}", highlight=False)
+        first = plan.points[0].recipe if plan.points else None
     else:
         console.print(f"[green]✓ {recipe}[/green] is valid: {_summary(plan)}")
+        first = plan
+    note = _stops_early(first) if first is not None else None
+    if note:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if explain:
         _print_schema()
+
+
+def _stage_roles(recipe: Recipe) -> dict[str, str]:
+    """Each step of the recipe's family, in run order: "run", or "not in recipe" (its section is absent).
+    Steps of the other family are absent (n/a for this run)."""
+    from tlc_export.stages import all_stages
+    from tlc_export.tasks import family_of
+
+    family = family_of(recipe).name
+    roles: dict[str, str] = {}
+    for s in all_stages():
+        if family in s.families and s.name not in roles:
+            roles[s.name] = "run" if s.enabled(recipe) else "not in recipe"
+    return roles
+
+
+def _stops_early(recipe: Recipe) -> str | None:
+    """Say so when `tlc run` will stop before the report because a section is absent."""
+    roles = _stage_roles(recipe)
+    order = [n for n in STAGE_ORDER if n in roles]
+    missing = [n for n in order if roles[n] != "run"]
+    if not missing:
+        return None
+    ran = [n for n in order if roles[n] == "run"]
+    last = ran[-1] if ran else "nothing"
+    return (f"no `{'`, `'.join(f'{n}:' for n in missing)}` section(s): `tlc run` stops after {last} and writes no "
+            "report; add them to get the report (`tlc recipe-schema` lists their fields; `{}` takes every default)")
 
 
 def _summary(r: Recipe) -> str:
@@ -225,16 +261,33 @@ def status(run_dir: Path) -> None:
     for col in ("stage", "status", "cache key", "seconds", "outputs / error"):
         table.add_column(col, overflow="fold")
     records = rd.records()
+    try:
+        roles: dict[str, str] | None = _stage_roles(_recipe_from_run_dir(rd))
+    except TlcError:
+        roles = None  # no readable recipe: say only what the manifest says
+    stale: set[str] = set()
     for name in STAGE_ORDER:
         rec = records.get(name)
         if rec is None:
-            table.add_row(name, "[dim]not run[/dim]", "", "", "")
+            role = "not run" if roles is None else roles.get(name, "n/a")
+            table.add_row(name, f"[dim]{'not run' if role == 'run' else role}[/dim]", "", "", "")
             continue
         colour = {"done": "green", "running": "yellow", "failed": "red"}.get(rec.status, "white")
+        status = f"[{colour}]{rec.status}[/{colour}]"
         detail = rec.error or ", ".join(f"{k}" for k in list(rec.outputs)[:6])
+        changed = stale_inputs(rec, records, stale) if rec.status == "done" else []
+        if changed:
+            stale.add(name)
+            status = "[yellow]stale[/yellow]"
+            detail = (f"{', '.join(changed)} re-ran (or is stale) after it ran; `tlc run` (or `tlc {name} {run_dir}`) "
+                      "re-runs it")
         secs = f"{rec.seconds:.1f}" if rec.seconds is not None else ""
-        table.add_row(name, f"[{colour}]{rec.status}[/{colour}]", (rec.cache_key or "")[:10], secs, detail)
+        table.add_row(name, status, (rec.cache_key or "")[:10], secs, detail)
     console.print(table)
+    aside = sorted(p.name for p in rd.root.glob(".*.replaced-*"))
+    if aside:
+        console.print(f"[yellow]outputs replaced by --force, kept until the forced stage finishes:[/yellow] "
+                      f"{', '.join(aside)}")
 
 
 def _sweep_status(parent: Path) -> None:
@@ -255,9 +308,83 @@ def _sweep_status(parent: Path) -> None:
     console.print(table)
 
 
+@main.command("verify")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def verify_cmd(run_dir: Path) -> None:
+    """Check every file of RUN_DIR against the checksums its stages recorded (a sweep: its stage store too).
+
+    Prints ok / missing / corrupt / unrecorded per stage, and exits 1 on any fault, naming the earliest
+    stage to re-run and its command.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tlc_export import integrity
+    from tlc_export.sweep.run import is_sweep_dir
+    from tlc_export.verify import _folders, earliest_fault, recorded_bytes, verify_run
+    from tlc_export.writer_lock import holder, is_locked
+
+    if not RunDir(run_dir).exists() and not is_sweep_dir(run_dir):
+        if (run_dir / "tlc.json").is_file():
+            _verify_bundle(run_dir)
+            return
+        _fail(TlcError(f"{run_dir}: no manifest.json here; is it a run directory (or a bundle)?"))
+    if is_locked(run_dir):
+        h = holder(run_dir) or {}
+        console.print(f"[yellow]note:[/yellow] PID {h.get('pid', '?')} (`{h.get('command', '?')}`) is writing here; "
+                      "its running stage is not checked", highlight=False)
+    folders = _folders(run_dir)
+    with Progress(TextColumn("verifying"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("verify", total=recorded_bytes(folders))
+        verify_run(run_dir, on_bytes=lambda n: progress.advance(task, n), folders=folders)
+    table = Table(title=f"{run_dir} — files against their stages' checksums")
+    for col in ("stage", "status", "ok", "missing", "corrupt", "unrecorded", "MB ok"):
+        table.add_column(col, overflow="fold")
+    for fc in folders:
+        if fc.status not in ("done", "stale"):
+            table.add_row(fc.label, f"[yellow]{fc.status}[/yellow] (not checked)", "", "", "", "", "")
+            continue
+        cells = [str(fc.ok), *(f"[red]{n}[/red]" if n else "0" for n in
+                               (fc.count("missing"), fc.count("corrupt"), fc.count("unrecorded")))]
+        status = "[green]ok[/green]" if not fc.faults else "[red]FAULT[/red]"
+        if fc.status == "stale":
+            status += " [yellow](stale)[/yellow]"
+        table.add_row(fc.label, status, *cells, f"{fc.bytes / 1e6:.1f}")
+    console.print(table)
+    first = earliest_fault(folders)
+    if first is None:
+        n = sum(fc.ok for fc in folders)
+        console.print(f"[green]✓ every recorded file matches[/green] ({n} files)")
+        return
+    for fc in folders:
+        for kind, path, detail in fc.faults:
+            console.print(f"  [red]{kind}[/red] {path}: {detail}", highlight=False, soft_wrap=True)
+    cmd = integrity.rebuild_command(first.run_root, first.stage)
+    nfaults = sum(len(fc.faults) for fc in folders)
+    err_console.print(f"[bold red]error:[/bold red] {nfaults} fault(s); the earliest stage to re-run is "
+                      f"`{first.stage}`: `{cmd}`", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
+def _verify_bundle(root: Path) -> None:
+    """A bundle from `tlc package`: its files against the checksums its tlc.json records (what `tlc predict` checks)."""
+    from tlc_export.serving.bundle import Bundle, bundle_family
+
+    try:
+        if bundle_family(root) == "translation":
+            from tlc_export.serving.translation import TranslationBundle
+
+            TranslationBundle.open(root, verify=True)
+        else:
+            Bundle.open(root, verify=True)
+    except TlcError as exc:
+        _fail(exc)
+    console.print(f"[green]✓ {root}[/green]: the bundle's files match the checksums in its tlc.json")
+
+
 @main.group()
 def data() -> None:
-    """Built-in data sets."""
+    """Fetch and tokenize a recipe's data: built-in sets (cached under $TLC_HOME) and your own files."""
 
 
 @data.command("prepare")
@@ -295,9 +422,9 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
         if workers is not None:
             r.data.workers = workers
         rd = RunDir(run_dir or Path("runs") / recipe.stem)
-        rd.root.mkdir(parents=True, exist_ok=True)
-        rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
-        _run(r, rd, only=["data"])
+        with writer_lock(rd.root, "`tlc data prepare`"):
+            rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
+            _run(r, rd, only=["data"])
         console.print(f"[bold green]data ready[/bold green] — {rd.root / 'data' / 'tokens'}")
     except TlcError as exc:
         _fail(exc)
@@ -327,11 +454,15 @@ def _stage_command(stage: str, doc: str, extra_options: list[click.Option] | Non
             rd = RunDir(run_dir)
             r = _recipe_from_run_dir(rd)
             opts = {k: v for k, v in kw.items() if v}
+            if opts.get("formats"):  # built in place even when the stage is up to date; the other formats stay
+                _check_formats(r, rd.root, opts["formats"])
             options = {stage: opts} if opts else None
             _run(r, rd, only=[stage], force=(stage,) if force else (), options=options)
         except TlcError as exc:
             _fail(exc)
 
+    doc += ("\n\nReads RUN_DIR/recipe.resolved.yaml (the recipe as the run resolved it), not the recipe file: "
+            "after editing the recipe, use `tlc run RECIPE --run-dir RUN_DIR`.")
     cmd.__doc__ = doc
     command = click.Command(
         stage,
@@ -346,13 +477,30 @@ def _stage_command(stage: str, doc: str, extra_options: list[click.Option] | Non
     main.add_command(command)
 
 
+def _check_formats(recipe: Recipe, root: Path, formats: list[str]) -> None:
+    """Refuse, before anything is written, a format no family knows or this run's family cannot write."""
+    from tlc_export.tasks import families, family_of
+
+    family = family_of(recipe)
+    known = {f for fam in families().values() for f in fam.export_formats}
+    unknown = [f for f in formats if f not in known]
+    if unknown:
+        raise TlcError(f"--formats: unknown export format(s) {', '.join(map(repr, unknown))}; "
+                       f"valid formats for this {family.name} run: {', '.join(family.export_formats)}")
+    lacking = [f for f in formats if f not in family.export_formats]
+    if lacking:
+        raise TlcError(f"--formats: {root} is a {family.name} run, which has no {', '.join(lacking)}; "
+                       f"its formats: {', '.join(family.export_formats)}")
+
+
 def _formats_option() -> click.Option:
     def split(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> list[str] | None:
         out = [f for v in value for f in v.split(",") if f]
         return out or None
 
     return click.Option(["--formats"], multiple=True, callback=split,
-                        help="Comma-separated export formats, overriding the recipe's `export.formats`.")
+                        help="Comma-separated export formats to build (missing files only; the other formats' "
+                             "files and rows stay). The bench and report are then marked stale.")
 
 
 _stage_command("pretrain", "Pretrain every size of RUN_DIR's recipe (resumes from checkpoints).")
@@ -374,17 +522,18 @@ def _print_card(root: Path) -> None:
 
 
 @main.command("report")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Re-run even if up to date.")
 @click.option("--compare", is_flag=True,
-              help="Put the claims cards of several RUN_DIRS side by side (e.g. two budgets or two seeds); "
+              help="Put the claims cards of several RUN_DIR side by side (e.g. two budgets or two seeds); "
                    "a claim whose status differs between runs is marked unstable.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --compare: also write claims_compare.json, .md and .html into this folder.")
 def report(run_dirs: tuple[Path, ...], force: bool, compare: bool, out: Path | None) -> None:
     """Write RUN_DIR/report/index.html, summary.md and claims.json, and print the claims card.
 
-    With --compare RUN_A RUN_B …: the claims cards of several runs side by side.
+    One RUN_DIR (a run, or a sweep's parent run directory); with --compare, several: their claims
+    cards side by side. Reads RUN_DIR/recipe.resolved.yaml, not the recipe file you may have edited.
     """
     try:
         if compare:
@@ -399,7 +548,8 @@ def report(run_dirs: tuple[Path, ...], force: bool, compare: bool, out: Path | N
         if is_sweep_dir(run_dirs[0]):
             from tlc_export.report.sweep import write_sweep_report
 
-            write_sweep_report(run_dirs[0], console=console)
+            with writer_lock(run_dirs[0], "`tlc report`"):
+                write_sweep_report(run_dirs[0], console=console)
             console.print(f"sweep report: {run_dirs[0] / 'report' / 'index.html'}")
             _print_card(run_dirs[0])
             return
@@ -429,7 +579,7 @@ def _compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @main.command("package")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write (new or empty; see --force).")
-@click.option("--variant", default=None, help="Ship this variant (e.g. 4L-256H.s00.b8); see --format.")
+@click.option("--variant", default=None, help="Ship this variant (e.g. 4L-192H.s00.b8: size, sparsity %, bits); see --format.")
 @click.option("--format", "fmt", default=None,
               help="Export format to ship (default: the one carrying the variant's own weights: onnx-fp32 / -int8 / -int4).")
 @click.option("--max-storage-mb", type=float, default=None,
@@ -463,17 +613,21 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
 
         check_out(out.absolute(), force)
         family = run_family(run_dir)
-        choice = family.choose_bundle(run_dir, variant=variant, fmt=fmt, max_storage_mb=max_storage_mb,
-                                      max_latency_ms=max_latency_ms, backend=backend, batch=batch,
-                                      export_missing=not dry_run)
-        if dry_run:
-            from tlc_export.package.readme import selection_text
+        # It may export a missing pair into RUN_DIR/package/: one writer per run directory.
+        with writer_lock(run_dir, "`tlc package`") if not dry_run else contextlib.nullcontext():
+            choice = family.choose_bundle(run_dir, variant=variant, fmt=fmt, max_storage_mb=max_storage_mb,
+                                          max_latency_ms=max_latency_ms, backend=backend, batch=batch,
+                                          export_missing=not dry_run)
+            if dry_run:
+                from tlc_export.package.readme import selection_text
 
-            console.print(f"would package {choice.variant} ({choice.format}), chosen as {selection_text(choice.selection)}"
-                          + ("; not exported yet: `tlc package` would export it first" if choice.export is None else ""))
-            return
-        meta = family.write_bundle(run_dir, choice, out, force=force, name=name, max_batch_size=max_batch_size,
-                                   allow_other_gpu=allow_other_gpu)
+                console.print(f"would package {choice.variant} ({choice.format}), chosen as "
+                              f"{selection_text(choice.selection)}"
+                              + ("; not exported yet: `tlc package` would export it first" if choice.export is None
+                                 else ""))
+                return
+            meta = family.write_bundle(run_dir, choice, out, force=force, name=name, max_batch_size=max_batch_size,
+                                       allow_other_gpu=allow_other_gpu)
     except TlcError as exc:
         _fail(exc)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -174,6 +175,46 @@ _REMOVED = {
 }
 
 
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at `loc` takes (for "did you mean"); [] where the walk is not certain."""
+    model: type[Section] = Recipe
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        field = model.model_fields.get(str(key)) or next(
+            (f for f in model.model_fields.values() if f.alias == str(key)), None)
+        sub = _section_type(field.annotation) if field is not None else None
+        if sub is None:
+            return []
+        model = sub
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def similar_files(path: Path) -> list[Path]:
+    """Existing files whose name is close to a missing `path`'s, beside it or in a `recipes/` folder there."""
+    folders = [path.parent, path.parent / "recipes"]
+    names: dict[str, Path] = {}
+    for d in folders:
+        try:
+            for p in d.iterdir():
+                if p.is_file():
+                    names.setdefault(p.name, p)
+        except OSError:
+            continue
+    stem_hits = [p for p in names.values() if p.stem == path.stem and p != path]
+    close = [names[n] for n in difflib.get_close_matches(path.name, list(names), n=3, cutoff=0.75)]
+    out: list[Path] = []
+    for p in stem_hits + close:
+        if p not in out:
+            out.append(p)
+    return out[:3]
+
+
+def _missing_file_hint(path: Path, default: str) -> str:
+    found = similar_files(path)
+    return f"did you mean {' or '.join(str(p) for p in found)}?" if found else default
+
+
 def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> list[RecipeProblem]:
     problems = []
     for e in err.errors():
@@ -188,6 +229,9 @@ def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> l
         hint = _HINTS.get(e["type"])
         if e["type"] == "extra_forbidden":
             msg = f"unknown key `{loc[-1]}`"
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
+            if close:
+                msg += f"; did you mean `{close[0]}`?"
             if _loc_str(loc) in _REMOVED:
                 msg, hint = _REMOVED[_loc_str(loc)]
         problems.append(RecipeProblem(path=_loc_str(loc), message=msg, line=line, column=col, hint=hint))
@@ -323,15 +367,16 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
         p = Path(path).expanduser()
         return p if p.is_absolute() else base / p
 
+    relative = "give a path relative to the recipe file, or an absolute one"
     for i, src in enumerate(recipe.data.sources):
-        if src.kind in ("csv", "jsonl") and src.path and not any(ch in src.path for ch in "*?["):
-            p = resolve(src.path)
-            if not p.exists():
-                add(("data", "sources", i, "path"), f"file not found: {p}", "give a path relative to the recipe file, or an absolute one")
+        if src.kind in ("text", "csv", "jsonl") and src.path:
+            _source_problems(i, src, resolve(src.path), base, add, relative)
     if recipe.finetune is not None and recipe.finetune.task.kind in ("csv", "jsonl"):
         p = resolve(recipe.finetune.task.path or "")
         if not p.exists():
-            add(("finetune", "task", "path"), f"file not found: {p}", "give a path relative to the recipe file, or an absolute one")
+            add(("finetune", "task", "path"), f"file not found: {p}", _missing_file_hint(p, relative))
+        else:
+            _task_problems(recipe, base, add)
     if recipe.export is not None and recipe.export.sparsity is not None and recipe.compress is not None:
         missing = [s for s in recipe.export.sparsity if not any(abs(s - t) < 1e-9 for t in recipe.compress.prune.sparsity)]
         if missing:
@@ -345,11 +390,69 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
     return problems
 
 
+def _source_problems(i: int, src: Any, full: Path, base: Path, add: Any, relative: str) -> None:
+    """A local corpus source: its glob matches a file, and a table has the columns the source names."""
+    import stat
+
+    from tlc_export.data.local import iter_rows, resolve_glob
+    from tlc_export.errors import DataSourceError
+
+    loc = ("data", "sources", i)
+    try:
+        files = resolve_glob(str(src.path), base, field=f"data.sources[{i}].path")
+    except DataSourceError:
+        glob_like = any(ch in str(src.path) for ch in "*?[")
+        what = f"no file matches {src.path!r} (looked for {full})" if glob_like else f"file not found: {full}"
+        add((*loc, "path"), what, relative if glob_like else _missing_file_hint(full, relative))
+        return
+    if src.kind not in ("csv", "jsonl") or stat.S_ISFIFO(files[0].stat().st_mode):
+        return  # a named pipe would lose what validation read from it
+    try:
+        first = next(iter(iter_rows(files[0], src.kind)), None)
+    except (DataSourceError, UnicodeDecodeError) as exc:
+        add((*loc, "path"), f"{files[0]}: cannot read its first row ({exc})", "give a UTF-8 CSV with a header row, or JSON lines")
+        return
+    if first is None:
+        add((*loc, "path"), f"{files[0]}: the file has no rows", "give a file with a header row and at least one row")
+        return
+    for field in ("column", "id_column"):
+        col = getattr(src, field)
+        if col and col not in first:
+            add((*loc, field), f"{files[0]}: no column {col!r} (columns: {', '.join(map(repr, first))})",
+                f"set data.sources[{i}].{field} to one of the file's columns")
+
+
+def _task_problems(recipe: Recipe, base: Path, add: Any) -> None:
+    """A local task file: it reads, has the columns the task names, and gives three non-empty splits."""
+    import re
+
+    from tlc_export.data.task import load_task
+    from tlc_export.errors import DataSourceError
+
+    assert recipe.finetune is not None
+    recipe._base_dir = base
+    try:
+        load_task(recipe.finetune.task, recipe)
+    except (DataSourceError, UnicodeDecodeError) as exc:
+        msg = str(exc).removeprefix("finetune.task: ")
+        named = re.search(r"\(from `finetune\.task\.(\w+)`\)", msg)
+        hint: str | None
+        if named:
+            loc: tuple[Any, ...] = ("finetune", "task", named.group(1))
+            hint = None  # the message says which columns there are and what to set
+        elif "empty split" in msg:
+            loc, hint = ("finetune", "task"), None
+        else:
+            loc, hint = ("finetune", "task", "path"), "fix the file (a UTF-8 CSV with a header row, or JSON lines)"
+        add(loc, msg, hint)
+
+
 def load_recipe(path: str | Path, point: int | None = None) -> Recipe:
     """Read and validate a recipe file (`point`: one point of a sweep recipe)."""
     path = Path(path)
     if not path.exists():
-        raise RecipeError(str(path), [RecipeProblem("", "file not found", hint="check the path to the recipe YAML")])
+        raise RecipeError(str(path), [RecipeProblem("", "file not found",
+                                                    hint=_missing_file_hint(path, "check the path to the recipe YAML"))])
     return parse_recipe(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent, point=point)
 
 
@@ -357,7 +460,8 @@ def load_plan(path: str | Path) -> Recipe | Sweep:
     """Read a recipe file: one recipe, or a sweep with every point validated."""
     path = Path(path)
     if not path.exists():
-        raise RecipeError(str(path), [RecipeProblem("", "file not found", hint="check the path to the recipe YAML")])
+        raise RecipeError(str(path), [RecipeProblem("", "file not found",
+                                                    hint=_missing_file_hint(path, "check the path to the recipe YAML"))])
     return parse_plan(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)
 
 

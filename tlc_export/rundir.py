@@ -13,6 +13,9 @@ from typing import Any
 from tlc_export import atomic
 
 MANIFEST = "manifest.json"
+# Every step's name, in pipeline order (a family's stages use these names: translation stands in for pretrain
+# and finetune).
+STAGE_ORDER = ["data", "pretrain", "finetune", "translation", "compress", "export", "bench", "report"]
 RESOLVED_RECIPE = "recipe.resolved.yaml"
 
 
@@ -31,6 +34,10 @@ class StageRecord:
     # Sweep points only: the stage store entry this stage's folder links to, and whether it was a
     # cache hit (reused, built by another point or an earlier run) — {entry, hit, built_by}.
     shared: dict[str, Any] | None = None
+    # The stage's files (`tlc_export.integrity`): {count, bytes, digest}; the listing is <stage>/checksums.json.
+    files: dict[str, Any] | None = None
+    # The `files.digest` of each input stage this run read: a later re-run of an input makes this stage stale.
+    input_digests: dict[str, str] | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -69,6 +76,21 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def stale_inputs(rec: StageRecord, records: dict[str, StageRecord], stale: set[str] | None = None) -> list[str]:
+    """The inputs of a finished stage that changed since it read them (re-run, e.g. with `--force`), or are stale
+    themselves (`stale`: the stages already found stale, walking in pipeline order). Records from before inputs
+    were recorded are never stale."""
+    if rec.input_digests is None:
+        return []
+    out = []
+    for dep, digest in rec.input_digests.items():
+        cur = records.get(dep)
+        cur_digest = (cur.files or {}).get("digest") if cur is not None else None
+        if (stale and dep in stale) or (cur_digest is not None and cur_digest != digest):
+            out.append(dep)
+    return out
 
 
 class RunDir:

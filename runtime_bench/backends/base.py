@@ -22,6 +22,9 @@ class Backend(ABC):
 
     name: ClassVar[str]
     dtypes: ClassVar[tuple[Dtype, ...]] = ("fp32",)
+    # True: a runtime with its own device allocator (ONNX Runtime, TensorRT): its memory on CUDA is read from
+    # the driver (cudaMemGetInfo deltas), not from torch's allocator statistics.
+    memory_from_device: ClassVar[bool] = False
 
     def __init__(self, device: str = "cpu", threads: int | None = None) -> None:
         self.device = device
@@ -73,6 +76,7 @@ class Backend(ABC):
         return {}
 
     def runtime_memory_bytes(self) -> int | None:
-        """Device memory the runtime holds for running the model outside torch's allocator, where its API
-        reports it (None: none, or not reported)."""
+        """Device memory the runtime reserves for running the model outside torch's allocator, where its API
+        reports it (None: none, or not reported). Informational: it is allocated when the model loads, so
+        `model_mem_bytes` (a cudaMemGetInfo delta over the load) already holds it."""
         return None

@@ -43,6 +43,7 @@ class CudaOps:
 
 class TensorRT(Backend):
     name = "tensorrt"
+    memory_from_device = True  # the engine's weights and the context's activations are TensorRT's own
 
     def __init__(self, device: str = "cuda", threads: int | None = None, cuda: CudaOps | None = None) -> None:
         super().__init__(device, threads)
@@ -60,7 +61,8 @@ class TensorRT(Backend):
         try:
             import tensorrt
         except ImportError:
-            return False, "the tensorrt Python package is not installed (pip install tensorrt, on a CUDA machine)"
+            return False, ("the tensorrt Python package is not installed (pip install 'tlc-export[tensorrt-cu12]', or -cu13: "
+                           "torch.version.cuda's major, on a CUDA machine)")
         if dtype != "fp32":
             return False, "an engine fixes its own precision; run it as dtype fp32"
         self._version = getattr(tensorrt, "__version__", None)
@@ -161,7 +163,8 @@ class TensorRT(Backend):
         self.engine = None
 
     def runtime_memory_bytes(self) -> int | None:
-        """Activation memory of the execution context (TensorRT allocates it outside torch)."""
+        """Activation memory of the execution context, allocated outside torch when the context is created at
+        load (so inside `model_mem_bytes`; the harness does not add it to the peak again)."""
         if self.engine is None:
             return None
         for attr in ("device_memory_size_v2", "device_memory_size"):  # 11.x has only the first

@@ -126,7 +126,10 @@ class TorchCompile(TorchEager):
     def _transform(self, model: nn.Module) -> nn.Module:
         mode = "reduce-overhead" if self.cuda else "default"
         self._extra["compile_mode"] = mode
-        return torch.compile(model, mode=mode)
+        # dynamic=False: one static graph per shape, as TensorRT gets one profile per batch size; otherwise the
+        # second batch size (32) recompiles into a dynamic-batch graph and is timed on it.
+        self._extra["compile_dynamic"] = False
+        return torch.compile(model, mode=mode, dynamic=False)
 
     def forward(self, prepared: Any) -> Any:
         if self.cuda:

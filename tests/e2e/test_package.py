@@ -21,6 +21,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
+from tlc_export import integrity
 from tlc_export.cli import main
 
 pytestmark = pytest.mark.slow
@@ -338,6 +339,7 @@ def test_tensorrt_engine_refused_on_another_gpu_unless_forced(tiny_run, tmp_path
                trt_profiles=[{"min": [1, 1], "opt": [8, 32], "max": [8, 32]}])
     assert (run / row["onnx_path"]).is_file()
     (run / "export" / "results.json").write_text(json.dumps(rows))
+    integrity.record_stage(run / "export", "export")  # as the export stage would have, with the engine
     out = tmp_path / "b"
     r = CliRunner().invoke(main, ["package", str(run), "--variant", B32, "--format", "tensorrt-int8", "--out", str(out)])
     assert r.exit_code != 0 and "--allow-other-gpu" in _text(r), r.output

@@ -25,7 +25,7 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     recipe.write_text(recipe_text)
     env = {**os.environ, "TLC_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "tlc_export", "run", str(recipe),
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "tlc_export", "run", str(recipe),
          "--run-dir", str(tmp_path / "run")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
@@ -35,8 +35,8 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "run" / "pretrain" / "results.json").read_text())
     assert results["world_size"] == 2
     for row in results["models"]:
-        assert row["steps"] > 0
-        assert 3.0 <= row["elapsed_s"] < 3.0 + 1.5
+        # The loop stops at the first step end at or past the budget (the upper end is the machine's speed).
+        assert row["steps"] > 0 and row["elapsed_s"] >= 3.0
         curve = (tmp_path / "run" / "pretrain" / row["model"] / "curves.jsonl").read_text().splitlines()
         steps = [json.loads(line)["step"] for line in curve]
         assert steps == sorted(set(steps))  # one writer: no duplicated points

@@ -25,7 +25,7 @@ def test_translation_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     (tmp_path / "mt.yaml").write_text(one_size)
     env = {**os.environ, "TLC_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29531", "-m", "tlc_export", "run", "mt.yaml",
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "tlc_export", "run", "mt.yaml",
          "--run-dir", str(tmp_path / "run")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )

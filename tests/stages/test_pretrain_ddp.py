@@ -8,8 +8,9 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
-from test_pretrain_loop import SIZE, cfg, make_data
+from test_pretrain_loop import SIZE, cfg, make_data, step_clock
 
 from tlc_export.atomic import read_jsonl
 from tlc_export.config.models import ModelSize
@@ -53,7 +54,7 @@ def _rank(rank: int, tmp: str, port: int) -> None:
 
     distributed.init()
     data = make_data(Path(tmp) / f"tok{rank}")
-    row = pretrain_size(SIZE, cfg(time_budget_s=2.0), data, Path(tmp) / "run" / SIZE.name, dropout=0.0)
+    row = pretrain_size(SIZE, cfg(time_budget_s=1.0), data, Path(tmp) / "run" / SIZE.name, dropout=0.0)
     rows = torch.from_numpy(data.train_rows[:10].astype("int64"))
     params = _one_step(rows, 2, rank)
     torch.save(params, Path(tmp) / f"params{rank}.pt")
@@ -63,7 +64,8 @@ def _rank(rank: int, tmp: str, port: int) -> None:
     dist.destroy_process_group()
 
 
-def test_two_rank_gloo_ddp(tmp_path: Path) -> None:
+def test_two_rank_gloo_ddp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    step_clock(monkeypatch, dt=1 / 32)  # installed before the fork: both ranks step on a 1/32 s clock
     ctx = mp.get_context("fork")  # children inherit the imported modules: no 10 s re-import
     port = _free_port()
     procs = [ctx.Process(target=_rank, args=(r, str(tmp_path), port)) for r in range(2)]
@@ -74,8 +76,8 @@ def test_two_rank_gloo_ddp(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0, 0]
 
     rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert rows[0]["steps"] == rows[1]["steps"] > 0
-    assert rows[0]["world_size"] == 2 and 2.0 <= rows[0]["elapsed_s"] < 2.5
+    assert rows[0]["steps"] == rows[1]["steps"] == 32  # rank 0's clock stops both at the budget
+    assert rows[0]["world_size"] == 2 and rows[0]["elapsed_s"] == rows[1]["elapsed_s"] == 1.0
     assert rows[1]["final_val_ppl"] is None  # rank 1 evaluated nothing
     out = tmp_path / "run" / SIZE.name
     steps = [c["step"] for c in read_jsonl(out / "curves.jsonl")]

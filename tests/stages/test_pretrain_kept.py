@@ -30,7 +30,7 @@ def _digest(folder: Path) -> str:
 def test_kept_checkpoints_load_in_plain_transformers_and_are_the_weights_at_that_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     snaps = tmp_path / "snap"
-    _snapshotting(monkeypatch, snaps)  # every saved training state copied, named by its step
+    _snapshotting(monkeypatch, snaps, dt=0.05)  # every saved training state copied, named by its step
     out = tmp_path / SIZE.name
     row = pretrain_size(SIZE, _keep_cfg(), make_data(tmp_path), out, dropout=0.0)
     kept = row["kept_checkpoints"]
@@ -62,7 +62,7 @@ def test_kept_checkpoints_load_in_plain_transformers_and_are_the_weights_at_that
 
 
 def test_kept_checkpoints_survive_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _snapshotting(monkeypatch, tmp_path / "snap")
+    _snapshotting(monkeypatch, tmp_path / "snap", dt=0.05)
     out = tmp_path / SIZE.name
 
     class Interrupt(Exception):

@@ -6,7 +6,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -64,16 +63,54 @@ def cfg(**kw: object) -> PretrainConfig:
     return PretrainConfig(**base)
 
 
-def test_budget_schedule_and_final_checkpoint(tmp_path: Path) -> None:
+class StepClock:
+    """A fake clock: reading it costs nothing; time moves only by `advance` (each training step: `dt`).
+    Whatever happens between steps (evaluation, checkpoints) takes no time on it unless a test advances it
+    on purpose. Powers of two for `dt` reach budgets exactly."""
+
+    def __init__(self, dt: float) -> None:
+        self.t, self.dt = 0.0, dt
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float | None = None) -> None:
+        self.t += self.dt if seconds is None else seconds
+
+
+def use_step_clock(monkeypatch: pytest.MonkeyPatch, dt: float) -> StepClock:
+    """The loop reads `fake`, and every training step (not the warm-up) lasts exactly `dt` on it."""
+    import tlc_export.pretrain.loop as loop
+
+    fake = StepClock(dt)
+
+    class TimedStep(loop.TrainStep):
+        def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+            fake.advance()
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "clock", fake)
+    monkeypatch.setattr(loop, "TrainStep", TimedStep)
+    return fake
+
+
+def step_clock(monkeypatch: pytest.MonkeyPatch, dt: float = 1 / 32) -> StepClock:
+    """`use_step_clock` with the suite's default step of 1/32 s."""
+    return use_step_clock(monkeypatch, dt)
+
+
+def test_budget_schedule_and_final_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    step_clock(monkeypatch, dt=1 / 32)
     data = make_data(tmp_path)
     lrs: list[float] = []
     row = pretrain_size(SIZE, cfg(), data, tmp_path / "run" / SIZE.name, dropout=0.0,
                         on_step=lambda c: lrs.append(c.elapsed_s))
-    assert 2.0 <= row["elapsed_s"] < 2.0 + 0.5
+    assert row["elapsed_s"] == 2.0 and row["steps"] == 64  # 2 s of 1/32 s steps, not one more
     assert row["steps"] == len(lrs) and row["tokens"] == row["steps"] * 16 * SEQ
     curves = read_jsonl(tmp_path / "run" / SIZE.name / "curves.jsonl")
     assert curves[0]["step"] == 0 and curves[-1]["step"] == row["steps"]
-    assert curves[-1]["lr"] == 0.0 and curves[-1]["elapsed_s"] >= 2.0
+    assert [c["step"] for c in curves] == [0, 16, 32, 48, 64]  # eval_every_s 0.5: every 16 steps, then the end
+    assert curves[-1]["lr"] == 0.0 and curves[-1]["elapsed_s"] == 2.0
     assert max(c["lr"] for c in curves) > 1e-3  # it did warm up to near the peak
     assert curves[-1]["val_ppl"] < 0.7 * curves[0]["val_ppl"]  # it learned the counting pattern
     assert {"size", "flops", "train_loss", "val_loss", "tokens", "wall_time"} <= set(curves[-1])
@@ -87,46 +124,45 @@ def test_budget_schedule_and_final_checkpoint(tmp_path: Path) -> None:
     with torch.no_grad():
         logits = model(**enc).logits
     assert logits.shape[-1] == 300 and torch.isfinite(logits).all()
-    # Finished sizes are skipped: the same row comes back without training.
-    t0 = time.perf_counter()
-    again = pretrain_size(SIZE, cfg(), data, tmp_path / "run" / SIZE.name, dropout=0.0)
-    assert again == json.loads((ckpt / "done.json").read_text()) and time.perf_counter() - t0 < 1.0
+
+    # Finished sizes are skipped: the same row comes back without a single step.
+    def no_training(_c: Counters) -> None:
+        raise AssertionError("a finished size trained again")
+
+    again = pretrain_size(SIZE, cfg(), data, tmp_path / "run" / SIZE.name, dropout=0.0, on_step=no_training)
+    assert again == json.loads((ckpt / "done.json").read_text())
 
 
 def test_eval_and_checkpoint_time_not_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluations and checkpoints each take 10 s of the clock; none of it may reach the training time."""
     import tlc_export.pretrain.loop as loop
 
+    clock = step_clock(monkeypatch, dt=1 / 16)
     data = make_data(tmp_path)
-    real_evaluate = loop.evaluate
+    real_evaluate, real_save = loop.evaluate, loop.save_state
+    calls = {"evaluate": 0, "save_state": 0}
 
-    def slow_evaluate(*args, **kwargs):  # evaluation made deliberately slow: it must stay off the clock
-        time.sleep(0.3)
+    def slow_evaluate(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["evaluate"] += 1
+        clock.t += 10.0
         return real_evaluate(*args, **kwargs)
 
+    def slow_save(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["save_state"] += 1
+        clock.t += 10.0
+        return real_save(*args, **kwargs)
+
     monkeypatch.setattr(loop, "evaluate", slow_evaluate)
-    c = cfg(time_budget_s=1.5, eval_every_s=0.25, eval_batches=4, checkpoint_every_s=0.1)
-    t0 = time.perf_counter()
+    monkeypatch.setattr(loop, "save_state", slow_save)
+    c = cfg(time_budget_s=1.5, eval_every_s=0.25, eval_batches=4, checkpoint_every_s=0.5)
     row = pretrain_size(SIZE, c, data, tmp_path / SIZE.name, dropout=0.0)
-    wall = time.perf_counter() - t0
-    evals = len(read_jsonl(tmp_path / SIZE.name / "curves.jsonl"))
-    assert evals >= 6
-    assert 1.5 <= row["elapsed_s"] < 1.5 + 0.4
-    # ≥ 6 evaluations × 0.3 s of sleep happened, none of it on the training clock.
-    assert wall > row["elapsed_s"] + 0.3 * evals - 0.05, (wall, row["elapsed_s"], evals)
+    curves = read_jsonl(tmp_path / SIZE.name / "curves.jsonl")
+    assert row["elapsed_s"] == 1.5 and row["steps"] == 24  # the budget in steps, untouched by 10 s pauses
+    assert [p["elapsed_s"] for p in curves] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+    assert calls == {"evaluate": 7, "save_state": 2}  # checkpoints at 0.5 and 1.0 s of training
 
 
-class StepClock:
-    """A training clock on which every step lasts exactly `dt` seconds (each reading advances it by `dt`)."""
-
-    def __init__(self, dt: float) -> None:
-        self.t, self.dt = 0.0, dt
-
-    def __call__(self) -> float:
-        self.t += self.dt
-        return self.t
-
-
-def _snapshotting(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+def _snapshotting(monkeypatch: pytest.MonkeyPatch, folder: Path, dt: float = 1 / 16) -> None:
     """Deterministic clock, and a copy of every checkpoint the loop writes, named by its step."""
     import shutil
 
@@ -138,7 +174,7 @@ def _snapshotting(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
         real_save(target, model, optimizer, counters)
         shutil.copytree(target, folder / f"step{counters.step:04d}", dirs_exist_ok=True)
 
-    monkeypatch.setattr(loop, "clock", StepClock(0.05))
+    step_clock(monkeypatch, dt=dt)
     monkeypatch.setattr(loop, "save_state", save_and_copy)
 
 
@@ -149,12 +185,12 @@ def _resume_cfg() -> PretrainConfig:
 def _train_child(tmp: str, stop_at: int) -> None:
     torch.set_num_threads(1)
 
-    def hang(c: Counters) -> None:
+    def die(c: Counters) -> None:
         if c.step == stop_at:  # trained past the last checkpoint: this work is lost to the kill
             (Path(tmp) / "reached").write_text(str(c.step))
-            time.sleep(120)
+            os.kill(os.getpid(), signal.SIGKILL)  # the same signal from outside; no waiting, no polling
 
-    pretrain_size(SIZE, _resume_cfg(), make_data(Path(tmp)), Path(tmp) / "killed" / SIZE.name, dropout=0.0, on_step=hang)
+    pretrain_size(SIZE, _resume_cfg(), make_data(Path(tmp)), Path(tmp) / "killed" / SIZE.name, dropout=0.0, on_step=die)
 
 
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -172,18 +208,13 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path: Path, monkey
     """Killed with SIGKILL after a checkpoint, resumed: weights and optimizer state at the same step, and
     the final weights, equal those of a run that was never interrupted."""
     _snapshotting(monkeypatch, tmp_path / "snap-killed")
-    child = mp.get_context("fork").Process(target=_train_child, args=(str(tmp_path), 12))
+    child = mp.get_context("fork").Process(target=_train_child, args=(str(tmp_path), 10))
     child.start()
-    deadline = time.monotonic() + 90
-    while not (tmp_path / "reached").exists() and time.monotonic() < deadline and child.is_alive():
-        time.sleep(0.05)
-    assert (tmp_path / "reached").exists(), "the child never reached step 12"
-    os.kill(child.pid, signal.SIGKILL)
     child.join()
-    assert child.exitcode == -signal.SIGKILL
+    assert child.exitcode == -signal.SIGKILL and (tmp_path / "reached").read_text() == "10"
     out = tmp_path / "killed" / SIZE.name
     saved = Counters(**json.loads((out / "state" / "trainer.json").read_text()))
-    assert 0 < saved.step < 12
+    assert saved.step == 8  # the checkpoint every 0.25 s of 1/16 s steps before step 10
 
     seen: list[tuple[int, float, int]] = []
     resumed = pretrain_size(SIZE, _resume_cfg(), make_data(tmp_path), out, dropout=0.0,
@@ -194,8 +225,8 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path: Path, monkey
 
     _snapshotting(monkeypatch, tmp_path / "snap-straight")
     straight = pretrain_size(SIZE, _resume_cfg(), make_data(tmp_path), tmp_path / "straight" / SIZE.name, dropout=0.0)
-    assert resumed["steps"] == straight["steps"] == 20  # 1.0 s of 0.05 s steps
-    after = sorted(p.name for p in (tmp_path / "snap-killed").iterdir() if int(p.name[4:]) > 12)
+    assert resumed["steps"] == straight["steps"] == 16  # 1.0 s of 1/16 s steps
+    after = sorted(p.name for p in (tmp_path / "snap-killed").iterdir() if int(p.name[4:]) > 10)
     assert after, "no checkpoint was written after the resume"
     for name in after:
         a, b = _tensors(tmp_path / "snap-killed" / name), _tensors(tmp_path / "snap-straight" / name)
@@ -230,6 +261,7 @@ def test_oom_on_the_first_step_halves_the_micro_batch(tmp_path: Path, monkeypatc
         return real_forward(self, ids, labels)
 
     monkeypatch.setattr(MLMLoss, "forward", forward)
+    step_clock(monkeypatch)
     console = Console(record=True, width=200)
     row = pretrain_size(SIZE, cfg(time_budget_s=0.5, micro_batch_size=8), make_data(tmp_path), tmp_path / SIZE.name,
                         dropout=0.0, console=console)
@@ -254,11 +286,14 @@ def test_a_later_oom_is_not_swallowed(tmp_path: Path, monkeypatch: pytest.Monkey
         return real_forward(self, ids, labels)
 
     monkeypatch.setattr(MLMLoss, "forward", forward)
+    step_clock(monkeypatch)
     with pytest.raises(torch.OutOfMemoryError):
         pretrain_size(SIZE, cfg(time_budget_s=5.0), make_data(tmp_path), tmp_path / SIZE.name, dropout=0.0)
 
 
-def test_step_grid_evaluates_at_the_same_steps_and_resumes_without_repeats(tmp_path: Path) -> None:
+def test_step_grid_evaluates_at_the_same_steps_and_resumes_without_repeats(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    step_clock(monkeypatch)
     data = make_data(tmp_path)
     out = tmp_path / SIZE.name
     # A checkpoint at every step: the state resumed from is one taken right after a grid evaluation.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from rich.console import Console
-from test_pretrain_loop import cfg, make_ids, make_tokenizer
+from test_pretrain_loop import cfg, make_ids, make_tokenizer, step_clock
 from token_format import split_docs, write_token_split
 
 from tlc_export.config.data import DataConfig
@@ -17,7 +18,8 @@ from tlc_export.stages.base import StageContext
 from tlc_export.stages.pretrain import PretrainStage
 
 
-def test_stage_trains_every_size_and_writes_figures(tmp_path: Path) -> None:
+def test_stage_trains_every_size_and_writes_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    step_clock(monkeypatch, dt=1 / 32)
     run = RunDir(tmp_path / "run")
     data = run.stage_dir("data")
     make_tokenizer(data / "tokenizer")
@@ -35,7 +37,7 @@ def test_stage_trains_every_size_and_writes_figures(tmp_path: Path) -> None:
     names = [r["model"] for r in results["models"]]
     assert names == ["1L-32H", "2L-64H"]
     for r in results["models"]:
-        assert 1.0 <= r["elapsed_s"] < 1.5 and r["steps"] > 0 and r["final_val_ppl"] > 1
+        assert r["elapsed_s"] == 1.0 and r["steps"] == 32 and r["final_val_ppl"] > 1
         assert (run.root / r["checkpoint"] / "model.safetensors").exists()
     # Token files are read as they are: 20,000 ids pack into 20,000 // 30 rows of 32.
     assert results["train_rows"] == 20_000 // 30 and results["train_tokens"] == 20_000 // 30 * 30

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_translation_train import PAIRS, RECIPE, StepClock
+from test_translation_train import PAIRS, RECIPE, StepClock, timed_step
 
 from tlc_export.atomic import read_jsonl
 from tlc_export.recipe import parse_recipe
@@ -58,7 +58,8 @@ def _rank(rank: int, tmp: str, port: int) -> None:
     from tlc_export import distributed
 
     distributed.init()
-    T.clock = StepClock(0.05 if rank == 0 else 0.02)  # rank 1 is "faster": rank 0's clock must rule
+    fake = StepClock(0.05 if rank == 0 else 0.02)  # rank 1 is "faster": rank 0's clock must rule
+    T.clock, T._step = fake, timed_step(fake, T._step)
     cfg, tok, train = _setup()
     dev = T.dev_sample(PAIRS[::7], tok, cfg) if rank == 0 else None
     row = T.train_translation_size(cfg.grid()[0], cfg, tok, train, dev, Path(tmp) / "run")

@@ -7,7 +7,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,32 @@ PAIRS = [ParallelPair(f"the {a} sees the {b}", f"le {a} voit le {b}", f"{a}-{b}"
 
 
 class StepClock:
-    """A training clock on which every step lasts exactly `dt` seconds (each reading advances it by `dt`)."""
+    """A fake clock: reading it costs nothing; time moves only by `advance` (each training step: `dt`)."""
 
     def __init__(self, dt: float) -> None:
         self.t, self.dt = 0.0, dt
 
     def __call__(self) -> float:
-        self.t += self.dt
         return self.t
+
+    def advance(self, seconds: float | None = None) -> None:
+        self.t += self.dt if seconds is None else seconds
+
+
+def timed_step(fake: StepClock, step):  # noqa: ANN001, ANN201
+    """`step` (translation.train._step) lasting exactly `fake.dt` on the fake clock."""
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        fake.advance()
+        return step(*args, **kwargs)
+
+    return run
+
+
+def use_step_clock(monkeypatch: pytest.MonkeyPatch, dt: float) -> StepClock:
+    fake = StepClock(dt)
+    monkeypatch.setattr(T, "clock", fake)
+    monkeypatch.setattr(T, "_step", timed_step(fake, T._step))
+    return fake
 
 
 def _setup():
@@ -64,12 +81,12 @@ def _snapshotting(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
         real_save(target, model, optimizer, counters)
         shutil.copytree(target, folder / f"step{counters.step:04d}", dirs_exist_ok=True)
 
-    monkeypatch.setattr(T, "clock", StepClock(0.05))
+    use_step_clock(monkeypatch, 0.05)
     monkeypatch.setattr(T, "save_state", save_and_copy)
 
 
 def test_stops_at_budget_with_curves_and_checkpoint(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setattr(T, "clock", StepClock(0.05))
+    use_step_clock(monkeypatch, 0.05)
     cfg, tok, train, dev = _setup()
     size = cfg.grid()[0]
     lrs: list[float] = []
@@ -96,12 +113,12 @@ def _train_child(tmp: str, stop_at: int) -> None:
     torch.set_num_threads(1)
     cfg, tok, train, dev = _setup()
 
-    def hang(c: Counters) -> None:
+    def die(c: Counters) -> None:
         if c.step == stop_at:  # trained past the last checkpoint: this work is lost to the kill
             (Path(tmp) / "reached").write_text(str(c.step))
-            time.sleep(120)
+            os.kill(os.getpid(), signal.SIGKILL)  # the same signal from outside; no waiting, no polling
 
-    T.train_translation_size(cfg.grid()[0], cfg, tok, train, dev, Path(tmp) / "killed", on_step=hang)
+    T.train_translation_size(cfg.grid()[0], cfg, tok, train, dev, Path(tmp) / "killed", on_step=die)
 
 
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -121,13 +138,8 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path, monkeypatch,
     _snapshotting(monkeypatch, tmp_path / "snap-killed")
     child = mp.get_context("fork").Process(target=_train_child, args=(str(tmp_path), 12))
     child.start()
-    deadline = time.monotonic() + 90
-    while not (tmp_path / "reached").exists() and time.monotonic() < deadline and child.is_alive():
-        time.sleep(0.05)
-    assert (tmp_path / "reached").exists(), "the child never reached step 12"
-    os.kill(child.pid, signal.SIGKILL)
     child.join()
-    assert child.exitcode == -signal.SIGKILL
+    assert child.exitcode == -signal.SIGKILL and (tmp_path / "reached").read_text() == "12"
     saved = Counters(**json.loads((tmp_path / "killed" / "state" / "trainer.json").read_text()))
     assert 0 < saved.step < 12
 

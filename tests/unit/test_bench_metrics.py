@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -37,11 +35,25 @@ def test_spread_flag_and_throughput() -> None:
     assert steady.throughput(32) == pytest.approx(32 * 1000 / steady.mean)
 
 
-def test_time_calls_measures_the_call() -> None:
+def test_time_calls_measures_the_call_and_its_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake nanosecond clock: each call of fn takes 5 ms of it, each sync 1 ms; warm-up calls are not timed."""
+    import types
+
+    import runtime_bench.metrics as metrics
+
+    now = [0]
+    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(perf_counter_ns=lambda: now[0]))
     calls = []
-    samples = time_calls(lambda: (calls.append(1), time.sleep(0.005)), lambda: None, warmup=2, runs=4)
-    assert len(samples) == 4 and len(calls) == 6
-    assert all(s >= 4.5 for s in samples)  # sleep(5 ms) cannot take less
+
+    def fn() -> None:
+        calls.append(1)
+        now[0] += 5_000_000
+
+    def sync() -> None:
+        now[0] += 1_000_000
+
+    samples = time_calls(fn, sync, warmup=2, runs=4)
+    assert len(calls) == 6 and samples == [6.0] * 4
 
 
 def test_peak_memory_sees_a_large_allocation() -> None:

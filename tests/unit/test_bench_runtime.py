@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,43 @@ def test_linear_replacement_keeps_classifier_output_float() -> None:
     rep4 = quantize_linears_int4_(m4, Int4Config())
     assert len(rep4.replaced) == 2 * 6 + 1  # every K is a multiple of 128 at hidden 128
     assert ((m4(input_ids=ids).logits - ref).norm() / ref.norm()).item() < 0.25
+
+
+class PooledClassifier(torch.nn.Module):
+    """A classifier with few enough ops that inductor's cold compile on CPU stays cheap (a handful of kernels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(300, 16)
+        self.out = torch.nn.Linear(16, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):  # noqa: ANN201
+        m = attention_mask.unsqueeze(-1).to(self.emb.weight.dtype)
+        pooled = (torch.tanh(self.emb(input_ids)) * m).sum(1) / m.sum(1)
+        return types.SimpleNamespace(logits=self.out(pooled))
+
+
+def test_torch_compile_matches_eager_logits_on_this_device(one_thread: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch-compile has a CPU path (inductor's default mode) as well as CUDA graphs: run it wherever we are,
+    on a model small enough that inductor compiles it in seconds (one compile worker: no pool to start)."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "compile_threads", 1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = PooledClassifier()
+    ids = np.random.default_rng(0).integers(5, 300, (4, 16))
+    mask = np.ones_like(ids)
+    mask[1, 10:] = 0
+    ref_b = get_backend("torch-eager", device=device)
+    ref_b.load(model)
+    ref = ref_b.run(ids, mask)
+    b = get_backend("torch-compile", device=device)
+    b.load(model)
+    out = b.run(ids, mask)
+    assert b.describe()["compile_mode"] == ("reduce-overhead" if device == "cuda" else "default")
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 1e-3
+    b.close()
 
 
 @pytest.mark.gpu

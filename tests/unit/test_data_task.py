@@ -65,6 +65,18 @@ def test_max_train_examples_is_a_deterministic_subset(tmp_path):
     assert a.dev == everything.dev and a.test == everything.test
 
 
+def test_max_eval_examples_caps_dev_and_test_to_a_fixed_subset(tmp_path):
+    _write_csv(tmp_path / "t.csv", _rows(600), ["sentence", "sentiment"])
+    full = TaskConfig(kind="csv", path="t.csv", text_column="sentence", label_column="sentiment")
+    capped = full.model_copy(update={"max_eval_examples": 20})
+    a, b = load_task(capped, _recipe(tmp_path)), load_task(capped, _recipe(tmp_path))
+    everything = load_task(full, _recipe(tmp_path))
+    assert len(everything.dev) > 20 and len(everything.test) > 20
+    assert len(a.dev) == len(a.test) == 20 and a.dev == b.dev and a.test == b.test
+    assert set(a.dev) <= set(everything.dev) and set(a.test) <= set(everything.test)
+    assert a.train == everything.train
+
+
 def test_jsonl_pairs_and_integer_labels(tmp_path):
     with open(tmp_path / "nli.jsonl", "w") as f:
         for i in range(300):

@@ -274,3 +274,87 @@ def test_ort_quantizers_static_is_tensorrt_form(exported, tmp_path):
         V.check(tmp_path / f)
         d, _, _ = V.compare(tmp_path / f, ref, batches, None)
         assert d < 0.25 * max(1.0, spread), (f, d)  # re-quantized, so close but not equal
+
+
+def _bmm_inputs_quantized(path) -> int:
+    """Attention's batched MatMuls (no weight input) whose inputs come through a DequantizeLinear."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name for i in g.initializer}
+    dq = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    weights = inits | {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    return sum(1 for n in g.node if n.op_type == "MatMul" and not any(x in weights for x in n.input)
+               and any(x in dq for x in n.input))
+
+
+def test_attention_matmuls_are_quantized_only_when_asked(exported, tmp_path):
+    """Default: Q·Kᵀ and softmax·V stay float, every weight MatMul is INT8 and no bias is INT32 (fp16-normal
+    scales for TensorRT); export.int8_attention_matmuls quantizes them too. Both files track PyTorch."""
+    import onnx
+
+    from tlc_export.export import ort_quant
+
+    m, tpl = exported
+    proto = tpl.load()
+    rewrite_weights(proto, tpl.refs, {}, m.state_dict())
+    fp32 = tmp_path / "fp32.onnx"
+    save_model(proto, fp32)
+    cal = [_batch(4, 16, seed=s) for s in range(4)]
+    kept = ort_quant.quantize_int8_static(fp32, tmp_path / "d.onnx", cal)
+    assert kept == ort_quant.activation_matmuls(onnx.load(str(fp32))) and len(kept) == 2 * m.config.num_hidden_layers
+    assert ort_quant.quantize_int8_static(fp32, tmp_path / "a.onnx", cal, attention_matmuls=True) == []
+    assert _bmm_inputs_quantized(tmp_path / "d.onnx") == 0
+    assert _bmm_inputs_quantized(tmp_path / "a.onnx") == 2 * m.config.num_hidden_layers
+    for f in ("d.onnx", "a.onnx"):
+        g = onnx.load(str(tmp_path / f)).graph
+        assert not [i.name for i in g.initializer if i.data_type == onnx.TensorProto.INT32], f  # no INT32 biases
+    batches = [_batch(4, 16, seed=9)]
+    ref = V.torch_logits(m, batches)
+    spread = float(np.abs(ref[0]).max())
+    for f in ("d.onnx", "a.onnx"):
+        d, _, _ = V.compare(tmp_path / f, ref, batches, None)
+        assert d < 0.25 * max(1.0, spread), (f, d)
+
+
+# The documented tolerances (max |logit diff| / max(1, max |reference logit|)), pinned here as numbers: the
+# validator must reject an error just above them and accept one just below.
+PINNED_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+
+
+@pytest.fixture(scope="module")
+def fp32_file(exported, tmp_path_factory):
+    m, tpl = exported
+    proto = tpl.load()
+    rewrite_weights(proto, tpl.refs, {}, m.state_dict())
+    path = tmp_path_factory.mktemp("fp32") / "model.onnx"
+    save_model(proto, path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16"])
+def test_format_tolerance_rejects_an_error_just_above_it(exported, fp32_file, fmt):
+    """The reference is the file's own ORT logits plus one injected error; the format's tolerance (as the
+    export stage reads it) rejects 1.02 × the pinned value and accepts 0.98 ×."""
+    batches = [_batch(2, 8)]
+    own = V.onnx_logits(V.session(fp32_file, exact=True), batches)
+    scale = max(1.0, float(np.abs(own[0]).max()))
+    i = np.unravel_index(np.abs(own[0]).argmin(), own[0].shape)  # shifting the smallest logit keeps the scale
+    for factor, raises in ((1.02, True), (0.98, False)):
+        ref = [own[0].copy()]
+        ref[0][i] += factor * PINNED_TOLERANCE[fmt] * scale
+        assert max(1.0, float(np.abs(ref[0]).max())) == scale
+        if raises:
+            with pytest.raises(ExportMismatchError):
+                V.compare(fp32_file, ref, batches, V.TOLERANCE[fmt])
+        else:
+            d, tol, _ = V.compare(fp32_file, ref, batches, V.TOLERANCE[fmt])
+            assert d < tol == pytest.approx(PINNED_TOLERANCE[fmt] * scale)
+
+
+def test_non_finite_logits_are_a_mismatch(exported, fp32_file):
+    batches = [_batch(2, 8)]
+    ref = [x.copy() for x in V.torch_logits(exported[0], batches)]
+    ref[0][0, 0] = np.nan
+    with pytest.raises(ExportMismatchError):
+        V.compare(fp32_file, ref, batches, V.TOLERANCE["fp32"])

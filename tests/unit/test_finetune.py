@@ -116,3 +116,35 @@ def test_int8_fake_quant_is_within_one_point_of_fp32(trained, tok, data):
     quantize_(q, QuantConfig(bits=8))
     int8 = evaluate_accuracy(q, tok, dev, MAX_LEN)
     assert abs(fp32 - int8) <= 0.01
+
+
+def test_patience_ends_training_on_a_plateau_and_marks_it_converged(tok, data):
+    """A task learned in ~60 steps, a cap of 400: two evaluations without a new best end it early."""
+    model = toy_classifier(tok, layers=2, hidden=32)
+    cfg = TrainSettings(lr=2e-3, batch_size=32, max_steps=400, max_length=MAX_LEN, eval_every_steps=20, patience=2)
+    result = finetune_(model, cfg, tokenizer=tok, train=data[0], dev=data[1])
+    accs = [h["dev_accuracy"] for h in result.history]
+    assert result.stopped_early and result.steps < 400
+    assert result.converged
+    # The last two evaluations did not beat the best before them, and every earlier stretch improved in time.
+    assert max(accs[-2:]) <= max(accs[:-2])
+    assert result.best_dev_accuracy == max(accs) >= 0.9
+
+
+def test_a_run_still_improving_at_its_cap_is_not_converged(tok, data):
+    model = toy_classifier(tok, layers=2, hidden=32)
+    cfg = TrainSettings(lr=2e-3, batch_size=32, max_steps=60, max_length=MAX_LEN, eval_every_steps=20, patience=2)
+    result = finetune_(model, cfg, tokenizer=tok, train=data[0], dev=data[1])
+    accs = [h["dev_accuracy"] for h in result.history]
+    assert result.steps == 60 and not result.stopped_early
+    assert accs[-1] == max(accs) > accs[0]  # still climbing when the cap ended it
+    assert not result.converged and result.evals_since_best == 0
+
+
+def test_evals_since_best_counts_from_the_first_best():
+    from tlc_export.finetune.train import evals_since_best
+
+    h = [{"dev_accuracy": a} for a in (0.5, 0.7, 0.6, 0.7, 0.65)]
+    assert evals_since_best(h) == 3  # ties do not count as improvement
+    assert evals_since_best([{"dev_accuracy": a} for a in (0.5, 0.6)]) == 0
+    assert evals_since_best([]) == 0

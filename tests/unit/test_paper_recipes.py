@@ -23,6 +23,30 @@ def test_both_paper_recipes_validate_with_the_same_grid() -> None:
     assert twin.pretrain.time_budget_s < hub.pretrain.time_budget_s
 
 
+FIGURE_2 = {(d, 768) for d in (3, 6, 12, 18, 24)} | {(6, w) for w in (256, 512, 768, 1024, 1536)}
+
+
+def _gpu_hours_line(path: Path) -> str:
+    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    return " ".join(line for line in header if "GPU-hours" in line)
+
+
+def test_paper_recipes_train_figure_2s_sizes_and_state_their_gpu_hours() -> None:
+    """An explicit list, not a product: depth at 768 and width at 6 layers, as Figure 2 varies them."""
+    for name in ("paper-roberta.yaml", "paper-roberta-1gpu.yaml", "paper-roberta-builtin.yaml"):
+        recipe = load_recipe(RECIPES / name)
+        assert recipe.models.sizes is not None and recipe.models.depth is None, name
+        assert {(s.layers, s.hidden) for s in recipe.models.grid()} == FIGURE_2, name
+        assert all(s.num_heads == s.hidden // 64 for s in recipe.models.grid())
+    full, one = load_recipe(RECIPES / "paper-roberta.yaml"), load_recipe(RECIPES / "paper-roberta-1gpu.yaml")
+    assert "770 GPU-hours" in _gpu_hours_line(RECIPES / "paper-roberta.yaml")
+    assert "23 GPU-hours" in _gpu_hours_line(RECIPES / "paper-roberta-1gpu.yaml")
+    # One day on one GPU: the pretraining alone (9 budgets) leaves hours for data, finetuning, export, bench.
+    assert len(one.models.grid()) * one.pretrain.time_budget_s <= 20 * 3600
+    assert full.data == one.data and full.finetune == one.finetune and full.compress == one.compress
+    assert one.pretrain.time_budget_s < full.pretrain.time_budget_s
+
+
 def _hub_reachable() -> bool:
     try:
         socket.create_connection(("huggingface.co", 443), timeout=3).close()

@@ -47,7 +47,8 @@ def test_every_problem_reported_with_its_line() -> None:
     assert problems["pretrain.time_budget_s"].line == 11
     text = str(info.value)
     assert "bad.yaml:5" in text and "unknown key `typo_field`" in text
-    assert all(p.hint or "divisible" in p.message for p in problems.values())
+    without_hint = {k for k, p in problems.items() if not p.hint}
+    assert without_hint <= {"models.sizes[0]"}  # every problem says how to fix it; the grid one says why in its message
 
 
 def test_malformed_yaml_gets_line_and_column() -> None:
@@ -127,3 +128,26 @@ def test_schema_documents_every_field() -> None:
     assert {"pretrain.time_budget_s", "models.sizes[].hidden", "compress.quantize.bits", "data.sources[].kind"} <= paths
     undocumented = [r[0] for r in rows if not r[3]]
     assert undocumented == []
+
+
+def test_quickstart_learns_a_genre_task_and_rt_polarity_keeps_its_own_recipe() -> None:
+    quick = load_plan(ROOT / "recipes" / "quickstart.yaml")
+    assert quick.finetune.task.kind == "brown-genre" and [s.kind for s in quick.data.sources] == ["brown"]
+    assert quick.finetune.patience is not None and quick.finetune.patience >= 2  # trains to a plateau, capped
+    rt = load_plan(ROOT / "recipes" / "rt-polarity.yaml")
+    assert rt.finetune.task.kind == "rt-polarity" and len(rt.models.grid()) >= 3
+
+
+@pytest.mark.parametrize("sizes, path", [("[0]", "bench.batch_sizes[0]"), ("[1, -4]", "bench.batch_sizes[1]"),
+                                         ("[]", "bench.batch_sizes")])
+def test_bench_batch_sizes_must_be_positive(tmp_path: Path, sizes: str, path: str) -> None:
+    text = (f"name: b\nmodels:\n  sizes: [{{layers: 2, hidden: 64}}]\npretrain: {{time_budget_s: 5}}\nbench:\n"
+            f"  batch_sizes: {sizes}\n")
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text, file="b.yaml")
+    (p,) = info.value.problems
+    assert p.path == path and p.line == 6
+    bad = tmp_path / "b.yaml"
+    bad.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(bad)])
+    assert result.exit_code == 2 and "b.yaml:6" in result.output and "batch_sizes" in result.output

@@ -55,11 +55,12 @@ def _v(model: str, params: int, sp: float, bits: int, storage: int, dev: float, 
 SMALL, LARGE = "2L-128H", "6L-384H"
 
 
-def _variants(large_dev: float = 0.74, large_test_right: int = 320, large_shift: int = 0) -> list[dict]:
+def _variants(large_dev: float = 0.74, large_test_right: int = 320, large_shift: int = 0,
+              large_dense_right: int = 330) -> list[dict]:
     return [
         _v(SMALL, 1_000_000, 0.0, 32, 4_000_000, 0.70, 280), _v(SMALL, 1_000_000, 0.0, 8, 1_000_000, 0.70, 280),
         _v(SMALL, 1_000_000, 0.6, 4, 250_000, 0.60, 240),
-        _v(LARGE, 10_000_000, 0.0, 32, 40_000_000, 0.80, 330), _v(LARGE, 10_000_000, 0.0, 4, 5_000_000, 0.78, 325),
+        _v(LARGE, 10_000_000, 0.0, 32, 40_000_000, 0.80, large_dense_right), _v(LARGE, 10_000_000, 0.0, 4, 5_000_000, 0.78, 325),
         _v(LARGE, 10_000_000, 0.6, 4, 900_000, large_dev, large_test_right, large_shift),
         _v(LARGE, 10_000_000, 0.6, 6, 1_400_000, 0.77, 322),
     ]
@@ -78,11 +79,23 @@ def test_verdict_with_identical_predictions_is_within_noise() -> None:
     assert v.sentence.startswith("Within noise") and "n = 400" in v.sentence and "McNemar" in v.sentence
     assert "Caution" not in v.sentence
     vs[1]["learned_task"] = False  # the reference is no better than the majority class
-    assert "Caution: 2L-128H.s00.b8 is not significantly above" in train_large_verdict(vs, _preds(vs)).sentence
+    weak = train_large_verdict(vs, _preds(vs))
+    assert not weak.decided and weak.outcome is None
+    assert weak.sentence.startswith("Not decided: 2L-128H.s00.b8 did not learn the task")
+
+
+def test_a_witness_that_beats_its_own_uncompressed_model_decides_nothing(tmp_path: Path) -> None:
+    # The issue's case: the 4-bit 60 %-pruned witness beats its own dense model (recovery finetuning the
+    # dense model never got) and, through that, the small reference.
+    vs = _variants(large_test_right=360, large_dense_right=300)
+    v = train_large_verdict(vs, _preds(vs))
+    assert not v.decided and v.outcome is None
+    assert "6L-384H.s60.b4" in v.sentence and "training effect, not a compression effect" in v.sentence
+    assert "Measured anyway: yes: train large, then compress won" in v.sentence
 
 
 def test_verdict_large_gap_is_won_and_reversed_is_lost() -> None:
-    vs = _variants(large_test_right=360)  # 90 % vs 70 % on the same 400 examples
+    vs = _variants(large_test_right=360, large_dense_right=370)  # 90 % vs 70 % on the same 400 examples
     won = train_large_verdict(vs, _preds(vs))
     assert won.decided and won.won and won.outcome == "won" and won.comparison.p_value < 1e-6
     assert won.comparison.diff == pytest.approx(0.2) and won.comparison.diff_ci_low > 0
@@ -139,8 +152,21 @@ def test_latency_answers_choose_on_dev() -> None:
     assert ans[1]["test_accuracy"] == 0.60 and ans[1]["runner_up"] == "a onnx-fp32 onnxruntime fp32"
 
 
-def fake_run(root: Path, large_test_right: int = 360, small_learned: bool = True) -> Path:
-    variants = _variants(large_test_right=large_test_right)
+def test_latency_answers_name_the_onnxruntime_device() -> None:
+    """The same file on ONNX Runtime's CPU and CUDA providers: two rows the answer tells apart."""
+    rows = [{"variant": "a", "format": "onnx-fp16", "backend": "onnxruntime", "device": d, "dtype": "fp32", "batch": 1,
+             "latency_ms_p50": ms, "dev_accuracy": acc, "test_accuracy": 0.7, "status": "ok"}
+            for d, ms, acc in (("cpu", 9.0, 0.70), ("cuda", 1.5, 0.71))]
+    _, ans = latency_answers(rows, [2.0, 10])
+    assert [(a["variant"], a["device"]) for a in ans] == [("a", "cuda"), ("a", "cuda")]
+    assert ans[1]["runner_up"] == "a onnx-fp16 onnxruntime fp32"  # the CPU row: no device named
+    from tlc_export.report.html import latency_answer_columns
+
+    assert ("device", "device", "l") in latency_answer_columns("dev", "test")
+
+
+def fake_run(root: Path, large_test_right: int = 360, small_learned: bool = True, large_dense_right: int = 370) -> Path:
+    variants = _variants(large_test_right=large_test_right, large_dense_right=large_dense_right)
     for v in variants:
         save_predictions(root / v["predictions"], {"test": SplitPredictions(v.pop("_pred"), LABELS)})
     (root / "compress").mkdir(parents=True, exist_ok=True)
@@ -183,13 +209,14 @@ def test_report_files_hold_every_variant_the_frontier_and_the_verdict(tmp_path: 
     html = (run / "report" / "index.html").read_text()
     for v in _variants():
         assert f'data-variant="{v["variant"]}"' in html
-    # The frontier is drawn on test accuracy (on dev, s60.b6, s00.b4 and s00.b32 of the large model would be on it).
-    assert set(out["frontier"]) == {f"{SMALL}.s60.b4", f"{LARGE}.s60.b4"}
+    # The frontier is chosen on dev (on test only s60.b4 of each size would be on it: test picks the luckiest).
+    assert set(out["frontier"]) == {f"{SMALL}.s60.b4", f"{LARGE}.s60.b4", f"{LARGE}.s60.b6", f"{LARGE}.s00.b4",
+                                    f"{LARGE}.s00.b32"} and out["frontier_split"] == "dev"
     assert out["train_large_won"] is True and out["verdict_outcome"] == "won" and out["report_split"] == "test"
     # The verdict paragraph states split, n, both intervals and the test.
     verdict = re.search(r"<p id='verdict' class='verdict won'>(.*?)</p>", html).group(1)
     assert "test split (n = 400)" in verdict and "[86.7, 92.6]" in verdict and "exact McNemar" in verdict
-    assert "paired-bootstrap interval" in verdict
+    assert "95 % exact conditional interval [+" in verdict
     # Chosen lr and seed of every size, with every candidate's dev score; the majority baseline.
     assert 'data-variant="6L-384H"' in html and "lr 0.0003 seed 100: 66.0 %" in html
     assert "always answering &#x27;fresh&#x27; scores 60.0 % of test (n = 400)" in html
@@ -217,6 +244,30 @@ def test_report_flags_a_size_that_did_not_learn_and_a_lost_verdict(tmp_path: Pat
     assert "train large, then compress lost" in html
     assert "2L-128H did not learn the task" in html and out["did_not_learn"] == [SMALL]
     assert "2L-128H did not learn the task" in (run / "report" / "summary.md").read_text()
+
+
+def test_report_shows_the_task_overlap_and_a_finetune_that_had_not_converged(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run")
+    meta = json.loads((run / "finetune" / "results.json").read_text())
+    meta["models"][0].update(converged=False, evals_since_best=0)
+    meta["models"][1].update(converged=True, evals_since_best=3)
+    (run / "finetune" / "results.json").write_text(json.dumps(meta))
+    (run / "data").mkdir()
+    overlap = {"ngram": 13, "splits": {"dev": {"examples": 380, "examples_overlapping": 0},
+                                       "test": {"examples": 400, "examples_overlapping": 2}},
+               "pretraining_documents_scanned": 390, "pretraining_documents_overlapping": 1,
+               "heldout_documents": {"brown": 100}}
+    (run / "data" / "results.json").write_text(json.dumps({"task_overlap": overlap}))
+    out = build_report(load_report_data(run), run / "report")
+    assert out["not_converged"] == [SMALL]
+    import html as html_lib
+
+    for raw in ((run / "report" / "index.html").read_text(), (run / "report" / "summary.md").read_text()):
+        text = html_lib.unescape(raw)  # the page writes ' as &#x27;; the markdown as it is
+        assert "test 2 of 400 examples share a 13-word run with the pretraining corpus" in text
+        assert "left out the task's 100 dev and test documents" in text
+        assert f"{SMALL}'s finetuning had not converged" in text
+        assert f"{LARGE}'s finetuning" not in text
 
 
 def test_plots_have_error_bars_and_the_majority_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,7 @@
 """Statistics behind every verdict: textbook values, and the decisions they drive."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -92,6 +94,12 @@ def test_majority_and_one_class_classifier_did_not_learn():
     assert above_majority(labels.copy(), labels).outcome == "won"
 
 
+def test_majority_tie_goes_to_the_smaller_label():
+    assert majority_baseline([2, 0, 2, 0, 1]).label == 0
+    assert majority_baseline([3, 1, 3, 1]).label == 1
+    assert majority_baseline([1, 1, 0]).label == 1
+
+
 def test_accuracy_interval_record():
     acc = accuracy_interval([True] * 81 + [False] * 182)
     assert (acc.correct, acc.n) == (81, 263)
@@ -162,3 +170,109 @@ def test_paired_ratio_bootstrap_is_the_loss_difference_with_a_paired_interval():
     assert unpaired[1] - unpaired[0] > 5 * (hi - lo)
     with pytest.raises(ValueError, match="same non-zero number"):
         paired_ratio_bootstrap(sums_a, counts, sums_b[:5], counts[:5])
+
+
+# ---------------------------------------------------------------- t, beta and the intervals built on them
+
+
+def test_t_quantiles_match_printed_tables() -> None:
+    from tlc_export.stats import t_quantile
+
+    # Student-t 97.5 % points from any printed table.
+    for df, t in ((1, 12.706), (2, 4.303), (5, 2.571), (7, 2.365), (19, 2.093), (30, 2.042), (120, 1.980)):
+        assert t_quantile(0.975, df) == pytest.approx(t, abs=1e-3)
+    assert t_quantile(0.025, 5) == pytest.approx(-2.571, abs=1e-3)
+
+
+def test_mcnemar_interval_is_clopper_pearson_and_agrees_with_the_exact_test_on_a_grid() -> None:
+    from tlc_export.stats import mcnemar_exact, mcnemar_interval
+
+    # Clopper-Pearson for 0 of 10 has upper end 1 − 0.025^(1/10) = 0.3085 (closed form): here all 10
+    # discordant examples favour B, so the difference's interval is [−1, 2·0.3085 − 1]·10/n.
+    lo, hi = mcnemar_interval(0, 10, 100)
+    assert lo == pytest.approx(-0.1) and hi == pytest.approx((2 * (1 - 0.025 ** 0.1) - 1) * 0.1, abs=1e-9)
+    # The issue's grid: the interval excludes 0 exactly when the exact McNemar test rejects.
+    n = 400
+    for only_a in range(60):
+        for only_b in range(60):
+            a = np.zeros(n, bool)
+            b = np.zeros(n, bool)
+            a[:only_a] = True
+            b[only_a:only_a + only_b] = True
+            _, _, p = mcnemar_exact(a, b)
+            lo, hi = mcnemar_interval(only_a, only_b, n)
+            assert (not lo <= 0 <= hi) == (p < 0.05), (only_a, only_b, p, lo, hi)
+            assert lo <= (only_a - only_b) / n <= hi
+
+
+def test_compare_paired_shows_the_interval_that_agrees_with_its_test() -> None:
+    a = np.array([True] * 12 + [False] * 3 + [True] * 85)
+    b = np.array([False] * 12 + [True] * 3 + [True] * 85)
+    c = compare_paired(a, b)
+    assert c.outcome == "won" and c.p_value < 0.05 and c.diff_ci_low > 0 and c.diff == pytest.approx(0.09)
+    assert "exact conditional" in c.test
+
+
+def test_sign_flip_test_against_enumerating_every_sign() -> None:
+    import itertools
+
+    from tlc_export.stats import sign_flip_test
+
+    for u in ([2, -1, 1, 1, 2, 2, 1], [1, 1, 1, 1], [-2, -2, 1, 0, 0, 2, -1, -1], [1, -1], [0, 0]):
+        nz = [abs(x) for x in u if x]
+        obs = abs(sum(u))
+        hits = sum(abs(sum(s * m for s, m in zip(signs, nz, strict=True))) >= obs
+                   for signs in itertools.product((-1, 1), repeat=len(nz)))
+        assert sign_flip_test(u) == pytest.approx(hits / 2 ** len(nz) if nz else 1.0)
+    assert sign_flip_test([-1] * 4 + [0] * 500) == pytest.approx(0.125)  # 4 one-way examples never decide
+
+
+def test_paired_ratio_t_with_equal_counts_is_the_t_interval_of_batch_differences() -> None:
+    from tlc_export.stats import paired_ratio_t
+
+    d = np.array([0.10, -0.05, 0.20, 0.00, 0.15, 0.05])  # per-batch mean-loss differences, 6 batches
+    counts = np.full(6, 50.0)
+    base = np.array([3.0, 3.5, 2.8, 4.0, 3.3, 3.1])
+    est, lo, hi = paired_ratio_t((base + d) * counts, counts, base * counts, counts)
+    sd = math.sqrt(sum((x - d.mean()) ** 2 for x in d) / 5)
+    half = 2.571 * sd / math.sqrt(6)  # t(0.975, 5) from the table
+    assert est == pytest.approx(d.mean()) and (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-3)
+
+
+def test_welch_mean_of_differences_one_group_matches_welch_by_hand() -> None:
+    from tlc_export.stats import welch_mean_of_differences
+
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.5, 3.0]
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
+    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 2)
+    d, lo, hi, got_df = welch_mean_of_differences([(a, b)])
+    assert d == pytest.approx(2.5 - 2.5) and got_df == pytest.approx(df, abs=0.01)
+    assert 4 < df < 5  # between t(0.975, 4) = 2.776 and t(0.975, 5) = 2.571
+    assert 2.571 * math.sqrt(va + vb) <= hi <= 2.776 * math.sqrt(va + vb) and lo == pytest.approx(-hi)
+
+
+def test_t_interval_of_a_textbook_sample() -> None:
+    """1..5: mean 3, s = √2.5, n − 1 = 4 degrees of freedom, t(0.975, 4) = 2.776 from a printed table."""
+    from tlc_export.stats import t_interval
+
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = 2.776 * math.sqrt(2.5) / math.sqrt(5)
+    assert mean == 3.0
+    assert lo == pytest.approx(3.0 - half, abs=2e-3) and hi == pytest.approx(3.0 + half, abs=2e-3)
+
+
+def test_welch_mean_of_differences_over_two_groups_divides_the_variance_by_g_squared() -> None:
+    """d = (d₁ + d₂) / 2, so Var(d) = (Var d₁ + Var d₂) / 4; with df ≈ 8.13 the 97.5 % point lies between the
+    printed t(0.975, 9) = 2.262 and t(0.975, 8) = 2.306."""
+    from tlc_export.stats import welch_mean_of_differences
+
+    groups = [([1.0, 2.0, 3.0, 4.0], [2.0, 2.5, 3.0]), ([0.0, 1.0, 0.5, 1.5], [3.0, 1.0, 2.0, 2.5])]
+    parts = [np.var(x, ddof=1) / len(x) for pair in groups for x in pair]
+    dofs = [len(x) - 1 for pair in groups for x in pair]
+    var = sum(parts) / 4
+    df = sum(parts) ** 2 / sum(v * v / k for v, k in zip(parts, dofs, strict=True))
+    d, lo, hi, got_df = welch_mean_of_differences(groups)
+    assert d == pytest.approx(((2.5 - 2.5) + (0.75 - 2.125)) / 2)
+    assert got_df == pytest.approx(df, abs=0.01) and 8 < df < 9
+    assert 2.262 * math.sqrt(var) <= hi - d <= 2.306 * math.sqrt(var)
+    assert d - lo == pytest.approx(hi - d)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +135,19 @@ def test_a_stale_lock_is_taken_over_and_a_busy_one_waited_for(tmp_path: Path, mo
     monkeypatch.setattr(store, "POLL_S", 0.01)
     lock.write_text(json.dumps({"host": "another-node", "pid": 1}))
     messages: list[str] = []
-    finish = threading.Timer(0.2, lambda: (st.entry("data", "k1").mkdir(parents=True),
-                                           st.save_record("data", "k1", {"status": "done"})))
-    finish.start()
-    with st.lock("data", "k1", on_wait=messages.append, is_done=lambda: st.done("data", "k1") is not None) as mine:
+    polls: list[int] = []
+
+    def other_node_finishes_while_we_wait() -> bool:
+        """The waiter's poll: on the third one the other node has published its entry (no thread, no timer)."""
+        polls.append(1)
+        if len(polls) == 3:
+            st.entry("data", "k1").mkdir(parents=True)
+            st.save_record("data", "k1", {"status": "done"})
+        return st.done("data", "k1") is not None
+
+    with st.lock("data", "k1", on_wait=messages.append, is_done=other_node_finishes_while_we_wait) as mine:
         assert mine is False  # built meanwhile by the other node: nothing to do
-    finish.join()
+    assert len(polls) == 3  # it waited (polled) until the entry appeared, then stopped
     assert len(messages) == 1 and "another-node" in messages[0] and str(lock) in messages[0]
     assert lock.exists()  # not ours to remove
 

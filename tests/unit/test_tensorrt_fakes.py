@@ -162,7 +162,7 @@ def test_profiles_cover_every_batch_with_opt_at_each_benchmarked_one() -> None:
     assert profile_shapes([1, 8], 64, 16)[-1] == {"min": (2, 1), "opt": (8, 16), "max": (64, 16)}
 
 
-def _fake_builder_trt(has_flag: bool, calls: list) -> types.ModuleType:
+def _fake_builder_trt(has_flag: bool, calls: list, accept_cache: tuple[bool, ...] = (True,)) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.13.0" if has_flag else "11.4.0"
 
@@ -200,6 +200,18 @@ def _fake_builder_trt(has_flag: bool, calls: list) -> types.ModuleType:
 
         def set_flag(self, flag: object) -> None:  # a precision flag would be a bug: 11.x has none
             raise AssertionError("no builder precision flag may be set")
+
+        def create_timing_cache(self, blob: bytes) -> bytes:
+            calls.append(("cache", blob))
+            return blob
+
+        def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
+            answers = [c for c in calls if c[0] == "set_cache"]
+            calls.append(("set_cache", cache))
+            return accept_cache[min(len(answers), len(accept_cache) - 1)]
+
+        def get_timing_cache(self) -> types.SimpleNamespace:
+            return types.SimpleNamespace(serialize=lambda: b"tuned")
 
     class Builder:
         def __init__(self, logger: ILogger) -> None:
@@ -250,6 +262,64 @@ def test_build_engine_is_strongly_typed_on_10_and_11(tmp_path: Path, monkeypatch
     assert ("shape", "attention_mask", (2, 1), (32, 128), (32, 128)) in calls
     assert (tmp_path / "m.engine").read_bytes() == b"engine-bytes"
     assert info["tensorrt_version"] == ("10.13.0" if has_flag else "11.4.0") and len(info["profiles"]) == 2
+
+
+def _identity_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["input_ids"], ["logits"])], "g",
+                          [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
+                          [helper.make_tensor_value_info("logits", TensorProto.INT64, ["b", "s"])])
+    onnx.save(helper.make_model(g), path)
+    return path
+
+
+@pytest.mark.parametrize("accept, status", [((True,), "loaded"), ((False, True), "rejected, replaced")])
+def test_timing_cache_rejection_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accept: tuple,
+                                           status: str) -> None:
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_builder_trt(True, calls, accept))
+    cache = tmp_path / "trt.cache"
+    cache.write_bytes(b"stale")
+    info = build_engine(_identity_onnx(tmp_path / "m.onnx"), "fp16", profile_shapes([1], 1, 8), tmp_path / "m.engine",
+                        timing_cache=cache)
+    assert info["timing_cache"] == status
+    sets = [c[1] for c in calls if c[0] == "set_cache"]
+    assert sets == ([b"stale"] if accept == (True,) else [b"stale", b""])  # a rejected cache is replaced by an empty one
+    assert cache.read_bytes() == b"tuned"
+    if accept[0] is False:
+        assert "rejected this timing cache" in (tmp_path / "m.engine.log").read_text()
+
+
+def test_timing_cache_rejected_twice_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlc_export.errors import StageError
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_builder_trt(True, [], (False,)))
+    with pytest.raises(StageError, match="rejected even an empty timing cache"):
+        build_engine(_identity_onnx(tmp_path / "m.onnx"), "fp16", profile_shapes([1], 1, 8), tmp_path / "m.engine",
+                     timing_cache=tmp_path / "trt.cache")
+
+
+def test_parse_only_reports_parser_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlc_export.export.tensorrt import parse_onnx
+
+    trt = _fake_builder_trt(True, [])
+
+    class Rejecting(trt.OnnxParser):
+        num_errors = 1
+
+        def parse_from_file(self, path: str) -> bool:
+            return False
+
+        def get_error(self, i: int) -> str:
+            return "INT4 blocks along N are not supported"
+
+    trt.OnnxParser = Rejecting
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    out = parse_onnx(_identity_onnx(tmp_path / "m.onnx"))
+    assert out["ok"] is False and out["errors"] == ["INT4 blocks along N are not supported"]
+    assert out["inputs"] == 2
 
 
 @pytest.mark.parametrize("name,tflops", [

@@ -219,3 +219,22 @@ def test_packed_rows_match_pack_sequences() -> None:
     with pytest.raises(IndexError):
         rows[np.array([len(ref)])]
     assert torch.equal(MLMBatches(rows, 4, seed=1).next_batch(), MLMBatches(ref, 4, seed=1).next_batch())
+
+
+def test_token_files_are_hashed_as_written_not_read_again(tmp_path: Path, tok_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlc_export import integrity
+
+    _write(tmp_path / "w", tok_dir, workers=1)
+    folder = tmp_path / "w" / TOKENS_DIR
+    real = integrity.sha256_file
+
+    def no_token_file(path, *a, **kw):  # the stage's record must take the writer's streamed digests
+        assert not str(path).endswith((".bin", ".idx", ".src", ".frac")), path
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(integrity, "sha256_file", no_token_file)
+    files = integrity.hash_folder(folder)
+    for name in ("train.bin", "train.idx", "train.src", "train.frac", "val.bin", "val.idx", "val.src", "val.frac"):
+        assert files[name] == {"sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+                               "bytes": (folder / name).stat().st_size}

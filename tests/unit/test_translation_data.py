@@ -108,6 +108,20 @@ def test_reversed_direction_and_caps(tmp_path):
     assert [p.key for p in again.train] == [p.key for p in data.train]  # a fixed subset
 
 
+def test_max_train_source_words_keeps_short_training_pairs_only(tmp_path):
+    lines = ["en\tfr"] + [f"{' '.join(['w'] * (1 + i % 12))} {i}\tphrase {i}" for i in range(300)]
+    (tmp_path / "p.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    base = "kind: tsv, path: p.tsv, dev_fraction: 0.2, test_fraction: 0.2"
+    full = read_pairs(_recipe(tmp_path, "{" + base + "}").translation, tmp_path)
+    short = read_pairs(_recipe(tmp_path, "{" + base + ", max_train_source_words: 5}").translation, tmp_path)
+    assert short.train and all(len(p.source.split()) <= 5 for p in short.train)
+    assert [p.source for p in short.train] == [p.source for p in full.train if len(p.source.split()) <= 5]
+    assert any(len(p.source.split()) > 5 for p in short.test)  # dev and test keep every length
+    assert short.test == full.test and short.dev == full.dev
+    with pytest.raises(DataSourceError, match="max_train_source_words"):
+        read_pairs(_recipe(tmp_path, "{" + base + ", max_train_source_words: 1}").translation, tmp_path)
+
+
 def test_cached_under_tlc_home_with_checksum(tmp_path, monkeypatch):
     monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
     wheel = _fake_wheel(tmp_path)
@@ -120,11 +134,16 @@ def test_cached_under_tlc_home_with_checksum(tmp_path, monkeypatch):
     assert bible.load_bible() == first  # read from the cache, not rebuilt
 
 
-def test_real_bible_if_cached():
-    """The real package (skipped until `tlc data prepare` or a first run has cached it)."""
-    path = tlc_home() / "tasks" / f"{bible.SOURCE}.{bible.CACHE_VERSION}.jsonl"
-    if not path.is_file():
-        pytest.skip("the Bible is not cached under $TLC_HOME yet")
+def test_real_bible():
+    """The real package, fetched into the data cache on first use like the other built-in sources; skipped
+    only when its registry cannot be reached (a wrong pin or a parsing problem fails)."""
+    from tlc_export.data.fetch import RegistryUnreachable
+
+    try:
+        path = bible.bible_jsonl()
+    except RegistryUnreachable as exc:
+        pytest.skip(f"registry unreachable: {exc}")
+    assert path == tlc_home() / "tasks" / f"{bible.SOURCE}.{bible.CACHE_VERSION}.jsonl"
     aligned = bible.read_aligned(path)
     assert len(aligned.verses) == 31_102 and aligned.unpaired == {"en": 0, "fr": 0}
     first = aligned.verses[0]

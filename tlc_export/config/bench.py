@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -18,10 +18,18 @@ class BenchConfig(Section):
         default_factory=lambda: ["torch-eager", "torch-compile", "torch-int8", "torch-int4", "onnxruntime", "tensorrt"],
         description="Backends to measure; one that cannot run here yields rows marked unavailable.",
     )
+    onnxruntime_providers: list[Literal["cpu", "cuda", "tensorrt"]] = Field(
+        default_factory=lambda: ["cpu", "cuda", "tensorrt"],
+        description="ONNX Runtime execution providers every timed ONNX file runs on: cpu always; cuda and tensorrt "
+        "(ONNX Runtime's own TensorRT provider, which builds and caches its own engines) only where "
+        "onnxruntime.get_available_providers() has them, with device-resident inputs and outputs (IO binding).",
+    )
     dtypes: list[Literal["fp32", "fp16", "bf16"]] = Field(
         default_factory=lambda: ["fp32"], description="Torch backend dtypes (fp16/bf16 only on CUDA)."
     )
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], description="Batch sizes to time.")
+    batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [1, 32], description="Batch sizes to time (each ≥ 1, at least one)."
+    )
     seq_len: int = Field(default=128, ge=1, description="Sequence length of the timed inputs.")
     warmup: int = Field(default=3, ge=0, description="Untimed runs before timing.")
     runs: int = Field(default=10, ge=1, description="Timed runs per measurement.")

@@ -34,6 +34,12 @@ class ExportConfig(Section):
     )
     opset: int = Field(default=18, ge=17, le=23, description="Opset of the exported fp graph (INT4 files are converted to 21).")
     int4_block_size: int = Field(default=32, ge=16, description="Block length of onnx-int4-matmulnbits, ONNX Runtime's own INT4 quantizer (power of two ≥ 16). onnx-int4 and tensorrt-int4 carry the compress stage's codes on their own grids.")
+    int8_attention_matmuls: bool = Field(
+        default=False,
+        description="onnx-int8-static and tensorrt-int8: also quantize attention's batched matmuls (Q·Kᵀ and softmax·V, "
+        "both inputs activations, the softmax probabilities among them) on per-tensor INT8 grids. Off by default: an "
+        "accuracy risk; either way every file is validated against PyTorch and its accuracy measured.",
+    )
     calibration_samples: int = Field(default=128, ge=1, description="Train-split sentences used to calibrate onnx-int8-static.")
     validation_samples: int = Field(default=32, ge=1, description="Padded dev sentences used to compare every file against PyTorch.")
     accuracy_split: Literal["dev", "test"] = Field(

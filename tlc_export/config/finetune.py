@@ -12,9 +12,12 @@ from tlc_export.config.common import Section
 class TaskConfig(Section):
     """A labelled text-classification task."""
 
-    kind: Literal["rt-polarity", "csv", "jsonl", "hf"] = Field(
+    kind: Literal["rt-polarity", "brown-genre", "csv", "jsonl", "hf"] = Field(
         default="rt-polarity",
         description="rt-polarity: built-in movie-review polarity (Pang & Lee, SST's source); "
+        "brown-genre: built-in fiction vs non-fiction, three-sentence chunks of the Brown corpus, split by text "
+        "(dev_fraction / test_fraction are fractions of the texts of each genre), whose dev and test texts the "
+        "pretraining corpus leaves out; "
         "csv / jsonl: local file with `text`, `label` (and optional `text_pair`); hf: `datasets` by name.",
     )
     path: str | None = Field(default=None, description="For csv/jsonl: the file, relative to the recipe file.")
@@ -23,9 +26,14 @@ class TaskConfig(Section):
     text_column: str = Field(default="text", description="Column with the text.")
     text_pair_column: str | None = Field(default=None, description="Column with the second text of a pair (None = single text).")
     label_column: str = Field(default="label", description="Column with the label (int or string).")
-    dev_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction held out as dev, by a stable hash of the text.")
-    test_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction held out as test, by a stable hash of the text.")
+    dev_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction held out as dev, by a stable hash of the text (of the documents, for brown-genre).")
+    test_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction held out as test, by a stable hash of the text (of the documents, for brown-genre).")
     max_train_examples: int | None = Field(default=None, gt=0, description="Cap the training split (quick runs).")
+    max_eval_examples: int | None = Field(
+        default=None, gt=0,
+        description="Cap dev and test at this many examples each, a fixed subset by a stable hash (quick runs: every "
+        "compressed variant is scored on both, so their size sets the compress and export stages' time).",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> TaskConfig:
@@ -34,6 +42,16 @@ class TaskConfig(Section):
         if self.kind == "hf" and not self.name:
             raise ValueError("task kind 'hf' needs `name`")
         return self
+
+
+def _number(x: object) -> object:
+    """A YAML `2e-4` string as the number it means; anything else unchanged (pydantic then says what is wrong)."""
+    if isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return x
+    return x
 
 
 class FinetuneConfig(Section):
@@ -60,7 +78,13 @@ class FinetuneConfig(Section):
         "the one with the best dev accuracy. A single number is a one-element list.",
     )
     batch_size: int = Field(default=32, ge=1, description="Sequences per step.")
-    epochs: float = Field(default=3.0, gt=0, description="Training epochs (fractions allowed).")
+    epochs: float = Field(default=3.0, gt=0, description="Training epochs (fractions allowed); with `patience`, the cap.")
+    patience: int | None = Field(
+        default=None, ge=2,
+        description="Plateau rule: end a candidate once this many dev evaluations in a row have not beaten its best "
+        "(None = train all `epochs`). Every candidate records `converged`: true when its best dev accuracy came at "
+        "least two evaluations before its last, i.e. dev accuracy had stopped improving before training ended.",
+    )
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Fraction of steps spent warming up, then linear decay.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     max_length: int = Field(default=64, ge=8, description="Truncate inputs to this many tokens.")
@@ -84,6 +108,14 @@ class FinetuneConfig(Section):
     @field_validator("lr", mode="before")
     @classmethod
     def _lr_list(cls, v: object) -> object:
+        if isinstance(v, str):  # YAML reads `2e-4` (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                raise ValueError(f"`lr` takes a number (e.g. 2.0e-4) or a list of numbers ([1.0e-4, 2.0e-4]), "
+                                 f"got {v!r}") from None
+        if isinstance(v, list):
+            return [_number(x) for x in v]
         return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
     @field_validator("seeds", mode="before")

@@ -55,6 +55,12 @@ class TranslationData(Section):
         default=None, gt=0,
         description="Cap the training split (quick runs): a fixed hashed subset; for hf (streamed) the first pairs.",
     )
+    max_train_source_words: int | None = Field(
+        default=None, gt=0,
+        description="For bible/tsv/jsonl: train only on pairs whose source sentence has at most this many words "
+        "(whitespace-separated); dev and test keep every length. Quick runs: short verses give a briefly trained model "
+        "more aligned sentences per second than long ones.",
+    )
     max_eval_pairs: int | None = Field(
         default=None, gt=0,
         description="Cap dev and test each (a fixed hashed subset): decoding is slow, and BLEU's interval says how "
@@ -77,6 +83,9 @@ class TranslationData(Section):
             raise ValueError(f"data kind '{self.kind}' needs `path`")
         if self.kind == "hf" and not self.name:
             raise ValueError("data kind 'hf' needs `name` (e.g. wmt14)")
+        if self.kind == "hf" and self.max_train_source_words is not None:
+            raise ValueError("max_train_source_words applies to bible/tsv/jsonl data; an hf dataset is streamed, "
+                             "so filter it when you prepare it")
         both = sorted(set(self.dev_books) & set(self.test_books))
         if both:
             raise ValueError(f"books {both} are in both dev_books and test_books; a book belongs to one split")

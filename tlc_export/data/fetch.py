@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,28 @@ LOCAL_TASK_ALTERNATIVE = (
 
 
 class FetchError(DataSourceError):
-    """A registry client is missing or failed (network, registry down): not a parsing problem."""
+    """A registry client is missing or failed (network, registry down, or the registry said no, e.g. to a
+    version that does not exist): not a parsing problem."""
+
+
+class RegistryUnreachable(FetchError):
+    """No answer about the package at all: the client is missing, timed out, or could not reach the registry.
+    (A wrong name or version pin is a plain FetchError: the registry answered.)"""
+
+
+# What npm, pip and apt print when the network, DNS or the registry's host fails (not when a package or
+# version is missing).
+_UNREACHABLE = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|ConnectTimeout|ReadTimeout|Connection refused|"
+    r"Connection reset|Network is unreachable|Temporary failure in name resolution|Temporary failure resolving|"
+    r"Name or service not known|Could not resolve|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|"
+    r"ENETUNREACH|ProxyError|SSLError|certificate verify failed|Failed to fetch",
+    re.IGNORECASE,
+)
+
+
+def _client_error(output: str) -> type[FetchError]:
+    return RegistryUnreachable if _UNREACHABLE.search(output) else FetchError
 
 
 def tlc_home() -> Path:
@@ -105,13 +127,13 @@ def _run(cmd: list[str], cwd: Path, source: str, alternative: str) -> subprocess
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
     except FileNotFoundError:
-        raise FetchError(
+        raise RegistryUnreachable(
             f"data source '{source}': the command `{cmd[0]}` is not installed, so the package cannot "
             f"be fetched. Install it (or fetch on a machine that has it and copy $TLC_HOME = "
             f"{tlc_home()}), {alternative}"
         ) from None
     except subprocess.TimeoutExpired:
-        raise FetchError(
+        raise RegistryUnreachable(
             f"data source '{source}': `{' '.join(cmd)}` timed out; check network access to the "
             f"registry, {alternative}"
         ) from None
@@ -122,7 +144,7 @@ def run_client(cmd: list[str], cwd: Path, *, source: str, alternative: str) -> N
     proc = _run(cmd, cwd, source, alternative)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
-        raise FetchError(
+        raise _client_error(proc.stdout + proc.stderr)(
             f"data source '{source}': `{' '.join(cmd)}` failed (exit {proc.returncode}):\n{tail}\n"
             f"Check network access to the registry, {alternative}"
         )
@@ -157,7 +179,7 @@ def apt_download(package: str, dest: Path, *, source: str, alternative: str) -> 
                 run_client(cmd, Path(tmp), source=source, alternative=alternative)
             else:
                 tail = "\n".join(proc.stderr.strip().splitlines()[-4:])
-                raise FetchError(
+                raise _client_error(proc.stdout + proc.stderr)(
                     f"data source '{source}': `apt-get download {package}` failed:\n{tail}\n"
                     f"If apt's package lists are empty run `sudo apt-get update` and retry, {alternative}"
                 )

@@ -112,11 +112,29 @@ def _row_texts(
         yield group_key, "\n".join(group)
 
 
+def task_heldout_positions(src: TextSource, recipe: Recipe) -> frozenset[int]:
+    """Positions of the documents this source must not give to pretraining: the texts of a built-in
+    finetune task's dev and test splits, when the task is drawn from this very corpus (brown-genre
+    from brown). Downstream evaluation text never sits in the pretraining corpus."""
+    task = recipe.finetune.task if recipe.finetune is not None else None
+    if task is not None and task.kind == "brown-genre" and src.kind == "brown":
+        from tlc_export.data.brown_genre import heldout_positions
+
+        return heldout_positions(task.dev_fraction, task.test_fraction)
+    return frozenset()
+
+
 def iter_source(src: TextSource, recipe: Recipe, index: int = 0) -> Iterator[Document]:
-    """Documents of one `data.sources[i]` entry, lazily, in a deterministic order."""
+    """Documents of one `data.sources[i]` entry, lazily, in a deterministic order, less the documents
+    `task_heldout_positions` keeps for a task's evaluation."""
     field = f"data.sources[{index}]"
     n = 0
-    for key, text in _keyed_texts(src, recipe, field):
+    skip = task_heldout_positions(src, recipe)
+    for raw, (key, text) in enumerate(_keyed_texts(src, recipe, field)):
+        if raw in skip:
+            continue
+        if skip and key is None:
+            key = str(raw)  # positions after a skipped document keep their own key (and validation hash)
         if not text.strip():
             continue
         yield Document(index, n, key if key is not None else str(n), text)

@@ -26,6 +26,9 @@ class TaskData:
     test: list[Example]
     num_labels: int
     label_names: list[str] = field(default_factory=list)
+    # How dev and test were kept apart from train: 'example' (hash of the text) or 'document'.
+    split_unit: str = "example"
+    documents: dict[str, int] = field(default_factory=dict)  # split -> documents, for a split by document
 
     def counts(self) -> dict[str, int]:
         return {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
@@ -105,8 +108,23 @@ def _examples_from_rows(rows: list[dict[str, Any]], cfg: TaskConfig, where: str)
     return examples, names
 
 
+def _brown_genre(task_cfg: TaskConfig) -> TaskData:
+    """Split by Brown text (`tlc_export.data.brown_genre`): no text gives examples to two splits."""
+    from tlc_export.data.brown_genre import LABEL_NAMES, load_brown_genre, split_rows
+
+    parts, where = split_rows(load_brown_genre(), task_cfg.dev_fraction, task_cfg.test_fraction)
+    train, dev, test = ([Example(r.text, r.label) for r in parts[s]] for s in ("train", "dev", "test"))
+    train = cap_examples(train, task_cfg.max_train_examples)
+    dev, test = (cap_examples(x, task_cfg.max_eval_examples) for x in (dev, test))
+    docs = {s: sum(1 for w in where.values() if w == s) for s in ("train", "dev", "test")}
+    return TaskData(train=train, dev=dev, test=test, num_labels=len(LABEL_NAMES), label_names=list(LABEL_NAMES),
+                    split_unit="document", documents=docs)
+
+
 def load_task(task_cfg: TaskConfig, recipe: Recipe) -> TaskData:
     """The task's examples split into train/dev/test by a stable hash of the text."""
+    if task_cfg.kind == "brown-genre":
+        return _brown_genre(task_cfg)
     if task_cfg.kind == "rt-polarity":
         from tlc_export.data.rt_polarity import LABEL_NAMES, load_rt_polarity
 
@@ -123,6 +141,7 @@ def load_task(task_cfg: TaskConfig, recipe: Recipe) -> TaskData:
         raise DataSourceError(f"finetune.task.kind: unknown task kind '{task_cfg.kind}'")
     train, dev, test = split_examples(examples, task_cfg.dev_fraction, task_cfg.test_fraction)
     train = cap_examples(train, task_cfg.max_train_examples)
+    dev, test = (cap_examples(x, task_cfg.max_eval_examples) for x in (dev, test))
     if not (train and dev and test):
         raise DataSourceError(
             f"finetune.task: {len(examples)} examples give an empty split (train {len(train)}, dev "

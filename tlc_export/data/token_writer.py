@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tlc_export import atomic
+from tlc_export import atomic, integrity
 from tlc_export.data.encode_worker import encode_texts, init_worker
 from tlc_export.data.sources import Document
 from tlc_export.data.split import SplitRouter
@@ -318,4 +318,7 @@ def write_token_files(
     progress_path.unlink()
     with atomic.atomic_path(Path(out_dir) / TOKENS_DIR) as tmp:
         partial.rename(tmp)
+    for split in SPLITS:  # hashed as written: the stage's checksum record does not read them again
+        for key, digest in headers[split]["sha256"].items():
+            integrity.note(Path(out_dir) / TOKENS_DIR / headers[split]["files"][key], digest)
     return TokenFilesResult(headers, text_hash.hexdigest(), n_read, sum(resumed.values()), workers)

@@ -109,25 +109,58 @@ def quantize_int8_dynamic(src: str | os.PathLike[str], out: str | os.PathLike[st
         op_types_to_quantize=list(DYNAMIC_OP_TYPES), extra_options=extra))
 
 
-def quantize_int8_static(src: str | os.PathLike[str], out: str | os.PathLike[str], calibration: Sequence[Batch]) -> None:
-    """QDQ INT8, symmetric activations and per-channel symmetric weights (TensorRT's form)."""
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes whose two inputs are both computed (neither a weight nor folded from
+    constants): attention's batched matmuls, Q·Kᵀ and softmax·V. Unnamed nodes are named in place."""
+    const = {i.name for i in model.graph.initializer}
+    out = []
+    for k, n in enumerate(model.graph.node):
+        if n.op_type == "Constant" or (n.input and all(x in const for x in n.input if x)):
+            const.update(n.output)  # a weight reached through Transpose/Cast/... of constants stays a weight
+            continue
+        if n.op_type == "MatMul" and not any(x in const for x in n.input):
+            if not n.name:
+                n.name = f"tlc_activation_matmul_{k}"
+            out.append(n.name)
+    return out
+
+
+def quantize_int8_static(src: str | os.PathLike[str], out: str | os.PathLike[str], calibration: Sequence[Batch],
+                         attention_matmuls: bool = False) -> list[str]:
+    """QDQ INT8, symmetric activations and per-channel symmetric weights (TensorRT's form). Returns the
+    activation × activation MatMuls left in float (none with `attention_matmuls`).
+
+    Biases stay float (`QuantizeBias` off): ORT would store them as INT32 codes with scale = activation
+    scale × weight scale (~1e-6), below fp16's normal range once the file becomes the fp16 TensorRT
+    graph, and TensorRT adds float biases anyway.
+    `attention_matmuls` (`export.int8_attention_matmuls`): also quantize attention's batched matmuls,
+    whose inputs are both activations, the softmax probabilities among them: one per-tensor INT8 scale
+    over probabilities that span orders of magnitude is an accuracy risk, so it is off unless asked
+    for; either way the file is validated against PyTorch like every export.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not calibration:
         raise StageError("onnx-int8-static: no calibration batches; set export.calibration_samples ≥ 1")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    excluded: list[str] = []
 
     def run(pre: Path, tmp: Path) -> None:
+        if not attention_matmuls:
+            model = onnx.load(str(pre))
+            excluded.extend(activation_matmuls(model))
+            onnx.save_model(model, str(pre))  # with the names given to unnamed nodes
         quantize_static(
             str(pre), str(tmp), BatchReader(calibration),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            per_channel=True, op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True, op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=list(excluded),
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
 
     _with_preprocessed(Path(src), out, run)
+    return excluded
 
 
 def quantize_int4_matmulnbits(src: str | os.PathLike[str], out: str | os.PathLike[str], block_size: int = 32) -> None:

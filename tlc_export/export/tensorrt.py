@@ -34,7 +34,8 @@ def _import_tensorrt():
     except Exception as e:  # ImportError, or a broken CUDA install raising at import
         raise BackendUnavailable(
             f"TensorRT is not importable ({type(e).__name__}: {e}); use the docker/Dockerfile.tensorrt image "
-            "or `pip install 'tlc-export[tensorrt]'` on a machine with an NVIDIA GPU"
+            "or `pip install 'tlc-export[tensorrt-cu12]'` (or -cu13: the CUDA major of torch.version.cuda) on a "
+            "machine with an NVIDIA GPU"
         ) from e
     return trt
 
@@ -104,6 +105,53 @@ def strongly_typed_flags(trt) -> int:  # noqa: ANN001 - the tensorrt module
     return 0 if flag is None else 1 << int(flag)
 
 
+def _logger(trt, lines: list[str]):  # noqa: ANN001, ANN202 - the tensorrt module; a trt.ILogger
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg) -> None:  # noqa: ANN001 - TensorRT's callback signature
+            lines.append(f"[{severity}] {msg}")
+
+    return _Logger()
+
+
+def _parse(trt, onnx_path: Path, lines: list[str]):  # noqa: ANN001, ANN202
+    """(builder, network, parser errors) for `onnx_path`, strongly typed."""
+    logger = _logger(trt, lines)
+    builder = trt.Builder(logger)
+    network = builder.create_network(strongly_typed_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(onnx_path))
+    errors = [] if ok else [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["parse_from_file returned False"]
+    # The parser (and the logger) must outlive the network: TensorRT's Python docs keep them together.
+    return builder, network, errors, (parser, logger)
+
+
+def parse_onnx(onnx_path: str | os.PathLike[str]) -> dict[str, object]:
+    """Parse-only pass (seconds, no build): does TensorRT's OnnxParser accept the file into a strongly typed
+    network? Returns {ok, errors, layers, inputs, tensorrt_version}; raises BackendUnavailable without TensorRT."""
+    trt = _import_tensorrt()
+    lines: list[str] = []
+    _, network, errors, _keep = _parse(trt, Path(onnx_path), lines)
+    return {"ok": not errors, "errors": errors, "layers": getattr(network, "num_layers", None),
+            "inputs": getattr(network, "num_inputs", None), "tensorrt_version": getattr(trt, "__version__", None)}
+
+
+def _set_timing_cache(config, timing_cache: Path, lines: list[str]) -> tuple[object, str]:  # noqa: ANN001
+    """Load the timing cache on disk into `config`; a cache TensorRT rejects (another GPU or TensorRT version:
+    `set_timing_cache` returns False) is replaced by an empty one, and the rejection is logged."""
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache, "loaded" if timing_cache.is_file() else "new"
+    lines.append(f"[tlc] {timing_cache}: TensorRT rejected this timing cache (another GPU or TensorRT version?); "
+                 "building with an empty one, which replaces it")
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise StageError(f"{timing_cache}: TensorRT rejected even an empty timing cache")
+    return cache, "rejected, replaced"
+
+
 def build_engine(
     onnx_path: str | os.PathLike[str],
     precision: str,
@@ -127,20 +175,8 @@ def build_engine(
         raise StageError(f"{onnx_path}: not buildable by TensorRT at {precision}: " + "; ".join(map(str, violations[:5])))
     trt = _import_tensorrt()
     lines: list[str] = []
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg) -> None:  # noqa: ANN001 - TensorRT's callback signature
-            lines.append(f"[{severity}] {msg}")
-
-    logger = _Logger()
-    builder = trt.Builder(logger)
-    network = builder.create_network(strongly_typed_flags(trt))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    builder, network, errs, _keep = _parse(trt, onnx_path, lines)
+    if errs:
         write_text(str(out_path) + ".log", "\n".join(lines + errs) + "\n")
         raise StageError(f"{onnx_path}: TensorRT OnnxParser failed: {'; '.join(errs[:3])}")
     config = builder.create_builder_config()
@@ -152,11 +188,9 @@ def build_engine(
             name = network.get_input(i).name
             profile.set_shape(name, shp["min"], shp["opt"], shp["max"])
         config.add_optimization_profile(profile)
-    cache = None
+    cache, cache_status = None, None
     if timing_cache is not None:
-        tc = Path(timing_cache)
-        cache = config.create_timing_cache(tc.read_bytes() if tc.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        cache, cache_status = _set_timing_cache(config, Path(timing_cache), lines)
     engine = builder.build_serialized_network(network, config)
     write_text(str(out_path) + ".log", "\n".join(lines) + "\n")
     if engine is None:
@@ -167,4 +201,4 @@ def build_engine(
         write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     return {"engine": str(out_path), "bytes": out_path.stat().st_size, "log": str(out_path) + ".log",
             "tensorrt_version": getattr(trt, "__version__", None), "gpu": current_gpu(),
-            "profiles": [{k: list(v) for k, v in p.items()} for p in profiles]}
+            "profiles": [{k: list(v) for k, v in p.items()} for p in profiles], "timing_cache": cache_status}

@@ -1,7 +1,8 @@
 """The finetuning loop, shared by the finetune stage and by pruning recovery.
 
 One loop serves both: AdamW with linear warmup/decay, dev evaluation every N steps, the best dev
-state kept in memory, an optional early-stop rule, and optional pruning masks that hold pruned
+state kept in memory, an optional early-stop rule and plateau patience (`converged` says whether dev
+accuracy had stopped improving before training ended), and optional pruning masks that hold pruned
 weights at exactly zero (their gradients are zeroed before each step and the mask is re-applied
 after it, because AdamW's weight decay and moment estimates would otherwise move them).
 """
@@ -48,6 +49,7 @@ class TrainSettings:
     keep_best: bool = True  # end with the best-dev weights rather than the last ones
     eval_batch_size: int = 64
     bf16: bool = False  # bf16 autocast for the training forward (CUDA); weights and evaluation stay fp32
+    patience: int | None = None  # end once this many evaluations in a row did not beat the best dev accuracy
 
     @classmethod
     def from_finetune(cls, cfg: FinetuneConfig, num_train: int, lr: float | None = None, seed: int | None = None) -> TrainSettings:
@@ -63,12 +65,17 @@ class TrainSettings:
             eval_every_steps=cfg.eval_every_steps,
             seed=cfg.seeds[0] if seed is None else seed,
             bf16=use_bf16(cfg.precision),
+            patience=cfg.patience,
         )
 
 
 def use_bf16(precision: str) -> bool:
     """The recipe's `finetune.precision` resolved on this machine."""
     return precision == "bf16" or (precision == "auto" and torch.cuda.is_available())
+
+
+CONVERGED_AFTER = 2
+"""A run has converged when its best dev accuracy came at least this many evaluations before its last."""
 
 
 @dataclass
@@ -80,6 +87,24 @@ class TrainResult:
     final_dev_accuracy: float
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)  # {step, dev_accuracy, train_loss, elapsed_s}
+
+    @property
+    def evals_since_best(self) -> int:
+        """Evaluations after the best one (ties keep the earlier): 0 when the last was the best."""
+        return evals_since_best(self.history)
+
+    @property
+    def converged(self) -> bool:
+        """Dev accuracy stopped improving: no new best in the last `CONVERGED_AFTER` evaluations."""
+        return self.evals_since_best >= CONVERGED_AFTER
+
+
+def evals_since_best(history: Sequence[Mapping[str, float]]) -> int:
+    """How many evaluations of `history` came after its first best dev accuracy."""
+    if not history:
+        return 0
+    accs = [h["dev_accuracy"] for h in history]
+    return len(accs) - 1 - accs.index(max(accs))
 
 
 def _mask_params(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
@@ -185,7 +210,8 @@ def finetune_(
             running = lv if math.isnan(running) else 0.9 * running + 0.1 * lv
             if step % eval_every == 0 or step == cfg.max_steps:
                 last_acc = evaluate(step, running)
-                stopped = should_stop is not None and should_stop(step, last_acc)
+                stopped = (should_stop is not None and should_stop(step, last_acc)) or (
+                    cfg.patience is not None and evals_since_best(history) >= cfg.patience)
             progress.update(task, advance=1, info=f"loss {running:.3f} dev {best_acc:.3f}")
 
     if cfg.keep_best and best_state is not None and best_step != step:

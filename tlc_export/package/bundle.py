@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from tlc_export import __version__, stats
+from tlc_export import __version__, integrity, stats
 from tlc_export.atomic import atomic_path
 from tlc_export.package.gpu import check_engine_gpu
 from tlc_export.package.readme import render_readme
@@ -87,6 +87,12 @@ def _sources(root: Path, choice: Choice) -> dict[str, Path]:
             fix = "rerun `tlc export RUN_DIR --force`" if key in ("onnx", "engine") else "rerun `tlc finetune RUN_DIR --force`"
             raise PackageError(f"{path}: missing ({key} of {choice.variant} {choice.format}); {fix}")
     return src
+
+
+def _result_files(root: Path) -> list[Path]:
+    """The stage results a bundle's numbers and labels come from."""
+    return [p for p in (root / "export" / "results.json", root / "compress" / "results.json",
+                        root / "finetune" / "results.json") if p.is_file()]
 
 
 def _labels(root: Path, num_labels: int) -> list[str]:
@@ -221,6 +227,8 @@ def write_bundle(
     out = Path(out).absolute()
     check_out(out, force)
     src = _sources(root, choice)
+    # What is shipped must be the bytes the export stage wrote and measured (its accuracy goes into tlc.json).
+    integrity.verify_files(root, [*src.values(), *_result_files(root)], reader="`tlc package`")
     trt = check_engine_gpu(choice.export, allow_other_gpu) if choice.is_engine else None
     inputs, outputs = graph_io(src["onnx"])
     rd = RunDir(root)

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from tlc_export import integrity
 from tlc_export.atomic import read_jsonl, write_json
 from tlc_export.errors import TlcError
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
@@ -98,6 +99,7 @@ def export_one(run_dir: str | Path, variant: str, fmt: str, model: str, console:
     ctx = StageContext(recipe=recipe, run_dir=rd, out_dir=out, inputs={}, console=console,
                        options={"formats": [fmt], "variants": [variant]})
     ExportStage().run(ctx)
+    integrity.record_stage(out, "package")  # `tlc package` verifies what it ships against this record
     rows = json.loads((out / "results.json").read_text())
     row = next((r for r in rows if r.get("variant") == variant and r.get("format") == fmt), None)
     if row is None:

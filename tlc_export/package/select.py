@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlc_export.errors import TlcError
 from tlc_export.report.data import ReportData, load_report_data
-from tlc_export.rundir import RESOLVED_RECIPE, RunDir
+from tlc_export.rundir import RESOLVED_RECIPE, STAGE_ORDER, RunDir, stale_inputs
 
 if TYPE_CHECKING:
     from tlc_export.recipe import Recipe
@@ -81,6 +81,15 @@ def check_run(run_dir: str | Path) -> RunDir:
     if not (root / "export" / "results.json").is_file():
         raise PackageError(f"{root / 'export' / 'results.json'}: missing; run `tlc export {root}` (or `tlc run`) first")
     rep = records.get("report")
+    stale: set[str] = set()  # stages an input of which re-ran after them (`tlc export --formats`, `--force`)
+    for name in STAGE_ORDER:
+        rec = records.get(name)
+        if rec is not None and rec.status == "done" and stale_inputs(rec, records, stale):
+            stale.add(name)
+    if "report" in stale:
+        todo = [n for n in STAGE_ORDER if n in stale]
+        raise PackageError(f"{root}: the report is stale (a stage it depends on re-ran after it); run "
+                           + " then ".join(f"`tlc {n} {root}`" for n in todo))
     if rep is None or rep.status != "done" or not (root / "report" / "index.html").is_file():
         raise PackageError(f"{root}: the run has no report; run `tlc report {root}` first (a bundle follows the "
                            "report's answers and records them)")

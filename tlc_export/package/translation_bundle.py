@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tlc_export import __version__
+from tlc_export import __version__, integrity
 from tlc_export.atomic import atomic_path
 from tlc_export.package.bundle import _versions, check_out
 from tlc_export.package.readme import render_translation_readme
@@ -137,6 +137,11 @@ def write_translation_bundle(
     if choice.export is None:
         raise PackageError(f"{choice.variant} {choice.format}: not exported; rerun `tlc export {root} --force`")
     src = _sources(root, choice)
+    # What is shipped must be the bytes the export stage wrote and measured (its BLEU goes into tlc.json).
+    tok_files = sorted(p for p in src[TOKENIZER_DIR].rglob("*") if p.is_file())
+    results = [p for p in (root / "export" / "results.json", root / "compress" / "results.json",
+                           root / "translation" / "results.json") if p.is_file()]
+    integrity.verify_files(root, [src[ENCODER_FILE], src[DECODER_FILE], *tok_files, *results], reader="`tlc package`")
     cfg = run_recipe(root).translation
     if cfg is None:
         raise PackageError(f"{root}: the run's recipe has no translation section; it is not a translation run")

@@ -138,13 +138,13 @@ def vs_runner_up(root: Path, best: dict[str, Any], ranked: list[dict[str, Any]],
     if a is None or b is None or a[1] != b[1]:
         out["mark"] = "no paired test (predictions missing)"
         return out
-    from tlc_export.translation.metrics import BOOTSTRAP_RESAMPLES, compare_translations
+    from tlc_export.translation.metrics import compare_translations
 
     cmp_ = compare_translations(a[0], b[0], a[1])
-    p = f"p < {1 / BOOTSTRAP_RESAMPLES:.3g}" if cmp_.p_value == 0 else f"p = {cmp_.p_value:.3g}"
     out.update(vs_runner_up=cmp_.outcome, vs_runner_up_p=cmp_.p_value, vs_runner_up_diff_ci=[cmp_.diff_ci_low, cmp_.diff_ci_high],
-               within_noise=cmp_.outcome == "within noise",
-               mark=f"{cmp_.outcome} vs {label(ru)} on {REPORT} (paired bootstrap over sentences, {p})")
+               within_noise=None if cmp_.outcome == "not tested" else cmp_.outcome == "within noise",
+               mark=f"{cmp_.outcome} vs {label(ru)} on {REPORT} (paired permutation test over sentences, "
+                    f"p = {cmp_.p_value:.3g})")
     return out
 
 

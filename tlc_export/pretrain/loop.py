@@ -24,6 +24,7 @@ from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.data.mlm import MLMBatches, PackedRows
 from tlc_export.errors import StageError
 from tlc_export.models import build_mlm, count_params, mlm_flops
+from tlc_export.pretrain.clock import TrainingClock
 from tlc_export.pretrain.epochs import epoch_warning, projected_epochs
 from tlc_export.pretrain.evaluate import (
     ValidationSample,
@@ -36,7 +37,7 @@ from tlc_export.pretrain.kept import is_kept, kept_tag, read_kept, save_kept
 from tlc_export.pretrain.loss import MLMLoss
 from tlc_export.pretrain.masking import masked_per_row
 from tlc_export.pretrain.schedule import lr_at
-from tlc_export.pretrain.state import Counters, load_state, save_state
+from tlc_export.pretrain.state import Counters, has_state, load_state, save_state
 from tlc_export.pretrain.step import (
     CPU_MICRO_BATCH,
     MaskSpec,
@@ -51,7 +52,9 @@ from tlc_export.pretrain.step import (
 
 DONE_FILE = "done.json"
 CURVES_FILE = "curves.jsonl"
-# The training clock (a seam: tests substitute a deterministic one to compare runs step by step).
+# What the training clock reads (a seam: tests substitute a fake one to compare runs step by step).
+# The clock runs from the end of one step to the end of the next, less evaluation and checkpoints
+# (see pretrain/clock.py): waiting on the feed and the bookkeeping between steps are training time.
 clock = time.perf_counter
 
 
@@ -106,8 +109,13 @@ def pretrain_size(
     dropout: float = 0.1,
     console: Console | None = None,
     on_step: Callable[[Counters], None] | None = None,
+    stop_at_s: float | None = None,
 ) -> dict[str, Any]:
     """Train `size` until `cfg.time_budget_s` training seconds have passed; return its result row.
+
+    `stop_at_s` (a pilot, `tlc plan`): stop once the training clock passes it, evaluate, save the
+    resumable state and return a row with `pilot: true`; the schedule still runs on the full budget, so
+    a later call without it continues exactly as if it had never stopped.
 
     `out_dir` is `pretrain/<size>/`. A finished size (checkpoint/done.json) is returned as is; a
     `state/` folder from an interrupted run is resumed. Every rank calls this; only rank 0 writes.
@@ -149,7 +157,7 @@ def pretrain_size(
     state_dir = out_dir / "state"
     curves_path = out_dir / CURVES_FILE
     counters = Counters(next_checkpoint_s=cfg.checkpoint_every_s)
-    resumed = state_dir.exists()
+    resumed = has_state(state_dir)
     if resumed:
         counters = load_state(state_dir, model, optimizer, restore_rng=world == 1)
         if main:
@@ -238,37 +246,34 @@ def pretrain_size(
     steps_here = 0
     # Fractions still to keep (1.0 is the final checkpoint); a kept folder from before a resume stays.
     to_keep = [f for f in cfg.keep_checkpoints_at if f < 1 and not is_kept(out_dir, f)]
+    train_clock = TrainingClock(clock)
     with progress, contextlib.closing(feed):
+        train_clock.start()
         while True:
             counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
-            # Evaluation and checkpoints happen between steps, outside the training clock.
-            if to_keep and counters.elapsed_s >= to_keep[0] * budget:
-                while to_keep and counters.elapsed_s >= to_keep[0] * budget:
-                    fraction = to_keep.pop(0)
+            if stop_at_s is not None and counters.elapsed_s >= stop_at_s:
+                with train_clock.paused():
+                    if main and last_eval_step != counters.step:
+                        log_eval(train_losses)
                     if main:
-                        keep(fraction, train_losses)
-                        train_losses = []
-                        last_eval_step = counters.step
-                        if counters.elapsed_s >= counters.next_eval_s:  # that evaluation was just made
-                            counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
-                if main:  # a resume starts after the kept checkpoint, never before it
-                    save_state(state_dir, model, optimizer, counters)
-            if main and _eval_due(cfg, counters, last_eval_step):
-                last_eval_step = counters.step
-                log_eval(train_losses)
-                train_losses = []
-                counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
-            if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
-                counters.next_checkpoint_s = counters.elapsed_s + cfg.checkpoint_every_s
-                if main:
-                    save_state(state_dir, model, optimizer, counters)
+                        save_state(state_dir, model, optimizer, counters)
+                distributed.barrier()
+                return {"model": size.name, "pilot": True, "steps": counters.step, "tokens": counters.tokens,
+                        "elapsed_s": round(counters.elapsed_s, 4), "budget_s": budget, "stop_at_s": stop_at_s,
+                        "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9),
+                        "steps_per_s": counters.step / max(counters.elapsed_s, 1e-9),
+                        "params": count_params(model), "micro_batch_size": step_fn.micro_batch_size,
+                        "device": str(device), "state": str(state_dir)}
+            with train_clock.paused():  # evaluation and checkpoints: between steps, off the training clock
+                last_eval_step, train_losses = _evaluate_and_checkpoint(
+                    cfg, counters, to_keep, budget, main, last_eval_step, train_losses, keep, log_eval,
+                    lambda: save_state(state_dir, model, optimizer, counters))
 
             rows, position = feed.next()
             lr = lr_at(counters.elapsed_s, budget, cfg.lr, cfg.warmup_fraction)
             while True:
-                t0 = clock()
                 try:
                     loss = step_fn(rows, lr, mask_seed=cfg.seed * 1_000_003 + counters.step, global_rows=cfg.batch_size)
                     if device.type == "cuda":
@@ -287,7 +292,8 @@ def pretrain_size(
                 step_fn, compile_s, graphs = _build_step(cfg, train_module, optimizer, micro, device, dtype, mask, rank,
                                                          world, data.seq_len)
                 counters.compile_s += compile_s
-            counters.elapsed_s += clock() - t0
+                train_clock.start()  # the failed attempt and the rebuild were set-up, not training
+            counters.elapsed_s += train_clock.lap()  # the end of this step
             steps_here += 1
             counters.step += 1
             counters.tokens += tokens_per_step
@@ -315,6 +321,8 @@ def pretrain_size(
         "flops_computed": counters.flops_computed, "flops_params": flops.params,
         "compile_s": round(counters.compile_s, 3), "compiled": cfg.compile,
         "recompiles_after_warmup": _graphs() - graphs if cfg.compile else None,
+        # Graphs compiled by the warm-up: more than one means graph breaks split the step.
+        "unique_graphs_after_warmup": graphs if cfg.compile else None,
         "masked_per_row": k_masked if cfg.masked_only_head else None,
         "final_val_loss": None, "final_val_ppl": None, "micro_batch_size": step_fn.micro_batch_size,
         "epochs": trained_epochs(), "train_tokens": data.train_tokens, "train_rows": len(data.train_rows),
@@ -425,6 +433,37 @@ def _shared_elapsed(elapsed: float, device: torch.device, world: int) -> float:
     t = torch.tensor([elapsed], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def _evaluate_and_checkpoint(
+    cfg: PretrainConfig, counters: Counters, to_keep: list[float], budget: float, main: bool, last_eval_step: int,
+    train_losses: list[float], keep: Callable[[float, list[float]], None],
+    log_eval: Callable[[list[float]], dict[str, Any]], save: Callable[[], None],
+) -> tuple[int, list[float]]:
+    """The kept checkpoints, evaluations and state checkpoints due before the next step (rank 0 writes).
+
+    Returns the step of the last evaluation and the training losses not yet reported."""
+    if to_keep and counters.elapsed_s >= to_keep[0] * budget:
+        while to_keep and counters.elapsed_s >= to_keep[0] * budget:
+            fraction = to_keep.pop(0)
+            if main:
+                keep(fraction, train_losses)
+                train_losses = []
+                last_eval_step = counters.step
+                if counters.elapsed_s >= counters.next_eval_s:  # that evaluation was just made
+                    counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
+        if main:  # a resume starts after the kept checkpoint, never before it
+            save()
+    if main and _eval_due(cfg, counters, last_eval_step):
+        last_eval_step = counters.step
+        log_eval(train_losses)
+        train_losses = []
+        counters.next_eval_s = counters.elapsed_s + cfg.eval_every_s
+    if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
+        counters.next_checkpoint_s = counters.elapsed_s + cfg.checkpoint_every_s
+        if main:
+            save()
+    return last_eval_step, train_losses
 
 
 def _eval_due(cfg: PretrainConfig, counters: Counters, last_eval_step: int) -> bool:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from tlc_export.atomic import atomic_path
+from tlc_export.atomic import atomic_path, recover_folder
 from tlc_export.errors import StageError
 
 STATE_FILE = "trainer.json"
@@ -35,6 +35,14 @@ class Counters:
     last_train_loss: float | None = None
     compile_s: float = 0.0  # compile warm-ups of every attempt so far, outside the training clock
     flops_computed: float = 0.0  # FLOPs our step actually ran (masked-position head, padding rows)
+
+
+def has_state(target: Path) -> bool:
+    """True when a state folder is there to resume, after recovering one that a kill between the two renames
+    of its last save left as `.state.old` (the previous complete state: resuming from it redoes some steps,
+    where finding nothing would silently restart from step 0)."""
+    recover_folder(target)
+    return target.exists()
 
 
 def save_state(target: Path, model: nn.Module, optimizer: torch.optim.Optimizer, counters: Counters) -> None:

@@ -10,8 +10,12 @@ from tlc_export import atomic, stats
 from tlc_export.report.answers import (
     Verdict,
     latency_answers,
+    own_uncompressed,
+    paired,
     storage_answers,
     train_large_verdict,
+    training_effect_text,
+    training_effects,
     usable_variants,
 )
 from tlc_export.report.checkpoints import (
@@ -63,6 +67,9 @@ def _finetune_rows(data: ReportData) -> list[dict[str, Any]]:
         cands = r.get("candidates") or []
         r["candidates_text"] = "; ".join(f"lr {c['lr']:g} seed {c['seed']}: {100 * c['dev_accuracy']:.1f} %" for c in cands)
         r["learned"] = None if r.get("learned_task") is None else ("yes" if r["learned_task"] else "NO: did not learn the task")
+        r["converged_text"] = None if r.get("converged") is None else (
+            f"yes ({r.get('evals_since_best')} evals without a new best)" if r["converged"]
+            else "NO: dev accuracy still improving at the end")
         rows.append(r)
     return rows
 
@@ -106,19 +113,26 @@ def build_report(
 ) -> dict[str, Any]:
     """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary.
 
-    Dev selects, test reports (`tlc_export.scoring`): the verdict, the Pareto frontier, the answer
-    tables and the plots' y-axis are on the test split, with 95 % intervals and dev shown beside.
+    Dev selects, test reports (`tlc_export.scoring`): the Pareto frontier is chosen on dev (a frontier
+    drawn on test would pick the luckiest test scores); the verdict, the answer tables and the plots'
+    y-axis are on the test split, with 95 % intervals and dev shown beside.
     """
     split = REPORT_SPLIT
     out = Path(out_dir)
     variants = [dict(r) for r in data.variants]
     front = {id(r) for r in pareto_frontier(usable_variants(variants), x=lambda r: r["storage_bytes"],
-                                             y=lambda r: float(r[f"{split}_accuracy"]))}
+                                             y=lambda r: float(r[f"{SELECTION_SPLIT}_accuracy"]))}
+    effects = training_effects(variants, lambda a, b, s: paired(a, b, data.predictions, s), split)
+    effect_lines = []
     for r in variants:
         r["compression"] = compression_label(r)
         r["on_frontier"] = "yes" if id(r) in front else ""
         if r.get("learned_task") is not None:
             r["above_majority"] = "yes" if r["learned_task"] else "NO"
+        c = effects.get(str(r.get("variant")))
+        if c is not None:
+            r["training_effect"] = f"beats its uncompressed model ({100 * c.diff:+.1f}, p = {c.p_value:.2g})"
+            effect_lines.append(training_effect_text(r, own_uncompressed(r, variants) or {}, c, split) + ".")
     bench = _with_intervals(data.bench, data, split)
     majority = data.majority.get(split)
     if majority is not None and data.label_names and majority.get("label") is not None:
@@ -129,8 +143,9 @@ def build_report(
     answers = answer_tables(data, storage_budgets_mb, latency_budgets_ms)
     batch, lat = answers.latency_batch, answers.latency
     figures = {
-        "frontier-plot": (accuracy_storage_png(variants, split, majority), "frontier-plot",
-                          f"{split} accuracy vs storage with 95 % intervals, the Pareto frontier and the majority line"),
+        "frontier-plot": (accuracy_storage_png(variants, split, majority, frontier_split=SELECTION_SPLIT), "frontier-plot",
+                          f"{split} accuracy vs storage with 95 % intervals, the Pareto frontier (chosen on "
+                          f"{SELECTION_SPLIT}) and the majority line"),
         "latency-plot": (accuracy_latency_png(bench, split, majority), "latency-plot",
                          f"{split} accuracy vs p50 latency per backend with 95 % intervals and the majority line"),
         "pretrain-plot": (pretrain_curves_png(data.curves), "pretrain-plot", "validation perplexity vs wall-clock and steps"),
@@ -148,6 +163,9 @@ def build_report(
         "environment": data.environment, "finetune": finetune, "majority": majority,
         "select_split": SELECTION_SPLIT, "report_split": split,
         "not_learned": [r for r in finetune if r.get("learned_task") is False],
+        "training_effects": effect_lines,
+        "not_converged": [r for r in finetune if r.get("converged") is False],
+        "task_overlap": data.task_overlap,
         "epoch_notes": epoch_notes(data.pretrain),
         "claims_html": card_html(card), "claims_md": card_markdown(card),
     }
@@ -167,7 +185,10 @@ def build_report(
         "train_large_won": verdict.won if verdict.decided else None,
         "verdict_outcome": verdict.outcome,
         "frontier": [r["variant"] for r in variants if r["on_frontier"]],
+        "frontier_split": SELECTION_SPLIT,
+        "training_effects": sorted(effects),
         "did_not_learn": [r["model"] for r in ctx["not_learned"]],
+        "not_converged": [r["model"] for r in ctx["not_converged"]],
         "claims": "report/claims.json",
         "claims_status": {str(c.number): c.status for c in card.claims},
     }

@@ -80,6 +80,42 @@ def paired(a: Row, b: Row, predictions: Predictions | None, split: str = REPORT_
     return stats.compare_paired(ca, cb)
 
 
+def own_uncompressed(row: Row, variants: Sequence[Row]) -> Row | None:
+    """The uncompressed (dense fp32) variant of the row's own model, or None (or the row itself) when absent."""
+    return next((r for r in variants if r.get("model") == row.get("model") and not float(r.get("sparsity") or 0)
+                 and int(r.get("bits") or 32) == 32), None)
+
+
+def is_compressed(row: Row) -> bool:
+    return float(row.get("sparsity") or 0) > 0 or int(row.get("bits") or 32) < 32
+
+
+def training_effects(variants: Sequence[Row], compare: Comparator, split: str = REPORT_SPLIT) -> dict[str, Any]:
+    """Compressed variants that significantly beat their own uncompressed model on `split`: variant -> comparison.
+
+    Compression removes information, so a variant that is *more* accurate than its own dense model
+    got something else: pruning recovery is more finetuning, which an under-trained dense model never
+    had. Such a gain is a training effect and must not be read as a compression effect. Each variant
+    is one paired test (McNemar for classification) at 0.05: with many variants an isolated flag can
+    be chance, about one in forty variants with no effect (the test is two-sided).
+    """
+    out: dict[str, Any] = {}
+    for r in variants:
+        base = own_uncompressed(r, variants)
+        if not is_compressed(r) or base is None:
+            continue
+        c = compare(r, base, split)
+        if c is not None and c.outcome == "won":
+            out[str(r["variant"])] = c
+    return out
+
+
+def training_effect_text(row: Row, base: Row, c: Any, split: str, unit: str = "points", scale: float = 100.0) -> str:
+    return (f"{row['variant']} ({compression_label(row)}) scores significantly above its own uncompressed model "
+            f"{base['variant']} on {split} ({scale * c.diff:+.1f} {unit}, p = {c.p_value:.2g}): its recovery gave it "
+            "training the uncompressed model lacked, so this gain is a training effect, not a compression effect")
+
+
 def p_text(p: float) -> str:
     """`p = 0.034`; a p-value of exactly 0 can only come from a bootstrap where no resample went the other way
     (an exact test never gives 0), and is written as below the resolution of the project's 1,000 resamples."""
@@ -105,11 +141,13 @@ def _runner_up_fields(best: Row, ranked: Sequence[Row], compare: Comparator, rep
     if cmp_ is None:
         out["mark"] = "no paired test (predictions missing)"
         return out
-    out.update(vs_runner_up=cmp_.outcome, vs_runner_up_p=cmp_.p_value, within_noise=cmp_.outcome == "within noise")
+    out.update(vs_runner_up=cmp_.outcome, vs_runner_up_p=cmp_.p_value,
+               within_noise=None if cmp_.outcome == "not tested" else cmp_.outcome == "within noise")
     p = p_text(cmp_.p_value)
     out["mark"] = {"within noise": f"≈ runner-up ({p})",
                    "won": f"beats runner-up ({p})",
-                   "lost": f"runner-up better on {report_split} ({p})"}[cmp_.outcome]
+                   "lost": f"runner-up better on {report_split} ({p})",
+                   "not tested": f"not tested (n = {getattr(cmp_, 'n', '?')}, too few to compare)"}[cmp_.outcome]
     return out
 
 
@@ -179,7 +217,9 @@ def timed_rows(bench: Sequence[Row], batch: int | None = None, split: str = SELE
 
 
 def _backend_label(r: Row) -> str:
-    return f"{r['variant']} {r.get('format')} {r.get('backend')} {r.get('dtype')}"
+    # A GPU device is named (ONNX Runtime rows exist on cpu, cuda and tensorrt providers); CPU rows read as before.
+    device = f" {r['device']}" if r.get("device") not in (None, "cpu") else ""
+    return f"{r['variant']} {r.get('format')} {r.get('backend')}{device} {r.get('dtype')}"
 
 
 def latency_answers(
@@ -213,6 +253,8 @@ def latency_answers(
             "variant": best["variant"] if best else None,
             "format": best.get("format") if best else None,
             "backend": best.get("backend") if best else None,
+            # ONNX Runtime runs on cpu, cuda or tensorrt providers: the same backend name, another device
+            "device": best.get("device") if best else None,
             "dtype": best.get("dtype") if best else None,
             "latency_ms_p50": best["latency_ms_p50"] if best else None,
             f"{select_split}_accuracy": accuracy(best, select_split) if best else None,
@@ -237,9 +279,12 @@ class Verdict:
     variant). Among L's variants with storage_bytes <= the reference's, dev accuracy picks the
     witness (ties: the smaller). Witness and reference are then compared on the test split, on the
     same examples: exact McNemar test (two-sided, alpha 0.05) decides "won", "lost" or "within
-    noise"; a 95 % paired-bootstrap interval of the accuracy difference and 95 % Wilson intervals of
-    both accuracies are shown. Without a variant of L that fits, or without per-example predictions,
-    the claim is not tested (undecided).
+    noise"; the 95 % exact conditional interval of the accuracy difference (it excludes 0 exactly when
+    the test rejects) and 95 % Wilson intervals of both accuracies are shown. Without a variant of L
+    that fits, or without per-example predictions, the claim is not tested (undecided). It is not
+    decided either when the witness or the reference did not learn the task (not significantly above
+    the majority class), or when either significantly beats its own uncompressed model on the test
+    split (its recovery finetuning, not compression, made the difference: a training effect).
     """
 
     decided: bool
@@ -337,15 +382,33 @@ def train_large_verdict(
         f"{head} on the {report_split} split (n = {cmp_.n}). The largest model {_describe(w)}, chosen on "
         f"{select_split} among its {len(cands)} variant(s) within the reference's storage, scores "
         f"{_acc_ci(w, report_split)}; {ref_txt} scores {_acc_ci(ref, report_split)} (95 % Wilson intervals). "
-        f"Difference {100 * cmp_.diff:+.1f} points, 95 % paired-bootstrap interval [{100 * cmp_.diff_ci_low:+.1f}, "
+        f"Difference {100 * cmp_.diff:+.1f} points, 95 % exact conditional interval [{100 * cmp_.diff_ci_low:+.1f}, "
         f"{100 * cmp_.diff_ci_high:+.1f}]; exact McNemar test on the {cmp_.only_a} + {cmp_.only_b} examples only one "
         f"of them gets right: p = {cmp_.p_value:.3g}. The large variant uses {_storage(w) / _storage(ref):.2f}× the "
         f"reference's storage ({select_split}: {_pct(accuracy(w, select_split))} vs {_pct(accuracy(ref, select_split))})."
     )
     if cmp_.outcome != "won":
         sentence += " With a short pretraining budget the large model may simply be undertrained."
+    undecided = undecided_because(w, ref, variants, lambda a, b, s: paired(a, b, predictions, s), report_split,
+                                  "not significantly above always answering the majority class")
+    if undecided:
+        return Verdict(False, False, f"Not decided: {undecided}. Measured anyway: {sentence[0].lower()}{sentence[1:]}",
+                       ref, w, split=report_split)
+    return Verdict(True, cmp_.outcome == "won", sentence, ref, w, cmp_.outcome, cmp_, report_split)
+
+
+def undecided_because(w: Row, ref: Row, variants: Sequence[Row], compare: Comparator, split: str,
+                      baseline: str, unit: str = "points", scale: float = 100.0) -> str | None:
+    """Why the verdict's pair cannot decide (a model that did not learn, a training effect), or None."""
     weak = [r["variant"] for r in (w, ref) if r.get("learned_task") is False]
     if weak:
-        sentence += (f" Caution: {' and '.join(weak)} {'is' if len(weak) == 1 else 'are'} not significantly above always "
-                     "answering the majority class (did not learn the task), so this comparison says little.")
-    return Verdict(True, cmp_.outcome == "won", sentence, ref, w, cmp_.outcome, cmp_, report_split)
+        return (f"{' and '.join(weak)} did not learn the task ({baseline}), so comparing "
+                f"{'it' if len(weak) == 1 else 'them'} says nothing about compression; train longer")
+    for r in (w, ref):
+        base = own_uncompressed(r, variants)
+        if base is None or not is_compressed(r):
+            continue
+        c = compare(r, base, split)
+        if c is not None and c.outcome == "won":
+            return training_effect_text(r, base, c, split, unit, scale)
+    return None

@@ -27,6 +27,7 @@ class ReportData:
     finetune: list[dict[str, Any]] = field(default_factory=list)  # finetune/results.json model rows
     majority: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> {label, accuracy, n}
     label_names: list[str] = field(default_factory=list)
+    task_overlap: dict[str, Any] | None = None  # data/results.json: the task's dev/test n-grams in pretraining text
     # run-relative predictions path (a row's `predictions`) -> split -> per-example predictions
     predictions: dict[str, dict[str, SplitPredictions]] = field(default_factory=dict)
 
@@ -61,6 +62,9 @@ def load_report_data(run_dir: str | Path, name: str = "experiment") -> ReportDat
     err_json = root / "compress" / "error_analysis.json"
     if err_json.is_file():
         d.error_json = json.loads(err_json.read_text())
+    data_results = root / "data" / "results.json"
+    if data_results.is_file():
+        d.task_overlap = json.loads(data_results.read_text()).get("task_overlap")
     ft = root / "finetune" / "results.json"
     if ft.is_file():
         meta = json.loads(ft.read_text())

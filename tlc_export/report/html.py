@@ -110,7 +110,8 @@ VARIANT_COLUMNS = [
     ("params", "params", ""), ("sparsity", "sparsity", ""), ("bits", "bits", ""),
     ("storage_bytes", "storage MB", "mb"), ("fp32_bytes", "fp32 MB", "mb"),
     ("dev_accuracy", "dev acc %", "pct"), ("test_accuracy", "test acc %", "pct"), ("test_accuracy_ci", "test 95 %", "ci"),
-    ("above_majority", "above majority", "l"), ("on_frontier", "frontier (test)", "l"),
+    ("above_majority", "above majority", "l"), ("on_frontier", "frontier (dev)", "l"),
+    ("training_effect", "vs own uncompressed (test)", "l"),
 ]
 
 BENCH_COLUMNS = [
@@ -130,6 +131,7 @@ FINETUNE_COLUMNS = [
     ("dev_accuracy", "dev acc %", "pct"), ("dev_accuracy_ci", "dev 95 %", "ci"),
     ("test_accuracy", "test acc %", "pct"), ("test_accuracy_ci", "test 95 %", "ci"),
     ("majority_accuracy", "majority %", "pct"), ("learned", "learned the task (test)", "l"),
+    ("converged_text", "finetuning converged (dev)", "l"),
 ]
 
 
@@ -143,7 +145,8 @@ def storage_answer_columns(sel: str, rep: str) -> list[tuple[str, str, str]]:
 
 def latency_answer_columns(sel: str, rep: str) -> list[tuple[str, str, str]]:
     return [("budget_ms", "budget ms", ""), ("variant", "variant (chosen on dev)", "l"), ("format", "format", "l"),
-            ("backend", "backend", "l"), ("dtype", "dtype", "l"), ("latency_ms_p50", "p50 ms", ""),
+            ("backend", "backend", "l"), ("device", "device", "l"), ("dtype", "dtype", "l"),
+            ("latency_ms_p50", "p50 ms", ""),
             (f"{sel}_accuracy", f"{sel} acc %", "pct"), (f"{rep}_accuracy", f"{rep} acc %", "pct"),
             (f"{rep}_accuracy_ci", f"{rep} 95 %", "ci"), ("runner_up", "runner-up", "l"),
             ("mark", f"vs runner-up on {rep} (exact McNemar)", "l")]
@@ -158,13 +161,21 @@ def splits_text(ctx: dict[str, Any]) -> str:
     sel, rep = ctx["select_split"], ctx["report_split"]
     maj = ctx.get("majority")
     text = (f"{sel.capitalize()} selects: finetune checkpoints, each size's learning rate and seed, when pruning "
-            f"recovery stops, and the variant each answer names. {rep.capitalize()} reports: every accuracy in the "
-            f"verdict, the Pareto frontier, the answer tables and the plots, with 95 % Wilson intervals; {sel} is shown "
+            f"recovery stops, the Pareto frontier and the variant each answer names. {rep.capitalize()} reports: every "
+            f"accuracy in the verdict, the answer tables and the plots, with 95 % Wilson intervals; {sel} is shown "
             "beside it.")
     if maj:
         name = maj.get("label_name", maj.get("label"))
         text += (f" Majority baseline: always answering {name!r} scores {100 * maj['accuracy']:.1f} % of {rep} "
                  f"(n = {maj['n']}); a model not significantly above it did not learn the task.")
+    overlap = ctx.get("task_overlap")
+    if overlap:
+        from tlc_export.data.overlap import overlap_line
+
+        held = overlap.get("heldout_documents") or {}
+        text += (" Task text in the pretraining corpus: " + overlap_line(overlap)
+                 + (f"; the pretraining corpus left out the task's {sum(held.values())} dev and test documents" if held
+                    else "") + ".")
     return text
 
 
@@ -186,6 +197,11 @@ def not_learned_lines(ctx: dict[str, Any]) -> list[str]:
                    f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] is not significantly above the majority class "
                    f"({100 * r['majority_accuracy']:.1f} %; exact McNemar p = {r.get('above_majority_p', float('nan')):.3g}). "
                    "Its variants are still listed, but their accuracies mean little.")
+    out += list(ctx.get("training_effects") or [])
+    for r in ctx.get("not_converged", []):
+        out.append(f"{r['model']}'s finetuning had not converged: its best dev accuracy came {r.get('evals_since_best')} "
+                   "evaluation(s) before the end (converged means two or more evaluations without a new best); "
+                   "a longer finetune may change its accuracy.")
     return out
 
 

@@ -83,12 +83,17 @@ def _majority_line(ax: Any, majority: dict[str, Any] | None, split: str) -> None
                    label=f"majority class ({100 * majority['accuracy']:.1f} % of {split})")
 
 
+def labelled(r: dict[str, Any], on_front: set[int]) -> bool:
+    """Whether the accuracy-vs-storage plot writes a point's compression beside it: frontier and uncompressed fp32."""
+    return id(r) in on_front or (not float(r.get("sparsity") or 0) and int(r.get("bits") or 32) == 32)
+
+
 def accuracy_storage_png(variants: list[dict[str, Any]], split: str = REPORT_SPLIT,
                          majority: dict[str, Any] | None = None, *, metric: Metric = ACCURACY,
                          frontier_split: str | None = None) -> bytes | None:
     """The paper's Figure 6/7 analogue: `split` score (`metric`, the family's; 95 % error bars) vs
-    storage (log x), one series per size, points labelled with their compression, the Pareto frontier
-    over all variants, and the majority-class line.
+    storage (log x), one series per size, the Pareto frontier over all variants, and the majority-class
+    line. Only the frontier's points and the uncompressed fp32 ones are labelled with their compression.
 
     The frontier is chosen on `frontier_split` (default: `split`, a staircase); chosen on another split
     (dev) it is drawn through the chosen variants at their `split` score, which need not rise."""
@@ -97,6 +102,8 @@ def accuracy_storage_png(variants: list[dict[str, Any]], split: str = REPORT_SPL
     pts = usable_variants(variants, select_split=fsplit, report_split=split, metric=f)
     if not pts:
         return None
+    front = pareto_frontier(pts, x=lambda r: r["storage_bytes"], y=lambda r: float(r[f"{fsplit}_{f}"]))
+    on_front = {id(r) for r in front}
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for m in _size_order({r["model"] for r in pts}, pts):
         rows = sorted((r for r in pts if r["model"] == m), key=lambda r: r["storage_bytes"])
@@ -104,8 +111,8 @@ def accuracy_storage_png(variants: list[dict[str, Any]], split: str = REPORT_SPL
         ys = [k * float(r[f"{split}_{f}"]) for r in rows]
         ax.errorbar(xs, ys, yerr=_yerr(rows, split, metric), fmt="o", ms=5, capsize=2, elinewidth=0.8, label=m, zorder=3)
         for r, x, y in zip(rows, xs, ys, strict=True):
-            ax.annotate(compression_label(r), (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
-    front = pareto_frontier(pts, x=lambda r: r["storage_bytes"], y=lambda r: float(r[f"{fsplit}_{f}"]))
+            if labelled(r, on_front):  # ~40 labels overprint each other: the frontier and fp32 ones say enough
+                ax.annotate(compression_label(r), (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
     fx = [r["storage_bytes"] / 1e6 for r in front]
     fy = [k * float(r[f"{split}_{f}"]) for r in front]
     xmax = max(r["storage_bytes"] for r in pts) / 1e6

@@ -22,10 +22,11 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from tlc_export import atomic
+from tlc_export import atomic, integrity
 from tlc_export.atomic import read_jsonl
 from tlc_export.report.checkpoints import Study, checkpoint_study, fig8_png, table2_lines
 from tlc_export.report.claims import card_html, card_markdown, write_card
+from tlc_export.report.claims.build import replica_curves
 from tlc_export.report.claims.card import Card
 from tlc_export.report.claims.sizes import Size, order_sizes
 from tlc_export.report.claims.sweep import PointRun, claim_overfit, claim_size_vs_batch
@@ -102,9 +103,10 @@ def _load_point(p: dict[str, Any]) -> PointResults:
 def _point_run(r: PointResults) -> PointRun:
     pre, data = r.recipe.get("pretrain") or {}, r.recipe.get("data") or {}
     rows = {str(x["model"]): x for x in r.pretrain.get("models", [])}
+    replicas = [{s: pts[-1] for s, pts in c.items()} for c in replica_curves(r.dir / "pretrain")]
     return PointRun(r.id, r.values, int(pre.get("batch_size") or 0), float(pre.get("lr") or 0.0),
                     float(data.get("fraction", 1.0)), r.sizes, {s: pts[-1] for s, pts in r.curves.items()},
-                    {s: float(x["epochs"]) for s, x in rows.items() if x.get("epochs") is not None})
+                    {s: float(x["epochs"]) for s, x in rows.items() if x.get("epochs") is not None}, replicas)
 
 
 def _final_loss(r: PointResults, size: str) -> str:
@@ -150,6 +152,7 @@ def write_sweep_report(parent: str | Path, console: Console | None = None) -> di
     write_card(rep["card"], out)
     atomic.write_text(out / "index.html", _html(rep))
     atomic.write_text(out / "summary.md", _markdown(rep, images))
+    integrity.record_stage(out, "report")  # the sweep report is no runner stage: its files are recorded here
     n_done = sum(1 for p in rep["points"] if p.pretrained)
     if console is not None:
         console.print(f"sweep report ({n_done} of {len(rep['points'])} point(s) with results): {out / 'index.html'}")

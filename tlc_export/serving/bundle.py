@@ -55,6 +55,10 @@ def read_meta(root: str | Path) -> dict[str, Any]:
         raise BundleError(f"{root}: no such bundle folder; create one with `tlc package RUN_DIR --out {root}`")
     if not root.is_dir():
         raise BundleError(f"{root}: not a folder; a bundle is the folder `tlc package` writes")
+    if not (root / META_FILE).exists() and (root / "manifest.json").is_file():
+        raise BundleError(f"{root}: this is a run directory, not a bundle; package it first with "
+                          f"`tlc package {root} --out BUNDLE --max-storage-mb MB` (or --variant NAME), "
+                          "then `tlc predict BUNDLE …`")
     return _read_json(root / META_FILE)
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tlc_export.errors import TlcError
 from tlc_export.serving.bundle import Bundle
-from tlc_export.serving.inputs import InputTable, label_ids, read_inputs
+from tlc_export.serving.inputs import InputTable, label_ids, read_inputs, skipped_note
 from tlc_export.serving.predictor import Predictions, Predictor
 
 TABLE_ROWS = 50  # a longer input prints its first rows and a summary; --output/--jsonl carry every row
@@ -63,6 +63,9 @@ def run_predict(console: Console, bundle_dir: Path, texts: list[str], file: Path
     bundle = Bundle.open(bundle_dir)
     table = read_inputs(file, text_column, pair_column, label_column) if file else InputTable(texts, None, None, [])
     gold = label_ids(table.labels, bundle.labels, file or "", table.lines, label_column or "") if table.labels else None
+    note = skipped_note(table, file)
+    if note:  # stderr: stdout stays one JSON line per row under --jsonl
+        Console(stderr=True).print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     pred = Predictor(bundle, batch_size=batch_size, threads=threads).predict(table.texts, table.pairs)
     recs = records(table, bundle.labels, pred, gold)
     if output is not None:

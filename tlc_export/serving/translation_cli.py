@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tlc_export.errors import TlcError
-from tlc_export.serving.inputs import InputTable, read_inputs
+from tlc_export.serving.inputs import InputTable, read_inputs, skipped_note
 from tlc_export.serving.translation import TranslationBundle, Translator
 
 TABLE_ROWS = 50  # a longer input prints its first rows; --output/--jsonl carry every row
@@ -57,6 +57,9 @@ def run_translate(console: Console, bundle_dir: Path, texts: list[str], file: Pa
     bundle = TranslationBundle.open(bundle_dir)
     table = (read_inputs(file, text_column, label_column=reference_column, label_flag="--reference-column") if file
              else InputTable(texts, None, None, []))
+    note = skipped_note(table, file)
+    if note:  # stderr: stdout stays one JSON line per row under --jsonl
+        Console(stderr=True).print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     hyps = Translator(bundle, batch_size=batch_size, threads=threads).translate(table.texts)
     recs = records(table, hyps)
     if output is not None:

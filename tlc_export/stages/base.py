@@ -44,6 +44,10 @@ class Stage(ABC):
     inputs: ClassVar[tuple[str, ...]] = ()
     # Fields of its sections a stage does not read (a later stage applies them), left out of its key.
     ignores: ClassVar[dict[str, frozenset[str]]] = {}
+    # CLI options that choose which part of the stage's work to (re)do inside its folder, not what it
+    # computes (`tlc export --formats`): left out of the key, so using one never clears the folder.
+    # The runner marks the stages after it stale instead.
+    unkeyed_options: ClassVar[frozenset[str]] = frozenset()
     # The task families (`tlc_export.tasks`) whose recipes this stage belongs to.
     families: ClassVar[tuple[str, ...]] = ("classification",)
 
@@ -59,9 +63,12 @@ class Stage(ABC):
             v = getattr(recipe, s)
             # Execution-only fields (e.g. data.workers) change speed, never results: not part of the key.
             skip = set(getattr(type(v), "execution_only", ())) | set(self.ignores.get(s, ()))
+            if v is not None and hasattr(v, "key_omitted"):  # e.g. pretrain.seeds at one seed: old keys stay valid
+                skip |= v.key_omitted()
             out[s] = v.model_dump(mode="json", exclude=skip) if v is not None else None
-        if options:
-            out["_options"] = options
+        keyed = {k: v for k, v in (options or {}).items() if k not in self.unkeyed_options}
+        if keyed:
+            out["_options"] = keyed
         return out
 
     def cache_key(self, recipe: Recipe, input_keys: dict[str, str], options: dict[str, Any] | None = None) -> str:

@@ -66,7 +66,36 @@ def write_tables(out_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _group(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (r["variant"], r["format"], r["backend"], r["dtype"])
+    # A row of an older partial file has no `_device`: its group is the CPU/default one.
+    return (r["variant"], r["format"], r["backend"], r["dtype"], r.get("_device"))
+
+
+def ort_gpu_providers(cfg: BenchConfig) -> list[str]:
+    """The GPU providers of `bench.onnxruntime_providers` this ONNX Runtime has."""
+    try:
+        import onnxruntime as ort
+
+        have = set(ort.get_available_providers())
+    except ImportError:
+        return []
+    names = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+    return [p for p in cfg.onnxruntime_providers if p in names and names[p] in have]
+
+
+def accuracy_from_eager(v: Variant, eager: list[dict[str, Any]], dtype: str, threads: int | None) -> dict[str, Any]:
+    """An untimed torch-compile row: the accuracy of torch-eager at the same dtype (the same function; compiling
+    only to score it would cost a compile of 30-60 s per variant and dtype on a GPU)."""
+    row = empty_row(v, "torch-compile", dtype, None, None, threads)
+    src = eager[0]
+    for k in ("accuracy", "accuracy_split", "dev_accuracy", "test_accuracy", "device", "runtime_version"):
+        row[k] = src.get(k)
+    row["accuracy_source"] = f"torch-eager {dtype} on {src.get('device')} (same function, not compiled): " + str(
+        src.get("accuracy_source"))
+    row.update(status=src.get("status"), reason="accuracy only: latency is timed on dense variants "
+               "(latency_variants: dense); accuracy taken from torch-eager at the same dtype")
+    if src.get("predictions"):
+        row["predictions"] = src["predictions"]
+    return row
 
 
 def _timed(cfg: BenchConfig, sparsity: float, bits: int | None, torch_backend: bool) -> bool:
@@ -117,11 +146,12 @@ class BenchStage(Stage):
         partial = ctx.out_dir / "rows.partial.jsonl"
         old = atomic.read_jsonl(partial)
         expected = {True: len(cfg.batch_sizes), False: 1}
+        gpu_ort = ort_gpu_providers(cfg) if "onnxruntime" in cfg.backends else []
         counts = Counter(_group(r) for r in old)
         done_rows = [r for r in old if counts[_group(r)] == r.get("_group_rows")]
         done = {_group(r) for r in done_rows}
 
-        jobs = self._jobs(ctx, cfg, comp_rows, exp_rows, by_variant)
+        jobs = self._jobs(ctx, cfg, comp_rows, exp_rows, by_variant, gpu_ort)
         env = environment(cfg.threads)
         atomic.write_json(ctx.out_dir / "environment.json", env)
         rows = list(done_rows)
@@ -132,24 +162,30 @@ class BenchStage(Stage):
         )
         with progress:
             task_id = progress.add_task("", total=len(jobs))
-            for v, backend, dtype, timed, pre, preds in jobs:
-                key = (v.variant, v.format, backend, dtype)
-                progress.update(task_id, description=f"{v.variant} {v.format} {backend} {dtype}")
+            for v, backend, dtype, timed, pre, preds, device in jobs:
+                key = (v.variant, v.format, backend, dtype, device)
+                progress.update(task_id, description=f"{v.variant} {v.format} {backend} {dtype} {device or ''}")
                 if key in done:
                     progress.advance(task_id)
                     continue
+                eager = [r for r in rows if (r["variant"], r["format"], r["backend"], r["dtype"]) ==
+                         (v.variant, v.format, "torch-eager", dtype) and r.get("status") == "ok"]
                 if pre is not None:
                     new = [pre]
+                elif backend == "torch-compile" and not timed and eager:
+                    new = [accuracy_from_eager(v, eager, dtype, cfg.threads)]
                 else:
                     sets = self._evalsets(ctx, cfg, v.model, evalsets, serving=backend == "onnxruntime") \
                         if cfg.accuracy else []
                     settings.time_latency = timed
+                    settings.device = device
                     new = bench_variant(v, [backend], [dtype], settings, sets)
                     for r in new:
                         stamp_identity(r, v, preds)
                 n = expected[timed] if pre is None else 1
                 for r in new:
                     r["_group_rows"] = n
+                    r["_device"] = device
                     atomic.append_jsonl(partial, r)
                 rows.extend(new)
                 progress.advance(task_id)
@@ -173,13 +209,15 @@ class BenchStage(Stage):
         comp_rows: list[dict[str, Any]],
         exp_rows: list[dict[str, Any]],
         by_variant: dict[str, dict[str, Any]],
-    ) -> list[tuple[Variant, str, str, bool, dict[str, Any] | None, str | None]]:
-        """(variant, backend, dtype, timed, pre-made row or None, predictions of the reused accuracy)
-        for everything to measure."""
+        gpu_ort: list[str] = (),  # type: ignore[assignment]
+    ) -> list[tuple[Variant, str, str, bool, dict[str, Any] | None, str | None, str | None]]:
+        """(variant, backend, dtype, timed, pre-made row or None, predictions of the reused accuracy, device
+        (None: the backend's default)) for everything to measure. Torch backends are ordered eager first,
+        so an untimed torch-compile row can take eager's accuracy at its dtype."""
         root = ctx.run_dir.root
         export_split = ctx.recipe.export.accuracy_split if ctx.recipe.export else "dev"
-        jobs: list[tuple[Variant, str, str, bool, dict[str, Any] | None, str | None]] = []
-        torch_names = [b for b in cfg.backends if b in TORCH_BACKENDS]
+        jobs: list[tuple[Variant, str, str, bool, dict[str, Any] | None, str | None, str | None]] = []
+        torch_names = sorted((b for b in cfg.backends if b in TORCH_BACKENDS), key=lambda b: b != "torch-eager")
         import torch
 
         torch_device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -192,7 +230,7 @@ class BenchStage(Stage):
             # a compile per variant and shape, which on CPU would dominate the bench's time budget.
             v.known_accuracy_backends = (("torch-eager", torch_device, "fp32"), ("torch-compile", torch_device, "fp32"))
             timed = _timed(cfg, v.sparsity or 0.0, v.bits, torch_backend=True)
-            jobs.extend((v, b, d, timed, None, r.get("predictions")) for b in torch_names for d in cfg.dtypes)
+            jobs.extend((v, b, d, timed, None, r.get("predictions"), None) for d in cfg.dtypes for b in torch_names)
         for e in exp_rows:
             base = by_variant.get(e["variant"], {})
             backend = "tensorrt" if str(e["format"]).startswith("tensorrt") else "onnxruntime"
@@ -208,7 +246,7 @@ class BenchStage(Stage):
                 row = empty_row(v, backend, "fp32", None, None, cfg.threads)
                 row.update(status=e.get("status") if e.get("status") in ("unavailable", "failed") else "unavailable",
                            reason=f"export: {e.get('reason') or 'no file written'}")
-                jobs.append((v, backend, "fp32", False, row, None))
+                jobs.append((v, backend, "fp32", False, row, None, None))
                 continue
             # The bench runs a plain ONNX Runtime session: reuse the accuracies export measured with one
             # (every split, with per-example predictions, in current runs; one split in older ones).
@@ -224,8 +262,12 @@ class BenchStage(Stage):
                 v.vocab_size = vocab_size_of(path) if artifact_kind(path) == "onnx" else v.vocab_size
             except (ValueError, OSError):
                 pass  # unreadable file: the backend's load reports it in the row
-            jobs.append((v, backend, "fp32", _timed(cfg, v.sparsity or 0.0, v.bits, torch_backend=False), None,
-                         e.get("predictions")))
+            timed = _timed(cfg, v.sparsity or 0.0, v.bits, torch_backend=False)
+            if backend == "tensorrt" or "cpu" in cfg.onnxruntime_providers:
+                jobs.append((v, backend, "fp32", timed, None, e.get("predictions"), None))
+            if backend == "onnxruntime" and timed:
+                # The same file on ONNX Runtime's GPU providers, beside the GPU torch and TensorRT rows.
+                jobs.extend((v, backend, "fp32", True, None, None, p) for p in gpu_ort)
         return jobs
 
     @staticmethod

@@ -17,6 +17,14 @@ class DataStage(Stage):
     # data.fraction shares one tokenizer, one validation split and one set of token files.
     ignores = {"data": frozenset({"fraction"})}
 
+    def config_payload(self, recipe: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The task's settings join the key: they decide which documents pretraining leaves out
+        (brown-genre) and which evaluation texts the overlap check looks for."""
+        out = super().config_payload(recipe, options)
+        if recipe.finetune is not None:
+            out["finetune.task"] = recipe.finetune.task.model_dump(mode="json")
+        return out
+
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from rich.progress import (
             BarColumn,
@@ -42,6 +50,7 @@ class DataStage(Stage):
             console.print(f"  source {i}: [cyan]{src.label}[/cyan]")
 
         reader = CorpusReader(recipe)
+        overlap, heldout = self._overlap_check(ctx)
         with console.status(f"[bold]data[/bold]: reading a {tcfg.sample_bytes / 1e6:g} MB tokenizer sample"):
             sample = reader.take_sample(tcfg.sample_bytes)
         spec = sample.spec(tcfg.sample_bytes)
@@ -75,7 +84,7 @@ class DataStage(Stage):
         ) as progress:
             task = progress.add_task("tokenize", total=total)
             written = write_token_files(
-                reader.documents(), score=reader.score, fraction_hash=reader.fraction_hash, router=router, out_dir=out,
+                overlap.passing_documents(reader.documents()) if overlap else reader.documents(), score=reader.score, fraction_hash=reader.fraction_hash, router=router, out_dir=out,
                 tokenizer_dir=out / "tokenizer", vocab_size=tok_info["vocab_size"], eos_id=EOS_ID,
                 source_labels=[s.label for s in d.sources], plan=plan, workers=workers,
                 min_tokens=d.max_seq_len, shard_bytes=shard_bytes_for(total),
@@ -114,6 +123,7 @@ class DataStage(Stage):
             "tokenize_seconds": round(enc_seconds, 2),
             "tokenize_mb_per_s": round(text_bytes / 1e6 / max(enc_seconds, 1e-9), 3),
             "seconds": round(seconds, 2),
+            "task_overlap": ({**overlap.result(), "heldout_documents": heldout} if overlap else None),
         }
         atomic.write_json(out / "results.json", results)
         console.print(
@@ -121,6 +131,13 @@ class DataStage(Stage):
             f"({heads['train']['dtype']}), {heads['train']['documents']:,} / {heads['val']['documents']:,} "
             f"documents; {text_bytes / 1e6:.1f} MB at {results['tokenize_mb_per_s']:.2f} MB/s"
         )
+        if overlap:
+            from tlc_export.data.overlap import overlap_line
+
+            o = results["task_overlap"]
+            hit = any(v["examples_overlapping"] for v in o["splits"].values())
+            console.print(("  [bold red]task overlap:[/] " if hit else "  task overlap: ") + overlap_line(o)
+                          + (f"; {sum(heldout.values())} task document(s) left out of pretraining" if heldout else ""))
         return {
             "tokenizer": f"{self.name}/tokenizer",
             "tokens": f"{self.name}/{TOKENS_DIR}",
@@ -128,4 +145,23 @@ class DataStage(Stage):
             "documents": results["documents"],
             "tokens_per_split": results["tokens"],
             "vocab_size": tok_info["vocab_size"],
+            "task_overlap": ({s: v["examples_overlapping"] for s, v in results["task_overlap"]["splits"].items()}
+                             if overlap else None),
         }
+
+    def _overlap_check(self, ctx: StageContext) -> tuple[Any, dict[str, int]]:
+        """An n-gram check of the finetune task's dev and test texts (None without a task), and how many
+        pretraining documents each source leaves out for the task."""
+        from tlc_export.data.overlap import OverlapCheck
+        from tlc_export.data.sources import task_heldout_positions
+
+        recipe = ctx.recipe
+        if recipe.finetune is None:
+            return None, {}
+        from tlc_export.data.task import load_task
+
+        task = load_task(recipe.finetune.task, recipe)
+        check = OverlapCheck({s: [e.text if e.text_pair is None else f"{e.text} {e.text_pair}" for e in rows]
+                              for s, rows in (("dev", task.dev), ("test", task.test))})
+        heldout = {src.label: n for src in recipe.data.sources if (n := len(task_heldout_positions(src, recipe)))}
+        return check, heldout

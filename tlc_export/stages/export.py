@@ -58,6 +58,16 @@ def _variant(size: str, sparsity: float, bits: int) -> str:
     return f"{size}.s{round(sparsity * 100):02d}.b{bits}"
 
 
+def kept_rows(ctx: StageContext, formats: list[str]) -> list[dict[str, Any]]:
+    """With `--formats` (ctx.options): the last results' rows of every other format whose file is still there."""
+    if not ctx.options.get("formats"):
+        return []
+    prev = ctx.out_dir / "results.json"
+    rows = json.loads(prev.read_text()) if prev.is_file() else []
+    return [r for r in rows if r.get("format") not in formats
+            and (r.get("path") is None or (ctx.run_dir.root / r["path"]).exists())]
+
+
 def _load_hf(path: Path) -> torch.nn.Module:
     from transformers import AutoModelForSequenceClassification
 
@@ -70,6 +80,7 @@ class ExportStage(Stage):
     name = "export"
     sections = ("export",)
     inputs = ("compress",)
+    unkeyed_options = frozenset({"formats"})  # `tlc export --formats`: build these, keep the other formats' files
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from tlc_export.data import load_tokenizer
@@ -130,9 +141,10 @@ class ExportStage(Stage):
                 if "tensorrt-int4" in formats and (not only or b32 in only) and not any(r.get("tensorrt_int4") for r in level_rows):
                     ctx.console.print(f"[yellow]{size} s{round(s * 100):02d}: no TensorRT INT4 variant in compress, so no "
                                       "tensorrt-int4 file (set compress.quantize.tensorrt_int4_block: 64 or 128)[/yellow]")
-        # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped.
+        # Rows of earlier runs for pairs this run does not produce (other formats/levels) are dropped,
+        # except under `tlc export --formats`, which rebuilds only the formats it names.
         latest = {(r["variant"], r["format"]): r for r in read_jsonl(rows_file)}
-        all_rows = [r for k, r in latest.items() if k in planned and r["format"] in formats]
+        all_rows = kept_rows(ctx, formats) + [r for k, r in latest.items() if k in planned and r["format"] in formats]
         write_json(ctx.out_dir / "results.json", all_rows)
         self._table(ctx, all_rows)
         ok = sum(r["status"] == "ok" for r in all_rows)
@@ -372,7 +384,8 @@ class _SizeJob:
 
         def ensure_static() -> Path:
             if not static.is_file():
-                ort_quant.quantize_int8_static(ensure_fp32(), static, self.cal_b)
+                ort_quant.quantize_int8_static(ensure_fp32(), static, self.cal_b,
+                                               attention_matmuls=self.cfg.int8_attention_matmuls)
             return static
 
         def trt_int8() -> dict[str, Any]:
@@ -384,7 +397,8 @@ class _SizeJob:
             out = self._validate(p, model, None, acc, False)
             # The engine's own accuracy is measured by the bench on the GPU; the ONNX file's is not the engine's.
             onnx_file = {k: out[k] for k in ("max_abs_diff", "dev_accuracy_onnx", "dev_accuracy_torch", "accuracy_diff_points")}
-            return {**onnx_file, **self._engine(p, "int8", variant)}
+            return {**onnx_file, **self._engine(p, "int8", variant),
+                    "attention_matmuls_quantized": self.cfg.int8_attention_matmuls}
 
         # fp32 is written even when only derived formats are asked for (they quantize it).
         self._step(variant, "onnx-fp32", f32, **extra)
@@ -394,7 +408,7 @@ class _SizeJob:
         def static_row() -> dict[str, Any]:
             p = ensure_static()
             self._validated[p] = self._validate(p, model, None, acc, False)  # tensorrt-int8 reads the same file
-            return self._validated[p]
+            return {**self._validated[p], "attention_matmuls_quantized": self.cfg.int8_attention_matmuls}
 
         self._step(variant, "onnx-int8-static", static_row, **extra)
         self._step(variant, "onnx-int4-matmulnbits", lambda: ort_fmt(

@@ -78,6 +78,9 @@ class FinetuneStage(Stage):
         })
         ctx.console.print(results_table(done))
         for r in done:
+            if r.get("converged") is False:
+                ctx.console.print(f"[bold yellow]{r['model']}'s chosen candidate {converged_text(r)}[/]; raise "
+                                  "finetune.epochs (the cap) or set finetune.patience")
             if not r["learned_task"]:
                 ctx.console.print(f"[bold red]{r['model']} did not learn the task:[/] {not_learned_text(r, task.label_names)}")
         return {
@@ -86,6 +89,7 @@ class FinetuneStage(Stage):
             "dev_accuracy": {r["model"]: r["dev_accuracy"] for r in rows},
             "chosen": {r["model"]: {"lr": r["lr"], "seed": r["seed"]} for r in rows},
             "learned_task": {r["model"]: r["learned_task"] for r in rows},
+            "converged": {r["model"]: r.get("converged") for r in rows},
         }
 
     def _one(self, ctx: StageContext, target: Any, task: Any) -> dict[str, Any]:
@@ -124,10 +128,14 @@ class FinetuneStage(Stage):
             "lr": chosen["lr"],
             "seed": chosen["seed"],
             "selected_on": SELECTION_SPLIT,
-            "candidates": [{k: r[k] for k in ("lr", "seed", "dev_accuracy", "best_step", "steps", "seconds")} for r in records],
+            "candidates": [{k: r.get(k) for k in ("lr", "seed", "dev_accuracy", "best_step", "steps", "seconds",
+                                                  "evaluations", "converged")} for r in records],
             **family.row_fields(preds),
             "steps": chosen["steps"],
             "best_step": chosen["best_step"],
+            "converged": chosen.get("converged"),
+            "evals_since_best": chosen.get("evals_since_best"),
+            "stopped_early": chosen.get("stopped_early"),
             "seconds": chosen["seconds"],
             "grid_seconds": round(sum(r["seconds"] for r in records), 3),
             "model_dir": f"{self.name}/{size}/model",
@@ -178,14 +186,15 @@ class FinetuneStage(Stage):
                                description=f"finetune {size} {key}")
             rec = {"key": key, "lr": lr, "seed": seed, "dev_accuracy": result.best_dev_accuracy,
                    "best_step": result.best_step, "steps": result.steps, "seconds": round(result.seconds, 3),
-                   "history": result.history}
+                   "evaluations": len(result.history), "evals_since_best": result.evals_since_best,
+                   "converged": result.converged, "stopped_early": result.stopped_early, "history": result.history}
             if result.best_dev_accuracy > best:  # ties keep the earlier candidate
                 save_classifier(model.to("cpu"), tokenizer, out / "model", selection={"key": key, "lr": lr, "seed": seed})
                 best = result.best_dev_accuracy
             atomic.append_jsonl(log, rec)
             records.append(rec)
             ctx.console.print(f"  {size} {key}: dev {result.best_dev_accuracy:.4f} at step {result.best_step}/{result.steps} "
-                              f"({result.seconds:.0f} s)")
+                              f"({result.seconds:.0f} s); " + converged_text(rec))
             del model
         order = {candidate_key(lr, seed): i for i, (lr, seed) in enumerate(cfg.grid())}
         return sorted(records, key=lambda r: order[r["key"]])
@@ -200,6 +209,15 @@ def best_candidate(records: list[dict[str, Any]]) -> dict[str, Any]:
         if r["dev_accuracy"] > best["dev_accuracy"]:
             best = r
     return best
+
+
+def converged_text(rec: dict[str, Any]) -> str:
+    """'converged (best dev 3 of 5 evaluations before the end)' or 'NOT converged (…)'."""
+    since, n = rec.get("evals_since_best"), rec.get("evaluations")
+    if rec.get("converged") is None:
+        return "convergence not recorded"
+    where = f"best dev {since} of {n} evaluation(s) before the end"
+    return f"converged ({where})" if rec["converged"] else f"NOT converged ({where}): dev accuracy was still improving"
 
 
 def not_learned_text(row: dict[str, Any], label_names: list[str] | None = None) -> str:
@@ -240,12 +258,14 @@ def pretrained_starts(ctx: StageContext) -> tuple[list[Any], Any]:
 
 def results_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"finetune (lr and seed chosen on {SELECTION_SPLIT}; {REPORT_SPLIT} reports; 95 % intervals)")
-    for col in ("model", "params", "lr", "seed", "dev acc", "test acc", "majority", "learned", "steps", "best step", "seconds"):
+    for col in ("model", "params", "lr", "seed", "dev acc", "test acc", "majority", "learned", "converged", "steps",
+                "best step", "seconds"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         table.add_row(
             r["model"], f"{r['params'] / 1e6:.2f} M", f"{r['lr']:g}", str(r["seed"]), pct_ci(r, "dev"), pct_ci(r, "test"),
             f"{100 * r['majority_accuracy']:.1f} %", "yes" if r["learned_task"] else "[bold red]NO[/]",
+            "-" if r.get("converged") is None else "yes" if r["converged"] else "[bold yellow]NO[/]",
             str(r["steps"]), str(r["best_step"]), f"{r['seconds']:.0f}",
         )
     return table

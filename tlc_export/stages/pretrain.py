@@ -9,6 +9,8 @@ from tlc_export import atomic, distributed
 from tlc_export.errors import StageError
 from tlc_export.stages.base import Stage, StageContext
 
+REPLICAS = "replicas"  # pretrain/replicas/seed-<s>/<size>/: the further seeds of pretrain.seeds
+
 
 class PretrainStage(Stage):
     name = "pretrain"
@@ -38,6 +40,20 @@ class PretrainStage(Stage):
             models.append(row)
             curves[size.name] = atomic.read_jsonl(ctx.out_dir / size.name / CURVES_FILE)
 
+        replicas = []
+        for seed in recipe.pretrain.replica_seeds():
+            cfg = recipe.pretrain.model_copy(update={"seed": seed, "seeds": None, "keep_checkpoints_at": []})
+            folder = f"{REPLICAS}/seed-{seed}"
+            rows = []
+            for size in recipe.models.grid():
+                row = pretrain_size(size, cfg, data, ctx.out_dir / folder / size.name,
+                                    dropout=recipe.models.dropout, console=ctx.console)
+                row["checkpoint"] = f"{self.name}/{folder}/{size.name}/checkpoint"
+                row["curves"] = f"{self.name}/{folder}/{size.name}/{CURVES_FILE}"
+                row.pop("kept_checkpoints", None)  # only the first seed's models are finetuned
+                rows.append(row)
+            replicas.append({"seed": seed, "models": rows})
+
         outputs: dict[str, Any] = {
             "results": f"{self.name}/results.json",
             "curves_wallclock": f"{self.name}/curves_wallclock.png",
@@ -53,6 +69,7 @@ class PretrainStage(Stage):
                 "train_tokens": data.train_tokens, "train_rows": len(data.train_rows),
                 "data_fraction": data.data_fraction, "train_documents": data.train_documents,
                 "validation_sample": val_sample, "models": models,
+                **({"seed": recipe.pretrain.seed, "replicas": replicas} if replicas else {}),
             })
             plot_curves(curves, "elapsed_s", ctx.out_dir / "curves_wallclock.png",
                         f"Same {budget:g} s budget: perplexity vs wall-clock")

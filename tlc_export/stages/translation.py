@@ -153,7 +153,7 @@ class TranslationStage(Stage):
                "predictions": f"{self.name}/{size.name}/{PREDICTIONS}",
                "decoding": ctx.recipe.translation.decoding.strategy, **family.row_fields(preds)}
         atomic.write_json(done, row)
-        flag = "" if row.get("learned_task", True) else (
+        flag = "" if row.get("learned_task") is not False else (
             f"  [red](not above copying the source, BLEU {row['copy_baseline_bleu']:.2f}: did not learn the task)[/]")
         ctx.console.print(f"  {size.name}: {row['steps']} steps; dev BLEU {row['dev_bleu']:.2f}, "
                           f"test BLEU {row['test_bleu']:.2f} {_ci(row, 'test')}{flag}")

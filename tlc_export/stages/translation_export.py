@@ -33,7 +33,7 @@ from rich.table import Table
 from tlc_export.atomic import append_jsonl, read_jsonl, write_json
 from tlc_export.errors import ExportMismatchError, StageError, TlcError
 from tlc_export.stages.base import Stage, StageContext
-from tlc_export.stages.export import INT8_CODE_BITS
+from tlc_export.stages.export import INT8_CODE_BITS, kept_rows
 
 # Own-code files compute the fake-quant model up to summation order; a near-tie between two logits can
 # still flip one argmax and change the rest of that sentence, so greedy agreement is a threshold, not
@@ -79,6 +79,7 @@ class TranslationExportStage(Stage):
     name = "export"
     sections = ("export",)
     inputs = ("compress",)
+    unkeyed_options = frozenset({"formats"})  # `tlc export --formats`: build these, keep the other formats' files
     families = ("translation",)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
@@ -109,7 +110,7 @@ class TranslationExportStage(Stage):
                 for r in sorted((r for r in rows if math.isclose(_sparsity(r), s, abs_tol=1e-6)), key=lambda r: -int(r["bits"])):
                     job.variant(size, r)
         latest = {(r["variant"], r["format"]): r for r in read_jsonl(job.rows_file)}
-        all_rows = [r for k, r in latest.items() if k in job.planned]
+        all_rows = kept_rows(ctx, formats) + [r for k, r in latest.items() if k in job.planned]
         write_json(ctx.out_dir / "results.json", all_rows)
         ctx.console.print(_table(all_rows))
         ok = sum(r["status"] == "ok" for r in all_rows)

@@ -59,6 +59,8 @@ class TaskFamily(ABC):
     # The recipe section that configures the family; a recipe selects the family by having it.
     section: ClassVar[str]
     metric: ClassVar[Metric]
+    # Every `export.formats` value the family's export stage can write (`tlc export --formats` checks it).
+    export_formats: ClassVar[tuple[str, ...]] = ()
 
     def configured(self, recipe: Recipe) -> bool:
         return getattr(recipe, self.section, None) is not None

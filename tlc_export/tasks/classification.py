@@ -25,6 +25,9 @@ class ClassificationFamily(TaskFamily):
     name = "classification"
     section = "finetune"
     metric = Metric(field="accuracy", label="accuracy", scale=1.0)
+    # `config.export.ExportFormat`'s values, written out: `tlc predict` loads families without pydantic.
+    export_formats = ("onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4",
+                      "onnx-int4-matmulnbits", "tensorrt-int8", "tensorrt-int4")
 
     def read(self, recipe: Recipe) -> SplitData:
         from tlc_export.data.task import load_task

@@ -84,7 +84,8 @@ class TranslationFamily(TaskFamily):
         sacrebleu signatures and interval method (the same for every split). On the report split also the
         trivial baseline, as classification's majority class: `copy_baseline_bleu` (the source sentence
         given as its own translation, which already scores names, numbers and punctuation) and
-        `learned_task` (the model won the paired bootstrap against it; `above_copy_p`)."""
+        `learned_task` (the model won the paired comparison against it, `translation.metrics.compare_statistics`;
+        None on fewer than `MIN_SENTENCES` sentences; `above_copy_p`)."""
         from tlc_export.scoring import REPORT_SPLIT
         from tlc_export.translation.metrics import (
             INTERVAL_METHOD,
@@ -102,7 +103,8 @@ class TranslationFamily(TaskFamily):
         rep = predictions.get(REPORT_SPLIT)
         if rep is not None and rep.references:
             vs = compare_translations(rep.hypotheses, rep.sources, rep.references)
-            out.update(copy_baseline_bleu=vs.bleu_b, learned_task=vs.outcome == "won", above_copy_p=vs.p_value)
+            learned = None if vs.outcome == "not tested" else vs.outcome == "won"  # too few sentences to tell
+            out.update(copy_baseline_bleu=vs.bleu_b, learned_task=learned, above_copy_p=vs.p_value)
         return out
 
     def choose_bundle(self, run_dir: Path, **selection: Any) -> Any:

@@ -87,7 +87,13 @@ def split_bible(aligned: Any, cfg: TranslationConfig) -> SplitData:
 
 def _capped(out: dict[str, list[ParallelPair]], cfg: TranslationConfig) -> dict[str, list[ParallelPair]]:
     d = cfg.data
-    return {"train": cap_pairs(out["train"], d.max_train_pairs, "train"),
+    train = out["train"]
+    if d.max_train_source_words is not None:
+        train = [p for p in train if len(p.source.split()) <= d.max_train_source_words]
+        if not train:
+            raise DataSourceError(f"translation.data.max_train_source_words: no training pair has at most "
+                                  f"{d.max_train_source_words} source words; raise it")
+    return {"train": cap_pairs(train, d.max_train_pairs, "train"),
             "dev": cap_pairs(out["dev"], d.max_eval_pairs, "dev"),
             "test": cap_pairs(out["test"], d.max_eval_pairs, "test")}
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tlc_export import integrity
 from tlc_export.errors import StageError
 
 
@@ -41,6 +42,11 @@ def translate_with_run(root: Path, recipe: Any, texts: list[str], *, size: str |
         raise StageError(f"{root}: not a finished translation run (no translation/results.json); "
                          "run `tlc run` on a translation recipe first")
     row = choose_model(json.loads(results.read_text())["models"], size)
+    # The checkpoint and tokenizer must be the bytes the translation stage wrote (and scored).
+    read = [results, *sorted(p for d in (root / row["checkpoint"], root / "translation" / "tokenizer")
+                             for p in Path(d).rglob("*") if p.is_file())]
+    if (root / "translation" / integrity.RECORD_FILE).is_file():  # runs from before checksums: nothing to check
+        integrity.verify_files(root, read, reader="`tlc translate`")
     model = get_family("translation").build_model(recipe, checkpoint=root / row["checkpoint"])
     tokenizers = TranslationTokenizers.load(root / "translation" / "tokenizer")
     cfg = recipe.translation

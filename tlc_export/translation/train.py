@@ -3,7 +3,9 @@
 The same rules as masked-LM pretraining (`tlc_export.pretrain.loop`): every size trains for
 `translation.train.time_budget_s` seconds of training steps; the learning rate is a function of those
 seconds (`pretrain.schedule.lr_at`: warm-up, then linear decay to 0 at the budget); evaluation and
-checkpoints happen between steps, off the clock; a `state/` folder (weights, optimizer, counters,
+checkpoints happen between steps, off the clock (`pretrain.clock`: the clock runs from the end of one step
+to the end of the next, so the plan, the progress bar and the DDP broadcast count); the first step's
+shapes are warmed up (cuBLAS handles, allocator pools, autocast kernels) before the clock starts; a `state/` folder (weights, optimizer, counters,
 RNG, written atomically by `pretrain.state`) lets a killed run resume exactly where its last
 checkpoint was.
 
@@ -37,9 +39,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from tlc_export import atomic
 from tlc_export.config.translation import TranslationConfig, TranslationSize
 from tlc_export.errors import StageError
+from tlc_export.pretrain.clock import TrainingClock
 from tlc_export.pretrain.schedule import lr_at
-from tlc_export.pretrain.state import Counters, load_state, save_state
-from tlc_export.pretrain.step import autocast_dtype, make_optimizer, pick_device
+from tlc_export.pretrain.state import Counters, has_state, load_state, save_state
+from tlc_export.pretrain.step import autocast_dtype, make_optimizer, pick_device, preserved_rng
 from tlc_export.translation.batching import (
     EncodedPairs,
     PairIds,
@@ -57,7 +60,7 @@ DONE_FILE = "done.json"
 CURVES_FILE = "curves.jsonl"
 CPU_MICRO_TOKENS = 2048
 EVAL_MICRO_TOKENS = 4096
-# The training clock (a seam: tests substitute a deterministic one to compare runs step by step).
+# What the training clock reads (a seam: tests substitute a fake one to compare runs step by step).
 clock = time.perf_counter
 
 
@@ -164,7 +167,7 @@ def train_translation_size(
 
     state_dir, curves_path = out_dir / "state", out_dir / CURVES_FILE
     counters = Counters(next_checkpoint_s=t.checkpoint_every_s)
-    resumed = state_dir.exists()
+    resumed = has_state(state_dir)
     if resumed:
         counters = load_state(state_dir, model, optimizer, restore_rng=world == 1)
         if main:
@@ -218,28 +221,33 @@ def train_translation_size(
                              step=counters.step, loss="-", bleu="-", tps="-")
     model.train()
     final: dict[str, Any] = {}
+    if counters.elapsed_s < budget:
+        # The first step's set-up (cuBLAS handles, allocator pools, autocast kernels) before the clock starts.
+        _warmup(model, optimizer, train, plan.next_step(counters.data_position)[0], cfg, device, dtype,
+                forward=forward, rank=rank, world=world)
+    train_clock = TrainingClock(clock)
     with progress:
+        train_clock.start()
         while True:
             counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
-            # Evaluation and checkpoints happen between steps, outside the training clock.
-            if counters.elapsed_s >= counters.next_eval_s:
-                if main:
-                    p = evaluate_now()
-                    progress.update(task, bleu=f"{p['dev_bleu']:.2f}")
-                train_losses = []
-                counters.next_eval_s = counters.elapsed_s + t.eval_every_s
-            if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
-                counters.next_checkpoint_s = counters.elapsed_s + t.checkpoint_every_s
-                if main:
-                    save_state(state_dir, model, optimizer, counters)
+            with train_clock.paused():  # evaluation and checkpoints: between steps, off the training clock
+                if counters.elapsed_s >= counters.next_eval_s:
+                    if main:
+                        p = evaluate_now()
+                        progress.update(task, bleu=f"{p['dev_bleu']:.2f}")
+                    train_losses = []
+                    counters.next_eval_s = counters.elapsed_s + t.eval_every_s
+                if counters.step > 0 and counters.elapsed_s >= counters.next_checkpoint_s:
+                    counters.next_checkpoint_s = counters.elapsed_s + t.checkpoint_every_s
+                    if main:
+                        save_state(state_dir, model, optimizer, counters)
             micro, position = plan.next_step(counters.data_position)
             lr = lr_at(counters.elapsed_s, budget, t.lr, t.warmup_fraction)
-            t0 = clock()
             loss, tokens = _step(model, optimizer, train, micro, lr, cfg, device, dtype, forward=forward, rank=rank,
                                  world=world)
-            counters.elapsed_s += clock() - t0
+            counters.elapsed_s += train_clock.lap()  # the end of this step
             counters.step += 1
             counters.tokens += tokens
             counters.data_position = position
@@ -279,22 +287,14 @@ def train_translation_size(
     return row
 
 
-def _step(model: Any, optimizer: torch.optim.Optimizer, enc: PairIds, micro: Sequence[list[int]], lr: float,
-          cfg: TranslationConfig, device: torch.device, dtype: torch.dtype | None, *,
-          forward: torch.nn.Module | None = None, rank: int = 0, world: int = 1) -> tuple[float, int]:
-    """One optimizer step over `micro` (this rank takes micro-batches rank, rank + world, …); returns the
-    step's label-smoothed loss per target token and its source + target tokens (all ranks together).
-
-    Each rank's loss is divided by the step's target tokens over all ranks; DDP averages gradients,
-    so the loss is also scaled by `world`: the summed gradient is exactly one process's over all of `micro`."""
+def _accumulate(model: Any, enc: PairIds, micro: Sequence[list[int]], cfg: TranslationConfig, device: torch.device,
+                dtype: torch.dtype | None, forward: torch.nn.Module, rank: int, world: int) -> torch.Tensor:
+    """Forward and backward over this rank's share of `micro`, gradients summed; returns the summed
+    label-smoothed loss as a device tensor (no host sync per micro-batch)."""
     t = cfg.train
-    forward = forward if forward is not None else model
-    lengths = [(len(enc.source[i]), len(enc.target[i])) for idx in micro for i in idx]
-    step_targets, step_tokens = sum(x[1] for x in lengths), sum(x[0] + x[1] for x in lengths)
+    step_targets = sum(len(enc.target[i]) for idx in micro for i in idx)
     mine = list(micro[rank::world])
-    total = 0.0
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for k, idx in enumerate(mine):
         batch = collate(enc, idx, device)
         ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
@@ -305,18 +305,49 @@ def _step(model: Any, optimizer: torch.optim.Optimizer, enc: PairIds, micro: Seq
                 logits = teacher_forced_logits(model, batch, forward=forward)
             parts = label_smoothed_loss(logits, batch["labels"], t.label_smoothing)
             (parts.smoothed * (world / step_targets)).backward()
-        total += float(parts.smoothed.detach())
+        total += parts.smoothed.detach().double()
+    return total
+
+
+def _warmup(model: Any, optimizer: torch.optim.Optimizer, enc: PairIds, micro: Sequence[list[int]],
+            cfg: TranslationConfig, device: torch.device, dtype: torch.dtype | None, *,
+            forward: torch.nn.Module | None = None, rank: int = 0, world: int = 1) -> None:
+    """The first step's forward and backward passes, then no update: gradients dropped, RNG streams as they
+    were, so the run is the same step for step as one without it (and a resumed run as an uninterrupted one)."""
+    with preserved_rng(device):
+        _accumulate(model, enc, micro, cfg, device, dtype, forward if forward is not None else model, rank, world)
+    optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step(model: Any, optimizer: torch.optim.Optimizer, enc: PairIds, micro: Sequence[list[int]], lr: float,
+          cfg: TranslationConfig, device: torch.device, dtype: torch.dtype | None, *,
+          forward: torch.nn.Module | None = None, rank: int = 0, world: int = 1) -> tuple[float, int]:
+    """One optimizer step over `micro` (this rank takes micro-batches rank, rank + world, …); returns the
+    step's label-smoothed loss per target token and its source + target tokens (all ranks together).
+
+    Each rank's loss is divided by the step's target tokens over all ranks; DDP averages gradients,
+    so the loss is also scaled by `world`: the summed gradient is exactly one process's over all of `micro`.
+    The host waits on the device once per step (the loss), never per micro-batch."""
+    t = cfg.train
+    forward = forward if forward is not None else model
+    lengths = [(len(enc.source[i]), len(enc.target[i])) for idx in micro for i in idx]
+    step_targets, step_tokens = sum(x[1] for x in lengths), sum(x[0] + x[1] for x in lengths)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    total = _accumulate(model, enc, micro, cfg, device, dtype, forward, rank, world)
     if world > 1:
         from tlc_export.pretrain.loop import _all_reduce
 
-        total = float(_all_reduce(torch.tensor([total], dtype=torch.float64, device=device))[0])
+        total = _all_reduce(total.reshape(1))[0]
     if t.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return total / max(step_targets, 1), step_tokens
+    # The one host sync of the step (it also ends the step for the training clock).
+    return float(total) / max(step_targets, 1), step_tokens
 
 
 def dev_sample(pairs: Sequence[Any], tokenizers: Any, cfg: TranslationConfig) -> DevSample:

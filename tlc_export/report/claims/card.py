@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from tlc_export.report.claims.rules import NOT_MEASURED, STATUSES
+from tlc_export.report.claims.rules import FAILS, HOLDS, INDICATIVE, NOT_MEASURED, STATUSES
 
 SCHEMA_VERSION = 1
 
@@ -41,7 +41,9 @@ class Claim:
     `estimate` and `interval` are the deciding difference d (largest − smallest size) and its 95 %
     interval in the unit `metric` names; `numbers` holds every input the decision used; `rule` is
     the decision rule in words (from `claims.rules`). When `status` is "not measured", `reason`
-    says what was missing and how to get it.
+    says what was missing and how to get it. `seeds` is how many pretraining seeds the interval
+    spans: with one, a decided status is shown as "holds (one seed: indicative)" — the interval says
+    how precisely this seed's models were measured, not what another seed would give.
     """
 
     number: int
@@ -53,6 +55,7 @@ class Claim:
     rule: str
     reason: str | None = None
     metric: str | None = None
+    unit: str | None = None  # d's unit, printed after it in every view (nats, accuracy as a fraction, weight error)
     estimate: float | None = None
     interval: tuple[float, float] | None = None
     interval_method: str | None = None
@@ -61,6 +64,7 @@ class Claim:
     parts: list[Part] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    seeds: int = 1
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -69,13 +73,24 @@ class Claim:
             raise ValueError(f"claim {self.number}: 'not measured' needs a reason")
 
     @property
+    def indicative(self) -> bool:
+        """A decided status from one pretraining seed: indicative, not a finding."""
+        return self.status in (HOLDS, FAILS) and self.seeds < 2
+
+    @property
+    def status_label(self) -> str:
+        """The status as every view shows it in its status column: "holds (one seed: indicative)"."""
+        return f"{self.status} ({INDICATIVE})" if self.indicative else self.status
+
+    @property
     def status_text(self) -> str:
-        """"not measured (why)" or the status itself: what every view of the card prints."""
-        return f"{NOT_MEASURED} ({self.reason})" if self.status == NOT_MEASURED else self.status
+        """"not measured (why)" or the labelled status: what every view of the card prints."""
+        return f"{NOT_MEASURED} ({self.reason})" if self.status == NOT_MEASURED else self.status_label
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["status_text"] = self.status_text
+        d["indicative"] = self.indicative
         return d
 
     @classmethod

@@ -3,8 +3,13 @@
 For 4-bit quantization and for the highest sparsity of the recipe, each size's accuracy drop is
 measured from its own uncompressed model (s00.b32) on the same test examples, from the per-example
 predictions stored beside every variant. Every size is scored on the same test examples, so the
-difference of two sizes' drops is bootstrapped jointly over examples: per example,
-(dense_L − compressed_L) − (dense_S − compressed_S) of the correctness flags.
+difference of two sizes' drops is a mean over examples of u = (dense_L − compressed_L) −
+(dense_S − compressed_S) of the correctness flags (−2..2). It is decided by the exact sign-flip
+test on u (`stats.sign_flip_test`) together with the bootstrap interval of its mean: a part holds
+(or does not) only when the test rejects at 0.05 *and* the interval excludes 0 on that side. The
+bootstrap alone decided on as few as 4 examples that differ; the exact test cannot reject on
+fewer than 6 (2 · 0.5^5 > 0.05). A part is not measured when an uncompressed model it compares did
+not learn the task: a drop from a model at the majority baseline says nothing about compression.
 """
 
 from __future__ import annotations
@@ -20,18 +25,23 @@ from tlc_export.errors import TlcError
 from tlc_export.predictions import load_predictions
 from tlc_export.report.claims.card import Claim, Part
 from tlc_export.report.claims.rules import (
+    ALPHA,
     COMBINE_RULE,
+    FAILS,
+    HOLDS,
+    NOISE,
     NOT_MEASURED,
     combine,
     decide_difference,
     difference_rule,
 )
 from tlc_export.report.claims.sizes import Size
-from tlc_export.stats import BOOTSTRAP_SAMPLES, bootstrap_mean, paired_bootstrap_diff
+from tlc_export.stats import BOOTSTRAP_SAMPLES, bootstrap_mean, compare_paired, sign_flip_test
 
 QUANT_BITS = 4  # the paper's Figure 8 setting
 INTERVAL_METHOD = (f"bootstrap over test examples ({BOOTSTRAP_SAMPLES:,} resamples, the same examples drawn for "
-                   "every model), 95 % percentile interval")
+                   "every model), 95 % percentile interval; the exact sign-flip test on the per-example difference "
+                   "must reject (two-sided, alpha 0.05) too")
 
 
 @dataclass
@@ -107,15 +117,22 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
                   for s, d, c in pairs
                   if d.get(f"{load.split}_accuracy") is not None and c.get(f"{load.split}_accuracy") is not None]
         shown = ", ".join(f"{r['model']} {100 * r['drop']:+.1f}" for r in points)
-        evidence = f"{label}: {load.split} accuracy drop, points, without intervals: {shown}." if points else str(exc)
+        evidence = (f"{label}: {load.split} accuracy lost to compression (positive = lost, negative = gained), points, "
+                    f"without intervals: {shown}." if points else str(exc))
         return Part(name, NOT_MEASURED, evidence, reason=str(exc), numbers={"per_size_point_estimates": points})
+    weak = [f"{s.name} ({d['variant']})" for s, _, _, d, _ in flags if d.get("learned_task") is False]
+    if weak:
+        why = (f"the uncompressed {' and '.join(weak)} did not learn the task (not significantly above the majority "
+               "class), so its accuracy drop measures nothing about compression; train longer (pretrain or finetune)")
+        return Part(name, NOT_MEASURED, why, reason=why)
     labels0 = flags[0][1].labels
     if any(not np.array_equal(x.labels, labels0) for _, dn, cp, _, _ in flags for x in (dn, cp)):
         why = f"the sizes' {load.split} predictions are not on the same examples (labels differ); rerun finetune and compress"
         return Part(name, NOT_MEASURED, why, reason=why)
     per_size = []
     for s, dn, cp, drow, crow in flags:
-        drop, lo, hi = paired_bootstrap_diff(dn.correct, cp.correct)
+        pc = compare_paired(dn.correct, cp.correct)
+        drop, lo, hi = pc.diff, pc.diff_ci_low, pc.diff_ci_high
         per_size.append({"model": s.name, "params": s.params, "uncompressed": drow["variant"], "compressed": crow["variant"],
                          f"{load.split}_accuracy_uncompressed": float(dn.correct.mean()),
                          f"{load.split}_accuracy_compressed": float(cp.correct.mean()),
@@ -123,7 +140,8 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
     (small, s_dn, s_cp, _, _), (large, l_dn, l_cp, _, _) = flags[0], flags[-1]
     per_example = (l_dn.correct.astype(np.int8) - l_cp.correct) - (s_dn.correct.astype(np.int8) - s_cp.correct)
     d, lo, hi = bootstrap_mean(per_example)
-    status = decide_difference(lo, hi, "lower")
+    p = sign_flip_test(per_example)
+    status = decide_drop_difference(lo, hi, p)
     drops = [r["drop"] for r in per_size]
     if len(drops) > 2 and all(b < a for a, b in zip(drops, drops[1:], strict=False)):
         shape = "shrinks with every step up in size"
@@ -134,11 +152,21 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
         shape = "does not shrink with size"
     listing = ", ".join(f"{r['model']} {100 * r['drop']:+.1f} [{100 * r['drop_interval'][0]:+.1f}, "
                         f"{100 * r['drop_interval'][1]:+.1f}]" for r in per_size)
-    evidence = (f"{label}: {load.split} accuracy drop from each size's own uncompressed model, points: {listing}. "
-                f"The drop {shape}. {large.name} − {small.name}: {100 * d:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}].")
+    evidence = (f"{label}: {load.split} accuracy lost to compression, each size against its own uncompressed model "
+                f"(positive = lost, negative = gained), points: {listing}. "
+                f"The drop {shape}. {large.name} − {small.name}: {100 * d:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}], "
+                f"exact sign-flip test on the {int(np.count_nonzero(per_example))} examples where the drops differ: "
+                f"p = {p:.3g}.")
     return Part(name, status, evidence, estimate=d, interval=(lo, hi),
                 numbers={"sparsity": sparsity, "bits": bits, "per_size": per_size, "drop_shape": shape,
+                         "sign_flip_p": p, "examples_differing": int(np.count_nonzero(per_example)),
                          "larger": large.name, "smaller": small.name})
+
+
+def decide_drop_difference(lo: float, hi: float, p: float, alpha: float = ALPHA) -> str:
+    """A part's status: the interval of d (largest − smallest size's drop) and the exact test must agree."""
+    side = decide_difference(lo, hi, "lower")
+    return side if side in (HOLDS, FAILS) and p < alpha else NOISE
 
 
 FIGURE = "Figures 6, 7 and 8"
@@ -147,7 +175,9 @@ CLAIM = "Larger models lose less accuracy to compression (4-bit quantization, th
 
 def _rule(split: str) -> str:
     return (difference_rule(f"the {split} accuracy drop from the size's own uncompressed model (fraction)", "lower")
-            + " " + COMBINE_RULE)
+            + " A decided part also needs the exact sign-flip test on the per-example difference of drops to reject "
+            "(two-sided p < 0.05); a part whose uncompressed models did not learn the task is not measured. "
+            + COMBINE_RULE)
 
 
 def claim_compression(sizes: Sequence[Size], variants: Sequence[dict[str, Any]], run_dir: Path,
@@ -185,7 +215,9 @@ def claim_compression(sizes: Sequence[Size], variants: Sequence[dict[str, Any]],
     return Claim(
         number=3, key="compression-drop", figure=FIGURE, claim=CLAIM,
         status=status, reason=reason, evidence=evidence, rule=_rule(split),
-        metric=(f"Δ {split} accuracy drop under {lead.name}, largest − smallest size (fraction)" if lead else None),
+        metric=(f"Δ {split} accuracy drop under {lead.name}, largest − smallest size (fraction; a drop is the "
+                "accuracy lost to compression, positive = lost)" if lead else None),
+        unit="Δ drop (fraction)" if lead else None,
         estimate=lead.estimate if lead else None, interval=lead.interval if lead else None,
         interval_method=INTERVAL_METHOD if lead else None,
         compared=({"larger": lead.numbers["larger"], "smaller": lead.numbers["smaller"]} if lead else None),

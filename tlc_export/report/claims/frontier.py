@@ -53,7 +53,7 @@ def claim_frontier(variants: list[dict[str, Any]], verdict: Verdict | None = Non
     rule = " ".join((Verdict.__doc__ or "").split()) + f" Status: {how}."
     reason = None
     if status == NOT_MEASURED:
-        reason = v.sentence.rstrip(".")
+        reason = v.sentence.split(". Measured anyway")[0].rstrip(".")
         if v.decided and v.witness is None and ref:
             large = max(variants, key=lambda r: (int(r.get("params") or 0), str(r.get("model"))))["model"] if variants else "the largest size"
             reason = (f"no variant of {large} fits in the storage of the small reference {ref.get('variant')} "
@@ -64,6 +64,7 @@ def claim_frontier(variants: list[dict[str, Any]], verdict: Verdict | None = Non
         claim=CLAIM,
         status=status, reason=reason, evidence=v.sentence, rule=rule,
         metric="accuracy of the large compressed witness − the small reference (fraction)" if interval else None,
+        unit="accuracy (fraction)" if interval else None,
         estimate=estimate, interval=interval, interval_method=method,
         compared=({"larger": str(wit.get("variant")), "smaller": str(ref.get("variant"))} if ref and wit else None),
         numbers=numbers, sources=["compress/results.json"],

@@ -10,13 +10,14 @@ from rich.table import Table
 from rich.text import Text
 
 from tlc_export.report.claims.card import Card, Claim
-from tlc_export.report.claims.rules import FAILS, HOLDS, NOISE, NOT_MEASURED
+from tlc_export.report.claims.rules import FAILS, HOLDS, MULTIPLICITY, NOISE, NOT_MEASURED
 from tlc_export.report.html import esc
 
 TITLE = "Claims of the paper, checked on this run"
 INTRO = ("Each row is a claim of Train Large, Then Compress, the evidence this run measured, d = the deciding "
          "difference (largest − smallest size) with its 95 % interval, and the status the rule gives. "
-         "{split} accuracies report; dev only selects. Machine-readable: claims.json.")
+         "{split} accuracies report; dev only selects. A status decided from one pretraining seed is labelled "
+         "\"one seed: indicative\". " + MULTIPLICITY + " Machine-readable: claims.json.")
 _STYLE = {HOLDS: "green", FAILS: "red", NOISE: "yellow", NOT_MEASURED: "dim"}
 _CSS = """<style>
 #claims-table{width:100%}
@@ -42,9 +43,10 @@ def interval_text(c: Claim) -> str:
     """`d [lo, hi]`, `d (no interval)` or `-`: the same string in every view."""
     if c.estimate is None:
         return "-"
+    unit = f" {c.unit}" if c.unit else ""
     if c.interval is None:
-        return f"{num(c.estimate)} (no interval)"
-    return f"{num(c.estimate)} [{num(c.interval[0])}, {num(c.interval[1])}]"
+        return f"{num(c.estimate)}{unit} (no interval)"
+    return f"{num(c.estimate)} [{num(c.interval[0])}, {num(c.interval[1])}]{unit}"
 
 
 def _details(c: Claim) -> str:
@@ -61,7 +63,7 @@ def _details(c: Claim) -> str:
 def _status_html(c: Claim) -> str:
     """The status in bold, a "not measured" reason in small print; the text reads as `status_text`."""
     if c.status != NOT_MEASURED:
-        return esc(c.status)
+        return esc(c.status_label)
     return f"{esc(c.status)} <span class='why'>({esc(c.reason)})</span>"
 
 
@@ -104,9 +106,9 @@ def card_table(card: Card) -> Group:
         t.add_column(col, overflow="fold", **kw)
     for c in card.claims:
         style = _STYLE[c.status]
-        t.add_row(str(c.number), c.claim, c.figure, f"[{style}]{c.status}[/{style}]", interval_text(c))
+        t.add_row(str(c.number), c.claim, c.figure, f"[{style}]{c.status_label}[/{style}]", interval_text(c))
     why = [Text(f"{c.number}. not measured: {c.reason}", style="dim") for c in card.claims if c.status == NOT_MEASURED]
-    return Group(t, *why)
+    return Group(t, *why, Text(MULTIPLICITY, style="dim"))
 
 
 def compare_table(cmp: dict[str, Any]) -> Table:
@@ -116,13 +118,20 @@ def compare_table(cmp: dict[str, Any]) -> Table:
     for r in cmp["runs"]:
         t.add_column(r["label"], overflow="fold", ratio=1)
     t.add_column("across runs", overflow="fold")
+    pooled = any(row.get("pooled") for row in cmp["claims"])
+    if pooled:
+        t.add_column("pooled over seeds", overflow="fold")
     for row in cmp["claims"]:
         cells = []
-        for cell in row["runs"]:
+        for cell in row["runs"] + ([row.get("pooled") or {"status": "-", "d": "-"}] if pooled else []):
             style = _STYLE.get(cell["status"], "white")
-            cells.append(f"[{style}]{cell['status']}[/{style}]" + (f"\n{cell['d']}" if cell["d"] != "-" else ""))
+            label = cell.get("status_label") or cell["status"]
+            cells.append(f"[{style}]{label}[/{style}]" + (f"\n{cell['d']}" if cell["d"] != "-" else ""))
         stab = row["stability"]
-        t.add_row(str(row["number"]), row["claim"], *cells, f"[red]{stab}[/red]" if stab == "unstable" else stab)
+        stab_cell = f"[red]{stab}[/red]" if stab == "unstable" else stab
+        t.add_row(str(row["number"]), row["claim"], *(cells[:len(row["runs"])] + [stab_cell] + cells[len(row["runs"]):]))
+    if cmp.get("pooled_note"):
+        t.caption = cmp["pooled_note"]
     return t
 
 
@@ -135,6 +144,12 @@ def compare_markdown(cmp: dict[str, Any]) -> str:
         cells = [f"{_md(c['status_text'])}; d {_md(c['d'])}" for c in row["runs"]]
         stab = f"**{row['stability']}**" if row["stability"] == "unstable" else row["stability"]
         lines.append(f"| {row['number']} | {_md(row['claim'])} | " + " | ".join(cells) + f" | {stab} |")
+    pooled = [r for r in cmp["claims"] if r.get("pooled")]
+    if pooled:
+        lines.append("\n| # | pooled over every run's seeds | d [95 % interval] |\n|---|---|---|")
+        lines += [f"| {r['number']} | **{_md(r['pooled']['status_text'])}** | {_md(r['pooled']['d'])} |" for r in pooled]
+    if cmp.get("pooled_note"):
+        lines.append(f"\n{_md(cmp['pooled_note'])}")
     lines.append(f"\n{cmp['rule']}\n")
     return "\n".join(lines)
 
@@ -152,7 +167,17 @@ def compare_html(cmp: dict[str, Any]) -> str:
                     f"<td class='claim'>{esc(row['claim'])}</td>{cells}"
                     f"<td class='{'unstable' if row['stability'] == 'unstable' else 'l'}'>{stab}</td></tr>")
     runs_txt = "".join(f"<li><b>{esc(r['label'])}</b>: {esc(r['run_dir'])}</li>" for r in runs)
+    pooled = [r for r in cmp["claims"] if r.get("pooled")]
+    pooled_html = ""
+    if pooled:
+        pooled_html = ("<h2>Pooled over every run's pretraining seeds</h2><table id='claims-pooled'><tbody>" + "".join(
+            f"<tr data-claim='{r['number']}' data-status='{esc(r['pooled']['status'])}'><td>{r['number']}</td>"
+            f"<td class='claim'>{esc(r['claim'])}</td><td class='status {_CLASS.get(r['pooled']['status'], '')}'>"
+            f"{esc(r['pooled']['status_text'])}</td><td class='d'>{esc(r['pooled']['d'])}</td></tr>" for r in pooled)
+            + "</tbody></table>")
+    if cmp.get("pooled_note"):
+        pooled_html += f"<p class='note'>{esc(cmp['pooled_note'])}</p>"
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tlc — claims across runs</title>"
             f"<style>{_PAGE_CSS}</style>{_CSS}</head><body><h1>Claims across runs</h1><ul>{runs_txt}</ul>"
             f"<div class='scroll'><table id='claims-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-            f"</table></div><p class='note'>{esc(cmp['rule'])}</p></body></html>")
+            f"</table></div>{pooled_html}<p class='note'>{esc(cmp['rule'])}</p></body></html>")

@@ -9,6 +9,10 @@ not the point estimate, decides. Statuses:
 - "does not hold": the whole interval lies on the other side;
 - "within noise": the interval contains 0: this run cannot tell;
 - "not measured": an input is missing (the reason says which and how to get it).
+
+A status decided from one pretraining seed is labelled "one seed: indicative": its interval covers
+the evaluation noise of this seed's models (batches, examples), not the seed-to-seed variation.
+With `pretrain.seeds` of two or more, claims 1, 2, 6 and 7 take their interval over the seeds.
 """
 
 from __future__ import annotations
@@ -17,18 +21,24 @@ import math
 from collections.abc import Iterable
 from typing import Literal
 
+ALPHA = 0.05
 HOLDS = "holds"
 FAILS = "does not hold"
 NOISE = "within noise"
 NOT_MEASURED = "not measured"
 STATUSES = (HOLDS, FAILS, NOISE, NOT_MEASURED)
+INDICATIVE = "one seed: indicative"  # the label of a status decided from one pretraining seed
+
+MULTIPLICITY = ("Multiple comparisons: each claim is tested at 95 % with no correction, so with no real effect "
+                "anywhere each is decided by chance in up to 5 % of runs, and a card of five to seven claims shows "
+                "at least one such chance decision in up to 23–30 % of runs; read a lone decided claim with that in mind.")
 
 STABLE = "stable"
 UNSTABLE = "unstable"
 NOT_COMPARED = "not compared"
 
-# With n paired batches that all favour one side, an exact sign test reaches p < 0.05 only for
-# n >= 6 (2 · 0.5^6 = 0.031); a percentile bootstrap over fewer units claims more than they hold.
+# The t-interval over batches holds its level for any n >= 2 when batch differences are roughly
+# normal; below 6 it leans on that assumption alone (no sign test could reject: 2 · 0.5^5 > 0.05).
 MIN_BATCHES = 6
 
 Better = Literal["lower", "higher"]
@@ -49,6 +59,42 @@ def decide_difference(lo: float, hi: float, better: Better) -> str:
     else:
         raise ValueError(f"better must be 'lower' or 'higher', got {better!r}")
     return HOLDS if good else FAILS if bad else NOISE
+
+
+def decide_all(intervals: Iterable[tuple[float, float]], better: Better) -> str:
+    """One status from several comparisons that must all go one way (an intersection-union test).
+
+    "Larger beats the best of the others" means larger beats every other: it holds when every
+    interval lies on the claimed side, does not hold when every one lies on the other side, and is
+    within noise otherwise. Each comparison at 95 % keeps the whole decision's error rate at 5 %:
+    picking the best competitor on the same batches and testing only against it would not.
+    """
+    statuses = [decide_difference(lo, hi, better) for lo, hi in intervals]
+    if not statuses:
+        raise ValueError("decide_all needs at least one interval")
+    if all(s == HOLDS for s in statuses):
+        return HOLDS
+    if all(s == FAILS for s in statuses):
+        return FAILS
+    return NOISE
+
+
+def decide_any(intervals: Iterable[tuple[float, float]], better: Better) -> str:
+    """One status for "larger is on the claimed side of *some* competitor" (claim 7: the largest size is
+    worse than the best smaller one, i.e. worse than at least one).
+
+    That is a union, so each interval must be at 1 − alpha/J for J competitors (Bonferroni): it holds
+    when any interval lies on the claimed side, does not hold when every one lies on the other side
+    (an intersection, which needs no correction, so this side is conservative), within noise otherwise.
+    """
+    statuses = [decide_difference(lo, hi, better) for lo, hi in intervals]
+    if not statuses:
+        raise ValueError("decide_any needs at least one interval")
+    if any(s == HOLDS for s in statuses):
+        return HOLDS
+    if all(s == FAILS for s in statuses):
+        return FAILS
+    return NOISE
 
 
 def difference_rule(metric: str, better: Better) -> str:

@@ -2,20 +2,29 @@
 
 6. "Model size beats batch size in wall-clock" (§3, Figure 13, Table 1): under the same budget,
    growing the model lowers the validation loss more than growing the batch size of the smaller
-   model. One part per starting batch b (every swept batch size with a larger one): d_b = final
-   loss of the largest size at b − the smallest size's best final loss at any batch larger than b
-   (its best learning rate too, when the sweep varies it). The paper's advice is to grow the batch
-   up to the critical batch size and the model after it (Figure 13: from 256 a larger batch still
-   pays), so the part that starts at the largest such b decides (holds when its whole interval is
-   below 0); the parts from smaller batches are shown as evidence. Choosing the smaller model's best
-   batch on the same validation batches favours batch size, so a "holds" is conservative.
+   model. One part per starting batch b (every swept batch size with a larger one): the largest
+   size at b (its best learning rate) against the smallest size at *every* batch larger than b (and
+   every learning rate): d_b = the largest size's loss − the best of those. The part holds when the
+   largest size beats every one of them (each interval below 0: an intersection-union test, which
+   keeps 5 % without a correction; testing only against the best one, picked on the same batches,
+   would not), does not hold when every one beats it. When the largest size has k learning rates at
+   b, its best is picked and each interval is at 1 − 0.05/k (Bonferroni). The paper grows the batch
+   up to the critical batch size and the model after it (Figure 13), so the part that starts at the
+   largest such b decides; the parts from smaller batches are evidence.
 7. "Larger models overfit small data" (§5.1, Figure 14): at the smallest data fraction the largest
-   size ends with a higher validation loss than the smallest. d = largest − smallest, holds when the
-   whole interval is above 0; one part per group of points that differ only in data.fraction.
+   size ends with a higher validation loss than the *best* smaller size (the paper: at 1 % the
+   largest overfits while 12 layers still beat 3). "Worse than the best" is "worse than at least
+   one", a union: each of the J comparisons is at 1 − 0.05/J (Bonferroni), and the part holds when
+   any lies above 0, does not hold when every one lies below 0 (better than every smaller size). A
+   second part asks whether the largest size's advantage over the best smaller size (chosen at the
+   largest fraction) shrinks as the data fraction falls: the interaction (L − S) at the smallest
+   fraction − (L − S) at the largest, holds when its interval is above 0. The overfit part decides
+   the claim; the group with the most fractions decides when there are several.
 
-Both compare final validation losses on the same validation batches (a paired bootstrap over the
-batches, `stats.paired_ratio_bootstrap`); points scored on different batches (a different
-`pretrain.eval_batch_size`, `eval_batches` or seed) are not compared.
+Every comparison is of final validation losses on the same validation batches, with a t-interval
+over those batches (one pretraining seed: "indicative") or over the pretraining seeds
+(`claims.replicates`); points scored on different batches (a different `pretrain.eval_batch_size`,
+`eval_batches` or seed) are not compared.
 """
 
 from __future__ import annotations
@@ -25,19 +34,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from tlc_export.report.claims.card import Claim, Part
-from tlc_export.report.claims.curves import INTERVAL_METHOD, point_batches, point_loss
+from tlc_export.report.claims.curves import point_batches, point_loss
+from tlc_export.report.claims.replicates import Contrast, Term, contrast, interval_method
 from tlc_export.report.claims.rules import (
-    COMBINE_RULE,
+    ALPHA,
+    HOLDS,
     MIN_BATCHES,
+    NOISE,
     NOT_MEASURED,
-    combine,
+    decide_all,
+    decide_any,
     decide_difference,
 )
 from tlc_export.report.claims.sizes import Size
-from tlc_export.stats import paired_ratio_bootstrap
 
 BATCH = "pretrain.batch_size"
 LR = "pretrain.lr"
@@ -48,18 +58,24 @@ SIZE_VS_BATCH = {"number": 6, "key": "size-beats-batch", "figure": "Figure 13, T
 OVERFIT = {"number": 7, "key": "overfit-small-data", "figure": "Figure 14",
            "claim": "Larger models overfit small data: with a small fraction of the corpus they end with a higher "
                     "validation loss than smaller models"}
-_RULE6 = ("Per starting batch size b (each swept batch size with a larger one): d_b = final validation loss of the "
-          "largest size at b − the smallest size's lowest final loss at any batch size larger than b, on the same "
-          "validation batches, with its 95 % interval. The part starting at the largest such b decides (the paper "
-          "grows the batch up to the critical batch size, then the model): holds when its whole interval is below 0 "
-          "(the bigger model did better than the bigger batch), does not hold when wholly above 0, within noise "
-          "otherwise; the other parts are evidence. Points differing in other swept fields than batch size and "
-          "learning rate are compared only within their group; the group with the largest data.fraction decides. "
-          f"Needs per-batch validation losses from at least {MIN_BATCHES} batches.")
-_RULE7 = ("Per group of points that differ only in data.fraction: d = final validation loss of the largest size − "
-          "the smallest size's, at the group's smallest fraction, paired over the validation batches, with its 95 % "
-          "interval; holds when the whole interval is above 0 (the larger model is worse), does not hold when wholly "
-          "below 0, within noise otherwise. " + COMBINE_RULE)
+_RULE6 = ("Per starting batch size b (each swept batch size with a larger one): the largest size at b (its best "
+          "learning rate) against the smallest size at every larger batch size and learning rate, each on the same "
+          "validation batches with its 95 % interval (1 − 0.05/k when the largest size has k learning rates at b); "
+          "d_b = its loss − the best of them. Holds when every interval is below 0 (the bigger model beat every "
+          "bigger batch), does not hold when every one is above 0, within noise otherwise. The part starting at the "
+          "largest such b decides (the paper grows the batch up to the critical batch size, then the model); the "
+          "other parts are evidence. Points differing in other swept fields than batch size and learning rate are "
+          "compared only within their group; the group with the largest data.fraction decides. Intervals are over "
+          f"the pretraining seeds when there are two or more, else over at least {MIN_BATCHES} validation batches.")
+_RULE7 = ("At the smallest data fraction of a group of points that differ only in data.fraction: the largest size's "
+          "final validation loss against every smaller size's, each with its interval at 1 − 0.05/J for J smaller "
+          "sizes (Bonferroni); d = the largest's loss − the best smaller size's. Holds when some interval is above 0 "
+          "(the largest overfits: worse than the best smaller size), does not hold when every one is below 0, within "
+          "noise otherwise. Shown beside it, decided on "
+          "its own: whether the largest size's advantage over the best smaller size (chosen at the largest fraction) "
+          "shrinks as the fraction falls (interaction, holds when its interval is above 0). The group with the most "
+          "fractions decides. Intervals are over the pretraining seeds when there are two or more, else over at least "
+          f"{MIN_BATCHES} validation batches.")
 
 
 @dataclass
@@ -74,6 +90,10 @@ class PointRun:
     sizes: list[Size]  # fewest parameters first
     finals: dict[str, dict[str, Any]]  # size → its last curve point
     epochs: dict[str, float] = field(default_factory=dict)
+    replicas: list[dict[str, dict[str, Any]]] = field(default_factory=list)  # further pretraining seeds' finals
+
+    def seed_finals(self) -> list[dict[str, dict[str, Any]]]:
+        return [self.finals, *self.replicas]
 
     def group(self, ignore: set[str]) -> tuple[tuple[str, str], ...]:
         return tuple(sorted((k, repr(v)) for k, v in self.values.items() if k not in ignore))
@@ -93,34 +113,61 @@ def not_in_single_run() -> list[Claim]:
 class _Loss:
     point: PointRun
     size: Size
-    loss: float
-    batches: tuple[np.ndarray, np.ndarray] | None
+    loss: float  # the main seed's final loss
+    terms: list[Term]  # one per pretraining seed that has this size's final point
+
+    @property
+    def label(self) -> str:
+        return f"{self.size.name}@{self.point.id}"
 
 
 def _loss(p: PointRun, size: Size) -> _Loss | None:
-    fin = p.finals.get(size.name)
-    if fin is None:
+    terms = []
+    for finals in p.seed_finals():
+        fin = finals.get(size.name)
+        if fin is None:
+            break
+        loss = point_loss(fin)
+        if loss is None or not math.isfinite(loss):
+            break
+        b = point_batches(fin)
+        terms.append(Term(1.0, loss, b[0] if b else None, b[1] if b else None, f"{size.name}@{p.id}"))
+    if not terms:
         return None
-    loss = point_loss(fin)
-    if loss is None or not math.isfinite(loss):
-        return None
-    return _Loss(p, size, loss, point_batches(fin))
+    return _Loss(p, size, terms[0].loss, terms)
 
 
-def _paired(a: _Loss, b: _Loss) -> tuple[float, tuple[float, float] | None, int | None, str | None]:
-    """a − b with its interval, or why there is none."""
-    d = a.loss - b.loss
-    if a.batches is None or b.batches is None:
-        return d, None, None, "the curves record no per-batch validation losses; rerun the pretrain stage"
-    (sa, ca), (sb, cb) = a.batches, b.batches
-    if sa.size != sb.size or not np.array_equal(ca, cb):
-        return d, None, None, (f"{a.point.id} and {b.point.id} were scored on different validation batches; give "
-                               "every point the same pretrain.eval_batch_size, eval_batches and seed")
-    if sa.size < MIN_BATCHES:
-        return d, None, int(sa.size), (f"only {sa.size} validation batches; an interval needs at least {MIN_BATCHES}: "
-                                       f"raise pretrain.eval_batches")
-    est, lo, hi = paired_ratio_bootstrap(sa, ca, sb, cb)
-    return est, (lo, hi), int(sa.size), None
+def _contrast(parts: list[tuple[float, _Loss]], confidence: float = 1 - ALPHA) -> Contrast:
+    """Σ sign·loss over the seeds every `_Loss` has (paired seed by seed), or one seed's batches."""
+    seeds = min(len(x.terms) for _, x in parts)
+    reps = [[Term(sign, x.terms[k].loss, x.terms[k].sums, x.terms[k].counts, x.label) for sign, x in parts]
+            for k in range(seeds)]
+    return contrast(reps, confidence)
+
+
+def _paired(a: _Loss, b: _Loss, confidence: float = 1 - ALPHA) -> tuple[float, tuple[float, float] | None, Contrast]:
+    """a − b with its interval (None when there is none; the contrast says why)."""
+    c = _contrast([(1.0, a), (-1.0, b)], confidence)
+    why = c.why_no_interval
+    if why and "different validation batches" in why:
+        c.why_no_interval = (f"{a.point.id} and {b.point.id} were scored on different validation batches; give every "
+                             "point the same pretrain.eval_batch_size, eval_batches and seed")
+    elif why and "per-batch" in why:
+        c.why_no_interval = "the curves record no per-batch validation losses; rerun the pretrain stage"
+    return c.estimate, c.interval, c
+
+
+def _shown(comparisons: list[tuple[_Loss, Contrast]], status: str) -> tuple[_Loss, Contrast]:
+    """The comparison a part shows: against the best competitor, or one that is in the noise when the part is."""
+    best = min(comparisons, key=lambda x: x[0].loss)
+    if status == NOISE and best[1].interval and (best[1].interval[0] > 0 or best[1].interval[1] < 0):
+        return next((x for x in comparisons if x[1].interval and x[1].interval[0] <= 0 <= x[1].interval[1]), best)
+    return best
+
+
+def _units(c: Contrast) -> dict[str, Any]:
+    return {"validation_batches": c.units if c.seeds == 1 else None, "seeds": c.seeds,
+            **({"per_seed_diff": c.per_seed} if c.seeds > 1 else {})}
 
 
 def _common_sizes(points: Sequence[PointRun]) -> list[Size]:
@@ -171,23 +218,32 @@ def claim_size_vs_batch(points: Sequence[PointRun]) -> Claim:
             parts.append(Part(name, NOT_MEASURED, why, reason=why, numbers={"smallest_batch": b0}))
             continue
         a = min(at_b0, key=lambda x: x.loss)
-        b = min(larger, key=lambda x: x.loss)
-        d, iv, n, why = _paired(a, b)
+        conf = 1 - ALPHA / len(at_b0)
+        comps = [(b, _paired(a, b, conf)[2]) for b in larger]
+        missing = next((c for _, c in comps if c.interval is None), None)
+        status = NOT_MEASURED if missing else decide_all([c.interval for _, c in comps], "lower")  # type: ignore[misc]
+        b, shown = _shown(comps, status) if not missing else (min(larger, key=lambda x: x.loss), missing)
+        d, iv = shown.estimate, shown.interval
         gain_size = gain_batch = None
         if small_b0:
             s0 = min(small_b0, key=lambda x: x.loss)
-            gain_size, gain_batch = s0.loss - a.loss, s0.loss - b.loss
+            best_b = min(larger, key=lambda x: x.loss)
+            gain_size, gain_batch = s0.loss - a.loss, s0.loss - best_b.loss
         gains = (f"from {small.name} at batch {b0}, growing the model to {large.name} lowers the loss by "
-                 f"{gain_size:.3f}, the best larger batch ({b.point.batch_size}) by {gain_batch:.3f} nats; "
+                 f"{gain_size:.3f}, the best larger batch by {gain_batch:.3f} nats; "
                  if gain_size is not None else "")
-        parts.append(Part(name, decide_difference(iv[0], iv[1], "lower") if iv else NOT_MEASURED,
-                          f"{gains}{large.name}@batch {b0} − {small.name}@batch {b.point.batch_size}: {_fmt(d, iv)} nats.",
-                          reason=None if iv else why, estimate=d, interval=iv,
+        against = (f" (against each of the {len(comps)} larger-batch points of {small.name}: "
+                   + ", ".join(f"{x.point.id} {_fmt(c.estimate, c.interval)}" for x, c in comps) + ")"
+                   if len(comps) > 1 else "")
+        parts.append(Part(name, status,
+                          f"{gains}{large.name}@batch {b0} − {small.name}@batch {b.point.batch_size}: {_fmt(d, iv)} nats"
+                          f"{against}.",
+                          reason=missing.why_no_interval if missing else None, estimate=d, interval=iv,
                           numbers={"smallest_batch": b0, "best_larger_batch": b.point.batch_size,
                                    "larger": f"{large.name} @ batch {b0} ({a.point.id})",
                                    "smaller": f"{small.name} @ batch {b.point.batch_size} ({b.point.id})",
                                    "gain_from_size": gain_size, "gain_from_batch": gain_batch,
-                                   "validation_batches": n}))
+                                   "confidence_each": conf, **_units(shown)}))
     measured = [p for p in parts if p.estimate is not None]
     if not measured:
         return nm("a final validation loss is missing (or not finite) for the compared points")
@@ -195,22 +251,86 @@ def claim_size_vs_batch(points: Sequence[PointRun]) -> Claim:
     status = decider.status
     evidence = (f"Final validation loss after the same budget at data.fraction {group[0].fraction:g}: {listing}. "
                 + " ".join(f"{p.name}{' (decides)' if p is decider else ''}: {p.evidence}" for p in parts))
+    seeds = int(decider.numbers.get("seeds") or 1)
     return Claim(status=status, reason=decider.reason if status == NOT_MEASURED else None, evidence=evidence,
-                 estimate=decider.estimate, interval=decider.interval,
-                 interval_method=INTERVAL_METHOD if decider.interval else None,
+                 estimate=decider.estimate, interval=decider.interval, seeds=seeds,
+                 interval_method=_method(seeds, decider) if decider.interval else None,
                  compared={"larger": str(decider.numbers["larger"]), "smaller": str(decider.numbers["smaller"])},
-                 numbers={"final_loss": table, **{k: decider.numbers[k] for k in (
-                     "smallest_batch", "best_larger_batch", "gain_from_size", "gain_from_batch", "validation_batches")}},
+                 numbers={"final_loss": table, **{k: decider.numbers.get(k) for k in (
+                     "smallest_batch", "best_larger_batch", "gain_from_size", "gain_from_batch", "validation_batches",
+                     "seeds", "per_seed_diff")}},
                  parts=parts,
-                 notes=["The smaller model's batch size is the best of the larger ones on the same validation batches: "
-                        "that choice favours batch size, so a 'holds' is conservative.",
+                 notes=["The larger model must beat the smaller one at every larger batch size, not only at the best "
+                        "one: an intersection-union test, which keeps the 5 % error rate of each comparison.",
                         "Parts from smaller starting batches are evidence, not the decision: below the critical batch "
                         "size the paper itself grows the batch first (Figure 13)."], **base)
 
 
+def _method(seeds: int, part: Part) -> str:
+    c = Contrast(0.0, None, part.numbers.get("validation_batches"), "", seeds)
+    c.unit = "pretraining seeds" if seeds > 1 else "validation batches"
+    return interval_method(c)
+
+
+def _overfit_group(g: list[PointRun]) -> list[Part]:
+    """The overfit part (decides) and the shrinking-advantage part of one group of points."""
+    g = sorted(g, key=lambda p: p.fraction)
+    low, high = g[0], g[-1]
+    sizes = _common_sizes(g)
+    if len(sizes) < 2:
+        why = "fewer than two common sizes"
+        return [Part("overfit", NOT_MEASURED, why, reason=why)]
+    large, smaller = sizes[-1], sizes[:-1]
+    ll = _loss(low, large)
+    ls = [x for x in (_loss(low, s) for s in smaller) if x is not None]
+    if ll is None or len(ls) < len(smaller):
+        why = f"a final validation loss is missing at data.fraction {low.fraction:g}"
+        return [Part("overfit", NOT_MEASURED, why, reason=why)]
+    conf = 1 - ALPHA / len(ls)  # "worse than the best smaller size" = worse than at least one: Bonferroni
+    comps = [(x, _paired(ll, x, conf)[2]) for x in ls]
+    missing = next((c for _, c in comps if c.interval is None), None)
+    status = NOT_MEASURED if missing else decide_any([c.interval for _, c in comps], "higher")  # type: ignore[misc]
+    best, shown = min(comps, key=lambda x: x[0].loss)
+    if status == HOLDS and not (shown.interval and shown.interval[0] > 0):  # show a comparison that decided
+        best, shown = next(x for x in comps if x[1].interval and x[1].interval[0] > 0)
+    epochs = {s.name: low.epochs.get(s.name) for s in (best.size, large)}
+    ep = ", ".join(f"{k} {v:.1f}" for k, v in epochs.items() if v is not None)
+    others = (" (against each smaller size: " + ", ".join(f"{x.size.name} {_fmt(c.estimate, c.interval)}"
+                                                         for x, c in comps) + ")") if len(comps) > 1 else ""
+    ev = (f"at data.fraction {low.fraction:g}: {large.name} {ll.loss:.3f} vs the best smaller size {best.size.name} "
+          f"{best.loss:.3f}, d = {_fmt(shown.estimate, shown.interval)} nats{others}"
+          + (f" (epochs seen: {ep})" if ep else "") + ".")
+    overfit = Part("overfit", status, ev, reason=missing.why_no_interval if missing else None,
+                   estimate=shown.estimate, interval=shown.interval,
+                   numbers={"fraction": low.fraction, "larger": large.name, "smaller": best.size.name,
+                            "loss_larger": ll.loss, "loss_smaller": best.loss, "epochs": epochs,
+                            "confidence_each": conf, **_units(shown)})
+    # Does the large model's advantage shrink as the data falls? S is the best smaller size at the largest
+    # fraction (chosen away from the fraction the overfit part tests).
+    hl = _loss(high, large)
+    hs = [x for x in (_loss(high, s) for s in smaller) if x is not None]
+    if hl is None or not hs:
+        why = f"a final validation loss is missing at data.fraction {high.fraction:g}"
+        return [overfit, Part("advantage shrinks", NOT_MEASURED, why, reason=why)]
+    s_high = min(hs, key=lambda x: x.loss)
+    s_low = next(x for x in ls if x.size.name == s_high.size.name)
+    inter = _contrast([(1.0, ll), (-1.0, s_low), (-1.0, hl), (1.0, s_high)])
+    iv = inter.interval
+    at_high = hl.loss - s_high.loss
+    at_low = ll.loss - s_low.loss
+    ev2 = (f"{large.name} − {s_high.size.name}: {at_high:+.3f} nats at data.fraction {high.fraction:g}, {at_low:+.3f} at "
+           f"{low.fraction:g}; the change (interaction) {_fmt(inter.estimate, iv)}.")
+    shrink = Part("advantage shrinks", decide_difference(iv[0], iv[1], "higher") if iv else NOT_MEASURED, ev2,
+                  reason=None if iv else inter.why_no_interval, estimate=inter.estimate, interval=iv,
+                  numbers={"smaller": s_high.size.name, "larger": large.name, "diff_at_full_fraction": at_high,
+                           "diff_at_small_fraction": at_low, "full_fraction": high.fraction,
+                           "small_fraction": low.fraction, **_units(inter)})
+    return [overfit, shrink]
+
+
 def claim_overfit(points: Sequence[PointRun]) -> Claim:
     base = {**OVERFIT, "rule": _RULE7,
-            "metric": "Δ final validation loss at the smallest data fraction, largest − smallest size (nats)",
+            "metric": "Δ final validation loss at the smallest data fraction, largest − best smaller size (nats)",
             "sources": [f"points/{p.id}/pretrain/<size>/curves.jsonl" for p in points]}
 
     def nm(why: str) -> Claim:
@@ -221,46 +341,23 @@ def claim_overfit(points: Sequence[PointRun]) -> Claim:
     groups: dict[Any, list[PointRun]] = {}
     for p in points:
         groups.setdefault(p.group({FRACTION}), []).append(p)
-    parts: list[Part] = []
-    for g in groups.values():
-        if len({p.fraction for p in g}) < 2:
-            continue
-        g = sorted(g, key=lambda p: p.fraction)
-        low, high = g[0], g[-1]
-        name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in low.values.items() if k != FRACTION) or "all points"
-        sizes = _common_sizes(g)
-        if len(sizes) < 2:
-            why = "fewer than two common sizes"
-            parts.append(Part(name, NOT_MEASURED, why, reason=why))
-            continue
-        small, large = sizes[0], sizes[-1]
-        ls, ll = _loss(low, small), _loss(low, large)
-        if ls is None or ll is None:
-            why = f"a final validation loss is missing at data.fraction {low.fraction:g}"
-            parts.append(Part(name, NOT_MEASURED, why, reason=why))
-            continue
-        d, iv, n, why = _paired(ll, ls)
-        hs, hl = _loss(high, small), _loss(high, large)
-        full = _paired(hl, hs) if hs and hl else None
-        epochs = {s.name: low.epochs.get(s.name) for s in (small, large)}
-        ep = ", ".join(f"{k} {v:.1f}" for k, v in epochs.items() if v is not None)
-        ev = (f"at data.fraction {low.fraction:g}: {large.name} {ll.loss:.3f} vs {small.name} {ls.loss:.3f}, "
-              f"d = {_fmt(d, iv)} nats" + (f" (epochs seen: {ep})" if ep else "")
-              + (f"; at {high.fraction:g}: d = {_fmt(full[0], full[1])}" if full else "") + ".")
-        parts.append(Part(name, decide_difference(iv[0], iv[1], "higher") if iv else NOT_MEASURED, ev,
-                          reason=None if iv else why, estimate=d, interval=iv,
-                          numbers={"fraction": low.fraction, "larger": large.name, "smaller": small.name,
-                                   "loss_larger": ll.loss, "loss_smaller": ls.loss, "validation_batches": n,
-                                   "full_fraction": high.fraction, "full_fraction_diff": full[0] if full else None,
-                                   "full_fraction_interval": full[1] if full else None, "epochs": epochs}))
-    if not parts:
+    usable = [g for g in groups.values() if len({p.fraction for p in g}) >= 2]
+    if not usable:
         return nm("no group of finished points differs only in data.fraction; run the missing points")
-    status = combine(p.status for p in parts)
-    decided = next((p for p in parts if p.interval is not None), parts[0])
-    reasons = [f"{p.name}: {p.reason}" for p in parts if p.status == NOT_MEASURED]
-    return Claim(status=status, reason="; ".join(reasons) if status == NOT_MEASURED else None,
+    deciding = max(usable, key=lambda g: (len({p.fraction for p in g}), -usable.index(g)))
+    parts: list[Part] = []
+    for g in [deciding] + [g for g in usable if g is not deciding]:
+        name = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in g[0].values.items() if k != FRACTION) or "all points"
+        for part in _overfit_group(g):
+            part.name = f"{name}: {part.name}" + (" (decides)" if g is deciding and part.name == "overfit" else "")
+            parts.append(part)
+    decider = parts[0]
+    status = decider.status
+    seeds = int(decider.numbers.get("seeds") or 1)
+    return Claim(status=status, reason=decider.reason if status == NOT_MEASURED else None,
                  evidence=" ".join(f"{p.name}: {p.evidence}" for p in parts),
-                 estimate=decided.estimate, interval=decided.interval,
-                 interval_method=INTERVAL_METHOD if decided.interval else None,
-                 compared={"larger": str(decided.numbers.get("larger")), "smaller": str(decided.numbers.get("smaller"))},
+                 estimate=decider.estimate, interval=decider.interval, seeds=seeds,
+                 interval_method=_method(seeds, decider) if decider.interval else None,
+                 compared=({"larger": str(decider.numbers.get("larger")), "smaller": str(decider.numbers.get("smaller"))}
+                           if decider.numbers.get("larger") else None),
                  parts=parts, **base)

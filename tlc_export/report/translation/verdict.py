@@ -2,8 +2,9 @@
 
 Dev selects (the reference's and witness's variants, every answer's pick), test reports: two models'
 test translations of the same sentences are compared by `tlc_export.translation.metrics.compare_translations`
-(paired bootstrap over sentences, corpus BLEU recomputed per resample): "won" when the whole 95 % interval
-of the BLEU difference is above 0, "lost" when below, "within noise" otherwise. No "won" inside the noise.
+(a paired permutation test over sentences decides with the paired-bootstrap interval of the BLEU
+difference, corpus BLEU recomputed per resample): "won" when both put A ahead, "lost" when both put it
+behind, "within noise" otherwise, "not tested" on fewer than 20 sentences. No "won" inside the noise.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tlc_export.report.answers import (
     p_text,
     rank,
     score,
+    undecided_because,
     usable_variants,
     verdict_pair,
 )
@@ -24,7 +26,11 @@ from tlc_export.report.data import compression_label
 from tlc_export.report.pareto import geometric_budgets
 from tlc_export.report.translation.data import TranslationReportData
 from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
-from tlc_export.translation.metrics import TranslationComparison, compare_translations
+from tlc_export.translation.metrics import (
+    MIN_SENTENCES,
+    TranslationComparison,
+    compare_translations,
+)
 
 METRIC = "bleu"
 
@@ -34,10 +40,13 @@ DEFINITION = (
     "variant: the compressed variant (sparsity > 0 or bits < 32) with the most storage bytes (the dense model if S "
     "has no compressed variant). Among L's variants with storage_bytes <= the reference's, dev BLEU picks the witness "
     "(ties: the smaller). Witness and reference are compared on the test split, on the same sentences: a paired "
-    "bootstrap over sentences (1,000 resamples, corpus BLEU recomputed each time) gives a 95 % interval of the BLEU "
-    "difference; above 0 is \"won\", below 0 \"lost\", otherwise \"within noise\". Intervals of each BLEU are "
-    "sacrebleu's bootstrap. Without a variant of L that fits, or without the test translations of both, the claim "
-    "is not tested."
+    "permutation test (1,000 swaps of the two systems' translations, two-sided) and a paired bootstrap over sentences "
+    "(1,000 resamples, corpus BLEU recomputed each time) giving a 95 % interval of the BLEU difference; \"won\" when "
+    "p < 0.05 and the interval is above 0, \"lost\" when p < 0.05 and it is below 0, otherwise \"within noise\". "
+    "Intervals of each BLEU are sacrebleu's bootstrap. Without a variant of L that fits, without the test "
+    "translations of both, or with fewer than 20 test sentences, the claim is not tested; it is not decided when "
+    "either model did not beat copying the source, or significantly beats its own uncompressed model (a training "
+    "effect of recovery finetuning)."
 )
 
 
@@ -110,6 +119,10 @@ def translation_verdict(variants: Sequence[Row], compare: Any, *, select_split: 
         return Verdict(False, False, (
             f"Not tested: the {report_split} translations of {w['variant']} or {ref['variant']} are missing or not of "
             "the same sentences, so no paired test can be made; rerun the compress stage."), ref, w, split=report_split)
+    if c.outcome == "not tested":
+        return Verdict(False, False, (
+            f"Not tested: the {report_split} split has {c.n} sentences; a BLEU comparison needs at least "
+            f"{MIN_SENTENCES}."), ref, w, split=report_split)
     head = {"won": "Yes: train large, then compress won", "lost": "No: train large, then compress lost",
             "within noise": "Within noise: train large, then compress neither won nor lost"}[c.outcome]
     sentence = (
@@ -120,15 +133,16 @@ def translation_verdict(variants: Sequence[Row], compare: Any, *, select_split: 
         f"The witness {w['variant']} was chosen on {select_split} among the {len(pair.candidates or [])} variant(s) of the "
         f"largest model within the storage of {ref_txt} ({select_split} BLEU {bleu_ci(w, select_split)} vs "
         f"{bleu_ci(ref, select_split)}); it uses {float(w['storage_bytes']) / float(ref['storage_bytes']):.2f}× "
-        f"the reference's storage; share of resamples where it is not ahead: {p_text(c.p_value)}."
+        f"the reference's storage; paired permutation test over sentences: two-sided {p_text(c.p_value)}."
     )
     if c.outcome != "won":
         sentence += " With a short training budget the large model may simply be undertrained."
-    weak = [r["variant"] for r in (w, ref) if r.get("learned_task") is False]
-    if weak:
-        sentence += (f" Caution: {' and '.join(weak)} {'is' if len(weak) == 1 else 'are'} not significantly above copying "
-                     f"the source sentence as its translation (BLEU {float(ref.get('copy_baseline_bleu') or 0):.2f} on "
-                     f"{report_split}; did not learn the task), so this comparison says little.")
+    undecided = undecided_because(w, ref, variants, compare, report_split,
+                                  f"not significantly above copying the source sentence as its translation, BLEU "
+                                  f"{float(ref.get('copy_baseline_bleu') or 0):.2f} on {report_split}", "BLEU", 1.0)
+    if undecided:
+        return Verdict(False, False, f"Not decided: {undecided}. Measured anyway: {sentence[0].lower()}{sentence[1:]}",
+                       ref, w, split=report_split)
     return Verdict(True, c.outcome == "won", sentence, ref, w, c.outcome, c, report_split)  # type: ignore[arg-type]
 
 
