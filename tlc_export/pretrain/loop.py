@@ -253,7 +253,13 @@ def pretrain_size(
             counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
             if counters.elapsed_s >= budget:
                 break
+            with train_clock.paused():  # evaluation and checkpoints: between steps, off the training clock
+                last_eval_step, train_losses = _evaluate_and_checkpoint(
+                    cfg, counters, to_keep, budget, main, last_eval_step, train_losses, keep, log_eval,
+                    lambda: save_state(state_dir, model, optimizer, counters))
             if stop_at_s is not None and counters.elapsed_s >= stop_at_s:
+                # After this step's regular evaluation and checkpoint, as in the uninterrupted run; the
+                # pilot's own last point (when no evaluation was due) is extra and changes no weights.
                 with train_clock.paused():
                     if main and last_eval_step != counters.step:
                         log_eval(train_losses)
@@ -266,10 +272,6 @@ def pretrain_size(
                         "steps_per_s": counters.step / max(counters.elapsed_s, 1e-9),
                         "params": count_params(model), "micro_batch_size": step_fn.micro_batch_size,
                         "device": str(device), "state": str(state_dir)}
-            with train_clock.paused():  # evaluation and checkpoints: between steps, off the training clock
-                last_eval_step, train_losses = _evaluate_and_checkpoint(
-                    cfg, counters, to_keep, budget, main, last_eval_step, train_losses, keep, log_eval,
-                    lambda: save_state(state_dir, model, optimizer, counters))
 
             rows, position = feed.next()
             lr = lr_at(counters.elapsed_s, budget, cfg.lr, cfg.warmup_fraction)
