@@ -307,7 +307,7 @@ def validate_data(data: dict[str, Any], root: yaml.Node | None, base_dir: Path |
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        return None, kind + _problems_from_validation(err, root)
+        return None, kind + _problems_from_validation(err, root) + _raw_file_problems(data, root, base_dir or Path("."))
     if kind:
         return None, kind
     problems = _semantic_problems(recipe, root, base_dir)
@@ -362,21 +362,8 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
         problems.append(RecipeProblem(_loc_str(loc), msg, node.start_mark.line + 1 if node else None, None, hint))
 
     base = base_dir or Path(".")
-
-    def resolve(path: str) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else base / p
-
-    relative = "give a path relative to the recipe file, or an absolute one"
-    for i, src in enumerate(recipe.data.sources):
-        if src.kind in ("text", "csv", "jsonl") and src.path:
-            _source_problems(i, src, resolve(src.path), base, add, relative)
-    if recipe.finetune is not None and recipe.finetune.task.kind in ("csv", "jsonl"):
-        p = resolve(recipe.finetune.task.path or "")
-        if not p.exists():
-            add(("finetune", "task", "path"), f"file not found: {p}", _missing_file_hint(p, relative))
-        else:
-            _task_problems(recipe, base, add)
+    problems += _file_problems(list(enumerate(recipe.data.sources)), recipe.finetune.task if recipe.finetune else None,
+                               root, base)
     if recipe.export is not None and recipe.export.sparsity is not None and recipe.compress is not None:
         missing = [s for s in recipe.export.sparsity if not any(abs(s - t) < 1e-9 for t in recipe.compress.prune.sparsity)]
         if missing:
@@ -388,6 +375,52 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
     if recipe.export is not None and recipe.export.int4_block_size & (recipe.export.int4_block_size - 1):
         add(("export", "int4_block_size"), f"{recipe.export.int4_block_size} is not a power of two", "use 16, 32, 64 or 128")
     return problems
+
+
+def _file_problems(sources: list[tuple[int, Any]], task: Any, root: yaml.Node | None, base: Path) -> list[RecipeProblem]:
+    """The local files a recipe names: every corpus source (`(index, TextSource)`) and the task (`TaskConfig`)."""
+    problems: list[RecipeProblem] = []
+
+    def add(loc: tuple[Any, ...], msg: str, hint: str | None) -> None:
+        node = _node_at(root, loc)
+        problems.append(RecipeProblem(_loc_str(loc), msg, node.start_mark.line + 1 if node else None, None, hint))
+
+    def resolve(path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else base / p
+
+    relative = "give a path relative to the recipe file, or an absolute one"
+    for i, src in sources:
+        if src.kind in ("text", "csv", "jsonl") and src.path:
+            _source_problems(i, src, resolve(src.path), base, add, relative)
+    if task is not None and task.kind in ("csv", "jsonl"):
+        p = resolve(task.path or "")
+        if not p.exists():
+            add(("finetune", "task", "path"), f"file not found: {p}", _missing_file_hint(p, relative))
+        else:
+            _task_problems(task, base, add)
+    return problems
+
+
+def _raw_file_problems(data: dict[str, Any], root: yaml.Node | None, base: Path) -> list[RecipeProblem]:
+    """The file checks for a recipe whose fields have errors: each source and the task that validate on their
+    own are checked anyway, so one run of `tlc validate` lists every problem."""
+    from tlc_export.config.data import TextSource
+    from tlc_export.config.finetune import TaskConfig
+
+    def valid(model: Any, raw: Any) -> Any:
+        try:
+            return model.model_validate(raw) if isinstance(raw, dict) else None
+        except ValidationError:
+            return None
+
+    section = data.get("data")
+    raw_sources = section.get("sources") if isinstance(section, dict) else None
+    sources = [(i, s) for i, raw in enumerate(raw_sources if isinstance(raw_sources, list) else [])
+               if (s := valid(TextSource, raw)) is not None]
+    ft = data.get("finetune")
+    task = valid(TaskConfig, ft.get("task")) if isinstance(ft, dict) else None
+    return _file_problems(sources, task, root, base)
 
 
 def _source_problems(i: int, src: Any, full: Path, base: Path, add: Any, relative: str) -> None:
@@ -422,17 +455,26 @@ def _source_problems(i: int, src: Any, full: Path, base: Path, add: Any, relativ
                 f"set data.sources[{i}].{field} to one of the file's columns")
 
 
-def _task_problems(recipe: Recipe, base: Path, add: Any) -> None:
+class _Paths:
+    """What `load_task` asks of a recipe for a local file: paths resolved against the recipe's folder."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def resolve_path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+
+def _task_problems(task: Any, base: Path, add: Any) -> None:
     """A local task file: it reads, has the columns the task names, and gives three non-empty splits."""
     import re
 
     from tlc_export.data.task import load_task
     from tlc_export.errors import DataSourceError
 
-    assert recipe.finetune is not None
-    recipe._base_dir = base
     try:
-        load_task(recipe.finetune.task, recipe)
+        load_task(task, _Paths(base))  # type: ignore[arg-type]
     except (DataSourceError, UnicodeDecodeError) as exc:
         msg = str(exc).removeprefix("finetune.task: ")
         named = re.search(r"\(from `finetune\.task\.(\w+)`\)", msg)

@@ -173,6 +173,32 @@ def test_verdict_is_won_for_a_clearly_better_system_and_lost_reversed(tmp_path: 
     assert lost.outcome == "lost" and lost.witness["variant"] == WITNESS and lost.comparison.diff_ci_high < 0
 
 
+def test_a_witness_that_beats_its_own_uncompressed_model_is_flagged_and_decides_nothing(tmp_path: Path) -> None:
+    # The large dense model translates worse than its own 50 %-sparse 4-bit variant: recovery training, not
+    # compression, made the witness good.
+    _write_run(tmp_path, {**DEFAULT_NOISE, f"{LARGE}.s00.b32": (0.6, 0.6)})
+    v = _verdict(tmp_path)
+    assert not v.decided and v.outcome is None and "training effect, not a compression effect" in v.sentence
+    out = build_translation_report(load_translation_report_data(tmp_path), tmp_path / "report")
+    assert WITNESS in out["training_effects"]
+
+
+def test_verdict_is_not_tested_below_twenty_sentences() -> None:
+    from tlc_export.report.translation.verdict import translation_verdict as tv
+
+    class Tiny:  # a comparator over 12 sentences
+        def __call__(self, a: dict, b: dict, split: str) -> object:
+            from tlc_export.translation.metrics import compare_statistics
+
+            stats = np.tile([[5, 3, 2, 1, 8, 7, 6, 5, 8, 9]], (12, 1)).astype(float)
+            return compare_statistics(stats, stats * 0.5)
+
+    rows = [{"variant": k, "model": m, "params": PARAMS[m], "sparsity": sp, "bits": b, "storage_bytes": st,
+             "dev_bleu": 10.0, "test_bleu": 10.0, "predictions": k} for k, (m, sp, b, st) in GRID.items()]
+    v = tv(rows, Tiny())
+    assert not v.decided and v.sentence.startswith("Not tested: the test split has 12 sentences")
+
+
 def test_verdict_is_not_tested_without_translations(tmp_path: Path) -> None:
     _write_run(tmp_path)
     (tmp_path / f"compress/{SMALL}/variants/{REFERENCE}.predictions.json").unlink()

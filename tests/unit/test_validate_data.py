@@ -42,10 +42,12 @@ def test_every_data_problem_at_once_with_its_line(tmp_path: Path) -> None:
         "finetune:\n"
         "  task: {kind: csv, path: reviews.csv}\n"              # line 8: no column 'text'
         "compress: {}\nexport: {}\n"
-        "bench: {batch_sizes: [0, 4]}\n"                        # line 11 (a field error: reported alone)
+        "bench: {batch_sizes: [0, 4]}\n"                        # line 11: a field error
         "report: {}\n")
-    probs = _problems(recipe)
-    assert probs == {"bench.batch_sizes[0]": (11, "Input should be greater than or equal to 1")}
+    probs = _problems(recipe)  # a field error and the files' problems, all in one run
+    assert set(probs) == {"bench.batch_sizes[0]", "data.sources[0].path", "data.sources[1].column",
+                          "finetune.task.text_column"}
+    assert probs["bench.batch_sizes[0]"] == (11, "Input should be greater than or equal to 1")
     recipe.write_text(recipe.read_text().replace("[0, 4]", "[1, 4]"))
     probs = _problems(recipe)
     assert set(probs) == {"data.sources[0].path", "data.sources[1].column", "finetune.task.text_column"}

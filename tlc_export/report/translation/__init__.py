@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tlc_export import atomic
-from tlc_export.report.answers import storage_answers, usable_variants
+from tlc_export.report.answers import storage_answers, training_effects, usable_variants
 from tlc_export.report.data import compression_label
 from tlc_export.report.pareto import pareto_frontier
 from tlc_export.report.plots import accuracy_storage_png
@@ -76,6 +76,11 @@ def build_translation_report(data: TranslationReportData, out_dir: str | Path,
     front = dev_frontier(data.variants)
     front_names = {str(r["variant"]) for r in front}
     variants = variant_rows(data.variants, front_names)
+    effects = training_effects(data.variants, compare, REPORT_SPLIT)
+    for r in variants:
+        c = effects.get(str(r.get("variant")))
+        if c is not None:
+            r["training_effect"] = f"beats its uncompressed model ({c.diff:+.2f} BLEU, p = {c.p_value:.2g})"
     verdict = translation_verdict(data.variants, compare)
     answers = deploy_answers(data, storage_budgets_mb, compare)
     sizes = size_comparisons(data.variants, storage_budgets_mb, compare)
@@ -108,6 +113,7 @@ def build_translation_report(data: TranslationReportData, out_dir: str | Path,
         "metric": METRIC, "train_large_won": verdict.won if verdict.decided else None,
         "verdict_outcome": verdict.outcome, "verdict": verdict.sentence,
         "frontier": [str(r["variant"]) for r in front], "frontier_split": SELECTION_SPLIT,
+        "training_effects": sorted(effects),
         "storage_answers": [{k: a.get(k) for k in ("budget_mb", "variant", "test_bleu", "test_bleu_ci", "vs_runner_up")}
                             for a in answers],
     }

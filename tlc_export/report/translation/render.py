@@ -31,7 +31,8 @@ def splits_text(ctx: dict[str, Any]) -> str:
     text = ("Dev selects: the witness of the verdict, the Pareto frontier, the variant each budget answer names. "
             "Test reports: every BLEU in the verdict, the tables and the plots, with 95 % intervals "
             f"({ctx.get('interval_method') or 'sacrebleu bootstrap over sentences'}); dev is shown beside it. "
-            "Two models are compared on the same test sentences by a paired bootstrap over sentences.")
+            "Two models are compared on the same test sentences by a paired permutation test with a paired bootstrap "
+            "interval (both must agree to decide; not below 20 sentences).")
     if t.get("source_lang"):
         text += f" Task: {t['source_lang']}→{t['target_lang']}"
         if t.get("time_budget_s") is not None:

@@ -28,7 +28,7 @@ VARIANT_COLUMNS: Columns = [
     ("dev_bleu", "dev BLEU", "pts"), ("dev_bleu_ci", "dev 95 %", "ci_pts"),
     ("test_bleu", "test BLEU", "pts"), ("test_bleu_ci", "test 95 %", "ci_pts"),
     ("test_chrf", "test chrF", "pts"), ("learned", "above copying the source", "l"),
-    ("on_frontier", "Pareto (chosen on dev)", "l"),
+    ("on_frontier", "Pareto (chosen on dev)", "l"), ("training_effect", "vs own uncompressed (test)", "l"),
 ]
 
 ANSWER_COLUMNS: Columns = [
@@ -36,7 +36,7 @@ ANSWER_COLUMNS: Columns = [
     ("storage_mb", "storage MB", ""), ("dev_bleu", "dev BLEU", "pts"), ("dev_bleu_ci", "dev 95 %", "ci_pts"),
     ("test_bleu", "test BLEU", "pts"),
     ("test_bleu_ci", "test 95 %", "ci_pts"), ("runner_up", "runner-up (dev's second)", "l"),
-    ("runner_up_bleu", "runner-up test BLEU", "pts"), ("mark", "vs runner-up on test (paired bootstrap)", "l"),
+    ("runner_up_bleu", "runner-up test BLEU", "pts"), ("mark", "vs runner-up on test (paired permutation test)", "l"),
 ]
 
 SIZE_COLUMNS: Columns = [
