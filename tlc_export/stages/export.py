@@ -228,7 +228,7 @@ class _SizeJob:
         return row
 
     def _validate(self, path: Path, ref_model, tol: float | None, torch_acc: float, weight_only: bool,
-                  int4_dq: bool = False) -> dict[str, Any]:
+                  int4_dq: bool = False, relative: bool = False) -> dict[str, Any]:
         """Checker, logits against `ref_model` (exact session), then the file's own accuracy on dev and
         test through a plain session, with its per-example predictions stored beside it."""
         from tlc_export.export import validate as V
@@ -236,7 +236,7 @@ class _SizeJob:
 
         V.check(path)
         sess = V.session(path, exact=True)
-        d, t, _ = V.compare(path, V.torch_logits(ref_model, self.val_b), self.val_b, tol, sess=sess)
+        d, t, _ = V.compare(path, V.torch_logits(ref_model, self.val_b), self.val_b, tol, sess=sess, relative=relative)
         # A plain session (what deployments and the bench run) differs from the exact one only where ORT
         # fuses INT4 DequantizeLinear+MatMul with int8 activations; elsewhere the two are the same session.
         plain = V.session(path) if int4_dq else sess
@@ -473,13 +473,18 @@ class _SizeJob:
         extra = {"storage_bytes": row.get("storage_bytes"), "bits": bits, "source": row["artifact"], "codes": "compress",
                  "densified": float(row.get("sparsity") or 0) > 0}
 
-        def int8() -> dict[str, Any]:
+        def int8_dequantized() -> dict[str, Any]:
             p = self._path(variant, "onnx-int8")
             raw = self._path(variant, "onnx-int8", ".unfused.onnx")
             proto = self.template.load()
             rewrite_weights(proto, self.template.refs, art.quantized, art.dense, container="int8")
             save_model(proto, raw)
-            return {**self._cpu_file(raw, p, model, TOLERANCE["fp32"], acc), "codes": "compress"}
+            return {**self._cpu_file(raw, p, model, TOLERANCE["fp32"], acc), "codes": "compress", "kernels": "DequantizeLinear"}
+
+        def int8() -> dict[str, Any]:
+            if not self.cfg.integer_kernels:
+                return int8_dequantized()
+            return self._integer(variant, "onnx-int8", model, acc, art, row, int8_dequantized, four_bit=False)
 
         if bits in INT8_CODE_BITS:
             self._step(variant, "onnx-int8", int8, **extra)
@@ -487,10 +492,48 @@ class _SizeJob:
         if "tensorrt-int4" in fmts and not tensorrt_int4_ready(art.quantized):
             raise StageError(f"{row['artifact']}: marked tensorrt_int4 but its codes are not symmetric INT4 blocks of "
                              "64/128; rerun the compress stage")
-        self._int4(variant, model, acc, art.quantized, art.state_dict(), extra, fmts)
+        self._int4(variant, model, acc, art.quantized, art.state_dict(), extra, fmts, art=art, comp_row=row)
+
+    def _integer(self, variant: str, fmt: str, model, acc: float, art, comp_row: dict[str, Any], fallback,
+                 four_bit: bool) -> dict[str, Any]:
+        """The variant's codes on ONNX Runtime's integer kernels (`tlc_export.export.integer`), validated
+        against the fake-quant model (tolerance `int8-act` where activations are quantized dynamically,
+        `fp32` where the kernel computes in fp32), with its accuracy set against the compress stage's
+        interval. When it fails (ExportMismatchError beyond the tolerance, or a graph the kernels cannot take) the
+        row is the DequantizeLinear file (`fallback()`) instead, with the reason in `integer_kernels`."""
+        from tlc_export.export.integer import integer_model
+        from tlc_export.export.onnx_export import save_model
+        from tlc_export.export.validate import RELATIVE, TOLERANCE
+
+        kernel = self.cfg.int4_kernel if four_bit else None
+        exact = four_bit and kernel.startswith("matmulnbits")
+        tol_name = "fp32" if exact else "int8-act"
+        p = self._path(variant, fmt)
+        try:
+            c = model.config
+            proto, report, opt = integer_model(self.template.load(), self.template.refs, art.quantized, art.state_dict(),
+                                               int(c.num_attention_heads), int(c.hidden_size), four_bit=four_bit,
+                                               int4_kernel=kernel or "matmulnbits-acc0")
+            save_model(proto, p)
+            out = self._validate(p, model, TOLERANCE[tol_name], acc, weight_only=exact, relative=tol_name in RELATIVE)
+        except Exception as e:  # noqa: BLE001 - a mismatch or an unsupported graph keeps the DequantizeLinear file
+            p.unlink(missing_ok=True)
+            self.ctx.console.print(f"[yellow]{variant} {fmt}: integer kernels not used:[/yellow] {escape(_reason(e))[:200]}")
+            return {**fallback(), "integer_kernels": {"applied": False, "reason": _reason(e)}}
+        within = {}
+        for split in SPLITS:
+            ci = comp_row.get(f"{split}_accuracy_ci")
+            if ci and out.get(f"{split}_accuracy") is not None:
+                within[split] = bool(ci[0] <= out[f"{split}_accuracy"] <= ci[1])
+        return {**out, "codes": "compress", "graph_optimization": opt, "tolerance_name": tol_name,
+                "kernels": "MatMulNBits" if exact else "DynamicQuantizeMatMul",
+                "activations": "fp32" if exact else "dynamic uint8, per tensor (as onnx-int8-dynamic)",
+                "integer_kernels": {"applied": True, **report.to_dict()},
+                "compress_accuracy": {s: comp_row.get(f"{s}_accuracy") for s in SPLITS},
+                "within_compress_ci": within}
 
     def _int4(self, variant: str, model, acc: float, quantized, state: dict[str, torch.Tensor],
-              extra: dict[str, Any], fmts: tuple[str, ...]) -> None:
+              extra: dict[str, Any], fmts: tuple[str, ...], art=None, comp_row: dict[str, Any] | None = None) -> None:
         """onnx-int4 / tensorrt-int4 rows: the artifact's codes on its own grid. `state` holds every
         parameter's value in `model` (fake-quant or fp32): parameters without INT4 codes (1-D, excluded)
         carry exactly these values, so the file computes `model`."""
@@ -520,5 +563,11 @@ class _SizeJob:
                 out.update(self._engine(p, "int4", variant))
             return out
 
+        def cpu4() -> dict[str, Any]:
+            if not self.cfg.integer_kernels or art is None:
+                return {**build("onnx-int4"), "kernels": "DequantizeLinear"}
+            return self._integer(variant, "onnx-int4", model, acc, art, comp_row or {}, lambda: build("onnx-int4"),
+                                 four_bit=True)
+
         for fmt in fmts:
-            self._step(variant, fmt, lambda fmt=fmt: build(fmt), **extra)
+            self._step(variant, fmt, cpu4 if fmt == "onnx-int4" else lambda fmt=fmt: build(fmt), **extra)
