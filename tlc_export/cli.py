@@ -699,3 +699,82 @@ _family_commands()
 
 if __name__ == "__main__":
     main()
+
+
+@main.command("plan")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--budget-s", type=float, default=None,
+              help="Training seconds per size of the full run (default: the recipe's pretrain.time_budget_s).")
+@click.option("--max-storage-mb", type=float, default=None, help="Storage limit of the deployed artifact (MB = 10^6 bytes).")
+@click.option("--max-latency-ms", type=float, default=None, help="Latency limit of one batch (--latency-batch) on --backend.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "torch-eager"]), default="onnxruntime",
+              help="Where latency is measured (an exported pilot checkpoint, fp32).")
+@click.option("--latency-batch", type=int, default=None, help="The bench batch size the latency limit applies to "
+              "(default: the smallest of bench.batch_sizes).")
+@click.option("--pilot-fraction", type=float, default=0.1, help="Each pilot is this first fraction of the full run.")
+@click.option("--pilot-evals", type=int, default=10, help="Validation points per pilot (sets pretrain.eval_every_s).")
+@click.option("--level", type=float, default=0.9, help="Interval level of the predictions.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the plan goes (default: plans/<recipe name>); the pilots' run directory is OUT/run.")
+@click.option("--check", "check_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Backtest: a finished run directory of the planned recipe (with --plan).")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The plan.json to backtest (with --check).")
+def plan_cmd(recipe: Path | None, budget_s: float | None, max_storage_mb: float | None, max_latency_ms: float | None,
+             backend: str, latency_batch: int | None, pilot_fraction: float, pilot_evals: int, level: float,
+             out: Path | None, check_dir: Path | None, plan_file: Path | None) -> None:
+    """Pilot every size for its first fraction of the budget, extrapolate, and recommend what to train.
+
+    `tlc plan --check RUN_DIR --plan OUT/plan.json` compares a plan with a finished run.
+    """
+    from tlc_export.plan.planner import PlanOptions, check_options, make_plan, plan_recipe
+
+    try:
+        if check_dir is not None or plan_file is not None:
+            _plan_check(check_dir, plan_file)
+            return
+        if recipe is None:
+            raise TlcError("tlc plan needs a RECIPE (or --check RUN_DIR --plan PLAN.json to backtest)")
+        r = load_plan(recipe)
+        if not isinstance(r, Recipe):
+            raise TlcError(f"{recipe}: a sweep recipe; tlc plan takes one recipe (its grid of sizes)")
+        opts = PlanOptions(budget_s=budget_s if budget_s is not None else r.pretrain.time_budget_s if r.pretrain else 0.0,
+                           pilot_fraction=pilot_fraction, pilot_evals=pilot_evals, max_storage_mb=max_storage_mb,
+                           max_latency_ms=max_latency_ms, backend=backend, latency_batch=latency_batch, level=level)
+        check_options(opts, r)
+        out = out or Path("plans") / recipe.stem
+        rd = RunDir(out / "run")
+        with writer_lock(rd.root, "`tlc plan`"):
+            rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
+            _run(plan_recipe(r, opts), rd, only=["data"])
+            make_plan(r, rd.root, out, opts, console=console)
+        console.print(f"[bold green]plan written[/bold green]: {out / 'plan.json'}, {out / 'extrapolation.png'}, "
+                      f"{out / 'recipe.plan.yaml'}")
+    except TlcError as exc:
+        _fail(exc)
+
+
+def _plan_check(check_dir: Path | None, plan_file: Path | None) -> None:
+    from tlc_export import atomic
+    from tlc_export.plan.check import check_plan
+    from tlc_export.plan.planner import read_plan
+
+    if check_dir is None or plan_file is None:
+        raise TlcError("tlc plan --check RUN_DIR needs --plan PLAN.json too (and the other way round)")
+    plan = read_plan(plan_file)
+    rd = RunDir(check_dir)
+    result = check_plan(plan, check_dir, rd.recipe())
+    atomic.write_json(plan_file.parent / "check.json", result)
+    t = Table(title=f"tlc plan --check: {check_dir} against {plan_file}")
+    for col in ("size", "predicted", f"interval ({plan['level']:.0%})", "measured", "error", "inside"):
+        t.add_column(col)
+    for s in result["sizes"]:
+        t.add_row(s["size"], f"{s['predicted']:.3f}", f"[{s['interval'][0]:.3f}, {s['interval'][1]:.3f}]",
+                  f"{s['measured']:.3f}", f"{s['error']:+.3f}", "yes" if s["inside"] else "NO")
+    rc = result["rank_correlation"]
+    t.caption = (f"{result['inside']}/{result['of']} inside; rank correlation {rc if rc is None else f'{rc:.2f}'}; "
+                 f"recommended {result.get('recommended')}, best that fit {result.get('best_fitting_measured')} "
+                 f"({'the same' if result.get('recommendation_was_best') else 'different'}); penalty error "
+                 f"(pilot − final) mean |{result.get('penalty_mean_abs_error', float('nan')):.4f}|")
+    console.print(t)
+    console.print(f"written: {plan_file.parent / 'check.json'}")

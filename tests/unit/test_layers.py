@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("stages", ("tlc_export.stages",)),
     ("families", ("tlc_export.tasks.classification", "tlc_export.tasks.translation")),
     ("registry", ("tlc_export.tasks", "tlc_export.runner", "tlc_export.sweep", "tlc_export.verify")),
-    ("programs", ("tlc_export.cli", "tlc_export.__main__", "runtime_bench.__main__", "runtime_bench.data_throughput",
+    ("programs", ("tlc_export.cli", "tlc_export.__main__", "tlc_export.plan", "runtime_bench.__main__", "runtime_bench.data_throughput",
                   "runtime_bench.gpu_check", "runtime_bench.ort_quant_speed", "runtime_bench.pretrain_throughput",
                   "runtime_bench.serving_bundle", "runtime_bench.translation")),
 ]

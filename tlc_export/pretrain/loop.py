@@ -267,7 +267,7 @@ def pretrain_size(
         progress.update(task, completed=min(counters.elapsed_s, budget_s), step=counters.step,
                         loss=f"{r.loss:.3f}", tps=f"{counters.tokens / max(counters.elapsed_s, 1e-9):,.0f}")
 
-    def pilot_stop() -> None:  # `stop_at_s`: evaluate where it stopped and save the state to continue from
+    def pilot_stop() -> None:  # `stop_at_s`: the pilot's own last point (when no evaluation was due) and its state
         if main and last_eval_step != counters.step:
             log_eval(train_losses)
         if main:

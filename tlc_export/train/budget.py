@@ -89,21 +89,22 @@ def run(counters: Counters, budget: float, *, device: torch.device, world: int, 
     Before each step `between_steps` runs off the clock (evaluation, checkpoints); `step(clock)` trains one
     optimizer step (it may `clock.start()` again after set-up it had to redo); then the counters advance,
     `after_step` does the family's bookkeeping and `on_step` is told. `stop_at_s` (a pilot): stop once the
-    clock passes it, `on_stop` running off the clock; the schedule still runs on the whole budget. Returns
-    whether it stopped there."""
+    clock passes it, after that step's evaluation and checkpoint, `on_stop` running off the clock; the
+    schedule still runs on the whole budget. Returns whether it stopped there."""
     clock = TrainingClock(read)
     clock.start()
     while True:
         counters.elapsed_s = shared_elapsed(counters.elapsed_s, device, world)
         if counters.elapsed_s >= budget:
             return False
+        with clock.paused():  # evaluation and checkpoints: between steps, off the training clock
+            between_steps()
         if stop_at_s is not None and counters.elapsed_s >= stop_at_s:
+            # After this step's regular evaluation and checkpoint, as in the uninterrupted run.
             with clock.paused():
                 if on_stop is not None:
                     on_stop()
             return True
-        with clock.paused():  # evaluation and checkpoints: between steps, off the training clock
-            between_steps()
         result = step(clock)
         counters.elapsed_s += clock.lap()  # the end of this step
         counters.step += 1
