@@ -1,11 +1,21 @@
-"""What every family's export stage does the same way with its results under `tlc export --formats`."""
+"""What every family's export stage shares: its place in the pipeline, and its results under `tlc export --formats`."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from tlc_export.stages.base import StageContext
+from tlc_export.stages.base import Stage, StageContext
+
+
+class ExportStep(Stage):
+    """The export step of any family: its name, section and input (so its cache key and folder are the step's
+    whatever the family), and `--formats`, which picks what to rebuild without changing the key."""
+
+    name = "export"
+    sections = ("export",)
+    inputs = ("compress",)
+    unkeyed_options = frozenset({"formats"})  # `tlc export --formats`: build these, keep the other formats' files
 
 
 def kept_rows(ctx: StageContext, formats: list[str]) -> list[dict[str, Any]]:

@@ -37,8 +37,8 @@ from tlc_export.compress.variants import INT8_CODE_BITS
 from tlc_export.errors import BackendUnavailable, StageError
 from tlc_export.export.rows import attempt, record
 from tlc_export.scoring import SPLITS, accuracy_fields
-from tlc_export.stages.base import Stage, StageContext
-from tlc_export.stages.export_rows import kept_rows
+from tlc_export.stages.base import StageContext
+from tlc_export.stages.export_rows import ExportStep, kept_rows
 
 WEIGHT_ONLY_ACC_POINTS = 0.3  # same function ⇒ same accuracy; 0.3 points allows argmax ties
 ACT_QUANT = {"onnx-int8-dynamic", "onnx-int8-static", "onnx-int4-matmulnbits"}
@@ -68,11 +68,7 @@ def _load_hf(path: Path) -> torch.nn.Module:
     return AutoModelForSequenceClassification.from_pretrained(str(path)).float().eval()
 
 
-class ExportStage(Stage):
-    name = "export"
-    sections = ("export",)
-    inputs = ("compress",)
-    unkeyed_options = frozenset({"formats"})  # `tlc export --formats`: build these, keep the other formats' files
+class ExportStage(ExportStep):
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from tlc_export.data import load_tokenizer

@@ -33,8 +33,8 @@ from tlc_export.atomic import read_jsonl, write_json
 from tlc_export.compress.variants import INT8_CODE_BITS
 from tlc_export.errors import ExportMismatchError, StageError
 from tlc_export.export.rows import attempt, record
-from tlc_export.stages.base import Stage, StageContext
-from tlc_export.stages.export_rows import kept_rows
+from tlc_export.stages.base import StageContext
+from tlc_export.stages.export_rows import ExportStep, kept_rows
 
 # Own-code files compute the fake-quant model up to summation order; a near-tie between two logits can
 # still flip one argmax and change the rest of that sentence, so greedy agreement is a threshold, not
@@ -76,11 +76,7 @@ def _sparsity(r: dict[str, Any]) -> float:
     return float(r.get("sparsity") or 0.0)
 
 
-class TranslationExportStage(Stage):
-    name = "export"
-    sections = ("export",)
-    inputs = ("compress",)
-    unkeyed_options = frozenset({"formats"})  # `tlc export --formats`: build these, keep the other formats' files
+class TranslationExportStage(ExportStep):
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from tlc_export.config.translation import EXPORT_FORMATS
