@@ -17,11 +17,10 @@ from tlc_export.config.compress import CompressConfig
 from tlc_export.config.data import DataConfig, TokenizerConfig
 from tlc_export.config.export import ExportConfig
 from tlc_export.config.finetune import FinetuneConfig
+from tlc_export.config.formats import TRANSLATION_BENCH_BACKENDS, TRANSLATION_EXPORT_FORMATS
 from tlc_export.config.models import ModelsConfig
 from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.config.sweep import SweepConfig
-from tlc_export.config.translation import BENCH_BACKENDS as TRANSLATION_BENCH_BACKENDS
-from tlc_export.config.translation import EXPORT_FORMATS as TRANSLATION_EXPORT_FORMATS
 from tlc_export.config.translation import TranslationConfig
 from tlc_export.errors import RecipeError, RecipeProblem
 

@@ -14,11 +14,6 @@ from tlc_export.config.common import Section, SizeShape, check_size_grid, size_g
 # remain (Kings and Chronicles, the synoptic Gospels), so the defaults are books with few close
 # parallels, narrative and argument in each split: Ruth and Romans for dev (518 verses), Jonah and
 # John for test (927); the other 29,657 of the 31,102 verses train.
-# What the translation stages can produce: the encoder/decoder pair in ONNX Runtime CPU formats, timed in
-# PyTorch and ONNX Runtime (TensorRT and the torch kernels' INT8/INT4 paths are classification's). Recipe
-# validation checks `export.formats` and `bench.backends` against them.
-EXPORT_FORMATS = ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8", "onnx-int4")
-BENCH_BACKENDS = ("torch-eager", "onnxruntime")
 DEFAULT_DEV_BOOKS = [8, 45]
 DEFAULT_TEST_BOOKS = [32, 43]
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlc_export.config.formats import TRANSLATION_EXPORT_FORMATS
 from tlc_export.errors import StageError
 from tlc_export.tasks.base import SplitData, TaskFamily, reject_options
 from tlc_export.tasks.translation.metrics import METRIC, TranslationPredictions
@@ -24,6 +25,7 @@ class TranslationFamily(TaskFamily):
     name = "translation"
     section = "translation"
     metric = METRIC
+    export_formats = TRANSLATION_EXPORT_FORMATS
 
     def stages(self) -> list[Stage]:
         from tlc_export.stages.report import ReportStage

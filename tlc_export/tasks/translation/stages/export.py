@@ -79,7 +79,7 @@ def _sparsity(r: dict[str, Any]) -> float:
 class TranslationExportStage(ExportStep):
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
-        from tlc_export.config.translation import EXPORT_FORMATS
+        from tlc_export.config.formats import TRANSLATION_EXPORT_FORMATS as EXPORT_FORMATS
         from tlc_export.tasks.translation.tokenizer import TranslationTokenizers
 
         cfg, tcfg = ctx.recipe.export, ctx.recipe.translation
