@@ -8,9 +8,9 @@ label is the polarity word's. Deterministic (seeded), a few hundred kilobytes, s
 
 from __future__ import annotations
 
+import argparse
 import csv
 import random
-import sys
 from pathlib import Path
 
 POS = ["great", "wonderful", "moving", "brilliant", "funny", "charming"]
@@ -39,8 +39,18 @@ def write_tiny_data(root: Path, documents: int = 40, examples: int = 500) -> Non
             w.writerow([" ".join(words), "pos" if label else "neg"])
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python scripts/tiny_data.py",
+        description="Write the tiny synthetic corpus (FOLDER/corpus/doc*.txt) and sentiment task (FOLDER/task.csv) "
+        "that recipes/tiny/*.yaml read.")
+    parser.add_argument("folder", type=Path, help="where to write them, e.g. recipes/tiny/data")
+    args = parser.parse_args(argv)
+    if str(args.folder).startswith("-"):
+        parser.error(f"{args.folder}: not an option and not a sensible folder name")
+    write_tiny_data(args.folder)
+    print(f"wrote {args.folder}/corpus/*.txt and {args.folder}/task.csv")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python scripts/tiny_data.py FOLDER")
-    write_tiny_data(Path(sys.argv[1]))
-    print(f"wrote {sys.argv[1]}/corpus/*.txt and {sys.argv[1]}/task.csv")
+    main()

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from tlc_export.config.bench import BenchConfig, ReportConfig
-from tlc_export.config.common import Section
+from tlc_export.config.common import Section, section_type
 from tlc_export.config.compress import CompressConfig
 from tlc_export.config.data import DataConfig, TokenizerConfig
 from tlc_export.config.export import ExportConfig
@@ -19,11 +20,10 @@ from tlc_export.config.finetune import FinetuneConfig
 from tlc_export.config.models import ModelsConfig
 from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.config.sweep import SweepConfig
+from tlc_export.config.translation import BENCH_BACKENDS as TRANSLATION_BENCH_BACKENDS
+from tlc_export.config.translation import EXPORT_FORMATS as TRANSLATION_EXPORT_FORMATS
 from tlc_export.config.translation import TranslationConfig
 from tlc_export.errors import RecipeError, RecipeProblem
-
-if TYPE_CHECKING:
-    from tlc_export.sweep.plan import Sweep
 
 
 class Recipe(Section):
@@ -174,6 +174,46 @@ _REMOVED = {
 }
 
 
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at `loc` takes (for "did you mean"); [] where the walk is not certain."""
+    model: type[Section] = Recipe
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        field = model.model_fields.get(str(key)) or next(
+            (f for f in model.model_fields.values() if f.alias == str(key)), None)
+        sub = section_type(field.annotation) if field is not None else None
+        if sub is None:
+            return []
+        model = sub
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def similar_files(path: Path) -> list[Path]:
+    """Existing files whose name is close to a missing `path`'s, beside it or in a `recipes/` folder there."""
+    folders = [path.parent, path.parent / "recipes"]
+    names: dict[str, Path] = {}
+    for d in folders:
+        try:
+            for p in d.iterdir():
+                if p.is_file():
+                    names.setdefault(p.name, p)
+        except OSError:
+            continue
+    stem_hits = [p for p in names.values() if p.stem == path.stem and p != path]
+    close = [names[n] for n in difflib.get_close_matches(path.name, list(names), n=3, cutoff=0.75)]
+    out: list[Path] = []
+    for p in stem_hits + close:
+        if p not in out:
+            out.append(p)
+    return out[:3]
+
+
+def missing_file_hint(path: Path, default: str) -> str:
+    found = similar_files(path)
+    return f"did you mean {' or '.join(str(p) for p in found)}?" if found else default
+
+
 def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> list[RecipeProblem]:
     problems = []
     for e in err.errors():
@@ -188,13 +228,16 @@ def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> l
         hint = _HINTS.get(e["type"])
         if e["type"] == "extra_forbidden":
             msg = f"unknown key `{loc[-1]}`"
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1, cutoff=0.6)
+            if close:
+                msg += f"; did you mean `{close[0]}`?"
             if _loc_str(loc) in _REMOVED:
                 msg, hint = _REMOVED[_loc_str(loc)]
         problems.append(RecipeProblem(path=_loc_str(loc), message=msg, line=line, column=col, hint=hint))
     return problems
 
 
-def _load_yaml(text: str, file: str | None) -> tuple[yaml.Node | None, dict[str, Any]]:
+def load_yaml(text: str, file: str | None) -> tuple[yaml.Node | None, dict[str, Any]]:
     """The composed node tree (for line numbers) and the plain data of a recipe text."""
     try:
         root = yaml.compose(text)
@@ -239,10 +282,8 @@ def _kind_problems(data: dict[str, Any], root: yaml.Node | None) -> list[RecipeP
                 problems.append(RecipeProblem(
                     key, f"a translation recipe has no `{key}` section", line(key),
                     hint="its data, vocabulary, sizes and training budget go under `translation` (`tlc recipe-schema`)"))
-        from tlc_export.tasks.translation import TranslationFamily
-
-        for key, field, allowed in (("export", "formats", TranslationFamily.export_formats),
-                                    ("bench", "backends", TranslationFamily.bench_backends)):
+        for key, field, allowed in (("export", "formats", TRANSLATION_EXPORT_FORMATS),
+                                    ("bench", "backends", TRANSLATION_BENCH_BACKENDS)):
             section = data.get(key)
             values = section.get(field) if isinstance(section, dict) else None
             bad = [v for v in values or [] if v not in allowed]
@@ -263,7 +304,7 @@ def validate_data(data: dict[str, Any], root: yaml.Node | None, base_dir: Path |
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        return None, kind + _problems_from_validation(err, root)
+        return None, kind + _problems_from_validation(err, root) + _raw_file_problems(data, root, base_dir or Path("."))
     if kind:
         return None, kind
     problems = _semantic_problems(recipe, root, base_dir)
@@ -273,40 +314,24 @@ def validate_data(data: dict[str, Any], root: yaml.Node | None, base_dir: Path |
     return recipe, []
 
 
-def parse_plan(text: str, file: str | None = None, base_dir: Path | None = None) -> Recipe | Sweep:
-    """A recipe, or, when it has a `sweep:` section, the sweep with every point validated."""
-    root, data = _load_yaml(text, file)
-    if data.get("sweep") is not None:
-        from tlc_export.sweep.plan import parse_sweep
+def parse_recipe(text: str, file: str | None = None, base_dir: Path | None = None) -> Recipe:
+    """Parse and validate recipe YAML text; raise RecipeError listing every problem.
 
-        return parse_sweep(text, data, root, file, base_dir or Path("."))
+    A sweep recipe is many runs, not one: `tlc_export.sweep.plan.parse_plan` reads it (and `parse_point`
+    one point of it).
+    """
+    root, data = load_yaml(text, file)
+    if data.get("sweep") is not None:
+        node = _key_node(root, ("sweep",))
+        raise RecipeError(file, [RecipeProblem(
+            path="sweep", message="this recipe is a sweep, not one run", line=node.start_mark.line + 1 if node else None,
+            hint="run every point with `tlc run RECIPE`, one with `tlc run RECIPE --point K` "
+            "(`tlc sweep list RECIPE` prints them)")])
     recipe, problems = validate_data(data, root, base_dir)
     if problems:
         raise RecipeError(file, problems)
     assert recipe is not None
     return recipe
-
-
-def parse_recipe(text: str, file: str | None = None, base_dir: Path | None = None, point: int | None = None) -> Recipe:
-    """Parse and validate recipe YAML text; raise RecipeError listing every problem.
-
-    A sweep recipe gives the recipe of its point `point`; without `point` it is an error that says
-    how to run a sweep.
-    """
-    from tlc_export.sweep.plan import Sweep
-
-    plan = parse_plan(text, file, base_dir)
-    if isinstance(plan, Sweep):
-        if point is None:
-            raise RecipeError(file, [RecipeProblem(
-                path="sweep", message=f"this recipe is a sweep of {len(plan.points)} points, not one run",
-                line=plan.line, hint="run every point with `tlc run RECIPE`, one with `tlc run RECIPE --point K` "
-                "(`tlc sweep list RECIPE` prints them)")])
-        return plan.point(point).recipe
-    if point is not None:
-        raise RecipeError(file, [RecipeProblem(path="", message=f"--point {point}: this recipe has no `sweep:` section",
-                                               line=1, hint="drop --point, or add a `sweep:` section")])
-    return plan
 
 
 def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | None) -> list[RecipeProblem]:
@@ -318,20 +343,8 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
         problems.append(RecipeProblem(_loc_str(loc), msg, node.start_mark.line + 1 if node else None, None, hint))
 
     base = base_dir or Path(".")
-
-    def resolve(path: str) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else base / p
-
-    for i, src in enumerate(recipe.data.sources):
-        if src.kind in ("csv", "jsonl") and src.path and not any(ch in src.path for ch in "*?["):
-            p = resolve(src.path)
-            if not p.exists():
-                add(("data", "sources", i, "path"), f"file not found: {p}", "give a path relative to the recipe file, or an absolute one")
-    if recipe.finetune is not None and recipe.finetune.task.kind in ("csv", "jsonl"):
-        p = resolve(recipe.finetune.task.path or "")
-        if not p.exists():
-            add(("finetune", "task", "path"), f"file not found: {p}", "give a path relative to the recipe file, or an absolute one")
+    problems += _file_problems(list(enumerate(recipe.data.sources)), recipe.finetune.task if recipe.finetune else None,
+                               root, base)
     if recipe.export is not None and recipe.export.sparsity is not None and recipe.compress is not None:
         missing = [s for s in recipe.export.sparsity if not any(abs(s - t) < 1e-9 for t in recipe.compress.prune.sparsity)]
         if missing:
@@ -345,20 +358,125 @@ def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | 
     return problems
 
 
-def load_recipe(path: str | Path, point: int | None = None) -> Recipe:
-    """Read and validate a recipe file (`point`: one point of a sweep recipe)."""
-    path = Path(path)
-    if not path.exists():
-        raise RecipeError(str(path), [RecipeProblem("", "file not found", hint="check the path to the recipe YAML")])
-    return parse_recipe(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent, point=point)
+def _file_problems(sources: list[tuple[int, Any]], task: Any, root: yaml.Node | None, base: Path) -> list[RecipeProblem]:
+    """The local files a recipe names: every corpus source (`(index, TextSource)`) and the task (`TaskConfig`)."""
+    problems: list[RecipeProblem] = []
+
+    def add(loc: tuple[Any, ...], msg: str, hint: str | None) -> None:
+        node = _node_at(root, loc)
+        problems.append(RecipeProblem(_loc_str(loc), msg, node.start_mark.line + 1 if node else None, None, hint))
+
+    def resolve(path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else base / p
+
+    relative = "give a path relative to the recipe file, or an absolute one"
+    for i, src in sources:
+        if src.kind in ("text", "csv", "jsonl") and src.path:
+            _source_problems(i, src, resolve(src.path), base, add, relative)
+    if task is not None and task.kind in ("csv", "jsonl"):
+        p = resolve(task.path or "")
+        if not p.exists():
+            add(("finetune", "task", "path"), f"file not found: {p}", missing_file_hint(p, relative))
+        else:
+            _task_problems(task, base, add)
+    return problems
 
 
-def load_plan(path: str | Path) -> Recipe | Sweep:
-    """Read a recipe file: one recipe, or a sweep with every point validated."""
+def _raw_file_problems(data: dict[str, Any], root: yaml.Node | None, base: Path) -> list[RecipeProblem]:
+    """The file checks for a recipe whose fields have errors: each source and the task that validate on their
+    own are checked anyway, so one run of `tlc validate` lists every problem."""
+    from tlc_export.config.data import TextSource
+    from tlc_export.config.finetune import TaskConfig
+
+    def valid(model: Any, raw: Any) -> Any:
+        try:
+            return model.model_validate(raw) if isinstance(raw, dict) else None
+        except ValidationError:
+            return None
+
+    section = data.get("data")
+    raw_sources = section.get("sources") if isinstance(section, dict) else None
+    sources = [(i, s) for i, raw in enumerate(raw_sources if isinstance(raw_sources, list) else [])
+               if (s := valid(TextSource, raw)) is not None]
+    ft = data.get("finetune")
+    task = valid(TaskConfig, ft.get("task")) if isinstance(ft, dict) else None
+    return _file_problems(sources, task, root, base)
+
+
+def _source_problems(i: int, src: Any, full: Path, base: Path, add: Any, relative: str) -> None:
+    """A local corpus source: its glob matches a file, and a table has the columns the source names."""
+    import stat
+
+    from tlc_export.data.local import iter_rows, resolve_glob
+    from tlc_export.errors import DataSourceError
+
+    loc = ("data", "sources", i)
+    try:
+        files = resolve_glob(str(src.path), base, field=f"data.sources[{i}].path")
+    except DataSourceError:
+        glob_like = any(ch in str(src.path) for ch in "*?[")
+        what = f"no file matches {src.path!r} (looked for {full})" if glob_like else f"file not found: {full}"
+        add((*loc, "path"), what, relative if glob_like else missing_file_hint(full, relative))
+        return
+    if src.kind not in ("csv", "jsonl") or stat.S_ISFIFO(files[0].stat().st_mode):
+        return  # a named pipe would lose what validation read from it
+    try:
+        first = next(iter(iter_rows(files[0], src.kind)), None)
+    except (DataSourceError, UnicodeDecodeError) as exc:
+        add((*loc, "path"), f"{files[0]}: cannot read its first row ({exc})", "give a UTF-8 CSV with a header row, or JSON lines")
+        return
+    if first is None:
+        add((*loc, "path"), f"{files[0]}: the file has no rows", "give a file with a header row and at least one row")
+        return
+    for field in ("column", "id_column"):
+        col = getattr(src, field)
+        if col and col not in first:
+            add((*loc, field), f"{files[0]}: no column {col!r} (columns: {', '.join(map(repr, first))})",
+                f"set data.sources[{i}].{field} to one of the file's columns")
+
+
+class _Paths:
+    """What `load_task` asks of a recipe for a local file: paths resolved against the recipe's folder."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def resolve_path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+
+def _task_problems(task: Any, base: Path, add: Any) -> None:
+    """A local task file: it reads, has the columns the task names, and gives three non-empty splits."""
+    import re
+
+    from tlc_export.data.task import load_task
+    from tlc_export.errors import DataSourceError
+
+    try:
+        load_task(task, _Paths(base))  # type: ignore[arg-type]
+    except (DataSourceError, UnicodeDecodeError) as exc:
+        msg = str(exc).removeprefix("finetune.task: ")
+        named = re.search(r"\(from `finetune\.task\.(\w+)`\)", msg)
+        hint: str | None
+        if named:
+            loc: tuple[Any, ...] = ("finetune", "task", named.group(1))
+            hint = None  # the message says which columns there are and what to set
+        elif "empty split" in msg:
+            loc, hint = ("finetune", "task"), None
+        else:
+            loc, hint = ("finetune", "task", "path"), "fix the file (a UTF-8 CSV with a header row, or JSON lines)"
+        add(loc, msg, hint)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file (a sweep's points: `tlc_export.sweep.plan.load_plan`)."""
     path = Path(path)
     if not path.exists():
-        raise RecipeError(str(path), [RecipeProblem("", "file not found", hint="check the path to the recipe YAML")])
-    return parse_plan(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)
+        raise RecipeError(str(path), [RecipeProblem("", "file not found",
+                                                    hint=missing_file_hint(path, "check the path to the recipe YAML"))])
+    return parse_recipe(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)
 
 
 def schema_lines(model: type[Section] = Recipe, prefix: str = "") -> list[tuple[str, str, str, str]]:
@@ -367,7 +485,7 @@ def schema_lines(model: type[Section] = Recipe, prefix: str = "") -> list[tuple[
     for name, field in model.model_fields.items():
         path = f"{prefix}{field.alias or name}"
         ann = field.annotation
-        sub = _section_type(ann)
+        sub = section_type(ann)
         default = "required" if field.is_required() else (
             "(computed)" if field.default_factory is not None else repr(field.default)
         )
@@ -377,15 +495,3 @@ def schema_lines(model: type[Section] = Recipe, prefix: str = "") -> list[tuple[
             list_like = "list[" in str(ann)
             rows.extend(schema_lines(sub, path + ("[]." if list_like else ".")))
     return rows
-
-
-def _section_type(ann: Any) -> type[Section] | None:
-    import typing
-
-    if isinstance(ann, type) and issubclass(ann, Section):
-        return ann
-    for arg in typing.get_args(ann):
-        found = _section_type(arg)
-        if found is not None:
-            return found
-    return None

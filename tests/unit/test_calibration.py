@@ -25,7 +25,7 @@ from tlc_export.report.claims.rules import FAILS, HOLDS, NOISE, NOT_MEASURED
 from tlc_export.report.claims.sizes import Size
 from tlc_export.report.claims.sweep import PointRun, claim_overfit, claim_size_vs_batch
 from tlc_export.stats import above_majority, compare_paired
-from tlc_export.translation.metrics import compare_statistics
+from tlc_export.tasks.translation.metrics import compare_statistics
 
 DRAWS = 2000
 MAX_FPR = 0.06
@@ -110,7 +110,7 @@ def test_claim1_over_seeds_holds_its_error_rate_and_finds_a_seed_robust_effect()
 
 def _point(rng: np.random.Generator, pid: str, batch: int, fraction: float, losses: dict[Size, float],
            difficulty: np.ndarray, counts: np.ndarray) -> PointRun:
-    sizes = [s for s in (SMALL, MID, LARGE) if s in losses]
+    sizes = sorted(losses, key=lambda s: s.params or 0)
     finals = {s.name: _final(rng, difficulty, counts, loss) for s, loss in losses.items()}
     return PointRun(pid, {"pretrain.batch_size": batch, "data.fraction": fraction}, batch, 1e-3, fraction, sizes, finals)
 
@@ -138,15 +138,19 @@ def test_claim6_holds_its_error_rate_and_finds_a_larger_model_that_wins() -> Non
     assert power >= 0.80
 
 
-def simulate_claim7(overfit: float = 0.0, shrink_only: bool = False, draws: int = DRAWS) -> tuple[float, float, float]:
-    """Three sizes at data fractions 1 and 0.01. No effect: every size has the same loss at each fraction.
-    `overfit`: at 0.01 the largest is worse than the middle size by that much (and than the smallest)."""
+EXTRA = [Size(f"{k}L-96H", 150_000 * k) for k in (3, 4, 5)]  # more smaller sizes between SMALL and MID
+
+
+def simulate_claim7(overfit: float = 0.0, extra_sizes: int = 0, draws: int = DRAWS) -> tuple[float, float, float]:
+    """Three sizes (or 3 + `extra_sizes`) at data fractions 1 and 0.01. No effect: every size has the same
+    loss at each fraction. `overfit`: at 0.01 the largest is worse than every other size by that much."""
     statuses, shrink = [], []
+    smaller = [SMALL, *EXTRA[:extra_sizes], MID]
 
     def one(rng: np.random.Generator) -> bool:
         diff, counts = _batches(rng, 10)
-        full = _point(rng, "f1", 8, 1.0, {SMALL: 4.0, MID: 4.0, LARGE: 4.0}, diff, counts)
-        low = _point(rng, "f01", 8, 0.01, {SMALL: 4.5, MID: 4.5, LARGE: 4.5 + overfit}, diff, counts)
+        full = _point(rng, "f1", 8, 1.0, {**{s: 4.0 for s in smaller}, LARGE: 4.0}, diff, counts)
+        low = _point(rng, "f01", 8, 0.01, {**{s: 4.5 for s in smaller}, LARGE: 4.5 + overfit}, diff, counts)
         c = claim_overfit([full, low])
         statuses.append(c.status)
         shrink.append(c.parts[1].status)
@@ -159,6 +163,9 @@ def simulate_claim7(overfit: float = 0.0, shrink_only: bool = False, draws: int 
 def test_claim7_and_its_shrinking_advantage_hold_their_error_rates() -> None:
     fpr, _, shrink_fpr = simulate_claim7()
     assert fpr <= MAX_FPR and shrink_fpr <= MAX_FPR
+    # Against the best of five smaller sizes: without the Bonferroni correction this decides ~10 % of runs.
+    fpr5, _, shrink5 = simulate_claim7(extra_sizes=3)
+    assert fpr5 <= MAX_FPR and shrink5 <= MAX_FPR
 
 
 def test_claim7_finds_a_largest_size_that_overfits() -> None:
@@ -438,10 +445,11 @@ if __name__ == "__main__":  # the measured rates for the closing note
         ("claim 5", simulate_claim5()), ("claim 5 power", simulate_claim5(effect=0.004, draws=500)),
         ("claim 6", simulate_claim6()), ("claim 6 power", simulate_claim6(effect=0.04, draws=500)),
         ("claim 7 (decided, holds, shrink decided)", simulate_claim7()),
+        ("claim 7, five smaller sizes", simulate_claim7(extra_sizes=3)),
         ("claim 7 power", simulate_claim7(overfit=0.04, draws=500)),
         ("McNemar n=300", simulate_paired()), ("McNemar n=30", simulate_paired(n=30)),
         ("McNemar power +10", simulate_paired(gain=0.1, draws=500)),
-        ("above majority", simulate_above_majority()), ("above majority power", simulate_above_majority(0.12, draws=500)),
+        ("above majority", simulate_above_majority()), ("above majority power", simulate_above_majority(gain=0.12, draws=500)),
         ("training effect", simulate_training_effect()), ("training effect power", simulate_training_effect(gain=0.1, draws=500)),
         ("answers ≈", simulate_answer_tables()), ("answers power", simulate_answer_tables(gain=0.12, draws=500)),
         ("BLEU n=20", simulate_bleu(20)), ("BLEU power n=50", simulate_bleu(50, 0.12, draws=300)),

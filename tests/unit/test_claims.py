@@ -30,6 +30,7 @@ from tlc_export.report.claims import (
     build_card,
     card_for_run,
     compare_cards,
+    compare_runs,
 )
 from tlc_export.report.claims.frontier import claim_frontier
 from tlc_export.report.claims.rules import (
@@ -530,6 +531,72 @@ def test_compare_marks_a_flipped_claim_unstable(tmp_path: Path) -> None:
     assert one.exit_code == 1 and "at least two" in " ".join(one.output.split())
 
 
+def test_compare_agrees_with_each_runs_own_card(tmp_path: Path) -> None:
+    """`--compare` recomputes each card; on every claim both runs measured it must say what the run's
+    own report said (claim 4 included: it needs the runs' per-example predictions to be paired)."""
+    a = make_run(tmp_path / "seed-a")
+    b = make_run(tmp_path / "seed-b", curves={SMALL: Curve(0.5, 10), LARGE: Curve(0.6, 2, -1)},
+                 drops={SMALL: (60, 80), LARGE: (70, 90)})
+    own = {}
+    for root, right in ((a, 320), (b, 180)):  # the large dense model gets 330 right: no recovery gain
+        # a large variant small enough to be compared with the small reference (2L-128H.s60.b32, 2.4 MB)
+        rel = f"compress/{LARGE}/variants/{LARGE}.s60.b4.predictions.npz"
+        save_predictions(root / rel, _predictions(_flags(right)))
+        rows = json.loads((root / "compress" / "results.json").read_text())
+        rows.append(_variant(LARGE, 0.6, 4, right / N_TEST, 1_080_000, rel))
+        (root / "compress" / "results.json").write_text(json.dumps(rows))
+        build_report(load_report_data(root, root.name), root / "report")
+        own[root.name] = {c["number"]: c for c in json.loads((root / "report" / "claims.json").read_text())["claims"]}
+    assert own["seed-a"][4]["status"] == HOLDS and own["seed-b"][4]["status"] == FAILS  # both measure claim 4
+    res = CliRunner().invoke(main, ["report", "--compare", str(a), str(b), "--out", str(tmp_path / "cmp")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    cmp = json.loads((tmp_path / "cmp" / "claims_compare.json").read_text())
+    checked = 0
+    for row in cmp["claims"]:
+        for run, cell in zip(cmp["runs"], row["runs"], strict=True):
+            mine = own[run["label"]][row["number"]]
+            if mine["status"] == NOT_MEASURED:
+                continue
+            assert cell["status"] == mine["status"], (run["label"], row["number"], cell, mine["status"])
+            if mine["estimate"] is not None:
+                assert cell["estimate"] == pytest.approx(mine["estimate"])
+            checked += 1
+    assert checked >= 8  # claims 1-5 of both runs, less any a run did not measure
+    assert "rerun the compress stage" not in " ".join(res.output.split())
+
+
+def _resolved(root: Path, seed: int, budget: float = 60) -> None:
+    (root / "recipe.resolved.yaml").write_text(
+        f"name: r{seed}\nmodels: {{sizes: [a, b]}}\npretrain: {{time_budget_s: {budget}, seed: {seed}}}\n")
+
+
+def test_compare_pools_seed_replicates_like_pretrain_seeds(tmp_path: Path) -> None:
+    # Three runs of one recipe with seeds 0, 1, 2: claims 1 and 2 pooled over the seeds, a t-interval with 2 df.
+    runs = [make_run(tmp_path / f"s{i}", curves={SMALL: Curve(0.5, 10), LARGE: Curve(k, 8, -1)})
+            for i, k in enumerate((0.7, 0.65, 0.75))]
+    for i, r in enumerate(runs):
+        _resolved(r, i)
+    cmp = compare_runs(runs)
+    rows = {r["number"]: r for r in cmp["claims"]}
+    per_run = [_final_diff_by_hand(r, SMALL, LARGE) for r in runs]
+    pooled = rows[1]["pooled"]
+    assert pooled["seeds"] == 3 and pooled["estimate"] == pytest.approx(np.mean(per_run), abs=1e-9)
+    half = 4.303 * np.std(per_run, ddof=1) / math.sqrt(3)  # t(0.975, 2) from the table
+    assert pooled["interval"] == pytest.approx((np.mean(per_run) - half, np.mean(per_run) + half), abs=1e-3)
+    assert "indicative" not in pooled["status_text"] and rows[2]["pooled"]["seeds"] == 3
+    assert rows[3]["pooled"] is None and "3 pretraining seeds" in cmp["pooled_note"]
+    # Each run alone is one seed: its decided statuses are indicative.
+    assert all(c["status_label"].endswith("(one seed: indicative)") for c in rows[1]["runs"] if c["status"] == HOLDS)
+    # Runs that differ in more than the seed (here the budget) are not pooled, and the note says why.
+    _resolved(runs[2], 2, budget=30)
+    other = compare_runs(runs)
+    assert all(r["pooled"] is None for r in other["claims"]) and "not replicates" in other["pooled_note"]
+    _resolved(runs[2], 1)
+    same = compare_runs(runs)
+    assert all(r["pooled"] is None for r in same["claims"]) and "share pretraining seeds" in same["pooled_note"]
+
+
 def test_a_run_without_compress_results_says_to_run_the_stage(tmp_path: Path) -> None:
     root = make_run(tmp_path / "r")
     for f in ("results.json", "error_analysis.json"):
@@ -553,3 +620,32 @@ def test_console_card_shows_every_status_and_every_reason(tmp_path: Path) -> Non
         assert claim.status in text
         if claim.status == NOT_MEASURED:
             assert f"{claim.number}. not measured: {claim.reason}" in text
+
+
+def test_card_gives_d_its_unit_and_the_console_says_a_model_did_not_learn(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from tlc_export.report.claims import card_table
+    from tlc_export.report.claims.render import interval_text
+
+    root = make_run(tmp_path / "r")
+    c = card(root)
+    assert interval_text(c[1]).endswith("] nats") and interval_text(c[2]).endswith("] nats")
+    assert interval_text(c[3]).endswith("] Δ drop (fraction)") and interval_text(c[5]).endswith("] mean |W − Q4(W)|")
+    # a drop is accuracy lost: the large model here loses 4 examples in 400 at 4 bits, so its drop is +1.0 point
+    assert f"{LARGE} +1.0 [" in c[3].evidence and "positive = lost" in c[3].evidence
+
+    rows = json.loads((root / "compress" / "results.json").read_text())
+    rel = f"compress/{LARGE}/variants/{LARGE}.s60.b4.predictions.npz"
+    save_predictions(root / rel, _predictions(_flags(320)))
+    rows.append(_variant(LARGE, 0.6, 4, 0.8, 1_080_000, rel))
+    (root / "compress" / "results.json").write_text(json.dumps(rows))
+    c4 = card(root)[4]
+    assert c4.status == HOLDS and interval_text(c4).endswith("] accuracy (fraction)")
+    # the same large variant flagged as not above the majority class: the console card says why it decides nothing
+    rows[-1]["learned_task"] = False
+    (root / "compress" / "results.json").write_text(json.dumps(rows))
+    con = Console(record=True, width=100)
+    con.print(card_table(build_card(load_report_data(root, "t"))))
+    text = " ".join(con.export_text().split())
+    assert f"4. not measured: Not decided: {LARGE}.s60.b4 did not learn the task" in text

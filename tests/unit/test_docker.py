@@ -79,3 +79,33 @@ def test_gpu_extras_pair_onnxruntime_and_tensorrt_by_cuda_major() -> None:
         assert Requirement(trt).name == f"tensorrt-cu{major}"
         assert Requirement(extras[f"gpu-cu{major}"][0]).extras == {f"ort-cu{major}", f"tensorrt-cu{major}"}
     assert "tensorrt" not in extras and "gpu" not in extras  # no unflavoured TensorRT or ONNX Runtime GPU
+
+
+def _docker_runs(text: str) -> list[list[str]]:
+    """Every `docker run …` command in a Markdown text (line continuations joined), as words."""
+    joined = text.replace("\\\n", " ")
+    return [shlex.split(line.strip()) for line in joined.splitlines() if line.strip().startswith("docker run")]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docker/README.md"])
+def test_docker_run_examples_find_their_recipe(doc):
+    """What a documented `docker run` names under /work (its recipe) is in the image or mounted, the image
+    has the registry client the built-in corpus needs, and the data cache it mounts is TLC_HOME."""
+    runs = [w for w in _docker_runs((ROOT / doc).read_text()) if any(x.startswith("tlc:") for x in w)]
+    assert len(runs) == 2, f"{doc}: expected the CPU and the TensorRT image's run example"
+    for words in runs:
+        image = next(w for w in words[2:] if w.startswith("tlc:"))
+        dockerfile = ROOT / "docker" / {"tlc:cpu": "Dockerfile.cpu", "tlc:trt": "Dockerfile.tensorrt"}[image]
+        ins = _instructions(dockerfile)
+        workdir = [rest for w, rest in ins if w == "WORKDIR"][-1]
+        copied = {shlex.split(rest)[-1] for w, rest in ins if w == "COPY"}
+        mounts = {words[i + 1].split(":")[1] for i, w in enumerate(words) if w == "-v"}
+        args = words[words.index(image) + 1:]
+        assert args[0] == "run"
+        recipe = args[1]
+        top = f"{workdir}/{recipe.split('/')[0]}"
+        assert top in copied | mounts, (doc, words, copied, mounts)  # in the image, or mounted into it
+        assert (ROOT / recipe).is_file(), f"{doc}: {recipe} is not in the repository's recipes/"
+        env = " ".join(rest for w, rest in ins if w == "ENV")
+        assert "TLC_HOME=/work/cache" in env and "/work/cache" in mounts
+        assert "install -y --no-install-recommends npm" in " ".join(rest for w, rest in ins if w == "RUN")

@@ -260,11 +260,14 @@ def test_report_shows_the_task_overlap_and_a_finetune_that_had_not_converged(tmp
     (run / "data" / "results.json").write_text(json.dumps({"task_overlap": overlap}))
     out = build_report(load_report_data(run), run / "report")
     assert out["not_converged"] == [SMALL]
-    for text in ((run / "report" / "index.html").read_text(), (run / "report" / "summary.md").read_text()):
+    import html as html_lib
+
+    for raw in ((run / "report" / "index.html").read_text(), (run / "report" / "summary.md").read_text()):
+        text = html_lib.unescape(raw)  # the page writes ' as &#x27;; the markdown as it is
         assert "test 2 of 400 examples share a 13-word run with the pretraining corpus" in text
-        assert "left out the task&#x27;s 100 dev and test documents" in text or "left out the task's 100 dev" in text
-        assert f"{SMALL}&#x27;s finetuning had not converged" in text or f"{SMALL}'s finetuning had not converged" in text
-        assert f"{LARGE}'s finetuning" not in text and f"{LARGE}&#x27;s finetuning" not in text
+        assert "left out the task's 100 dev and test documents" in text
+        assert f"{SMALL}'s finetuning had not converged" in text
+        assert f"{LARGE}'s finetuning" not in text
 
 
 def test_plots_have_error_bars_and_the_majority_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

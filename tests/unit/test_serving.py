@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tlc_export.errors import TlcError
-from tlc_export.serving.inputs import InputFileError, label_ids, read_inputs
-from tlc_export.serving.tokens import ServingTokenizer, length_batches, pad_batch
+from tlc_export.serving.inputs import InputFileError, label_ids, read_inputs, skipped_note
+from tlc_export.tokens import ServingTokenizer, length_batches, pad_batch
 
 TEXTS = ["The film was wonderful, really.", "", "dull " * 80, "A  moving,\tfunny story; its music? Charming!",
          "unicode: café naïve — ok"]
@@ -90,6 +90,16 @@ def test_read_inputs_csv_jsonl_and_errors(tmp_path: Path) -> None:
     txt.write_text("first sentence, with a comma\n\n  \n\"quoted\" second\n")
     t = read_inputs(txt)
     assert t.texts == ["first sentence, with a comma", '"quoted" second'] and t.lines == [1, 4]
+    assert t.skipped == [2, 3]  # said, so the output rows can be matched to the input lines
+    assert skipped_note(t, txt) == (f"{txt}: skipped 2 blank line(s) (line 2, 3); the output has one row per "
+                                    "non-blank line, in order")
+    (blank := tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(InputFileError, match="only blank lines"):
+        read_inputs(blank)
+    (latin := tmp_path / "latin.txt").write_bytes("caf\u00e9 ok\n".encode() + "na\u00efve\n".encode("latin-1"))
+    with pytest.raises(InputFileError, match=r"latin.txt:2: not UTF-8 text \(byte 0xef\); save it as UTF-8") as e:
+        read_inputs(latin)
+    assert "\n" not in str(e.value)
     with pytest.raises(InputFileError, match=r"no column 'ref' \(columns: 'text'\); pass --reference-column"):
         read_inputs(txt, label_column="ref", label_flag="--reference-column")
     with pytest.raises(InputFileError, match="no such file"):

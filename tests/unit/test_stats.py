@@ -249,3 +249,30 @@ def test_welch_mean_of_differences_one_group_matches_welch_by_hand() -> None:
     assert d == pytest.approx(2.5 - 2.5) and got_df == pytest.approx(df, abs=0.01)
     assert 4 < df < 5  # between t(0.975, 4) = 2.776 and t(0.975, 5) = 2.571
     assert 2.571 * math.sqrt(va + vb) <= hi <= 2.776 * math.sqrt(va + vb) and lo == pytest.approx(-hi)
+
+
+def test_t_interval_of_a_textbook_sample() -> None:
+    """1..5: mean 3, s = √2.5, n − 1 = 4 degrees of freedom, t(0.975, 4) = 2.776 from a printed table."""
+    from tlc_export.stats import t_interval
+
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = 2.776 * math.sqrt(2.5) / math.sqrt(5)
+    assert mean == 3.0
+    assert lo == pytest.approx(3.0 - half, abs=2e-3) and hi == pytest.approx(3.0 + half, abs=2e-3)
+
+
+def test_welch_mean_of_differences_over_two_groups_divides_the_variance_by_g_squared() -> None:
+    """d = (d₁ + d₂) / 2, so Var(d) = (Var d₁ + Var d₂) / 4; with df ≈ 8.13 the 97.5 % point lies between the
+    printed t(0.975, 9) = 2.262 and t(0.975, 8) = 2.306."""
+    from tlc_export.stats import welch_mean_of_differences
+
+    groups = [([1.0, 2.0, 3.0, 4.0], [2.0, 2.5, 3.0]), ([0.0, 1.0, 0.5, 1.5], [3.0, 1.0, 2.0, 2.5])]
+    parts = [np.var(x, ddof=1) / len(x) for pair in groups for x in pair]
+    dofs = [len(x) - 1 for pair in groups for x in pair]
+    var = sum(parts) / 4
+    df = sum(parts) ** 2 / sum(v * v / k for v, k in zip(parts, dofs, strict=True))
+    d, lo, hi, got_df = welch_mean_of_differences(groups)
+    assert d == pytest.approx(((2.5 - 2.5) + (0.75 - 2.125)) / 2)
+    assert got_df == pytest.approx(df, abs=0.01) and 8 < df < 9
+    assert 2.262 * math.sqrt(var) <= hi - d <= 2.306 * math.sqrt(var)
+    assert d - lo == pytest.approx(hi - d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tlc_export.report.claims.rules import FAILS, HOLDS, NOISE, NOT_MEASURED
 from tlc_export.report.claims.sizes import Size
@@ -120,3 +121,20 @@ def test_a_single_run_says_how_to_measure_them() -> None:
     six, seven = not_in_single_run()
     assert (six.number, seven.number) == (6, 7) and six.status == seven.status == NOT_MEASURED
     assert "ablation-batch.yaml" in six.reason and "ablation-data.yaml" in seven.reason
+
+
+def test_sweep_claims_take_their_interval_over_pretraining_seeds() -> None:
+    # Each point pretrained with two seeds: claim 7's difference is decided over the seeds (t, 1 df).
+    pts = [_point("f1", 8, 1.0, small=4.0, large=3.5), _point("f01", 8, 0.01, small=4.2, large=4.6)]
+    second = {"f1": (4.02, 3.52), "f01": (4.21, 4.65)}
+    for p in pts:
+        s, l_ = second[p.id]
+        p.replicas = [{SMALL.name: _final(s, 7), LARGE.name: _final(l_, 8)}]
+    c = claim_overfit(pts)
+    per_seed = [4.6 - 4.2, 4.65 - 4.21]
+    assert c.seeds == 2 and c.parts[0].numbers["per_seed_diff"] == pytest.approx(per_seed, abs=1e-9)
+    half = 12.706 * abs(per_seed[0] - per_seed[1]) / 2  # t(0.975, 1) from the table
+    assert c.interval == pytest.approx((np.mean(per_seed) - half, np.mean(per_seed) + half), abs=1e-3)
+    assert "2 pretraining seeds" in c.interval_method and c.status == HOLDS and "indicative" not in c.status_text
+    six = claim_size_vs_batch([_point("b8", 8, 1.0, 4.0, 3.5), _point("b16", 16, 1.0, 3.9, 3.4)])
+    assert six.seeds == 1 and six.status_text == "holds (one seed: indicative)"

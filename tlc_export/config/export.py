@@ -54,6 +54,19 @@ class ExportConfig(Section):
         "bench's batch_sizes. Together the profiles cover 1..trt_max_batch.",
     )
     trt_max_seq_len: int = Field(default=128, ge=1, description="TensorRT optimisation profile: longest sequence.")
+    integer_kernels: bool = Field(
+        default=True,
+        description="onnx-int8 / onnx-int4 run the variant's own codes on ONNX Runtime's integer kernels "
+        "(DynamicQuantizeMatMul + the rank-1 correction of the paper's offset; MatMulNBits with float zero points; "
+        "GatherBlockQuantized tables) instead of dequantizing every weight on every call. false: the "
+        "DequantizeLinear files (the exact fp32 function of the codes, slower).",
+    )
+    int4_kernel: Literal["matmulnbits-acc0", "matmulnbits-acc4", "int8-at-load"] = Field(
+        default="int8-at-load",
+        description="How onnx-int4 runs its 4-bit codes on CPU: MatMulNBits with float zero points at accuracy level 0 "
+        "or 4 (fp32 compute: exact), or the 4-bit codes (stored two per byte) widened to int8 when ONNX Runtime loads the "
+        "file, for DynamicQuantizeMatMul (activations quantized dynamically). runtime_bench.own_codes_speed times all three.",
+    )
     optimize_cpu_graph: bool = Field(
         default=True,
         description="Fuse the ONNX Runtime CPU formats (onnx-fp32, onnx-int8, onnx-int4, and onnx-int8-dynamic, which is "

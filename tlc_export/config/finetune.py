@@ -44,6 +44,16 @@ class TaskConfig(Section):
         return self
 
 
+def _number(x: object) -> object:
+    """A YAML `2e-4` string as the number it means; anything else unchanged (pydantic then says what is wrong)."""
+    if isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return x
+    return x
+
+
 class FinetuneConfig(Section):
     """Finetuning of every pretrained size on the task.
 
@@ -98,6 +108,14 @@ class FinetuneConfig(Section):
     @field_validator("lr", mode="before")
     @classmethod
     def _lr_list(cls, v: object) -> object:
+        if isinstance(v, str):  # YAML reads `2e-4` (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                raise ValueError(f"`lr` takes a number (e.g. 2.0e-4) or a list of numbers ([1.0e-4, 2.0e-4]), "
+                                 f"got {v!r}") from None
+        if isinstance(v, list):
+            return [_number(x) for x in v]
         return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
     @field_validator("seeds", mode="before")

@@ -64,6 +64,14 @@ class PretrainConfig(Section):
         default=True, description="Compute the vocabulary head only on masked positions (same loss, less work)."
     )
     seed: int = Field(default=0, description="Seed for initialisation, data order and masking.")
+    seeds: list[int] | None = Field(
+        default=None,
+        description="Pretraining seeds that replicate every size (e.g. [0, 1]). The first is `seed` (it trains into "
+        "pretrain/<size>/ and feeds finetuning, as a one-seed run does); each further seed trains every size again, "
+        "same budget, into pretrain/replicas/seed-<s>/<size>/. With two or more, claims 1 and 2 (and a sweep's 6 and "
+        "7) take their interval over the seeds instead of one seed's validation batches. None or one seed: a "
+        "one-seed run, same folders and cache keys as without this field.",
+    )
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch (None = torch's default).")
 
     @field_validator("keep_checkpoints_at")
@@ -73,6 +81,33 @@ class PretrainConfig(Section):
         if bad:
             raise ValueError(f"fractions of the budget must be in (0, 1], got {bad}")
         return sorted(set(v))
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and not v:
+            raise ValueError("give at least one seed, or leave pretrain.seeds out")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"duplicate seeds in {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _first_seed(self) -> PretrainConfig:
+        if self.seeds:
+            if "seed" in self.model_fields_set and self.seed != self.seeds[0]:
+                raise ValueError(f"pretrain.seed={self.seed} and pretrain.seeds={self.seeds} disagree: the first of "
+                                 "seeds is the seed; drop pretrain.seed or make it the first of seeds")
+            if self.seed != self.seeds[0]:
+                self.seed = self.seeds[0]
+        return self
+
+    def replica_seeds(self) -> list[int]:
+        """The seeds after the first: each trains every size once more."""
+        return list(self.seeds[1:]) if self.seeds else []
+
+    def key_omitted(self) -> set[str]:
+        """Fields left out of the cache key at their one-seed value, so one-seed runs keep their keys."""
+        return {"seeds"} if not self.replica_seeds() else set()
 
     @model_validator(mode="after")
     def _micro(self) -> PretrainConfig:

@@ -90,6 +90,7 @@ class _Projection:
     bias: np.ndarray
     shape: tuple[int, int]
     scale: float  # product of the scalar multipliers met on the way to the QKᵀ MatMul
+    source: str = ""  # the MatMul's weight input name (an initializer when `weight` is a constant)
 
 
 def _projection(g: _Graph, name: str, shapes: dict[str, tuple[int, ...]]) -> _Projection | None:
@@ -123,19 +124,26 @@ def _projection(g: _Graph, name: str, shapes: dict[str, tuple[int, ...]]) -> _Pr
             if len(shape) != 2 or b is None or b.ndim != 1 or b.shape[0] != shape[1]:
                 return None
             weight = w.astype(np.float32) if w is not None else mm.input[1]
-            return _Projection(mm.input[0], weight, b.astype(np.float32), (int(shape[0]), int(shape[1])), scale)
+            return _Projection(mm.input[0], weight, b.astype(np.float32), (int(shape[0]), int(shape[1])), scale, mm.input[1])
         else:
             return None
     return None
 
 
-def fuse_preln_attention_(model: onnx.ModelProto, num_heads: int, mask_input: str = "attention_mask") -> int:
+def fuse_preln_attention_(model: onnx.ModelProto, num_heads: int, mask_input: str = "attention_mask",
+                          packed: dict[str, list[str]] | None = None) -> int:
     """Replace every exported self-attention block by one `com.microsoft.Attention`; returns how many.
 
     In place. A block is fused only when Q, K and V are projections of the same tensor with constant
     [H, H] weights and biases, and the attention output leaves through Transpose + Reshape to [B, S, H].
     The additive mask is assumed to be the key-padding mask of `mask_input` (what the exporter writes
     for an encoder); the caller's numerical validation with padded batches checks that assumption.
+
+    `packed` (a dict, filled in): the projections stay a plain `MatMul` on the packed [H, 3H] weight,
+    then `Split` and `com.microsoft.MultiHeadAttention` (the QKV bias as its `bias`). The packed
+    initializer's name maps to its three source initializers (Q, K, V, side by side along the output
+    columns), so a later pass can put integer codes there (`tlc_export.export.integer`): `Attention`
+    would take the weight itself, and its quantized form (`QAttention`) has integer zero points only.
     """
     graph = model.graph
     if mask_input not in {i.name for i in graph.input}:
@@ -172,6 +180,22 @@ def fuse_preln_attention_(model: onnx.ModelProto, num_heads: int, mask_input: st
         prefix = f"tlc_attention_{fused}"
         b = np.concatenate([q.bias, k.bias, v.bias])
         graph.initializer.append(numpy_helper.from_array(b, f"{prefix}.qkv_bias"))
+        consts = all(isinstance(p.weight, np.ndarray) for p in (q, k, v))
+        if packed is not None and consts:
+            w = np.concatenate([q.weight, k.weight, v.weight], axis=1)  # type: ignore[list-item]
+            graph.initializer.append(numpy_helper.from_array(w, f"{prefix}.qkv_weight"))
+            graph.initializer.append(numpy_helper.from_array(np.array([hidden] * 3, np.int64), f"{prefix}.qkv_split"))
+            packed[f"{prefix}.qkv_weight"] = [q.source, k.source, v.source]
+            parts = [f"{prefix}.{p}" for p in "qkv"]
+            new_nodes += [
+                helper.make_node("MatMul", [q.x, f"{prefix}.qkv_weight"], [f"{prefix}.qkv"], name=f"{prefix}_qkv"),
+                helper.make_node("Split", [f"{prefix}.qkv", f"{prefix}.qkv_split"], parts, name=f"{prefix}_split", axis=-1),
+                helper.make_node("MultiHeadAttention", [*parts, f"{prefix}.qkv_bias", MASK_INT32], [rs.output[0]],
+                                 name=prefix, domain=MS_DOMAIN, num_heads=num_heads, scale=q.scale * k.scale),
+            ]
+            rs.output[0] = f"{rs.output[0]}.unfused"
+            fused += 1
+            continue
         if all(isinstance(p.weight, np.ndarray) for p in (q, k, v)):
             w = np.concatenate([q.weight, k.weight, v.weight], axis=1)  # type: ignore[list-item]
             graph.initializer.append(numpy_helper.from_array(w, f"{prefix}.qkv_weight"))
@@ -269,13 +293,27 @@ def optimize_for_cpu(
 
     Raises whatever the optimizer raises; the caller decides whether to fall back.
     """
+    model = onnx.load(str(src)) if not isinstance(src, onnx.ModelProto) else src
+    opt, info = optimize_proto(model, num_heads, hidden_size, fuse_attention)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst, suffix=".onnx") as tmp:
+        onnx.save_model(opt, str(tmp))
+    return info
+
+
+def optimize_proto(
+    model: onnx.ModelProto, num_heads: int, hidden_size: int, fuse_attention: bool = True,
+    packed: dict[str, list[str]] | None = None,
+) -> tuple[onnx.ModelProto, GraphOptimization]:
+    """The fused graph of `model` (changed in place by the attention fusion) and what was fused;
+    `packed`: see `fuse_preln_attention_` (projections kept as one MatMul on the packed weight)."""
     import logging
 
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model = onnx.load(str(src)) if not isinstance(src, onnx.ModelProto) else src
     before = _counts(model)
-    attention = fuse_preln_attention_(model, num_heads) if fuse_attention else 0
+    attention = fuse_preln_attention_(model, num_heads, packed=packed) if fuse_attention else 0
     # The optimizer logs every pattern it tried; keep the export console readable.
     quiet = logging.getLogger("onnxruntime.transformers")
     level = quiet.level
@@ -288,8 +326,4 @@ def optimize_for_cpu(
         opt.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     after = _counts(opt.model)
     fusions = {op: after[op] - before.get(op, 0) for op in FUSED_OPS if after[op] - before.get(op, 0) > 0}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dst, suffix=".onnx") as tmp:
-        onnx.save_model(opt.model, str(tmp))
-    return GraphOptimization(True, fusions, attention, sum(before.values()), sum(after.values()))
+    return opt.model, GraphOptimization(True, fusions, attention, sum(before.values()), sum(after.values()))

@@ -4,6 +4,11 @@ Tolerances (max |logit difference|, scaled by max(1, max |reference logit|)):
 - same function in fp32 (fp32, own INT8/INT4 codes, re-zeroing masks): 1e-3 — only the
   summation order of MatMul differs between PyTorch and ORT;
 - fp16 graph: 5e-2 — fp16 rounding of weights (~1e-3 relative) accumulated over layers;
+- own codes on integer kernels with dynamically quantized activations (onnx-int8, and onnx-int4 when
+  its codes run on DynamicQuantizeMatMul): 5e-2 — the weights are the variant's codes exactly, each
+  GEMM input is rounded to a per-tensor uint8 grid (≤ 1/510 of its range), a relative error of a few
+  1e-3 per layer. *Relative*: 5e-2 × max |reference logit| (`RELATIVE`), since that error scales with
+  the logits, also below 1; the tests' models show 0.7–1.5 %, a corrupted scale or LayerNorm 25–35 %;
 - formats that re-quantize activations (int8-dynamic/-static) or weights on their own grid
   (int4-matmulnbits): not a logit check but the dev-accuracy difference, reported, not raised —
   they are different functions by design.
@@ -24,7 +29,8 @@ from torch import nn
 from tlc_export.errors import ExportMismatchError, OutputMismatch, StageError
 from tlc_export.export.session import session  # noqa: F401 - re-exported: callers import it from here
 
-TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2, "int8-act": 5e-2}
+RELATIVE = {"int8-act"}  # tolerance × max |reference| (the others: × max(1, max |reference|))
 
 
 @dataclass
@@ -58,11 +64,11 @@ def encode(tokenizer, examples: Sequence, max_length: int, batch_size: int) -> l
 
 def encode_by_length(tokenizer_dir: str | os.PathLike[str], examples: Sequence, max_length: int,
                      batch_size: int) -> list[Batch]:
-    """`Example`s as `tlc predict` batches them (`tlc_export.serving.tokens`): the bundle's tokenizer,
+    """`Example`s as `tlc predict` batches them (`tlc_export.tokens`): the bundle's tokenizer,
     sorted by length, `batch_size` per batch, each padded to its longest row; `Batch.index` maps rows back
     to `examples`. Scoring files with these batches makes `tlc predict` reproduce their accuracy exactly,
     also for dynamic INT8, whose activation scales depend on the batch."""
-    from tlc_export.serving.tokens import ServingTokenizer, length_batches, pad_batch
+    from tlc_export.tokens import ServingTokenizer, length_batches, pad_batch
 
     tok = ServingTokenizer.from_dir(tokenizer_dir, max_length)
     pairs = [e.text_pair for e in examples]
@@ -129,16 +135,17 @@ def compare(
     batches: Sequence[Batch],
     tolerance: float | None,
     sess=None,
+    relative: bool = False,
 ) -> tuple[float, float, list[np.ndarray]]:
     """Run `path` on `batches`; raise ExportMismatchError when max |diff| exceeds
-    tolerance × max(1, max |reference|). Returns (max_abs_diff, effective tolerance, ORT logits).
-    `tolerance=None` only measures (activation-quantized formats)."""
+    tolerance × max(1, max |reference|) (`relative`: tolerance × max |reference|). Returns
+    (max_abs_diff, effective tolerance, ORT logits). `tolerance=None` only measures."""
     sess = sess or session(path, exact=True)
     got = onnx_logits(sess, batches)
     d, scale = max_abs_diff(got, reference)
     if tolerance is None:
         return d, float("nan"), got
-    tol = tolerance * max(1.0, scale)
+    tol = tolerance * (max(scale, 1e-6) if relative else max(1.0, scale))
     if not np.isfinite(d) or d > tol:
         raise ExportMismatchError("<in-memory model>" if isinstance(path, bytes) else str(Path(path)), [OutputMismatch("logits", d, tol)])
     return d, tol, got

@@ -26,12 +26,14 @@ from tlc_export import atomic, integrity
 from tlc_export.atomic import read_jsonl
 from tlc_export.report.checkpoints import Study, checkpoint_study, fig8_png, table2_lines
 from tlc_export.report.claims import card_html, card_markdown, write_card
+from tlc_export.report.claims.build import replica_curves
 from tlc_export.report.claims.card import Card
 from tlc_export.report.claims.sizes import Size, order_sizes
 from tlc_export.report.claims.sweep import PointRun, claim_overfit, claim_size_vs_batch
 from tlc_export.report.curve_plots import overlay_png
 from tlc_export.report.html import esc, img
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
+from tlc_export.store import PLAN_FILE, POINTS_DIR
 
 STAGES = ("data", "pretrain", "finetune", "compress", "export", "bench", "report")
 _FILES = {"curves-by-size": "sweep_curves_by_size.png", "curves-by-point": "sweep_curves_by_point.png",
@@ -39,15 +41,11 @@ _FILES = {"curves-by-size": "sweep_curves_by_size.png", "curves-by-point": "swee
 
 
 def _plan(parent: Path) -> dict[str, Any]:
-    from tlc_export.sweep.run import PLAN_FILE
-
     return json.loads((parent / PLAN_FILE).read_text())
 
 
 def point_statuses(parent: str | Path) -> list[dict[str, Any]]:
     """Per point of the plan: id, label, folder and each stage's status in its manifest ({} when not started)."""
-    from tlc_export.sweep.run import POINTS_DIR
-
     root = Path(parent)
     out = []
     for p in _plan(root)["points"]:
@@ -102,9 +100,10 @@ def _load_point(p: dict[str, Any]) -> PointResults:
 def _point_run(r: PointResults) -> PointRun:
     pre, data = r.recipe.get("pretrain") or {}, r.recipe.get("data") or {}
     rows = {str(x["model"]): x for x in r.pretrain.get("models", [])}
+    replicas = [{s: pts[-1] for s, pts in c.items()} for c in replica_curves(r.dir / "pretrain")]
     return PointRun(r.id, r.values, int(pre.get("batch_size") or 0), float(pre.get("lr") or 0.0),
                     float(data.get("fraction", 1.0)), r.sizes, {s: pts[-1] for s, pts in r.curves.items()},
-                    {s: float(x["epochs"]) for s, x in rows.items() if x.get("epochs") is not None})
+                    {s: float(x["epochs"]) for s, x in rows.items() if x.get("epochs") is not None}, replicas)
 
 
 def _final_loss(r: PointResults, size: str) -> str:
@@ -188,7 +187,7 @@ def _table2_sections(rep: dict[str, Any]) -> list[tuple[str, list[list[str]] | N
 
 
 def _html(rep: dict[str, Any]) -> str:
-    from tlc_export.report.html import _CSS, _JS
+    from tlc_export.report.html import CSS, JS
 
     plan, figs = rep["plan"], rep["figures"]
     head, rows = _point_rows(rep)
@@ -196,7 +195,7 @@ def _html(rep: dict[str, Any]) -> str:
     fields = ", ".join(f"{k}: {v}" for k, v in plan["fields"].items())
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>tlc sweep — {esc(plan['name'])}</title><style>{_CSS}</style></head><body>",
+        f"<title>tlc sweep — {esc(plan['name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Sweep — {esc(plan['name'])}</h1>",
         f"<p class='note'>mode {esc(plan['mode'])} over {esc(fields)}; {n_done} of {len(rep['points'])} point(s) "
         "have pretraining results (this report merges whatever has finished).</p>",
@@ -218,7 +217,7 @@ def _html(rep: dict[str, Any]) -> str:
             parts.append(_html_table(lines[0], lines[1:], "table2-" + title.split(" ")[0]))
         if note:
             parts.append(f"<p class='note'>{esc(note)}</p>")
-    parts.append(f"<script>{_JS}</script></body></html>")
+    parts.append(f"<script>{JS}</script></body></html>")
     return "\n".join(parts)
 
 

@@ -4,12 +4,12 @@
 BUNDLE/model.onnx            (+ model.onnx.data when the weights exceed 2 GB)
 BUNDLE/config.json           HF config with id2label / label2id
 BUNDLE/tokenizer.json, tokenizer_config.json, special_tokens_map.json
-BUNDLE/tlc.json              provenance (schema below, `tlc_export.package.bundle`)
+BUNDLE/tlc.json              provenance (schema below, `tlc_export.tasks.classification.package.bundle`)
 BUNDLE/README.md
 BUNDLE/triton/<name>/config.pbtxt, triton/<name>/1/model.onnx | model.plan
 ```
 
-A translation bundle (tlc.json `family: translation`, `tlc_export.serving.translation`) holds
+A translation bundle (tlc.json `family: translation`, `tlc_export.tasks.translation.serving.translator`) holds
 encoder.onnx, decoder.onnx, tokenizer/ (the run's translation tokenizer folder), tlc.json and README.md.
 """
 
@@ -55,6 +55,10 @@ def read_meta(root: str | Path) -> dict[str, Any]:
         raise BundleError(f"{root}: no such bundle folder; create one with `tlc package RUN_DIR --out {root}`")
     if not root.is_dir():
         raise BundleError(f"{root}: not a folder; a bundle is the folder `tlc package` writes")
+    if not (root / META_FILE).exists() and (root / "manifest.json").is_file():
+        raise BundleError(f"{root}: this is a run directory, not a bundle; package it first with "
+                          f"`tlc package {root} --out BUNDLE --max-storage-mb MB` (or --variant NAME), "
+                          "then `tlc predict BUNDLE …`")
     return _read_json(root / META_FILE)
 
 

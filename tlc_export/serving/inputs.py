@@ -1,18 +1,18 @@
 """Texts to classify or translate from a CSV, TSV, JSONL or plain-text file (`tlc predict --file`), with clear errors.
 
-A .txt file holds one text per line (blank lines skipped), read as the column `text`.
+A .txt file holds one text per line, read as the column `text`; blank lines are skipped, and `skipped`
+lists them so the CLI can say which output rows moved.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlc_export.errors import TlcError
+from tlc_export.rows import delimited_rows, jsonl_rows
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
 TXT_COLUMN = "text"
@@ -30,34 +30,35 @@ class InputTable:
     pairs: list[str | None] | None
     labels: list[Any] | None
     lines: list[int]
+    skipped: list[int] = field(default_factory=list)  # lines of a .txt file left out because they are blank
+
+
+def _text(path: Path) -> str:
+    """The file as text, or a one-line error naming the line of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise InputFileError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8, "
+                             f"e.g. `iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}`") from None
 
 
 def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise InputFileError(f"{path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .txt")
-    text = path.read_text(encoding="utf-8-sig")
+    text = _text(path)
     if kind == "txt":
-        return [(n, {TXT_COLUMN: line}) for n, line in enumerate(text.splitlines(), start=1) if line.strip()], [TXT_COLUMN]
+        return [(n, {TXT_COLUMN: line}) for n, line in enumerate(text.splitlines(), start=1)], [TXT_COLUMN]
     if kind in ("csv", "tsv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if kind == "tsv" else ",")
-        columns = list(reader.fieldnames or [])
-        return [(i + 2, dict(r)) for i, r in enumerate(reader)], columns
-    rows, columns = [], []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputFileError(f"{path}:{n}: not valid JSON ({e.msg}); one JSON object per line") from e
-        if not isinstance(obj, dict):
-            raise InputFileError(f"{path}:{n}: expected a JSON object like {{\"text\": \"...\"}}, got {type(obj).__name__}")
-        for k in obj:
-            if k not in columns:
-                columns.append(k)
-        rows.append((n, obj))
-    return rows, columns
+        rows, columns = delimited_rows(text.splitlines(), delimiter="\t" if kind == "tsv" else ",")
+        return list(rows), columns
+    records, columns = [], []
+    for n, obj in jsonl_rows(text.splitlines(), path, InputFileError):
+        columns += [k for k in obj if k not in columns]
+        records.append((n, obj))
+    return records, columns
 
 
 def read_inputs(path: str | Path, text_column: str = "text", pair_column: str | None = None,
@@ -77,6 +78,10 @@ def read_inputs(path: str | Path, text_column: str = "text", pair_column: str | 
     texts: list[str] = []
     pairs: list[str | None] = []
     labels: list[Any] = []
+    skipped = [line for line, rec in records if path.suffix.lower() == ".txt" and not rec[TXT_COLUMN].strip()]
+    records = [(line, rec) for line, rec in records if line not in set(skipped)]
+    if not records:
+        raise InputFileError(f"{path}: only blank lines (no texts to run)")
     for line, rec in records:
         value = rec.get(text_column)
         if not isinstance(value, str):
@@ -88,7 +93,17 @@ def read_inputs(path: str | Path, text_column: str = "text", pair_column: str | 
             pairs.append(None if p is None else str(p))
         if label_column is not None:
             labels.append(rec.get(label_column))
-    return InputTable(texts, pairs if pair_column else None, labels if label_column else None, [n for n, _ in records])
+    return InputTable(texts, pairs if pair_column else None, labels if label_column else None, [n for n, _ in records],
+                      skipped)
+
+
+def skipped_note(table: InputTable, path: str | Path | None) -> str | None:
+    """What `tlc predict` says when blank lines were left out (so output rows no longer match input lines)."""
+    if not table.skipped:
+        return None
+    shown = ", ".join(map(str, table.skipped[:10])) + (", …" if len(table.skipped) > 10 else "")
+    return (f"{path}: skipped {len(table.skipped)} blank line(s) (line {shown}); the output has one row per "
+            "non-blank line, in order")
 
 
 def label_ids(values: Sequence[Any], names: Sequence[str], path: str | Path, lines: Sequence[int], column: str) -> list[int]:

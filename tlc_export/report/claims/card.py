@@ -55,6 +55,7 @@ class Claim:
     rule: str
     reason: str | None = None
     metric: str | None = None
+    unit: str | None = None  # d's unit, printed after it in every view (nats, accuracy as a fraction, weight error)
     estimate: float | None = None
     interval: tuple[float, float] | None = None
     interval_method: str | None = None

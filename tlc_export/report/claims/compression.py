@@ -117,7 +117,8 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
                   for s, d, c in pairs
                   if d.get(f"{load.split}_accuracy") is not None and c.get(f"{load.split}_accuracy") is not None]
         shown = ", ".join(f"{r['model']} {100 * r['drop']:+.1f}" for r in points)
-        evidence = f"{label}: {load.split} accuracy drop, points, without intervals: {shown}." if points else str(exc)
+        evidence = (f"{label}: {load.split} accuracy lost to compression (positive = lost, negative = gained), points, "
+                    f"without intervals: {shown}." if points else str(exc))
         return Part(name, NOT_MEASURED, evidence, reason=str(exc), numbers={"per_size_point_estimates": points})
     weak = [f"{s.name} ({d['variant']})" for s, _, _, d, _ in flags if d.get("learned_task") is False]
     if weak:
@@ -151,7 +152,8 @@ def _part(name: str, label: str, sizes: Sequence[Size], variants: Sequence[dict[
         shape = "does not shrink with size"
     listing = ", ".join(f"{r['model']} {100 * r['drop']:+.1f} [{100 * r['drop_interval'][0]:+.1f}, "
                         f"{100 * r['drop_interval'][1]:+.1f}]" for r in per_size)
-    evidence = (f"{label}: {load.split} accuracy drop from each size's own uncompressed model, points: {listing}. "
+    evidence = (f"{label}: {load.split} accuracy lost to compression, each size against its own uncompressed model "
+                f"(positive = lost, negative = gained), points: {listing}. "
                 f"The drop {shape}. {large.name} − {small.name}: {100 * d:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}], "
                 f"exact sign-flip test on the {int(np.count_nonzero(per_example))} examples where the drops differ: "
                 f"p = {p:.3g}.")
@@ -213,7 +215,9 @@ def claim_compression(sizes: Sequence[Size], variants: Sequence[dict[str, Any]],
     return Claim(
         number=3, key="compression-drop", figure=FIGURE, claim=CLAIM,
         status=status, reason=reason, evidence=evidence, rule=_rule(split),
-        metric=(f"Δ {split} accuracy drop under {lead.name}, largest − smallest size (fraction)" if lead else None),
+        metric=(f"Δ {split} accuracy drop under {lead.name}, largest − smallest size (fraction; a drop is the "
+                "accuracy lost to compression, positive = lost)" if lead else None),
+        unit="Δ drop (fraction)" if lead else None,
         estimate=lead.estimate if lead else None, interval=lead.interval if lead else None,
         interval_method=INTERVAL_METHOD if lead else None,
         compared=({"larger": lead.numbers["larger"], "smaller": lead.numbers["smaller"]} if lead else None),

@@ -174,7 +174,7 @@ def claim_wallclock(sizes: Sequence[Size], curves: Curves, budget_s: float | Non
             "claim": "Larger models reach a lower validation loss in the same wall-clock time",
             "rule": difference_rule("the final validation loss (mean masked-LM loss, nats)", "lower") +
             f" Needs per-batch validation losses from at least {MIN_BATCHES} batches.",
-            "metric": "Δ final validation loss, largest − smallest size (nats)",
+            "metric": "Δ final validation loss, largest − smallest size (nats)", "unit": "nats",
             "sources": [f"pretrain/{s.name}/curves.jsonl" for s in have]}
     if len(have) < 2:
         reason = _too_few_sizes(have, sizes)
@@ -245,7 +245,7 @@ def claim_steps(sizes: Sequence[Size], curves: Curves, replicas: Sequence[Curves
             "rule": difference_rule("the validation loss at the last step every size reached (interpolated linearly "
                                     "between evaluations where a size has none there)", "lower") +
             f" Needs per-batch validation losses from at least {MIN_BATCHES} batches.",
-            "metric": "Δ validation loss at the last common step, largest − smallest size (nats)",
+            "metric": "Δ validation loss at the last common step, largest − smallest size (nats)", "unit": "nats",
             "sources": [f"pretrain/{s.name}/curves.jsonl" for s in have]}
     if len(have) < 2:
         reason = _too_few_sizes(have, sizes)

@@ -112,6 +112,7 @@ def claim_errors(sizes: Sequence[Size], error_rows: Any) -> Claim:
                 f"{round(100 * float(sparsity or 0))} % sparsity (Figure 9, right; descriptive): {prune_txt}.")
     return Claim(status=status, evidence=evidence,
                  metric=f"Δ mean {bits}-bit quantization error per matrix over module types, largest − smallest size",
+                 unit=f"mean |W − Q{bits}(W)|",
                  estimate=d, interval=(lo, hi), interval_method=INTERVAL_METHOD,
                  compared={"larger": large.name, "smaller": small.name},
                  numbers={"bits": bits, "sparsity": sparsity, "per_size": per_size, "relative_difference": rel,

@@ -64,6 +64,7 @@ def claim_frontier(variants: list[dict[str, Any]], verdict: Verdict | None = Non
         claim=CLAIM,
         status=status, reason=reason, evidence=v.sentence, rule=rule,
         metric="accuracy of the large compressed witness − the small reference (fraction)" if interval else None,
+        unit="accuracy (fraction)" if interval else None,
         estimate=estimate, interval=interval, interval_method=method,
         compared=({"larger": str(wit.get("variant")), "smaller": str(ref.get("variant"))} if ref and wit else None),
         numbers=numbers, sources=["compress/results.json"],

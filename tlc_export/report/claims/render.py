@@ -19,7 +19,7 @@ INTRO = ("Each row is a claim of Train Large, Then Compress, the evidence this r
          "{split} accuracies report; dev only selects. A status decided from one pretraining seed is labelled "
          "\"one seed: indicative\". " + MULTIPLICITY + " Machine-readable: claims.json.")
 _STYLE = {HOLDS: "green", FAILS: "red", NOISE: "yellow", NOT_MEASURED: "dim"}
-_CSS = """<style>
+CSS = """<style>
 #claims-table{width:100%}
 #claims-table td{white-space:normal;text-align:left;vertical-align:top}
 #claims-table td.claim{min-width:12rem;max-width:18rem} #claims-table td.fig{white-space:nowrap}
@@ -43,9 +43,10 @@ def interval_text(c: Claim) -> str:
     """`d [lo, hi]`, `d (no interval)` or `-`: the same string in every view."""
     if c.estimate is None:
         return "-"
+    unit = f" {c.unit}" if c.unit else ""
     if c.interval is None:
-        return f"{num(c.estimate)} (no interval)"
-    return f"{num(c.estimate)} [{num(c.interval[0])}, {num(c.interval[1])}]"
+        return f"{num(c.estimate)}{unit} (no interval)"
+    return f"{num(c.estimate)} [{num(c.interval[0])}, {num(c.interval[1])}]{unit}"
 
 
 def _details(c: Claim) -> str:
@@ -76,7 +77,7 @@ def card_html(card: Card) -> str:
             f'<td class="fig">{esc(c.figure)}</td><td class="status {_CLASS[c.status]}">{_status_html(c)}</td>'
             f'<td class="d">{esc(interval_text(c))}</td><td class="wrap">{esc(c.evidence)}{_details(c)}</td></tr>')
     head = "".join(f"<th class='l'>{h}</th>" for h in ("#", "claim", "paper", "status", "d [95 % interval]", "evidence"))
-    return (f"{_CSS}<h2 id='claims'>{TITLE}</h2><p class='note'>{esc(INTRO.format(split=card.split.capitalize()))}</p>"
+    return (f"{CSS}<h2 id='claims'>{TITLE}</h2><p class='note'>{esc(INTRO.format(split=card.split.capitalize()))}</p>"
             f"<div class='scroll'><table id='claims-table'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
@@ -117,14 +118,20 @@ def compare_table(cmp: dict[str, Any]) -> Table:
     for r in cmp["runs"]:
         t.add_column(r["label"], overflow="fold", ratio=1)
     t.add_column("across runs", overflow="fold")
+    pooled = any(row.get("pooled") for row in cmp["claims"])
+    if pooled:
+        t.add_column("pooled over seeds", overflow="fold")
     for row in cmp["claims"]:
         cells = []
-        for cell in row["runs"]:
+        for cell in row["runs"] + ([row.get("pooled") or {"status": "-", "d": "-"}] if pooled else []):
             style = _STYLE.get(cell["status"], "white")
             label = cell.get("status_label") or cell["status"]
             cells.append(f"[{style}]{label}[/{style}]" + (f"\n{cell['d']}" if cell["d"] != "-" else ""))
         stab = row["stability"]
-        t.add_row(str(row["number"]), row["claim"], *cells, f"[red]{stab}[/red]" if stab == "unstable" else stab)
+        stab_cell = f"[red]{stab}[/red]" if stab == "unstable" else stab
+        t.add_row(str(row["number"]), row["claim"], *(cells[:len(row["runs"])] + [stab_cell] + cells[len(row["runs"]):]))
+    if cmp.get("pooled_note"):
+        t.caption = cmp["pooled_note"]
     return t
 
 
@@ -137,6 +144,12 @@ def compare_markdown(cmp: dict[str, Any]) -> str:
         cells = [f"{_md(c['status_text'])}; d {_md(c['d'])}" for c in row["runs"]]
         stab = f"**{row['stability']}**" if row["stability"] == "unstable" else row["stability"]
         lines.append(f"| {row['number']} | {_md(row['claim'])} | " + " | ".join(cells) + f" | {stab} |")
+    pooled = [r for r in cmp["claims"] if r.get("pooled")]
+    if pooled:
+        lines.append("\n| # | pooled over every run's seeds | d [95 % interval] |\n|---|---|---|")
+        lines += [f"| {r['number']} | **{_md(r['pooled']['status_text'])}** | {_md(r['pooled']['d'])} |" for r in pooled]
+    if cmp.get("pooled_note"):
+        lines.append(f"\n{_md(cmp['pooled_note'])}")
     lines.append(f"\n{cmp['rule']}\n")
     return "\n".join(lines)
 
@@ -154,7 +167,17 @@ def compare_html(cmp: dict[str, Any]) -> str:
                     f"<td class='claim'>{esc(row['claim'])}</td>{cells}"
                     f"<td class='{'unstable' if row['stability'] == 'unstable' else 'l'}'>{stab}</td></tr>")
     runs_txt = "".join(f"<li><b>{esc(r['label'])}</b>: {esc(r['run_dir'])}</li>" for r in runs)
+    pooled = [r for r in cmp["claims"] if r.get("pooled")]
+    pooled_html = ""
+    if pooled:
+        pooled_html = ("<h2>Pooled over every run's pretraining seeds</h2><table id='claims-pooled'><tbody>" + "".join(
+            f"<tr data-claim='{r['number']}' data-status='{esc(r['pooled']['status'])}'><td>{r['number']}</td>"
+            f"<td class='claim'>{esc(r['claim'])}</td><td class='status {_CLASS.get(r['pooled']['status'], '')}'>"
+            f"{esc(r['pooled']['status_text'])}</td><td class='d'>{esc(r['pooled']['d'])}</td></tr>" for r in pooled)
+            + "</tbody></table>")
+    if cmp.get("pooled_note"):
+        pooled_html += f"<p class='note'>{esc(cmp['pooled_note'])}</p>"
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tlc — claims across runs</title>"
-            f"<style>{_PAGE_CSS}</style>{_CSS}</head><body><h1>Claims across runs</h1><ul>{runs_txt}</ul>"
+            f"<style>{_PAGE_CSS}</style>{CSS}</head><body><h1>Claims across runs</h1><ul>{runs_txt}</ul>"
             f"<div class='scroll'><table id='claims-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-            f"</table></div><p class='note'>{esc(cmp['rule'])}</p></body></html>")
+            f"</table></div>{pooled_html}<p class='note'>{esc(cmp['rule'])}</p></body></html>")

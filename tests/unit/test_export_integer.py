@@ -1,0 +1,224 @@
+"""Own codes on integer kernels (`tlc_export.export.integer`): each reference is built with numpy and plain
+onnx/onnxruntime (the paper's formula, DequantizeLinear + Add graphs written here), not with the exporter."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from tlc_export.compress.quantize import QuantConfig, QuantizedTensor, quantize_
+from tlc_export.errors import ExportMismatchError
+from tlc_export.export import validate as V
+from tlc_export.export.integer import integer_model, to_integer_kernels_
+from tlc_export.export.onnx_export import InitializerRef, export_template, save_model
+
+K, N = 64, 48
+
+
+def _paper_codes(w: np.ndarray, bits: int) -> tuple[np.ndarray, float, float]:
+    """The paper's per-tensor asymmetric grid in numpy: codes, Δ, q0 (independent of the compress stage)."""
+    q0, qmax = float(w.min()), float(w.max())
+    d = (qmax - q0) / (2**bits - 1)
+    return np.round((w - q0) / d).astype(np.int64), d, q0
+
+
+def _qt(codes_torch_layout: np.ndarray, d: float, q0: float, bits: int) -> QuantizedTensor:
+    return QuantizedTensor(torch.from_numpy(codes_torch_layout.astype(np.uint8)), torch.tensor(d, dtype=torch.float32),
+                           torch.tensor(q0, dtype=torch.float32), bits, "per-tensor", 32, False)
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def _matmul_graph(w_onnx: np.ndarray) -> onnx.ModelProto:
+    """X [B, S, K] · W [K, N] with W an fp32 initializer (what the exporter writes for a Linear)."""
+    g = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["Y"])], "g",
+                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, None, K])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w_onnx.astype(np.float32), "W")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    return m
+
+
+def _dq_add_reference(codes_onnx: np.ndarray, d: float, q0: float) -> onnx.ModelProto:
+    """The DequantizeLinear + Add(q0) + MatMul graph of the paper's codes, written by hand."""
+    nodes = [helper.make_node("DequantizeLinear", ["C", "S"], ["Wd"]),
+             helper.make_node("Add", ["Wd", "Q0"], ["W"]),
+             helper.make_node("MatMul", ["X", "W"], ["Y"])]
+    inits = [numpy_helper.from_array(codes_onnx.astype(np.uint8), "C"), numpy_helper.from_array(np.float32(d), "S"),
+             numpy_helper.from_array(np.float32(q0), "Q0")]
+    g = helper.make_graph(nodes, "ref", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, None, K])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    return m
+
+
+def _grid_x(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Activations that DynamicQuantizeLinear represents exactly: (i − 128)/64 for i in 0..255, both ends
+    present, so its scale is 1/64 and its zero point 128 and the integer GEMM is exact."""
+    x = (rng.integers(0, 256, size=shape) - 128) / 64.0
+    x.reshape(-1)[0], x.reshape(-1)[1] = -128 / 64.0, 127 / 64.0
+    return x.astype(np.float32)
+
+
+def _integer_matmul(codes: np.ndarray, d: float, q0: float, bits: int, **kw) -> tuple[onnx.ModelProto, object]:
+    m = _matmul_graph(d * codes + q0)  # ONNX layout [K, N] = torch weight transposed
+    refs = {"W": InitializerRef("W", "lin.weight", True)}
+    rep = to_integer_kernels_(m, refs, {"lin.weight": _qt(codes.T, d, q0, bits)}, **kw)
+    return m, rep
+
+
+@pytest.mark.parametrize("bits", [8, 6])
+def test_rank1_correction_equals_dq_add_graph(bits):
+    rng = np.random.default_rng(0)
+    w = (rng.normal(size=(K, N)) * 0.05 + 0.01).astype(np.float32)  # q0 = min W is not a multiple of Δ
+    codes, d, q0 = _paper_codes(w, bits)
+    assert abs(q0 / d - round(q0 / d)) > 1e-3  # the offset the correction exists for
+    model, rep = _integer_matmul(codes, d, q0, bits)
+    ops = [n.op_type for n in model.graph.node]
+    assert "DynamicQuantizeMatMul" in ops and "DequantizeLinear" not in ops and rep.corrections == 1
+    ref_model = _dq_add_reference(codes, d, q0)
+
+    x = _grid_x(rng, (2, 5, K))  # exactly representable: only the algebra is tested
+    ref = _run(ref_model, {"X": x})
+    got = _run(model, {"X": x})
+    np.testing.assert_allclose(got, ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
+
+    x = rng.normal(size=(2, 5, K)).astype(np.float32)  # general activations: dynamic quantization error only
+    ref = _run(ref_model, {"X": x})
+    got = _run(model, {"X": x})
+    sqnr = 10 * np.log10((ref**2).sum() / ((got - ref) ** 2).sum())
+    assert sqnr > 30, sqnr
+
+    # without the rank-1 term the result is off by c·rowsum(X): the test above would see it
+    corr = next(i for i in model.graph.initializer if i.name.endswith("__correction"))
+    corr.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(corr)), corr.name))
+    x = _grid_x(rng, (2, 5, K))
+    off = _run(model, {"X": x}) - _run(ref_model, {"X": x})
+    assert np.abs(off).max() > 100 * 2e-5 * np.abs(_run(ref_model, {"X": x})).max()
+
+
+def test_float_zero_points_reproduce_the_codes():
+    """MatMulNBits with float zero points −q0/Δ: feeding the identity returns Δ·codes + q0, whose codes
+    (recovered with the paper's formula) are exactly the stored ones."""
+    rng = np.random.default_rng(1)
+    w = (rng.normal(size=(K, N)) * 0.05 - 0.003).astype(np.float32)
+    codes, d, q0 = _paper_codes(w, 4)
+    model, rep = _integer_matmul(codes, d, q0, 4, four_bit=True, int4_kernel="matmulnbits-acc0")
+    nb = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nb) == 1 and rep.matmul_nbits == ["W"]
+    zp = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == nb[0].input[3]))
+    assert zp.dtype == np.float32 and np.allclose(zp, -q0 / d, rtol=1e-6)
+    eye = np.eye(K, dtype=np.float32)[None]
+    w_ort = _run(model, {"X": eye})[0]  # [K, N]: the weight ORT computes with
+    np.testing.assert_array_equal(np.round((w_ort - q0) / d).astype(np.int64), codes)
+    np.testing.assert_allclose(w_ort, d * codes + q0, atol=1e-6)
+
+
+def _tiny_classifier(hidden: int = 64, vocab: int = 300) -> torch.nn.Module:
+    from transformers import RobertaPreLayerNormConfig, RobertaPreLayerNormForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = RobertaPreLayerNormConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=2 * hidden, max_position_embeddings=40, num_labels=3,
+                                    type_vocab_size=1)
+    m = RobertaPreLayerNormForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return m
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    m = _tiny_classifier()
+    tpl = export_template(m, tmp_path_factory.mktemp("int") / "graph.onnx")
+    return m, tpl
+
+
+def _batches(vocab: int = 300) -> list[V.Batch]:
+    g = np.random.default_rng(2)
+    ids = g.integers(3, vocab, size=(4, 24))
+    mask = np.ones_like(ids)
+    mask[1, 15:] = 0
+    mask[3, 4:] = 0
+    return [V.Batch(ids.astype(np.int64), mask.astype(np.int64), np.zeros(4, np.int64))]
+
+
+@pytest.mark.parametrize("bits,kernel", [(8, None), (4, "matmulnbits-acc0"), (4, "int8-at-load")])
+def test_embeddings_quantized_and_file_computes_the_variant(classifier, tmp_path, bits, kernel):
+    m, tpl = classifier
+    mq = copy.deepcopy(m)
+    q = quantize_(mq, QuantConfig(bits=bits))
+    model, rep, opt = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64, four_bit=bits == 4,
+                                    int4_kernel=kernel or "matmulnbits-acc0")
+    path = tmp_path / "own.onnx"
+    save_model(model, path)
+    table = "roberta_prelayernorm.embeddings.word_embeddings.weight"
+    # the table is stored as codes (one uint8 per code, or two 4-bit codes per byte), never as fp32
+    inits = {i.name: i for i in model.graph.initializer}
+    assert not any(i.data_type == TensorProto.FLOAT and tuple(i.dims) == (300, 64) for i in inits.values())
+    gbq = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert gbq and any(n.input[1] == "input_ids" for n in gbq)
+    codes = numpy_helper.to_array(inits[gbq[0].input[0]])
+    assert codes.dtype == np.uint8 and codes.shape == (300, 64 if bits == 8 else 32)
+    if bits == 4:  # unpacked nibbles are the compress stage's codes
+        lo, hi = codes & 15, codes >> 4
+        np.testing.assert_array_equal(np.stack([lo, hi], -1).reshape(300, 64), q[table if table in q else "model." + table].codes.numpy())
+    assert not rep.fallback
+    batches = _batches()
+    ref = V.torch_logits(mq, batches)
+    exact = bits == 4 and kernel.startswith("matmulnbits")
+    d, tol, _ = V.compare(path, ref, batches, V.TOLERANCE["fp32" if exact else "int8-act"], relative=not exact)
+    assert d <= tol
+    assert opt["attention_fused"] == 2
+
+
+def test_corrupted_scale_raises_typed_mismatch(classifier, tmp_path):
+    m, tpl = classifier
+    mq = copy.deepcopy(m)
+    q = quantize_(mq, QuantConfig(bits=8))
+    model, _, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
+    batches = _batches()
+    ref = V.torch_logits(mq, batches)
+    good = tmp_path / "good.onnx"
+    save_model(model, good)
+    d, tol, _ = V.compare(good, ref, batches, V.TOLERANCE["int8-act"], relative=True)
+    assert d <= tol
+    bad = copy.deepcopy(model)
+    scale = next(i for i in bad.graph.initializer if i.name.endswith("__scale") and "attention" in i.name)
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 3.0, scale.name))
+    path = tmp_path / "bad.onnx"
+    save_model(bad, path)
+    with pytest.raises(ExportMismatchError) as e:
+        V.compare(path, ref, batches, V.TOLERANCE["int8-act"], relative=True)
+    assert str(path) in str(e.value)
+
+
+def test_masked_asymmetric_weights_fall_back_to_dequantize(classifier):
+    """A pruned position of the paper's grid has no code: that weight keeps DequantizeLinear (and says why)."""
+    m, tpl = classifier
+    mq = copy.deepcopy(m)
+    q = quantize_(mq, QuantConfig(bits=8))
+    name = next(n for n in q if n.endswith("intermediate.dense.weight"))
+    mask = torch.rand(q[name].shape, generator=torch.Generator().manual_seed(0)) > 0.5
+    q[name].set_mask_(mask)
+    with torch.no_grad():
+        dict(mq.named_parameters())[name].copy_(q[name].dequantize())
+    model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
+    assert any("pruning mask" in why for why in rep.fallback.values())
+    batches = _batches()
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, batches[0].feeds())[0]
+    ref = V.torch_logits(mq, batches)[0]
+    assert np.abs(got - ref).max() <= V.TOLERANCE["int8-act"] * np.abs(ref).max()

@@ -1,0 +1,501 @@
+"""The compress stage's own codes on ONNX Runtime's integer kernels (CPU), not dequantized per call.
+
+A DequantizeLinear (+ Add(q0)) file rebuilds every fp32 weight on every call and then runs fp32
+GEMMs: small, not fast. Here each weight matrix keeps the variant's codes but feeds an integer (or
+fused low-bit) kernel directly:
+
+- 8-bit containers (the b8 / b6 variants) → `com.microsoft.DynamicQuantizeMatMul` plus a rank-1
+  correction. The paper's grid is W = D·W_I + q0 (q0 = min W, not an integer multiple of D). With
+  z = round(-q0/D), the code nearest 0, and c = q0 + z·D (|c| ≤ D/2):
+
+      X·W = D·(X·(W_I − z)) + c·rowsum(X)
+
+  The first term is the integer GEMM on the stored codes (as int8 `W_I − 128` with zero point
+  `z − 128`: the same codes, shifted into the signed container ORT's u8s8 kernels take, and
+  centred, so quantizing X costs no more than it does for ORT's own INT8); the second is a
+  `ReduceSum` over X times c. Per-channel grids give per-column D, z, c; symmetric grids have c = 0
+  (no correction) and map directly. X is quantized dynamically (per tensor, uint8), as in
+  `onnx-int8-dynamic`: the file is the variant's weights with dynamically quantized activations.
+- 4-bit → `com.microsoft.MatMulNBits`, whose block scales and *float* zero points hold any grid:
+  per-tensor / per-channel codes get the same D in every block and zero point −q0/D, so
+  (W_I − zp)·D = D·W_I + q0 exactly; block grids map block for block. No correction term.
+- Embedding tables → `com.microsoft.GatherBlockQuantized` (gather the codes, dequantize the rows
+  looked up) then `Add` of the grid's offset; a table is never dequantized whole.
+- Packed attention (`optimize.fuse_preln_attention_(packed=...)`): the Q, K, V codes sit side by side
+  in one [H, 3H] code matrix with per-column scale / zero point / correction, each column carrying
+  its own projection's grid: one integer GEMM, the variant's three grids unchanged.
+
+What none of these kernels can hold falls back to codes + DequantizeLinear (`qdq.dequant_nodes`,
+8-bit container) and is listed in the report: asymmetric weights with a pruning mask (a re-zeroed
+position has no code), 8-bit block grids, 4-bit blocks that are not a power of two ≥ 16. A Gemm
+(the classifier head, A·Wᵀ + C) is taken as a MatMul plus its bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from tlc_export.errors import StageError
+from tlc_export.export.onnx_export import InitializerRef
+from tlc_export.export.qdq import CodesLike, dequant_nodes
+
+MS = "com.microsoft"
+ACCURACY_LEVELS = (0, 4)  # MatMulNBits: 0 = fp32 compute on dequantized blocks, 4 = int8 compute where supported
+# How a 4-bit file runs its weight matrices: MatMulNBits at accuracy level 0 or 4, or the 4-bit codes
+# widened to int8 at load (constant-folded) for DynamicQuantizeMatMul.
+INT4_KERNELS = ("matmulnbits-acc0", "matmulnbits-acc4", "int8-at-load")
+
+
+@dataclass
+class IntegerReport:
+    """What `to_integer_kernels_` did, per kernel, and which weights fell back to DequantizeLinear (why)."""
+
+    dynamic_matmul: list[str] = field(default_factory=list)
+    matmul_nbits: list[str] = field(default_factory=list)
+    gather_quantized: list[str] = field(default_factory=list)
+    corrections: int = 0
+    corrections_dropped: list[str] = field(default_factory=list)  # outputs only LayerNorms read (see row_shift_invisible)
+    int4_kernel: str | None = None
+    packed: dict[str, list[str]] = field(default_factory=dict)  # packed QKV weight → its source initializers (Q, K, V)
+    fallback: dict[str, str] = field(default_factory=dict)
+    accuracy_level: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Part:
+    name: str  # the source initializer
+    ref: InitializerRef
+    q: CodesLike
+
+
+def _columns(q: CodesLike, transposed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes [K, N] int64, scale [N] or [nb, N], offset like scale) in ONNX MatMul layout (X·B)."""
+    codes = q.codes.detach().cpu().to(dtype=torch.int16).numpy().astype(np.int64)
+    scale = q.scale.detach().cpu().double().numpy()
+    offset = q.offset.detach().cpu().double().numpy()
+    rows, cols = q.shape  # torch layout
+    if transposed:  # torch [N, K] → ONNX [K, N]
+        codes = codes.T
+        n = rows
+        if q.granularity == "per-tensor":
+            return codes, np.full(n, scale.reshape(())), np.full(n, offset.reshape(()))
+        if q.granularity == "per-channel":
+            return codes, scale.reshape(n), offset.reshape(n)
+        return codes, scale.reshape(rows, -1).T, offset.reshape(rows, -1).T  # block: [nb, N]
+    if q.granularity != "per-tensor":
+        raise _Unsupported(f"{q.granularity} grid on an untransposed MatMul weight (its channels are not columns)")
+    return codes, np.full(cols, scale.reshape(())), np.full(cols, offset.reshape(()))
+
+
+class _Unsupported(Exception):
+    """This weight cannot go to the integer kernel; the message says why (it falls back)."""
+
+
+def _check_parts(parts: Sequence[_Part]) -> None:
+    for p in parts:
+        if len(p.q.shape) != 2:
+            raise _Unsupported("not a matrix")
+        if getattr(p.q, "mask", None) is not None and not p.q.symmetric and not bool(p.q.mask.all()):
+            raise _Unsupported("asymmetric codes with a pruning mask (a re-zeroed weight has no code)")
+    kinds = {(p.q.symmetric, p.q.granularity == "block", p.q.bits > 4) for p in parts}
+    if len(kinds) != 1:
+        raise _Unsupported("packed parts on different grids")
+
+
+def _pow2_block(k: int, cap: int = 256) -> int:
+    """The largest power of two in [16, cap] dividing k (MatMulNBits / GatherBlockQuantized blocks), else 32."""
+    for b in (256, 128, 64, 32, 16):
+        if b <= cap and k % b == 0:
+            return b
+    return 32
+
+
+class _Builder:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        g = model.graph
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in g.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.graph_outputs = {o.name for o in g.output}
+        self.init_names = {i.name for i in g.initializer}
+        self.inits: list[onnx.TensorProto] = []
+        self.rowsum: dict[str, str] = {}
+        self.report = IntegerReport()
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    # -- 8-bit: DynamicQuantizeMatMul + rank-1 correction ---------------------------------------------
+    def dynamic_matmul(self, node: onnx.NodeProto, w: str, parts: Sequence[_Part], nibbles: bool = False) -> list[onnx.NodeProto]:
+        """DynamicQuantizeMatMul on the codes (+ the rank-1 correction). `nibbles`: 4-bit codes stored two
+        per byte and widened to int8 by constant nodes, which ONNX Runtime folds when it loads the file
+        (storage of INT4, the kernel of INT8)."""
+        if any(p.q.granularity == "block" for p in parts):
+            raise _Unsupported("block grid (DynamicQuantizeMatMul scales are per column)")
+        cols = [_columns(p.q, p.ref.transposed) for p in parts]
+        codes = np.concatenate([c[0] for c in cols], axis=1)
+        scale = np.concatenate([c[1] for c in cols])
+        offset = np.concatenate([c[2] for c in cols])
+        x, y = node.input[0], node.output[0]
+        symmetric = parts[0].q.symmetric
+        shift = 8 if nibbles else 128  # stored codes − shift fit the signed container of ORT's u8s8 kernels
+        lo, hi = (-(shift - 1), shift - 1) if symmetric else (0, 2 * shift - 1)
+        if codes.min() < lo or codes.max() > hi:
+            raise StageError(f"{w}: codes in [{codes.min()}, {codes.max()}] outside {lo}..{hi}")
+        if symmetric:
+            b, zp, c = codes, None, None
+        else:
+            z = np.clip(np.round(-offset / scale), 0, 2 ** parts[0].q.bits - 1)
+            b = codes - shift
+            zp = (z - shift).astype(np.int8)
+            c = (offset + z * scale).astype(np.float32)
+        uniform = bool(np.all(scale == scale[0])) and (zp is None or bool(np.all(zp == zp[0])))
+        s = np.float32(scale[0]) if uniform else scale.astype(np.float32)
+        nodes: list[onnx.NodeProto] = []
+        if nibbles:
+            nodes += self._widen(f"{w}__codes", b + 8)
+        else:
+            self.const(f"{w}__codes", b.astype(np.int8))
+        ins = [x, f"{w}__codes", self.const(f"{w}__scale", np.asarray(s, np.float32))]
+        if zp is not None:
+            ins.append(self.const(f"{w}__zero_point", np.asarray(zp[0] if uniform else zp, np.int8)))
+        self.report.dynamic_matmul.append(w)
+        uniform_c = c is not None and bool(np.all(c == c[0]))
+        if c is None or not np.any(c) or (uniform_c and self.row_shift_invisible(y)):
+            # A per-row constant added to a tensor that only LayerNorms read changes nothing downstream.
+            if c is not None and np.any(c):
+                self.report.corrections_dropped.append(w)
+            return [*nodes, helper.make_node("DynamicQuantizeMatMul", ins, [y], name=f"{w}__dqmm", domain=MS)]
+        nodes.append(helper.make_node("DynamicQuantizeMatMul", ins, [f"{w}__xw"], name=f"{w}__dqmm", domain=MS))
+        r = self.rowsum.get(x)
+        if r is None:
+            r = self.rowsum[x] = f"{x}__rowsum"
+            axes = self.const(f"{x}__rowsum_axes", np.array([-1], np.int64))
+            nodes.append(helper.make_node("ReduceSum", [x, axes], [r], name=f"{x}__rowsum", keepdims=1))
+        widths = [p.q.shape[0] if p.ref.transposed else p.q.shape[1] for p in parts]
+        per_part = np.split(c, np.cumsum(widths)[:-1])
+        if not uniform_c and len(parts) > 1 and len(set(widths)) == 1 and all(np.all(pc == pc[0]) for pc in per_part):
+            # Packed Q/K/V, one c per part: add [B, S, P, 1] to the output viewed as [B, S, P, H] (one pass),
+            # not a materialized [B, S, 3H] correction.
+            cp = self.const(f"{w}__correction", np.array([pc[0] for pc in per_part], np.float32))
+            view = self.const(f"{w}__parts_view", np.array([0, 0, len(parts), widths[0]], np.int64))
+            flat = self.const(f"{w}__parts_flat", np.array([0, 0, len(parts) * widths[0]], np.int64))
+            last = self.const(f"{w}__last", np.array([-1], np.int64))
+            nodes += [helper.make_node("Mul", [r, cp], [f"{w}__rank1"], name=f"{w}__rank1"),
+                      helper.make_node("Unsqueeze", [f"{w}__rank1", last], [f"{w}__rank1_4d"], name=f"{w}__rank1_4d"),
+                      helper.make_node("Reshape", [f"{w}__xw", view], [f"{w}__xw_4d"], name=f"{w}__xw_4d"),
+                      helper.make_node("Add", [f"{w}__xw_4d", f"{w}__rank1_4d"], [f"{w}__sum_4d"], name=f"{w}__corrected"),
+                      helper.make_node("Reshape", [f"{w}__sum_4d", flat], [y], name=f"{w}__sum")]
+            self.report.corrections += 1
+            return nodes
+        cc = self.const(f"{w}__correction", np.float32(c[0]) if uniform_c else c)
+        nodes += [helper.make_node("Mul", [r, cc], [f"{w}__rank1"], name=f"{w}__rank1"),
+                  helper.make_node("Add", [f"{w}__xw", f"{w}__rank1"], [y], name=f"{w}__corrected")]
+        self.report.corrections += 1
+        return nodes
+
+    def _widen(self, name: str, stored: np.ndarray) -> list[onnx.NodeProto]:
+        """Nodes computing int8 `stored − 8` [K, N] from `stored` (0..15) kept two per byte; every input
+        is an initializer, so ONNX Runtime's constant folding runs them once, at load."""
+        k, n = stored.shape
+        even = np.zeros((k, n + n % 2), np.uint8)
+        even[:, :n] = stored
+        packed = (even[:, 0::2] | (even[:, 1::2] << 4)).astype(np.uint8)
+        p = name
+        self.const(f"{p}__nibbles", packed)
+        self.const(f"{p}__low", np.array(15, np.uint8))
+        self.const(f"{p}__four", np.array(4, np.uint8))
+        self.const(f"{p}__last", np.array([-1], np.int64))
+        self.const(f"{p}__shape", np.array([k, n + n % 2], np.int64))
+        self.const(f"{p}__eight", np.array(8, np.int32))
+        nodes = [
+            helper.make_node("BitwiseAnd", [f"{p}__nibbles", f"{p}__low"], [f"{p}__lo"]),
+            helper.make_node("BitShift", [f"{p}__nibbles", f"{p}__four"], [f"{p}__hi"], direction="RIGHT"),
+            helper.make_node("Unsqueeze", [f"{p}__lo", f"{p}__last"], [f"{p}__lo3"]),
+            helper.make_node("Unsqueeze", [f"{p}__hi", f"{p}__last"], [f"{p}__hi3"]),
+            helper.make_node("Concat", [f"{p}__lo3", f"{p}__hi3"], [f"{p}__pairs"], axis=-1),
+            helper.make_node("Reshape", [f"{p}__pairs", f"{p}__shape"], [f"{p}__u8"]),
+            helper.make_node("Cast", [f"{p}__u8"], [f"{p}__i32"], to=onnx.TensorProto.INT32),
+            helper.make_node("Sub", [f"{p}__i32", f"{p}__eight"], [f"{p}__c32"]),
+        ]
+        if n % 2:
+            self.const(f"{p}__start", np.array([0], np.int64))
+            self.const(f"{p}__stop", np.array([n], np.int64))
+            nodes.append(helper.make_node("Slice", [f"{p}__c32", f"{p}__start", f"{p}__stop", f"{p}__last"], [f"{p}__cut"]))
+        nodes.append(helper.make_node("Cast", [f"{p}__cut" if n % 2 else f"{p}__c32"], [name], to=onnx.TensorProto.INT8))
+        return nodes
+
+    def row_shift_invisible(self, tensor: str) -> bool:
+        """True when adding the same number to every element of a row of `tensor` cannot change the
+        graph's outputs: every path from it is residual sums (Add, SkipLayerNormalization's sum output)
+        that end in LayerNormalizations over the last axis, which subtract the row mean."""
+        seen: set[str] = set()
+        stack = [tensor]
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if t in self.graph_outputs or not self.consumers.get(t):
+                return False
+            for n in self.consumers[t]:
+                axis = next((a.i for a in n.attribute if a.name == "axis"), -1)
+                if n.op_type == "LayerNormalization" and n.input[0] == t and axis == -1:
+                    continue
+                if n.op_type == "SkipLayerNormalization" and t in n.input[:2]:
+                    if any(o for o in n.output[1:3]):  # mean / inverse std-dev outputs would see the shift
+                        return False
+                    if len(n.output) > 3 and n.output[3]:
+                        stack.append(n.output[3])
+                    continue
+                if n.op_type == "Add" and self._rowwise_add(n, t):
+                    stack.append(n.output[0])
+                    continue
+                return False
+        return True
+
+    def _rowwise_add(self, n: onnx.NodeProto, t: str) -> bool:
+        """An Add of `t` and a non-constant tensor of the same shape (a residual sum), not a broadcast constant."""
+        other = n.input[1] if n.input[0] == t else n.input[0]
+        return other not in self.init_names
+
+    # -- 4-bit: MatMulNBits with float zero points ---------------------------------------------------
+    def matmul_nbits(self, node: onnx.NodeProto, w: str, parts: Sequence[_Part], level: int) -> list[onnx.NodeProto]:
+        cols = [_columns(p.q, p.ref.transposed) for p in parts]
+        codes = np.concatenate([c[0] for c in cols], axis=1)  # [K, N]
+        k, n = codes.shape
+        q = parts[0].q
+        if q.granularity == "block":
+            bs = q.group_size
+            if bs < 16 or bs & (bs - 1):
+                raise _Unsupported(f"block {bs} is not a power of two ≥ 16 (MatMulNBits)")
+            scale = np.concatenate([c[1] for c in cols], axis=1)  # [nb, N]
+            offset = np.concatenate([c[2] for c in cols], axis=1)
+        else:
+            bs = _pow2_block(k)
+            nb = -(-k // bs)
+            scale = np.tile(np.concatenate([c[1] for c in cols])[None, :], (nb, 1))
+            offset = np.tile(np.concatenate([c[2] for c in cols])[None, :], (nb, 1))
+        nb = scale.shape[0]
+        if q.symmetric:
+            codes = codes + 8  # signed ±7 → 1..15 around MatMulNBits' default zero point 8
+            zp = None
+        else:
+            zp = (-offset / scale).T.reshape(-1).astype(np.float32)  # [N * nb]: (W_I − zp)·D = D·W_I + q0
+        if codes.min() < 0 or codes.max() > 15:
+            raise StageError(f"{w}: 4-bit codes outside 0..15")
+        padded = np.zeros((nb * bs, n), np.uint8)
+        padded[:k] = codes
+        blocks = padded.T.reshape(n, nb, bs)
+        packed = (blocks[..., 0::2] | (blocks[..., 1::2] << 4)).astype(np.uint8)
+        ins = [node.input[0], self.const(f"{w}__codes4", packed),
+               self.const(f"{w}__scales", scale.T.reshape(-1).astype(np.float32))]
+        if zp is not None:
+            ins.append(self.const(f"{w}__zero_points", zp))
+        self.report.matmul_nbits.append(w)
+        return [helper.make_node("MatMulNBits", ins, [node.output[0]], name=f"{w}__nbits", domain=MS,
+                                 K=k, N=n, bits=4, block_size=bs, accuracy_level=level)]
+
+    # -- embedding tables: GatherBlockQuantized -------------------------------------------------------
+    def gather(self, node: onnx.NodeProto, w: str, part: _Part) -> list[onnx.NodeProto]:
+        q = part.q
+        if part.ref.transposed:
+            raise _Unsupported("transposed table")
+        rows, h = q.shape
+        codes = q.codes.detach().cpu().to(dtype=torch.int16).numpy().astype(np.int64)
+        scale = q.scale.detach().cpu().double().numpy()
+        offset = q.offset.detach().cpu().double().numpy()
+        bits = 4 if q.bits <= 4 else 8
+        mid = 2 ** (bits - 1)  # GatherBlockQuantized's default zero point (8 or 128)
+        if q.granularity == "block":
+            if not q.symmetric:
+                raise _Unsupported("asymmetric block grid on a table (GatherBlockQuantized zero points are integers)")
+            bs = q.group_size
+            if bs < 16 or bs & (bs - 1) or h % bs:
+                raise _Unsupported(f"table block {bs} is not a power of two ≥ 16 dividing {h}")
+            scales = scale.reshape(rows, h // bs)
+            row_offset = None
+        else:
+            bs = _pow2_block(h, cap=h)
+            if h % bs:
+                raise _Unsupported(f"table width {h} has no power-of-two block ≥ 16")
+            per_row = scale.reshape(-1)
+            scales = np.broadcast_to(per_row.reshape(-1, 1) if per_row.size > 1 else per_row.reshape(1, 1),
+                                     (rows, h // bs))
+            row_offset = None if q.symmetric else offset.reshape(-1)
+        stored = codes + mid if q.symmetric else codes  # 0 .. 2^bits − 1
+        if stored.min() < 0 or stored.max() > 2 ** bits - 1:
+            raise StageError(f"{w}: codes outside the {bits}-bit container")
+        stored = stored.astype(np.uint8)
+        if bits == 4:
+            stored = (stored[:, 0::2] | (stored[:, 1::2] << 4)).astype(np.uint8)
+        g = f"{w}__gathered"
+        ins = [self.const(f"{w}__codes", stored), node.input[1], self.const(f"{w}__scales", np.ascontiguousarray(scales, np.float32))]
+        nodes = [helper.make_node("GatherBlockQuantized", ins, [g if row_offset is not None else node.output[0]],
+                                  name=f"{w}__gbq", domain=MS, gather_axis=0, quantize_axis=1, block_size=bs, bits=bits)]
+        if row_offset is not None:
+            # (c − mid)·D + (q0 + mid·D) = D·c + q0
+            off = (row_offset + mid * scale.reshape(-1)).astype(np.float32)
+            if off.size == 1:
+                nodes.append(helper.make_node("Add", [g, self.const(f"{w}__offset", off.reshape(()))], [node.output[0]],
+                                              name=f"{w}__offset"))
+            else:
+                nodes += [helper.make_node("Gather", [self.const(f"{w}__row_offset", off.reshape(-1, 1)), node.input[1]],
+                                           [f"{w}__offsets"], name=f"{w}__row_offset", axis=0),
+                          helper.make_node("Add", [g, f"{w}__offsets"], [node.output[0]], name=f"{w}__offset")]
+        self.report.gather_quantized.append(w)
+        return nodes
+
+
+def to_integer_kernels_(
+    model: onnx.ModelProto,
+    refs: Mapping[str, InitializerRef],
+    quantized: Mapping[str, CodesLike],
+    packed: Mapping[str, Sequence[str]] | None = None,
+    four_bit: bool = False,
+    int4_kernel: str = "matmulnbits-acc0",
+) -> IntegerReport:
+    """In place: every MatMul / Gather whose weight initializer holds quantized parameters (directly, or
+    packed: `packed[name]` lists the source initializers side by side along the output columns) runs on
+    an integer kernel with the variant's own codes; other quantized weights (Gemm, unsupported grids)
+    become codes + DequantizeLinear in the 8-bit container. `model`'s float initializers must already
+    hold the variant's values (they are what biases, LayerNorm and non-quantized weights keep).
+
+    `four_bit`: tables go to 4-bit GatherBlockQuantized and MatMul weights to `int4_kernel` (one of
+    `INT4_KERNELS`); otherwise DynamicQuantizeMatMul and 8-bit tables.
+    """
+    if int4_kernel not in INT4_KERNELS:
+        raise StageError(f"int4 kernel {int4_kernel!r}: use one of {', '.join(INT4_KERNELS)}")
+    accuracy_level = int(int4_kernel[-1]) if int4_kernel.startswith("matmulnbits") else 0
+    graph = model.graph
+    packed = dict(packed or {})
+    inits = {i.name: i for i in graph.initializer}
+    b = _Builder(model)
+    b.report.accuracy_level = accuracy_level if four_bit and int4_kernel.startswith("matmulnbits") else None
+    b.report.int4_kernel = int4_kernel if four_bit else None
+    b.report.packed = {k: list(v) for k, v in packed.items()}
+
+    def parts_of(name: str) -> list[_Part] | None:
+        names = list(packed.get(name, [name]))
+        out = []
+        for src in names:
+            ref = refs.get(src)
+            q = quantized.get(ref.param) if ref is not None else None
+            if q is None:
+                return None
+            out.append(_Part(src, ref, q))
+        return out
+
+    new_nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        slot = 1 if node.op_type in ("MatMul", "Gemm") else 0 if node.op_type == "Gather" else None
+        w = node.input[slot] if slot is not None and len(node.input) > slot else None
+        parts = parts_of(w) if w in inits else None
+        if not parts:
+            new_nodes.append(node)
+            continue
+        after: list[onnx.NodeProto] = []
+        try:
+            if node.op_type == "Gemm":
+                node, parts, after = _gemm_as_matmul(node, parts)
+            _check_parts(parts)
+            if node.op_type == "Gather":
+                if len(parts) != 1 or any(a.name == "axis" and a.i != 0 for a in node.attribute):
+                    raise _Unsupported("gather along an axis other than 0")
+                new_nodes += b.gather(node, w, parts[0])
+            elif four_bit and int4_kernel == "int8-at-load" and parts[0].q.granularity != "block":
+                new_nodes += b.dynamic_matmul(node, w, parts, nibbles=True)
+            elif four_bit:
+                new_nodes += b.matmul_nbits(node, w, parts, accuracy_level)
+            else:
+                new_nodes += b.dynamic_matmul(node, w, parts)
+            new_nodes += after
+        except _Unsupported as why:
+            b.report.fallback[w] = str(why)
+            new_nodes += _dequantized(node, slot, w, parts, inits[w], b.inits) + after
+    # the float copies of replaced weights are dropped below (nothing reads them any more)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used] + [i for i in b.inits if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    if not any(o.domain == MS for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS, 1))
+    return b.report
+
+
+def _gemm_as_matmul(node: onnx.NodeProto, parts: list[_Part]) -> tuple[onnx.NodeProto, list[_Part], list[onnx.NodeProto]]:
+    """Gemm(A, W, C) with transB=1 (a Linear on [batch, H]: the classifier head) as MatMul(A, Wᵀ) + C."""
+    attrs = {a.name: (a.i if a.type == onnx.AttributeProto.INT else a.f) for a in node.attribute}
+    if attrs.get("transA", 0) or not attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        raise _Unsupported("Gemm other than A·Wᵀ + C")
+    y = node.output[0]
+    mm = helper.make_node("MatMul", [node.input[0], node.input[1]], [f"{y}__mm" if len(node.input) > 2 else y], name=node.name)
+    flipped = [_Part(p.name, InitializerRef(p.ref.name, p.ref.param, not p.ref.transposed), p.q) for p in parts]
+    after = [helper.make_node("Add", [f"{y}__mm", node.input[2]], [y], name=f"{node.name}__bias")] if len(node.input) > 2 else []
+    return mm, flipped, after
+
+
+def _dequantized(node: onnx.NodeProto, slot: int, w: str, parts: Sequence[_Part], init: onnx.TensorProto,
+                 inits: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
+    """Codes + DequantizeLinear (8-bit container) producing the weight, concatenated when packed."""
+    fdtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+    nodes: list[onnx.NodeProto] = []
+    outs = []
+    for p in parts:
+        out = f"{p.name}__weight" if len(parts) > 1 else f"{w}__weight"
+        ns, ins = dequant_nodes(out, p.q, p.ref.transposed, "int8", fdtype)
+        nodes += ns
+        inits += ins
+        outs.append(out)
+    if len(outs) > 1:
+        nodes.append(helper.make_node("Concat", outs, [f"{w}__weight"], name=f"{w}__concat", axis=1))
+    moved = onnx.NodeProto()
+    moved.CopyFrom(node)
+    moved.input[slot] = f"{w}__weight"
+    return [*nodes, moved]
+
+
+def integer_model(
+    template: onnx.ModelProto,
+    refs: Mapping[str, InitializerRef],
+    quantized: Mapping[str, CodesLike],
+    values: Mapping[str, torch.Tensor],
+    num_heads: int,
+    hidden_size: int,
+    four_bit: bool = False,
+    int4_kernel: str = "matmulnbits-acc0",
+    fuse: bool = True,
+) -> tuple[onnx.ModelProto, IntegerReport, dict[str, Any]]:
+    """The exported graph with the variant's values, fused for CPU (packed-QKV MultiHeadAttention and
+    ORT's transformer fusions, quantize-after-fusing with the packed codes kept per projection), then
+    its quantized weights on integer kernels. Returns (model, report, graph-optimization dict)."""
+    from tlc_export.export.optimize import GraphOptimization, optimize_proto
+    from tlc_export.export.qdq import rewrite_weights
+
+    if any(q.granularity == "block" for q in quantized.values()):
+        from tlc_export.export.int4 import to_opset21
+
+        template = to_opset21(template)  # a fallback DequantizeLinear of block codes needs opset 21
+    rewrite_weights(template, refs, {}, values)
+    packed: dict[str, list[str]] = {}
+    if fuse:
+        model, opt = optimize_proto(template, num_heads, hidden_size, packed=packed)
+    else:
+        model, opt = template, GraphOptimization(False, reason="not fused (fuse=False)")
+    report = to_integer_kernels_(model, refs, quantized, packed, four_bit=four_bit, int4_kernel=int4_kernel)
+    return model, report, opt.to_dict()
