@@ -24,6 +24,8 @@ class TranslationFamily(TaskFamily):
     name = "translation"
     section = "translation"
     metric = METRIC
+    # `config.translation.EXPORT_FORMATS`, written out: `tlc predict` loads families without pydantic.
+    export_formats = ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8", "onnx-int4")
 
     def stages(self) -> list[Stage]:
         from tlc_export.stages.report import ReportStage
