@@ -46,7 +46,7 @@ def final_penalties(run_dir: Path, recipe: Any, size: str) -> dict[str, dict[str
 
     from tlc_export.plan.probe import compression_penalties
     from tlc_export.pretrain.evaluate import fixed_val_batches
-    from tlc_export.stages.pretrain import load_pretrain_data
+    from tlc_export.tasks.classification.stages.pretrain import load_pretrain_data
 
     data = load_pretrain_data(run_dir / "data", recipe.data.max_seq_len, recipe.data.mlm_probability, recipe.data.fraction)
     sample = data.validation_sample(recipe.pretrain)

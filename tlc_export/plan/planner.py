@@ -139,7 +139,7 @@ def make_plan(recipe: Any, run_dir: Path, out: Path, opts: PlanOptions, console:
     from tlc_export.pretrain.evaluate import fixed_val_batches
     from tlc_export.pretrain.loop import CURVES_FILE, pretrain_size
     from tlc_export.pretrain.schedule import lr_at
-    from tlc_export.stages.pretrain import load_pretrain_data
+    from tlc_export.tasks.classification.stages.pretrain import load_pretrain_data
 
     console = console or Console(quiet=True)
     check_options(opts, recipe)
