@@ -130,14 +130,14 @@ def check_environment(args: argparse.Namespace) -> dict[str, Any]:
         except md.PackageNotFoundError:
             figures[pkg] = None
     if torch.cuda.is_available():
-        from runtime_bench.metrics import _nvidia_driver
+        from runtime_bench.metrics import nvidia_driver
         from runtime_bench.peaks import gpu_peak
 
         figures["gpu"] = torch.cuda.get_device_name(0)
         figures["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
         figures["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
         figures["cuda_runtime"] = torch.version.cuda
-        figures["driver"] = _nvidia_driver()
+        figures["driver"] = nvidia_driver()
         figures["peak_bf16_tflops"] = gpu_peak(figures["gpu"])[0] / 1e12
     try:
         import onnxruntime as ort
@@ -479,13 +479,13 @@ def check_translation(args: argparse.Namespace) -> dict[str, Any]:
     if device_name == "cuda" and not torch.cuda.is_available():
         raise Unavailable("no CUDA device")
     from tlc_export.recipe import parse_recipe
-    from tlc_export.translation import train as T
-    from tlc_export.translation.batching import encode_pairs
-    from tlc_export.translation.data import ParallelPair
-    from tlc_export.translation.decode import translate
-    from tlc_export.translation.model import build_translation_model
-    from tlc_export.translation.pair_files import open_or_write
-    from tlc_export.translation.tokenizer import train_tokenizers
+    from tlc_export.tasks.translation import train as T
+    from tlc_export.tasks.translation.batching import encode_pairs
+    from tlc_export.tasks.translation.data import ParallelPair
+    from tlc_export.tasks.translation.decode import translate
+    from tlc_export.tasks.translation.model import build_translation_model
+    from tlc_export.tasks.translation.pair_files import open_or_write
+    from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
     pairs = [ParallelPair(f"the {a} {v} the {b}", f"le {fa} {fv} le {fb}", f"{a}-{v}-{b}")
              for a, fa in MT_WORDS for v, fv in MT_VERBS for b, fb in MT_WORDS]
@@ -513,7 +513,7 @@ def check_translation(args: argparse.Namespace) -> dict[str, Any]:
         if step == 3:  # CUDA's lazy initialisation and autotuning stay out of the timing
             t0 = time.perf_counter()
         micro, position = plan.next_step(position)
-        loss, n = T._step(model, optimizer, train, micro, cfg.train.lr, cfg, device, dtype)
+        loss, n = T.train_step(model, optimizer, train, micro, cfg.train.lr, cfg, device, dtype)
         losses.append(loss)
         tokens += n if step >= 3 else 0
     seconds = time.perf_counter() - t0
@@ -535,7 +535,7 @@ def check_translation(args: argparse.Namespace) -> dict[str, Any]:
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None,
     }
     try:
-        from tlc_export.translation.metrics import score_translations
+        from tlc_export.tasks.translation.metrics import score_translations
 
         score = score_translations(hyps, refs, bootstrap=1)
         figures.update(dev_bleu=round(score.bleu, 2), dev_chrf=round(score.chrf, 2), bleu_signature=score.bleu_signature)

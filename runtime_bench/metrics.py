@@ -241,7 +241,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
             env["gpu"] = torch.cuda.get_device_name(0)
             env["cuda_runtime"] = torch.version.cuda
             env["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
-            env["driver"] = _nvidia_driver()
+            env["driver"] = nvidia_driver()
     except Exception as exc:  # CUDA probing can fail on broken drivers; the rest is still useful
         env["cuda_error"] = f"{type(exc).__name__}: {exc}"
     try:
@@ -253,7 +253,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     return env
 
 
-def _nvidia_driver() -> str | None:
+def nvidia_driver() -> str | None:
     p = Path("/proc/driver/nvidia/version")
     try:
         first = p.read_text().splitlines()[0]

@@ -102,7 +102,7 @@ def texts_for(n: int, words_per_text: int, vocab: int, seed: int = 0) -> list[st
 def main(argv: list[str] | None = None) -> int:
     from tlc_export.serving import Bundle, Predictor
     from tlc_export.serving.predictor import session
-    from tlc_export.serving.tokens import length_batches, pad_batch
+    from tlc_export.tokens import length_batches, pad_batch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=4)

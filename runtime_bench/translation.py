@@ -34,7 +34,7 @@ def build(layers: int, hidden: int, vocab: int, max_length: int, out: Path):
     from transformers import MarianConfig, MarianMTModel
 
     from tlc_export.export.ort_quant import quantize_int8_dynamic
-    from tlc_export.translation.export import FILES, export_template, write_variant
+    from tlc_export.tasks.translation.export import FILES, export_template, write_variant
 
     torch.manual_seed(0)
     cfg = MarianConfig(vocab_size=vocab, decoder_vocab_size=vocab, d_model=hidden, encoder_layers=layers,
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     import torch
 
-    from tlc_export.translation.onnx import OrtTranslator
-    from tlc_export.translation.timing import time_decode, torch_greedy
+    from tlc_export.tasks.translation.onnx import OrtTranslator
+    from tlc_export.tasks.translation.timing import time_decode, torch_greedy
 
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)

@@ -14,8 +14,9 @@ from rich.table import Table
 from tlc_export import __version__, distributed
 from tlc_export.console import CliConsole
 from tlc_export.errors import RecipeError, TlcError
-from tlc_export.recipe import Recipe, load_plan, parse_recipe, schema_lines
-from tlc_export.rundir import RESOLVED_RECIPE, STAGE_ORDER, RunDir, stale_inputs
+from tlc_export.recipe import Recipe, schema_lines
+from tlc_export.rundir import RunDir, stale_inputs
+from tlc_export.sweep.plan import load_plan
 from tlc_export.writer_lock import writer_lock
 
 console = CliConsole()  # rich tables on a terminal, full tab-separated rows in a pipe
@@ -23,20 +24,33 @@ err_console = Console(stderr=True)
 
 
 
+class StageName(click.Choice):
+    """A stage name of any registered task family, in pipeline order (asked of the registry when an option
+    is parsed or its help printed, not when the CLI loads: a new family's stages need no edit here)."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from tlc_export.tasks import stage_names
+
+        return tuple(stage_names())
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        pass
+
+
+def stage_order() -> list[str]:
+    return list(StageName().choices)
+
+
 def _fail(exc: Exception) -> None:
     code = 2 if isinstance(exc, RecipeError) else 1
     # soft_wrap: paths and commands in the message stay whole (the terminal wraps them for display)
     err_console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
     sys.exit(code)
-
-
-def _recipe_from_run_dir(run_dir: RunDir) -> Recipe:
-    """A run directory remembers its recipe (resolved) and where relative paths point."""
-    path = run_dir.root / RESOLVED_RECIPE
-    if not path.exists():
-        raise TlcError(f"{run_dir.root}: not a run directory (no {RESOLVED_RECIPE}); start one with `tlc run RECIPE`")
-    base = run_dir.load_manifest().get("recipe_base_dir")
-    return parse_recipe(path.read_text(), file=str(path), base_dir=Path(base) if base else run_dir.root)
 
 
 def _run(recipe: Recipe, run_dir: RunDir, only: list[str] | None = None, force: tuple[str, ...] = (),
@@ -60,9 +74,9 @@ def main() -> None:
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where results go (default: runs/<recipe name>). A sweep's parent run directory.")
-@click.option("--force", multiple=True, type=click.Choice(STAGE_ORDER),
+@click.option("--force", multiple=True, type=StageName(),
               help="Re-run this stage even if it is up to date (repeatable).")
-@click.option("--until", type=click.Choice(STAGE_ORDER), default=None, help="Stop after this stage.")
+@click.option("--until", type=StageName(), default=None, help="Stop after this stage.")
 @click.option("--point", type=click.IntRange(min=0), default=None,
               help="A sweep recipe: run only this point (`tlc sweep list RECIPE` prints every point's command).")
 def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str | None, point: int | None) -> None:
@@ -75,7 +89,8 @@ def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], until: str |
 
     try:
         plan = load_plan(recipe)
-        only = STAGE_ORDER[: STAGE_ORDER.index(until) + 1] if until else None
+        order = stage_order()
+        only = order[: order.index(until) + 1] if until else None
         rd = RunDir(run_dir or Path("runs") / recipe.stem)
         if isinstance(plan, Sweep):
             _run_sweep(plan, recipe, rd.root, point, only, force)
@@ -187,21 +202,15 @@ def validate(recipe: Path, explain: bool) -> None:
 def _stage_roles(recipe: Recipe) -> dict[str, str]:
     """Each step of the recipe's family, in run order: "run", or "not in recipe" (its section is absent).
     Steps of the other family are absent (n/a for this run)."""
-    from tlc_export.stages import all_stages
     from tlc_export.tasks import family_of
 
-    family = family_of(recipe).name
-    roles: dict[str, str] = {}
-    for s in all_stages():
-        if family in s.families and s.name not in roles:
-            roles[s.name] = "run" if s.enabled(recipe) else "not in recipe"
-    return roles
+    return {s.name: "run" if s.enabled(recipe) else "not in recipe" for s in family_of(recipe).stages()}
 
 
 def _stops_early(recipe: Recipe) -> str | None:
     """Say so when `tlc run` will stop before the report because a section is absent."""
     roles = _stage_roles(recipe)
-    order = [n for n in STAGE_ORDER if n in roles]
+    order = list(roles)  # the family's pipeline order
     missing = [n for n in order if roles[n] != "run"]
     if not missing:
         return None
@@ -262,11 +271,11 @@ def status(run_dir: Path) -> None:
         table.add_column(col, overflow="fold")
     records = rd.records()
     try:
-        roles: dict[str, str] | None = _stage_roles(_recipe_from_run_dir(rd))
+        roles: dict[str, str] | None = _stage_roles(rd.recipe())
     except TlcError:
         roles = None  # no readable recipe: say only what the manifest says
     stale: set[str] = set()
-    for name in STAGE_ORDER:
+    for name in stage_order():
         rec = records.get(name)
         if rec is None:
             role = "not run" if roles is None else roles.get(name, "n/a")
@@ -299,7 +308,7 @@ def _sweep_status(parent: Path) -> None:
     colours = {"done": "green", "running": "yellow", "failed": "red"}
     for row in point_statuses(parent):
         cells = []
-        for name in STAGE_ORDER:
+        for name in stage_order():
             st = row["stages"].get(name)
             if st is not None:
                 mark = " (shared)" if st.get("hit") else ""
@@ -320,7 +329,7 @@ def verify_cmd(run_dir: Path) -> None:
 
     from tlc_export import integrity
     from tlc_export.sweep.run import is_sweep_dir
-    from tlc_export.verify import _folders, earliest_fault, recorded_bytes, verify_run
+    from tlc_export.verify import earliest_fault, folders_of, recorded_bytes, verify_run
     from tlc_export.writer_lock import holder, is_locked
 
     if not RunDir(run_dir).exists() and not is_sweep_dir(run_dir):
@@ -332,7 +341,7 @@ def verify_cmd(run_dir: Path) -> None:
         h = holder(run_dir) or {}
         console.print(f"[yellow]note:[/yellow] PID {h.get('pid', '?')} (`{h.get('command', '?')}`) is writing here; "
                       "its running stage is not checked", highlight=False)
-    folders = _folders(run_dir)
+    folders = folders_of(run_dir)
     with Progress(TextColumn("verifying"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=err_console, transient=True) as progress:
         task = progress.add_task("verify", total=recorded_bytes(folders))
@@ -368,15 +377,10 @@ def verify_cmd(run_dir: Path) -> None:
 
 def _verify_bundle(root: Path) -> None:
     """A bundle from `tlc package`: its files against the checksums its tlc.json records (what `tlc predict` checks)."""
-    from tlc_export.serving.bundle import Bundle, bundle_family
+    from tlc_export.tasks import family_of_bundle
 
     try:
-        if bundle_family(root) == "translation":
-            from tlc_export.serving.translation import TranslationBundle
-
-            TranslationBundle.open(root, verify=True)
-        else:
-            Bundle.open(root, verify=True)
+        family_of_bundle(root).open_bundle(root)
     except TlcError as exc:
         _fail(exc)
     console.print(f"[green]✓ {root}[/green]: the bundle's files match the checksums in its tlc.json")
@@ -401,22 +405,22 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
     finds the data stage up to date and memory-maps the same token files.
     """
     try:
-        from tlc_export.data import prepare_data
+        from tlc_export.runner import stages_of
         from tlc_export.sweep.plan import Sweep
+        from tlc_export.tasks import family_of
 
         plan = load_plan(recipe)
         if isinstance(plan, Sweep):
             _prepare_sweep(plan, recipe, run_dir, workers, fetch_only)
             return
         r = plan
-        info = prepare_data(r)
+        family = family_of(r)
+        info = family.prepare_data(r)
         for name, desc in info.items():
             console.print(f"[green]✓[/green] {name}: {desc}")
-        from tlc_export.stages.data import DataStage
-
         if fetch_only:
             return
-        if not DataStage().enabled(r):
+        if "data" not in [s.name for s in stages_of(family, r)]:
             console.print("nothing to tokenize ahead: this recipe's stage trains its own tokenizer")
             return
         if workers is not None:
@@ -432,10 +436,11 @@ def data_prepare(recipe: Path, run_dir: Path | None, workers: int | None, fetch_
 
 def _prepare_sweep(sweep: Any, recipe: Path, run_dir: Path | None, workers: int | None, fetch_only: bool) -> None:
     """Every point's data stage; points with the same data key share one entry of the stage store."""
-    from tlc_export.data import prepare_data
     from tlc_export.sweep.run import open_parent, open_point
+    from tlc_export.tasks import family_of
 
-    for name, desc in prepare_data(sweep.points[0].recipe).items():
+    first = sweep.points[0].recipe
+    for name, desc in family_of(first).prepare_data(first).items():
         console.print(f"[green]✓[/green] {name}: {desc}")
     if fetch_only:
         return
@@ -452,7 +457,7 @@ def _stage_command(stage: str, doc: str, extra_options: list[click.Option] | Non
     def cmd(run_dir: Path, force: bool, **kw: Any) -> None:
         try:
             rd = RunDir(run_dir)
-            r = _recipe_from_run_dir(rd)
+            r = rd.recipe()
             opts = {k: v for k, v in kw.items() if v}
             if opts.get("formats"):  # built in place even when the stage is up to date; the other formats stay
                 _check_formats(r, rd.root, opts["formats"])
@@ -554,7 +559,7 @@ def report(run_dirs: tuple[Path, ...], force: bool, compare: bool, out: Path | N
             _print_card(run_dirs[0])
             return
         rd = RunDir(run_dirs[0])
-        _run(_recipe_from_run_dir(rd), rd, only=["report"], force=("report",) if force else ())
+        _run(rd.recipe(), rd, only=["report"], force=("report",) if force else ())
         _print_card(rd.root)
     except TlcError as exc:
         _fail(exc)
@@ -608,11 +613,11 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
     unless the whole bundle is.
     """
     try:
-        from tlc_export.package import run_family
-        from tlc_export.package.bundle import check_out
+        from tlc_export.package.out import check_out
+        from tlc_export.tasks import family_of_run
 
         check_out(out.absolute(), force)
-        family = run_family(run_dir)
+        family = family_of_run(run_dir)
         # It may export a missing pair into RUN_DIR/package/: one writer per run directory.
         with writer_lock(run_dir, "`tlc package`") if not dry_run else contextlib.nullcontext():
             choice = family.choose_bundle(run_dir, variant=variant, fmt=fmt, max_storage_mb=max_storage_mb,
@@ -633,26 +638,6 @@ def package(run_dir: Path, out: Path, variant: str | None, fmt: str | None, max_
         return
     for line in family.package_summary(meta, out):
         console.print(line)
-
-
-@main.command("translate")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("texts", nargs=-1, required=True)
-@click.option("--model", "size", default=None, help="The size to translate with (default: the best dev BLEU).")
-@click.option("--greedy", is_flag=True, help="Greedy decoding instead of the recipe's decoding.")
-def translate_cmd(run_dir: Path, texts: tuple[str, ...], size: str | None, greedy: bool) -> None:
-    """Translate TEXTS with a model of a finished translation run (RUN_DIR/translation/)."""
-    try:
-        from tlc_export.translation.serve import translate_with_run
-
-        rd = RunDir(run_dir)
-        chosen, out = translate_with_run(rd.root, _recipe_from_run_dir(rd), list(texts), size=size,
-                                         strategy="greedy" if greedy else None)
-        console.print(f"[dim]{chosen['model']} (dev BLEU {chosen['dev_bleu']:.2f}, test BLEU {chosen['test_bleu']:.2f})[/dim]")
-        for text in out:
-            click.echo(text)
-    except TlcError as exc:
-        _fail(exc)
 
 
 @main.command("predict")
@@ -680,7 +665,7 @@ def predict(bundle: Path, texts: tuple[str, ...], file_: Path | None, text_colum
 
     Runs with ONNX Runtime, tokenizers and NumPy only (no torch).
     """
-    from tlc_export.serving import family_of_bundle
+    from tlc_export.tasks import family_of_bundle
 
     try:
         family_of_bundle(bundle).predict_cli(
@@ -691,5 +676,105 @@ def predict(bundle: Path, texts: tuple[str, ...], file_: Path | None, text_colum
         _fail(exc)
 
 
+def _family_commands() -> None:
+    """The commands a task family adds (`TaskFamily.commands`, e.g. translation's `tlc translate`), their
+    errors reported as every command's."""
+    from tlc_export.tasks import families
+
+    for family in families().values():
+        for cmd in family.commands():
+            run = cmd.callback
+
+            def guarded(*args: Any, _run: Any = run, **kw: Any) -> Any:
+                try:
+                    return _run(*args, **kw)
+                except TlcError as exc:
+                    _fail(exc)
+
+            cmd.callback = guarded
+            main.add_command(cmd)
+
+
+_family_commands()
+
 if __name__ == "__main__":
     main()
+
+
+@main.command("plan")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--budget-s", type=float, default=None,
+              help="Training seconds per size of the full run (default: the recipe's pretrain.time_budget_s).")
+@click.option("--max-storage-mb", type=float, default=None, help="Storage limit of the deployed artifact (MB = 10^6 bytes).")
+@click.option("--max-latency-ms", type=float, default=None, help="Latency limit of one batch (--latency-batch) on --backend.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "torch-eager"]), default="onnxruntime",
+              help="Where latency is measured (an exported pilot checkpoint, fp32).")
+@click.option("--latency-batch", type=int, default=None, help="The bench batch size the latency limit applies to "
+              "(default: the smallest of bench.batch_sizes).")
+@click.option("--pilot-fraction", type=float, default=0.1, help="Each pilot is this first fraction of the full run.")
+@click.option("--pilot-evals", type=int, default=10, help="Validation points per pilot (sets pretrain.eval_every_s).")
+@click.option("--level", type=float, default=0.9, help="Interval level of the predictions.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the plan goes (default: plans/<recipe name>); the pilots' run directory is OUT/run.")
+@click.option("--check", "check_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Backtest: a finished run directory of the planned recipe (with --plan).")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The plan.json to backtest (with --check).")
+def plan_cmd(recipe: Path | None, budget_s: float | None, max_storage_mb: float | None, max_latency_ms: float | None,
+             backend: str, latency_batch: int | None, pilot_fraction: float, pilot_evals: int, level: float,
+             out: Path | None, check_dir: Path | None, plan_file: Path | None) -> None:
+    """Pilot every size for its first fraction of the budget, extrapolate, and recommend what to train.
+
+    `tlc plan --check RUN_DIR --plan OUT/plan.json` compares a plan with a finished run.
+    """
+    from tlc_export.plan.planner import PlanOptions, check_options, make_plan, plan_recipe
+
+    try:
+        if check_dir is not None or plan_file is not None:
+            _plan_check(check_dir, plan_file)
+            return
+        if recipe is None:
+            raise TlcError("tlc plan needs a RECIPE (or --check RUN_DIR --plan PLAN.json to backtest)")
+        r = load_plan(recipe)
+        if not isinstance(r, Recipe):
+            raise TlcError(f"{recipe}: a sweep recipe; tlc plan takes one recipe (its grid of sizes)")
+        opts = PlanOptions(budget_s=budget_s if budget_s is not None else r.pretrain.time_budget_s if r.pretrain else 0.0,
+                           pilot_fraction=pilot_fraction, pilot_evals=pilot_evals, max_storage_mb=max_storage_mb,
+                           max_latency_ms=max_latency_ms, backend=backend, latency_batch=latency_batch, level=level)
+        check_options(opts, r)
+        out = out or Path("plans") / recipe.stem
+        rd = RunDir(out / "run")
+        with writer_lock(rd.root, "`tlc plan`"):
+            rd.set_meta(recipe_path=str(recipe.resolve()), recipe_base_dir=str(recipe.resolve().parent))
+            _run(plan_recipe(r, opts), rd, only=["data"])
+            make_plan(r, rd.root, out, opts, console=console)
+        console.print(f"[bold green]plan written[/bold green]: {out / 'plan.json'}, {out / 'extrapolation.png'}, "
+                      f"{out / 'recipe.plan.yaml'}")
+    except TlcError as exc:
+        _fail(exc)
+
+
+def _plan_check(check_dir: Path | None, plan_file: Path | None) -> None:
+    from tlc_export import atomic
+    from tlc_export.plan.check import check_plan
+    from tlc_export.plan.planner import read_plan
+
+    if check_dir is None or plan_file is None:
+        raise TlcError("tlc plan --check RUN_DIR needs --plan PLAN.json too (and the other way round)")
+    plan = read_plan(plan_file)
+    rd = RunDir(check_dir)
+    result = check_plan(plan, check_dir, rd.recipe())
+    atomic.write_json(plan_file.parent / "check.json", result)
+    t = Table(title=f"tlc plan --check: {check_dir} against {plan_file}")
+    for col in ("size", "predicted", f"interval ({plan['level']:.0%})", "measured", "error", "inside"):
+        t.add_column(col)
+    for s in result["sizes"]:
+        t.add_row(s["size"], f"{s['predicted']:.3f}", f"[{s['interval'][0]:.3f}, {s['interval'][1]:.3f}]",
+                  f"{s['measured']:.3f}", f"{s['error']:+.3f}", "yes" if s["inside"] else "NO")
+    rc = result["rank_correlation"]
+    t.caption = (f"{result['inside']}/{result['of']} inside; rank correlation {rc if rc is None else f'{rc:.2f}'}; "
+                 f"recommended {result.get('recommended')}, best that fit {result.get('best_fitting_measured')} "
+                 f"({'the same' if result.get('recommendation_was_best') else 'different'}); penalty error "
+                 f"(pilot − final) mean |{result.get('penalty_mean_abs_error', float('nan')):.4f}|")
+    console.print(t)
+    console.print(f"written: {plan_file.parent / 'check.json'}")

@@ -6,13 +6,13 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from tlc_export.config.bench import BenchConfig, ReportConfig
-from tlc_export.config.common import Section
+from tlc_export.config.common import Section, section_type
 from tlc_export.config.compress import CompressConfig
 from tlc_export.config.data import DataConfig, TokenizerConfig
 from tlc_export.config.export import ExportConfig
@@ -20,11 +20,10 @@ from tlc_export.config.finetune import FinetuneConfig
 from tlc_export.config.models import ModelsConfig
 from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.config.sweep import SweepConfig
+from tlc_export.config.translation import BENCH_BACKENDS as TRANSLATION_BENCH_BACKENDS
+from tlc_export.config.translation import EXPORT_FORMATS as TRANSLATION_EXPORT_FORMATS
 from tlc_export.config.translation import TranslationConfig
 from tlc_export.errors import RecipeError, RecipeProblem
-
-if TYPE_CHECKING:
-    from tlc_export.sweep.plan import Sweep
 
 
 class Recipe(Section):
@@ -183,7 +182,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
             continue
         field = model.model_fields.get(str(key)) or next(
             (f for f in model.model_fields.values() if f.alias == str(key)), None)
-        sub = _section_type(field.annotation) if field is not None else None
+        sub = section_type(field.annotation) if field is not None else None
         if sub is None:
             return []
         model = sub
@@ -210,7 +209,7 @@ def similar_files(path: Path) -> list[Path]:
     return out[:3]
 
 
-def _missing_file_hint(path: Path, default: str) -> str:
+def missing_file_hint(path: Path, default: str) -> str:
     found = similar_files(path)
     return f"did you mean {' or '.join(str(p) for p in found)}?" if found else default
 
@@ -238,7 +237,7 @@ def _problems_from_validation(err: ValidationError, root: yaml.Node | None) -> l
     return problems
 
 
-def _load_yaml(text: str, file: str | None) -> tuple[yaml.Node | None, dict[str, Any]]:
+def load_yaml(text: str, file: str | None) -> tuple[yaml.Node | None, dict[str, Any]]:
     """The composed node tree (for line numbers) and the plain data of a recipe text."""
     try:
         root = yaml.compose(text)
@@ -283,10 +282,8 @@ def _kind_problems(data: dict[str, Any], root: yaml.Node | None) -> list[RecipeP
                 problems.append(RecipeProblem(
                     key, f"a translation recipe has no `{key}` section", line(key),
                     hint="its data, vocabulary, sizes and training budget go under `translation` (`tlc recipe-schema`)"))
-        from tlc_export.tasks.translation import TranslationFamily
-
-        for key, field, allowed in (("export", "formats", TranslationFamily.export_formats),
-                                    ("bench", "backends", TranslationFamily.bench_backends)):
+        for key, field, allowed in (("export", "formats", TRANSLATION_EXPORT_FORMATS),
+                                    ("bench", "backends", TRANSLATION_BENCH_BACKENDS)):
             section = data.get(key)
             values = section.get(field) if isinstance(section, dict) else None
             bad = [v for v in values or [] if v not in allowed]
@@ -317,40 +314,24 @@ def validate_data(data: dict[str, Any], root: yaml.Node | None, base_dir: Path |
     return recipe, []
 
 
-def parse_plan(text: str, file: str | None = None, base_dir: Path | None = None) -> Recipe | Sweep:
-    """A recipe, or, when it has a `sweep:` section, the sweep with every point validated."""
-    root, data = _load_yaml(text, file)
-    if data.get("sweep") is not None:
-        from tlc_export.sweep.plan import parse_sweep
+def parse_recipe(text: str, file: str | None = None, base_dir: Path | None = None) -> Recipe:
+    """Parse and validate recipe YAML text; raise RecipeError listing every problem.
 
-        return parse_sweep(text, data, root, file, base_dir or Path("."))
+    A sweep recipe is many runs, not one: `tlc_export.sweep.plan.parse_plan` reads it (and `parse_point`
+    one point of it).
+    """
+    root, data = load_yaml(text, file)
+    if data.get("sweep") is not None:
+        node = _key_node(root, ("sweep",))
+        raise RecipeError(file, [RecipeProblem(
+            path="sweep", message="this recipe is a sweep, not one run", line=node.start_mark.line + 1 if node else None,
+            hint="run every point with `tlc run RECIPE`, one with `tlc run RECIPE --point K` "
+            "(`tlc sweep list RECIPE` prints them)")])
     recipe, problems = validate_data(data, root, base_dir)
     if problems:
         raise RecipeError(file, problems)
     assert recipe is not None
     return recipe
-
-
-def parse_recipe(text: str, file: str | None = None, base_dir: Path | None = None, point: int | None = None) -> Recipe:
-    """Parse and validate recipe YAML text; raise RecipeError listing every problem.
-
-    A sweep recipe gives the recipe of its point `point`; without `point` it is an error that says
-    how to run a sweep.
-    """
-    from tlc_export.sweep.plan import Sweep
-
-    plan = parse_plan(text, file, base_dir)
-    if isinstance(plan, Sweep):
-        if point is None:
-            raise RecipeError(file, [RecipeProblem(
-                path="sweep", message=f"this recipe is a sweep of {len(plan.points)} points, not one run",
-                line=plan.line, hint="run every point with `tlc run RECIPE`, one with `tlc run RECIPE --point K` "
-                "(`tlc sweep list RECIPE` prints them)")])
-        return plan.point(point).recipe
-    if point is not None:
-        raise RecipeError(file, [RecipeProblem(path="", message=f"--point {point}: this recipe has no `sweep:` section",
-                                               line=1, hint="drop --point, or add a `sweep:` section")])
-    return plan
 
 
 def _semantic_problems(recipe: Recipe, root: yaml.Node | None, base_dir: Path | None) -> list[RecipeProblem]:
@@ -396,7 +377,7 @@ def _file_problems(sources: list[tuple[int, Any]], task: Any, root: yaml.Node | 
     if task is not None and task.kind in ("csv", "jsonl"):
         p = resolve(task.path or "")
         if not p.exists():
-            add(("finetune", "task", "path"), f"file not found: {p}", _missing_file_hint(p, relative))
+            add(("finetune", "task", "path"), f"file not found: {p}", missing_file_hint(p, relative))
         else:
             _task_problems(task, base, add)
     return problems
@@ -436,7 +417,7 @@ def _source_problems(i: int, src: Any, full: Path, base: Path, add: Any, relativ
     except DataSourceError:
         glob_like = any(ch in str(src.path) for ch in "*?[")
         what = f"no file matches {src.path!r} (looked for {full})" if glob_like else f"file not found: {full}"
-        add((*loc, "path"), what, relative if glob_like else _missing_file_hint(full, relative))
+        add((*loc, "path"), what, relative if glob_like else missing_file_hint(full, relative))
         return
     if src.kind not in ("csv", "jsonl") or stat.S_ISFIFO(files[0].stat().st_mode):
         return  # a named pipe would lose what validation read from it
@@ -489,22 +470,13 @@ def _task_problems(task: Any, base: Path, add: Any) -> None:
         add(loc, msg, hint)
 
 
-def load_recipe(path: str | Path, point: int | None = None) -> Recipe:
-    """Read and validate a recipe file (`point`: one point of a sweep recipe)."""
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file (a sweep's points: `tlc_export.sweep.plan.load_plan`)."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(str(path), [RecipeProblem("", "file not found",
-                                                    hint=_missing_file_hint(path, "check the path to the recipe YAML"))])
-    return parse_recipe(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent, point=point)
-
-
-def load_plan(path: str | Path) -> Recipe | Sweep:
-    """Read a recipe file: one recipe, or a sweep with every point validated."""
-    path = Path(path)
-    if not path.exists():
-        raise RecipeError(str(path), [RecipeProblem("", "file not found",
-                                                    hint=_missing_file_hint(path, "check the path to the recipe YAML"))])
-    return parse_plan(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)
+                                                    hint=missing_file_hint(path, "check the path to the recipe YAML"))])
+    return parse_recipe(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)
 
 
 def schema_lines(model: type[Section] = Recipe, prefix: str = "") -> list[tuple[str, str, str, str]]:
@@ -513,7 +485,7 @@ def schema_lines(model: type[Section] = Recipe, prefix: str = "") -> list[tuple[
     for name, field in model.model_fields.items():
         path = f"{prefix}{field.alias or name}"
         ann = field.annotation
-        sub = _section_type(ann)
+        sub = section_type(ann)
         default = "required" if field.is_required() else (
             "(computed)" if field.default_factory is not None else repr(field.default)
         )
@@ -523,15 +495,3 @@ def schema_lines(model: type[Section] = Recipe, prefix: str = "") -> list[tuple[
             list_like = "list[" in str(ann)
             rows.extend(schema_lines(sub, path + ("[]." if list_like else ".")))
     return rows
-
-
-def _section_type(ann: Any) -> type[Section] | None:
-    import typing
-
-    if isinstance(ann, type) and issubclass(ann, Section):
-        return ann
-    for arg in typing.get_args(ann):
-        found = _section_type(arg)
-        if found is not None:
-            return found
-    return None

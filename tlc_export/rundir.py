@@ -13,9 +13,6 @@ from typing import Any
 from tlc_export import atomic
 
 MANIFEST = "manifest.json"
-# Every step's name, in pipeline order (a family's stages use these names: translation stands in for pretrain
-# and finetune).
-STAGE_ORDER = ["data", "pretrain", "finetune", "translation", "compress", "export", "bench", "report"]
 RESOLVED_RECIPE = "recipe.resolved.yaml"
 
 
@@ -149,6 +146,17 @@ class RunDir:
         m = self.load_manifest()
         m.update(kw)
         atomic.write_json(self.manifest_path, m)
+
+    def recipe(self) -> Any:
+        """The run's recipe (`recipe.resolved.yaml`), relative paths resolved where the original recipe was."""
+        from tlc_export.errors import TlcError
+        from tlc_export.recipe import parse_recipe
+
+        path = self.root / RESOLVED_RECIPE
+        if not path.exists():
+            raise TlcError(f"{self.root}: not a run directory (no {RESOLVED_RECIPE}); start one with `tlc run RECIPE`")
+        base = self.load_manifest().get("recipe_base_dir")
+        return parse_recipe(path.read_text(), file=str(path), base_dir=Path(base) if base else self.root)
 
     def reset_stage(self, name: str) -> None:
         """Remove a stage's folder (its config changed, so its partial work is invalid).

@@ -13,17 +13,30 @@ from tlc_export import atomic, distributed, integrity
 from tlc_export.errors import StageError, TlcError
 from tlc_export.recipe import Recipe
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir, StageRecord, environment, stale_inputs
-from tlc_export.stages import all_stages
 from tlc_export.stages.base import Stage, StageContext
 from tlc_export.store import StageStore
+from tlc_export.tasks import family_of, stage_names
+from tlc_export.tasks.base import TaskFamily
 from tlc_export.writer_lock import writer_lock
-
-# Stages every torchrun process takes part in; the rest run on rank 0 only.
-_DISTRIBUTED_STAGES = {"pretrain", "translation"}
 
 
 def default_run_dir(recipe: Recipe, recipe_path: str | Path) -> Path:
     return Path("runs") / Path(recipe_path).stem
+
+
+def cache_keys(recipe: Recipe, options: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """`{stage: cache_key}` of every enabled stage, computed as `run_pipeline` does, without running any."""
+    options = options or {}
+    keys: dict[str, str] = {}
+    for stage in stages_of(family_of(recipe), recipe):
+        input_keys = {dep: keys[dep] for dep in stage.inputs if dep in keys}
+        keys[stage.name] = stage.cache_key(recipe, input_keys, options.get(stage.name))
+    return keys
+
+
+def stages_of(family: TaskFamily, recipe: Recipe) -> list[Stage]:
+    """The recipe's stages in run order: its family's, those whose section the recipe has."""
+    return [s for s in family.stages() if s.enabled(recipe)]
 
 
 def run_pipeline(
@@ -52,9 +65,10 @@ def run_pipeline(
 def _pipeline(recipe: Recipe, run_dir: RunDir, only: list[str] | None, force: list[str],
               options: dict[str, dict[str, Any]], console: Console) -> dict[str, StageRecord]:
     main = distributed.is_main()
-    stages = [s for s in all_stages() if s.enabled(recipe)]
+    family = family_of(recipe)  # asked once: the stages get it from their context
+    stages = stages_of(family, recipe)
     if only:
-        unknown = set(only) - {s.name for s in all_stages()}
+        unknown = set(only) - set(stage_names())
         if unknown:
             raise StageError(f"unknown stage(s): {', '.join(sorted(unknown))}")
     if main:
@@ -76,7 +90,7 @@ def _pipeline(recipe: Recipe, run_dir: RunDir, only: list[str] | None, force: li
         # Under torchrun every rank walks the stages up to training (pretrain or translation) in step; after it,
         # rank 0 goes on alone.
         in_step = distributed.is_distributed() and not past_distributed
-        past_distributed = past_distributed or stage.name in _DISTRIBUTED_STAGES
+        past_distributed = past_distributed or stage.distributed
         input_keys = {}
         for dep in stage.inputs:
             if dep not in keys:
@@ -128,7 +142,7 @@ def _pipeline(recipe: Recipe, run_dir: RunDir, only: list[str] | None, force: li
                 console.print(f"[dim]✓ {stage.name}: up to date (key {key[:8]}), skipped[/dim]")
             results[stage.name] = prev
             continue
-        if not main and stage.name not in _DISTRIBUTED_STAGES:
+        if not main and not stage.distributed:
             distributed.barrier()  # rank 0 does it; wait for its files
             continue
         check = None
@@ -141,7 +155,7 @@ def _pipeline(recipe: Recipe, run_dir: RunDir, only: list[str] | None, force: li
         inputs_now = {**records, **results}
         input_digests = {d: (inputs_now[d].files or {}).get("digest") for d in stage.inputs if d in inputs_now}
         results[stage.name] = _run_one(stage, recipe, run_dir, key, prev, results, opts, env, console, main, in_step,
-                                       store, forced, check, {d: v for d, v in input_digests.items() if v})
+                                       store, forced, check, {d: v for d, v in input_digests.items() if v}, family)
         if in_step:
             distributed.barrier()
     return results
@@ -190,10 +204,11 @@ def _run_one(
     forced: bool = False,
     check: integrity.BackgroundCheck | None = None,
     input_digests: dict[str, str] | None = None,
+    family: TaskFamily | None = None,
 ) -> StageRecord:
     if store is None or not main:
         return _execute(stage, recipe, run_dir, key, prev, done, opts, env, console, main, in_step, store, forced,
-                        check, input_digests)
+                        check, input_digests, family)
 
     def finished() -> bool:
         return not forced and store.done(stage.name, key) is not None
@@ -211,7 +226,7 @@ def _run_one(
                                             "started_at": time.time()})
         try:
             rec = _execute(stage, recipe, run_dir, key, None, done, opts, env, console, main, in_step, store, forced,
-                           check, input_digests)
+                           check, input_digests, family)
         except BaseException as exc:
             store.save_record(stage.name, key, {"status": "failed", "cache_key": key, "built_by": run_dir.root.name,
                                                 "error": f"{type(exc).__name__}: {exc}"[:2000]})
@@ -241,6 +256,7 @@ def _execute(
     forced: bool = False,
     check: integrity.BackgroundCheck | None = None,
     input_digests: dict[str, str] | None = None,
+    family: TaskFamily | None = None,
 ) -> StageRecord:
     out_dir = run_dir.stage_dir(stage.name)
     if forced and main:
@@ -252,7 +268,7 @@ def _execute(
         run_dir.reset_stage(stage.name)
     elif prev is not None and prev.status in ("running", "failed") and prev.cache_key == key:
         console.print(f"[cyan]↺ {stage.name}: resuming interrupted work[/cyan]")
-    if in_step and stage.name in _DISTRIBUTED_STAGES:
+    if in_step and stage.distributed:
         distributed.barrier()  # nobody starts before rank 0 has cleared a stale folder (or linked the store entry)
     out_dir.mkdir(parents=True, exist_ok=True)
     rec = StageRecord(name=stage.name, status="running", cache_key=key, started_at=time.time(), environment=env,
@@ -270,6 +286,7 @@ def _execute(
         },
         console=console,
         options=opts or {},
+        family=family,
     )
     try:
         try:

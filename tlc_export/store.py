@@ -28,6 +28,9 @@ from tlc_export import atomic
 from tlc_export.errors import StageError
 
 STORE_DIR = "stages"
+# A sweep's parent run directory: the plan, one sub-run per point, and the stage store they share.
+PLAN_FILE = "sweep.json"
+POINTS_DIR = "points"
 POLL_S = 2.0
 
 

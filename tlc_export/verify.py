@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlc_export import integrity
-from tlc_export.rundir import STAGE_ORDER, RunDir, stale_inputs
+from tlc_export.rundir import RunDir, stale_inputs
+from tlc_export.tasks import stage_names
 
 
 @dataclass
@@ -30,7 +31,7 @@ class FolderCheck:
         return sum(1 for k, _, _ in self.faults if k == kind)
 
 
-def _folders(root: Path) -> list[FolderCheck]:
+def folders_of(root: Path) -> list[FolderCheck]:
     """What to check, in pipeline order."""
     from tlc_export.sweep.run import is_sweep_dir
 
@@ -39,7 +40,8 @@ def _folders(root: Path) -> list[FolderCheck]:
     rd = RunDir(root)
     records = rd.records()
     out, stale = [], set()
-    for name in [*STAGE_ORDER, *(n for n in records if n not in STAGE_ORDER)]:
+    order = stage_names()
+    for name in [*order, *(n for n in records if n not in order)]:
         rec = records.get(name)
         if rec is None:
             continue
@@ -58,7 +60,7 @@ def _sweep_folders(parent: Path) -> list[FolderCheck]:
 
     out = []
     store = parent / STORE_DIR
-    order = {n: i for i, n in enumerate(STAGE_ORDER)}
+    order = {n: i for i, n in enumerate(stage_names())}
     for stage_dir in sorted((p for p in store.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, 99), p.name)) \
             if store.is_dir() else []:
         for rec_path in sorted(stage_dir.glob("*.json")):
@@ -105,7 +107,7 @@ def check_folder(fc: FolderCheck, on_bytes: Callable[[int], None] | None = None)
 
 def verify_run(root: Path, on_bytes: Callable[[int], None] | None = None,
                folders: list[FolderCheck] | None = None) -> list[FolderCheck]:
-    folders = _folders(root) if folders is None else folders
+    folders = folders_of(root) if folders is None else folders
     for fc in folders:
         check_folder(fc, on_bytes)
     return folders
@@ -122,6 +124,6 @@ def recorded_bytes(folders: list[FolderCheck]) -> int:
 
 
 def earliest_fault(folders: list[FolderCheck]) -> FolderCheck | None:
-    order = {n: i for i, n in enumerate(STAGE_ORDER)}
+    order = {n: i for i, n in enumerate(stage_names())}
     faulty = [fc for fc in folders if fc.faults]
     return min(faulty, key=lambda fc: order.get(fc.stage, len(order))) if faulty else None

@@ -359,7 +359,8 @@ def test_tensorrt_engine_refused_on_another_gpu_unless_forced(tiny_run, tmp_path
 
 
 def test_large_models_use_external_data(tiny_run, tmp_path: Path) -> None:
-    from tlc_export.package import choose, write_bundle
+    from tlc_export.tasks.classification.package.bundle import write_bundle
+    from tlc_export.tasks.classification.package.select import choose
 
     choice = choose(tiny_run.run_dir, variant=B32)
     out = tmp_path / "ext"

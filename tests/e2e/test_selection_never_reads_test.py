@@ -23,8 +23,9 @@ from tlc_export.recipe import parse_recipe
 from tlc_export.report.answers import storage_answers, train_large_verdict
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
-from tlc_export.stages.compress import CompressStage
-from tlc_export.stages.finetune import FinetuneStage
+from tlc_export.tasks.classification.family import ClassificationFamily
+from tlc_export.tasks.classification.stages.compress import CompressStage
+from tlc_export.tasks.classification.stages.finetune import FinetuneStage
 
 RECIPE = """
 models: {sizes: [{layers: 2, hidden: 32}, {layers: 2, hidden: 48}]}
@@ -66,7 +67,7 @@ def _run(root: Path, flip_test: bool) -> dict:
     for stage in (FinetuneStage(), CompressStage()):
         out = run.stage_dir(stage.name)
         out.mkdir(parents=True)
-        stage.run(StageContext(recipe=recipe, run_dir=run, out_dir=out, inputs={},
+        stage.run(StageContext(family=ClassificationFamily(), recipe=recipe, run_dir=run, out_dir=out, inputs={},
                                console=Console(file=io.StringIO(), width=200)))
     return {
         "finetune": {s: json.loads((run.stage_dir("finetune") / s / "results.json").read_text()) for s in SIZES},

@@ -143,7 +143,7 @@ def test_micro_translation_pipeline_from_training_to_a_bundle(tmp_path, monkeypa
     import torch
     from transformers import MarianMTModel
 
-    from tlc_export.translation.tokenizer import TranslationTokenizers
+    from tlc_export.tasks.translation.tokenizer import TranslationTokenizers
 
     monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
     _write_pairs(tmp_path / "pairs.tsv")

@@ -13,7 +13,8 @@ from tlc_export.finetune.toy import toy_classifier, toy_examples, toy_tokenizer
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
-from tlc_export.stages.compress import CompressStage
+from tlc_export.tasks.classification.family import ClassificationFamily
+from tlc_export.tasks.classification.stages.compress import CompressStage
 
 RECIPE = """
 models: {sizes: [{layers: 2, hidden: 32}]}
@@ -81,7 +82,7 @@ def test_compress_stage_writes_every_variant(tmp_path, monkeypatch):
     out = run.stage_dir("compress")
     out.mkdir(parents=True)
     buf = io.StringIO()
-    ctx = StageContext(recipe=recipe, run_dir=run, out_dir=out, inputs={}, console=Console(file=buf, width=200))
+    ctx = StageContext(family=ClassificationFamily(), recipe=recipe, run_dir=run, out_dir=out, inputs={}, console=Console(file=buf, width=200))
     outputs = CompressStage().run(ctx)
     assert seen and set(seen) == {(0.002, 7)}
 

@@ -15,8 +15,8 @@ from tlc_export.data.subsample import DocumentSubset, kept_documents
 from tlc_export.data.token_files import TOKENS_DIR, TokenSplit
 from tlc_export.errors import StageError
 from tlc_export.recipe import parse_recipe
-from tlc_export.stages.data import DataStage
-from tlc_export.stages.pretrain import PretrainStage, load_pretrain_data
+from tlc_export.tasks.classification.stages.data import DataStage
+from tlc_export.tasks.classification.stages.pretrain import PretrainStage, load_pretrain_data
 
 SEQ = 32
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from tlc_export.compress.artifact import load_artifact, save_artifact
 from tlc_export.compress.quantize import QuantConfig, quantize_
+from tlc_export.compress.variants import variant_name
 from tlc_export.export import validate as V
 from tlc_export.export.trt_rules import check_tensorrt_onnx
 from tlc_export.finetune import TrainSettings, finetune_, save_classifier
@@ -22,8 +23,8 @@ from tlc_export.finetune.toy import toy_classifier, toy_examples, toy_tokenizer
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
-from tlc_export.stages.compress import variant_name
-from tlc_export.stages.export import ExportStage, fusable_int4
+from tlc_export.tasks.classification.family import ClassificationFamily
+from tlc_export.tasks.classification.stages.export import ExportStage, fusable_int4
 
 SIZE = "2L-32H"
 FORMATS = ["onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-int8-dynamic", "onnx-int8-static", "onnx-int4",
@@ -110,7 +111,7 @@ def run_dir(tmp_path_factory):
 def _run_export(recipe, run: RunDir) -> tuple[dict, list[dict]]:
     out = run.stage_dir("export")
     out.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(recipe=recipe, run_dir=run, out_dir=out, inputs={},
+    ctx = StageContext(family=ClassificationFamily(), recipe=recipe, run_dir=run, out_dir=out, inputs={},
                        console=Console(file=io.StringIO(), width=160))
     outputs = ExportStage().run(ctx)
     return outputs, json.loads((out / "results.json").read_text())

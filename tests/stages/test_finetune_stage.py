@@ -13,7 +13,8 @@ from tlc_export.finetune.toy import toy_examples, toy_mlm, toy_tokenizer
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
-from tlc_export.stages.finetune import FinetuneStage
+from tlc_export.tasks.classification.family import ClassificationFamily
+from tlc_export.tasks.classification.stages.finetune import FinetuneStage
 
 RECIPE = """
 models: {sizes: [{layers: 2, hidden: 32}]}
@@ -49,7 +50,7 @@ def _context(tmp_path, recipe_text: str = RECIPE, task_seed: int = 0):
     out = run.stage_dir("finetune")
     out.mkdir(parents=True)
     buf = io.StringIO()
-    ctx = StageContext(recipe=recipe, run_dir=run, out_dir=out, inputs={}, console=Console(file=buf, width=200))
+    ctx = StageContext(family=ClassificationFamily(), recipe=recipe, run_dir=run, out_dir=out, inputs={}, console=Console(file=buf, width=200))
     return recipe, out, buf, ctx
 
 

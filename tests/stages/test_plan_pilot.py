@@ -12,7 +12,7 @@ from test_pretrain_loop import SIZE, _snapshotting, _tensors, _tensors_final, cf
 
 from tlc_export.atomic import read_jsonl
 from tlc_export.pretrain.loop import pretrain_size
-from tlc_export.pretrain.state import Counters
+from tlc_export.train.state import Counters
 
 
 def _cfg():  # noqa: ANN202

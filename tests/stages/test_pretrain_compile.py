@@ -15,7 +15,7 @@ from test_pretrain_loop import cfg, make_data, step_clock
 
 from tlc_export.config.models import ModelSize
 from tlc_export.pretrain.loop import pretrain_size
-from tlc_export.pretrain.state import Counters
+from tlc_export.train.state import Counters
 
 
 class Crash(RuntimeError):

@@ -15,7 +15,7 @@ from tlc_export.atomic import read_jsonl
 from tlc_export.data.mlm import IGNORE_INDEX, pack_sequences
 from tlc_export.pretrain.evaluate import fixed_val_batches, validation_sample
 from tlc_export.pretrain.loop import PretrainData, pretrain_size
-from tlc_export.stages.pretrain import load_pretrain_data
+from tlc_export.tasks.classification.stages.pretrain import load_pretrain_data
 
 SEQ = 32
 

@@ -29,7 +29,7 @@ def _one_step(rows: torch.Tensor, world: int, rank: int) -> dict[str, torch.Tens
     """One accumulated step of a fresh 2L-32H model on this rank's shard of `rows`."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from tlc_export.pretrain.loop import _all_reduce
+    from tlc_export.train.budget import all_reduce
 
     torch.manual_seed(0)
     model = build_mlm(ModelSize(layers=2, hidden=32, heads=2), 300, 32, dropout=0.0)
@@ -38,7 +38,7 @@ def _one_step(rows: torch.Tensor, world: int, rank: int) -> dict[str, torch.Tens
     step = TrainStep(
         mod, make_optimizer(model, c, torch.device("cpu")), micro_batch_size=3, device=torch.device("cpu"),
         dtype=None, grad_clip=c.grad_clip, mask=MaskSpec(4, 300, (0, 1, 2, 3, 4)),
-        forward=DDP(mod) if world > 1 else None, all_reduce=_all_reduce if world > 1 else None,
+        forward=DDP(mod) if world > 1 else None, all_reduce=all_reduce if world > 1 else None,
         rank=rank, world_size=world,
     )
     step(rows, lr=1e-3, mask_seed=11)

@@ -15,7 +15,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from tlc_export.atomic import read_jsonl
 from tlc_export.pretrain.loop import pretrain_size
-from tlc_export.pretrain.state import Counters
+from tlc_export.train.state import Counters
 
 
 def _keep_cfg():  # noqa: ANN202

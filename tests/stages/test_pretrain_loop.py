@@ -19,7 +19,7 @@ from tlc_export.config.models import ModelSize
 from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.data.mlm import pack_sequences
 from tlc_export.pretrain.loop import PretrainData, pretrain_size
-from tlc_export.pretrain.state import Counters
+from tlc_export.train.state import Counters
 
 SIZE = ModelSize(layers=2, hidden=32, heads=2)
 SEQ = 32

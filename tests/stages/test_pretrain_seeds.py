@@ -20,7 +20,7 @@ from tlc_export.report.claims import build_card
 from tlc_export.report.data import load_report_data
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
-from tlc_export.stages.pretrain import PretrainStage
+from tlc_export.tasks.classification.stages.pretrain import PretrainStage
 
 SIZES = [ModelSize(layers=1, hidden=32, heads=2), ModelSize(layers=2, hidden=64, heads=2)]
 

@@ -15,7 +15,7 @@ from tlc_export.config.models import ModelsConfig, ModelSize
 from tlc_export.recipe import Recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
-from tlc_export.stages.pretrain import PretrainStage
+from tlc_export.tasks.classification.stages.pretrain import PretrainStage
 
 
 def test_stage_trains_every_size_and_writes_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from test_pretrain_loop import SIZE, cfg, make_data, use_step_clock
 
 from tlc_export import atomic
-from tlc_export.pretrain.state import Counters
+from tlc_export.train import budget
+from tlc_export.train.state import Counters
 
 
 class Killed(BaseException):
@@ -85,7 +86,7 @@ def test_pretraining_resumes_from_state_old(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(loop, "save_state", real_save)
     loaded: dict[str, torch.Tensor] = {}
     loaded_opt: dict = {}
-    real_load = loop.load_state
+    real_load = budget.load_state  # the budgeted trainer resumes every family
 
     def load_and_look(source, model, optimizer, restore_rng=True):  # noqa: ANN001, ANN202
         c = real_load(source, model, optimizer, restore_rng=restore_rng)
@@ -94,7 +95,7 @@ def test_pretraining_resumes_from_state_old(tmp_path: Path, monkeypatch: pytest.
                            for i, st in optimizer.state_dict()["state"].items()})
         return c
 
-    monkeypatch.setattr(loop, "load_state", load_and_look)
+    monkeypatch.setattr(budget, "load_state", load_and_look)
     first: list[int] = []
     resumed = loop.pretrain_size(SIZE, _cfg(), make_data(tmp_path), out, dropout=0.0,
                                  on_step=lambda c: first.append(c.step))

@@ -14,7 +14,7 @@ from test_pretrain_loop import SIZE, cfg, make_data
 from test_translation_train import StepClock, _setup, timed_step
 
 from tlc_export.atomic import read_jsonl
-from tlc_export.pretrain.clock import TrainingClock
+from tlc_export.train.clock import TrainingClock
 
 STEP, FEED, BOOKKEEPING, EVAL, SAVE, WARMUP = 0.05, 0.02, 0.01, 1.0, 2.0, 4.0
 
@@ -87,7 +87,7 @@ def test_pretraining_counts_the_feed_and_bookkeeping_not_evaluation_or_checkpoin
 
 def test_translation_warmup_is_off_the_clock_and_the_plan_is_on_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread) -> None:  # noqa: ANN001
-    import tlc_export.translation.train as T
+    import tlc_export.tasks.translation.train as T
 
     fake = StepClock(STEP)
     warmups: list[int] = []
@@ -111,7 +111,7 @@ def test_translation_warmup_is_off_the_clock_and_the_plan_is_on_it(
             fake.advance(FEED)
             return super().next_step(position)
 
-    for name, value in [("clock", fake), ("_step", timed_step(fake, T._step)), ("_warmup", slow_warmup),
+    for name, value in [("clock", fake), ("train_step", timed_step(fake, T.train_step)), ("_warmup", slow_warmup),
                         ("dev_loss", slow_dev_loss), ("save_state", slow_save), ("StepPlan", SlowPlan)]:
         monkeypatch.setattr(T, name, value)
     seen: list[float] = []
@@ -129,7 +129,7 @@ def test_translation_step_host_syncs_do_not_grow_with_micro_batches(monkeypatch:
                                                                     one_thread) -> None:  # noqa: ANN001
     import torch
 
-    import tlc_export.translation.train as T
+    import tlc_export.tasks.translation.train as T
 
     cfg, tok, train, _ = _setup()
     model = T.build_translation_model(cfg.grid()[0], cfg, source_vocab=len(tok.source), seed=1)
@@ -143,7 +143,7 @@ def test_translation_step_host_syncs_do_not_grow_with_micro_batches(monkeypatch:
     for step_tokens in (1, 400):  # one micro-batch, then several
         micro, _ = T.StepPlan(train, 48, step_tokens, seed=5).next_step(0)
         syncs.clear()
-        loss, _ = T._step(model, opt, train, micro, 1e-3, cfg, torch.device("cpu"), None)
+        loss, _ = T.train_step(model, opt, train, micro, 1e-3, cfg, torch.device("cpu"), None)
         # __bool__ is left out: the Marian forward's own mask checks, not the training loop's.
         counts.append((len(micro), sum(n in ("__float__", "item") for n in syncs), loss))
     (one, n_one, _), (many, n_many, loss) = counts

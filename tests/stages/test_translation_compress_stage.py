@@ -58,9 +58,9 @@ def test_translation_compress_stage(tmp_path, monkeypatch):
 
     from tlc_export.recipe import parse_recipe
     from tlc_export.tasks import get_family
-    from tlc_export.tasks.translation import TranslationFamily
-    from tlc_export.translation.compress import load_translation_variant
-    from tlc_export.translation.tokenizer import TranslationTokenizers
+    from tlc_export.tasks.translation.compress import load_translation_variant
+    from tlc_export.tasks.translation.family import TranslationFamily
+    from tlc_export.tasks.translation.tokenizer import TranslationTokenizers
 
     monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
     _write_pairs(tmp_path / "pairs.tsv")
@@ -109,7 +109,10 @@ def test_translation_compress_stage(tmp_path, monkeypatch):
 
     from tlc_export.compress.prune import load_masks
     from tlc_export.compress.quantize import QuantConfig
-    from tlc_export.translation.compress import load_translation_level_model, quantize_translation_
+    from tlc_export.tasks.translation.compress import (
+        load_translation_level_model,
+        quantize_translation_,
+    )
 
     level_model = load_translation_level_model(run / "compress" / "1L-32H" / "pruned" / "s50")
     masks = load_masks(run / "compress" / "1L-32H" / "pruned" / "s50" / "masks.safetensors")

@@ -15,10 +15,10 @@ from test_translation_train import PAIRS, RECIPE, StepClock, timed_step
 
 from tlc_export.atomic import read_jsonl
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation import train as T
-from tlc_export.translation.batching import encode_pairs
-from tlc_export.translation.model import build_translation_model
-from tlc_export.translation.tokenizer import train_tokenizers
+from tlc_export.tasks.translation import train as T
+from tlc_export.tasks.translation.batching import encode_pairs
+from tlc_export.tasks.translation.model import build_translation_model
+from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
 
 def _free_port() -> int:
@@ -46,7 +46,7 @@ def _one_step(world: int, rank: int) -> tuple[float, dict[str, torch.Tensor]]:
     opt = T.make_optimizer(model, cfg.train, torch.device("cpu"))
     micro, _ = T.StepPlan(train, 96, 400, seed=5, world=2).next_step(0)
     assert len(micro) >= 3  # uneven shares: rank 0 takes more micro-batches than rank 1
-    loss, _ = T._step(model, opt, train, micro, 3e-3, cfg, torch.device("cpu"), None, forward=forward, rank=rank,
+    loss, _ = T.train_step(model, opt, train, micro, 3e-3, cfg, torch.device("cpu"), None, forward=forward, rank=rank,
                       world=world)
     return loss, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -59,7 +59,7 @@ def _rank(rank: int, tmp: str, port: int) -> None:
 
     distributed.init()
     fake = StepClock(0.05 if rank == 0 else 0.02)  # rank 1 is "faster": rank 0's clock must rule
-    T.clock, T._step = fake, timed_step(fake, T._step)
+    T.clock, T.train_step = fake, timed_step(fake, T.train_step)
     cfg, tok, train = _setup()
     dev = T.dev_sample(PAIRS[::7], tok, cfg) if rank == 0 else None
     row = T.train_translation_size(cfg.grid()[0], cfg, tok, train, dev, Path(tmp) / "run")

@@ -17,18 +17,19 @@ from rich.console import Console
 
 from tlc_export.compress.artifact import load_artifact, save_artifact
 from tlc_export.compress.quantize import QuantConfig
+from tlc_export.compress.variants import variant_name
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
-from tlc_export.stages.compress import variant_name
-from tlc_export.stages.translation_bench import TranslationBenchStage
-from tlc_export.stages.translation_export import TranslationExportStage, _load_variant
-from tlc_export.translation.compress import quantize_translation_
-from tlc_export.translation.data import ParallelPair
-from tlc_export.translation.export import export_template, greedy_agreement, write_variant
-from tlc_export.translation.model import build_translation_model
-from tlc_export.translation.onnx import OrtTranslator
-from tlc_export.translation.tokenizer import PAD_ID, train_tokenizers
+from tlc_export.tasks.translation.compress import quantize_translation_
+from tlc_export.tasks.translation.data import ParallelPair
+from tlc_export.tasks.translation.export import export_template, greedy_agreement, write_variant
+from tlc_export.tasks.translation.family import TranslationFamily
+from tlc_export.tasks.translation.model import build_translation_model
+from tlc_export.tasks.translation.onnx import OrtTranslator
+from tlc_export.tasks.translation.stages.bench import TranslationBenchStage
+from tlc_export.tasks.translation.stages.export import TranslationExportStage, load_variant
+from tlc_export.tasks.translation.tokenizer import PAD_ID, train_tokenizers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,7 +124,7 @@ def test_fp32_files_greedy_equal_generate(tiny):
                            max_length=12)
     assert bad["mismatched"]
     from tlc_export.errors import ExportMismatchError
-    from tlc_export.translation.export import teacher_forced_batch, teacher_forced_check
+    from tlc_export.tasks.translation.export import teacher_forced_batch, teacher_forced_check
 
     batch = teacher_forced_batch(tok, _pairs(4), 16, 16)
     good = teacher_forced_check(model, OrtTranslator.open(tmp / "fp32", threads=1), batch, 1e-3, "fp32")
@@ -143,7 +144,7 @@ def test_own_code_files_reproduce_the_fake_quant_variant(tiny, bits, grid, codes
     tpl = export_template(model, tmp / "tpl")
     art = tmp / f"v{bits}{len(grid)}.safetensors"
     fake, _ = _variant_artifact(model, art, bits, **grid)
-    loaded = _load_variant(art)
+    loaded = load_variant(art)
     codes = load_artifact(art).quantized
     folder = tmp / f"int{bits}-{len(grid)}"
     write_variant(tpl, folder, loaded.state_dict(), codes, container="int4" if bits == 4 else "int8")
@@ -223,7 +224,7 @@ def run(tiny):
 def _ctx(recipe, rd, stage):
     out = rd.stage_dir(stage)
     out.mkdir(parents=True, exist_ok=True)
-    return StageContext(recipe=recipe, run_dir=rd, out_dir=out, inputs={}, console=Console(file=io.StringIO(), width=200))
+    return StageContext(family=TranslationFamily(), recipe=recipe, run_dir=rd, out_dir=out, inputs={}, console=Console(file=io.StringIO(), width=200))
 
 
 def test_export_stage_rows_and_resume(run, monkeypatch):
@@ -251,7 +252,7 @@ def test_export_stage_rows_and_resume(run, monkeypatch):
     import sacrebleu
 
     from tlc_export.config.translation import TranslationDecoding
-    from tlc_export.translation.decode import translate
+    from tlc_export.tasks.translation.decode import translate
 
     preds = json.loads((rd.root / by[(b32, "onnx-fp32")]["predictions"]).read_text())["dev"]
     hyps = translate(model, tok, preds["sources"], TranslationDecoding(strategy="greedy", max_length=12), max_source_length=16)
@@ -259,7 +260,7 @@ def test_export_stage_rows_and_resume(run, monkeypatch):
     assert abs(sacrebleu.corpus_bleu(hyps, [preds["references"]]).score - by[(b32, "onnx-fp32")]["dev_bleu"]) < 1e-6
 
     # resume: finished rows are not redone (a rerun exports nothing, and keeps the rows)
-    import tlc_export.translation.export as X
+    import tlc_export.tasks.translation.export as X
 
     def boom(*a, **k):
         raise AssertionError("re-exported a finished row")

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from tlc_export.atomic import read_jsonl
-from tlc_export.pretrain.state import Counters
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation import train as T
-from tlc_export.translation.batching import encode_pairs
-from tlc_export.translation.data import ParallelPair
+from tlc_export.tasks.translation import train as T
+from tlc_export.tasks.translation.batching import encode_pairs
+from tlc_export.tasks.translation.data import ParallelPair
+from tlc_export.train.state import Counters
 
 RECIPE = """\
 translation:
@@ -49,7 +49,7 @@ class StepClock:
 
 
 def timed_step(fake: StepClock, step):  # noqa: ANN001, ANN201
-    """`step` (translation.train._step) lasting exactly `fake.dt` on the fake clock."""
+    """`step` (translation.train.train_step) lasting exactly `fake.dt` on the fake clock."""
     def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         fake.advance()
         return step(*args, **kwargs)
@@ -60,12 +60,12 @@ def timed_step(fake: StepClock, step):  # noqa: ANN001, ANN201
 def use_step_clock(monkeypatch: pytest.MonkeyPatch, dt: float) -> StepClock:
     fake = StepClock(dt)
     monkeypatch.setattr(T, "clock", fake)
-    monkeypatch.setattr(T, "_step", timed_step(fake, T._step))
+    monkeypatch.setattr(T, "train_step", timed_step(fake, T.train_step))
     return fake
 
 
 def _setup():
-    from tlc_export.translation.tokenizer import train_tokenizers
+    from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
     cfg = parse_recipe(RECIPE).translation
     tok = train_tokenizers(PAIRS, cfg.tokenizer)
@@ -90,8 +90,8 @@ def test_stops_at_budget_with_curves_and_checkpoint(tmp_path, monkeypatch, one_t
     cfg, tok, train, dev = _setup()
     size = cfg.grid()[0]
     lrs: list[float] = []
-    real_step = T._step
-    monkeypatch.setattr(T, "_step", lambda m, o, e, micro, lr, *a, **kw: (lrs.append(lr), real_step(m, o, e, micro, lr, *a, **kw))[1])
+    real_step = T.train_step
+    monkeypatch.setattr(T, "train_step", lambda m, o, e, micro, lr, *a, **kw: (lrs.append(lr), real_step(m, o, e, micro, lr, *a, **kw))[1])
     row = T.train_translation_size(size, cfg, tok, train, dev, tmp_path / size.name)
     assert row["steps"] == 20 and row["elapsed_s"] == pytest.approx(1.0)  # 1.0 s of 0.05 s steps, nothing else
     assert lrs[0] < lrs[2] <= 0.003 and lrs[-1] < 0.003 * 0.1  # warm-up, then decay towards 0 at the budget

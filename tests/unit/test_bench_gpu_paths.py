@@ -195,8 +195,8 @@ def test_bench_stage_untimed_compile_rows_take_eager_accuracy_and_gpu_ort_rows_a
     import json
 
     from runtime_bench.backends.torch_backend import TorchCompile
-    from tlc_export.stages import bench as bench_stage
-    from tlc_export.stages.bench import BenchStage
+    from tlc_export.tasks.classification.stages import bench as bench_stage
+    from tlc_export.tasks.classification.stages.bench import BenchStage
 
     loaded: list[str] = []
     real_load = TorchCompile.load

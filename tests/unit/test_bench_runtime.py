@@ -42,7 +42,8 @@ from tlc_export.models import LogitsOnly
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import StageContext
-from tlc_export.stages.bench import BenchStage
+from tlc_export.tasks.classification.family import ClassificationFamily
+from tlc_export.tasks.classification.stages.bench import BenchStage
 
 WORDS = ["good", "bad", "film", "plot", "great", "awful", "the", "a", "story", "was", "fun", "dull"]
 SIZE = "2L-64H"
@@ -316,7 +317,7 @@ def _fake_run(root: Path, work: dict) -> StageContext:
     (run / "export").mkdir(parents=True, exist_ok=True)
     (run / "export" / "results.json").write_text(json.dumps(exp))
     (run / "bench").mkdir()
-    return StageContext(recipe=recipe, run_dir=RunDir(run), out_dir=run / "bench", inputs={}, console=Console(quiet=True))
+    return StageContext(family=ClassificationFamily(), recipe=recipe, run_dir=RunDir(run), out_dir=run / "bench", inputs={}, console=Console(quiet=True))
 
 
 def test_bench_stage_on_a_fabricated_run(tmp_path: Path, work: dict) -> None:

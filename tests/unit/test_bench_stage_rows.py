@@ -2,7 +2,7 @@
 only where the accuracy was reused from the same computation."""
 
 from runtime_bench.harness import Variant
-from tlc_export.stages.bench import stamp_identity
+from tlc_export.tasks.classification.stages.bench import stamp_identity
 
 
 def _variant() -> Variant:

@@ -74,7 +74,7 @@ def test_bleu_difference_interval_is_sacrebleu_on_the_resampled_sentences() -> N
     every sentence counts as often as it is drawn. Equal to float precision, not only within Monte-Carlo."""
     from sacrebleu.metrics import BLEU
 
-    from tlc_export.translation.metrics import compare_translations
+    from tlc_export.tasks.translation.metrics import compare_translations
 
     rng = np.random.default_rng(3)
     words = ["le", "chat", "chien", "voit", "aime", "la", "maison", "grande", "petite", "rouge", "et", "il"]

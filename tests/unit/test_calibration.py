@@ -25,7 +25,7 @@ from tlc_export.report.claims.rules import FAILS, HOLDS, NOISE, NOT_MEASURED
 from tlc_export.report.claims.sizes import Size
 from tlc_export.report.claims.sweep import PointRun, claim_overfit, claim_size_vs_batch
 from tlc_export.stats import above_majority, compare_paired
-from tlc_export.translation.metrics import compare_statistics
+from tlc_export.tasks.translation.metrics import compare_statistics
 
 DRAWS = 2000
 MAX_FPR = 0.06

@@ -45,7 +45,7 @@ def test_data_stage_writes_tokenizer_and_token_files(tmp_path, monkeypatch):
     from tlc_export.data.tokenizer import EOS_ID, load_tokenizer
     from tlc_export.rundir import RunDir
     from tlc_export.stages.base import StageContext
-    from tlc_export.stages.data import DataStage
+    from tlc_export.tasks.classification.stages.data import DataStage
 
     monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
     rng = random.Random(0)

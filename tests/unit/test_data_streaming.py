@@ -136,7 +136,7 @@ def test_data_stage_reads_every_source_once(tmp_path: Path, monkeypatch) -> None
     from tlc_export.data.token_files import TokenSplit
     from tlc_export.rundir import RunDir
     from tlc_export.stages.base import StageContext
-    from tlc_export.stages.data import DataStage
+    from tlc_export.tasks.classification.stages.data import DataStage
 
     monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
     real = sources._keyed_texts

@@ -27,6 +27,7 @@ from tlc_export.errors import StageError
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import Stage, StageContext
+from tlc_export.tasks.classification.family import ClassificationFamily
 from tlc_export.writer_lock import LOCK_FILE, RunDirBusy, writer_lock
 
 RECIPE = """\
@@ -88,8 +89,7 @@ def _stages(monkeypatch: pytest.MonkeyPatch) -> None:
         Writer.interrupted.set()
 
     monkeypatch.setattr(integrity._thread, "interrupt_main", interrupt_main)
-    monkeypatch.setattr(runner, "all_stages", lambda: [Pre(), Fin()])
-    monkeypatch.setattr("tlc_export.stages.all_stages", lambda: [Pre(), Fin()])
+    monkeypatch.setattr(ClassificationFamily, "stages", lambda self: [Pre(), Fin()])
 
 
 def _recipe():
@@ -259,7 +259,7 @@ def test_force_reruns_from_scratch_and_marks_later_stages_stale(tmp_path: Path, 
     fin_line = next(line for line in status.output.splitlines() if "finetune" in line)
     assert "stale" in fin_line
     with monkeypatch.context() as mp:
-        mp.setattr(runner, "all_stages", lambda: [Pre(), Fin(), _Later()])
+        mp.setattr(ClassificationFamily, "stages", lambda self: [Pre(), Fin(), _Later()])
         with pytest.raises(StageError, match="`finetune` is stale"):  # a stage that needs finetune refuses it stale
             runner.run_pipeline(_recipe(), rd, only=["later"])
     runner.run_pipeline(_recipe(), rd)  # a plain run re-runs the stale stage

@@ -93,10 +93,10 @@ def test_translation_step_is_adamw_with_clipping_and_decay_groups(one_thread: No
     from test_translation_model import PAIRS
 
     from tlc_export.recipe import parse_recipe
-    from tlc_export.translation import train as T
-    from tlc_export.translation.batching import collate, encode_pairs
-    from tlc_export.translation.model import build_translation_model
-    from tlc_export.translation.tokenizer import train_tokenizers
+    from tlc_export.tasks.translation import train as T
+    from tlc_export.tasks.translation.batching import collate, encode_pairs
+    from tlc_export.tasks.translation.model import build_translation_model
+    from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
     recipe = f"""\
 translation:
@@ -116,7 +116,7 @@ translation:
     reference = copy.deepcopy(model)
     batch = list(range(8))
     opt = T.make_optimizer(model, cfg.train, torch.device("cpu"))
-    T._step(model, opt, enc, [batch], LR, cfg, torch.device("cpu"), None)
+    T.train_step(model, opt, enc, [batch], LR, cfg, torch.device("cpu"), None)
 
     reference.train()
     b = collate(enc, batch)

@@ -65,7 +65,7 @@ def test_paper_recipe_data_streams_from_the_hub(tmp_path: Path, monkeypatch: pyt
 
     from tlc_export.rundir import RunDir
     from tlc_export.stages.base import StageContext
-    from tlc_export.stages.data import DataStage
+    from tlc_export.tasks.classification.stages.data import DataStage
 
     monkeypatch.setenv("TLC_HOME", str(tmp_path / "home"))
     recipe = load_recipe(RECIPES / "paper-roberta.yaml")

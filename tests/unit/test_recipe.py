@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from tlc_export.cli import main
 from tlc_export.errors import RecipeError
-from tlc_export.recipe import load_plan, parse_recipe, schema_lines
+from tlc_export.recipe import parse_recipe, schema_lines
+from tlc_export.sweep.plan import load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,6 +12,7 @@ from tlc_export import runner
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RunDir
 from tlc_export.stages.base import Stage, StageContext
+from tlc_export.tasks.classification.family import ClassificationFamily
 
 RECIPE = """\
 models: {{sizes: [{{layers: 1, hidden: 64}}]}}
@@ -53,7 +54,8 @@ class Fin(CountingStage):
 def _stages(monkeypatch: pytest.MonkeyPatch) -> None:
     CountingStage.calls = {}
     CountingStage.fail_once = set()
-    monkeypatch.setattr(runner, "all_stages", lambda: [Pre(), Fin()])
+    # The classification family's pipeline, as the runner asks for it.
+    monkeypatch.setattr(ClassificationFamily, "stages", lambda self: [Pre(), Fin()])
 
 
 def _recipe(budget: float = 5, lr: float = 1e-4):

@@ -10,7 +10,7 @@ import pytest
 
 from tlc_export.errors import TlcError
 from tlc_export.serving.inputs import InputFileError, label_ids, read_inputs, skipped_note
-from tlc_export.serving.tokens import ServingTokenizer, length_batches, pad_batch
+from tlc_export.tokens import ServingTokenizer, length_batches, pad_batch
 
 TEXTS = ["The film was wonderful, really.", "", "dull " * 80, "A  moving,\tfunny story; its music? Charming!",
          "unicode: café naïve — ok"]

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from tlc_export.cli import main
 from tlc_export.errors import RecipeError
-from tlc_export.recipe import parse_plan, parse_recipe
-from tlc_export.sweep.plan import Sweep
+from tlc_export.recipe import parse_recipe
+from tlc_export.sweep.plan import Sweep, parse_plan, parse_point
 
 BASE = """\
 name: abl
@@ -111,13 +111,13 @@ def test_a_base_problem_is_reported_once_at_its_own_line() -> None:
 
 def test_a_sweep_is_not_a_single_recipe_without_a_point() -> None:
     text = BASE + "sweep:\n  pretrain.batch_size: [8, 16]\n"
-    with pytest.raises(RecipeError, match="sweep of 2 points"):
+    with pytest.raises(RecipeError, match="is a sweep, not one run"):
         parse_recipe(text)
-    assert parse_recipe(text, point=1).pretrain.batch_size == 16
+    assert parse_point(text, 1).pretrain.batch_size == 16
     with pytest.raises(RecipeError, match="points 0 … 1"):
-        parse_recipe(text, point=2)
+        parse_point(text, 2)
     with pytest.raises(RecipeError, match="no `sweep:` section"):
-        parse_recipe(BASE, point=0)
+        parse_point(BASE, 0)
 
 
 def test_cli_validate_and_sweep_list(tmp_path: Path) -> None:

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tlc_export import runner, store
+from tlc_export import store
 from tlc_export.cli import main
-from tlc_export.recipe import parse_plan
 from tlc_export.stages.base import Stage, StageContext
 from tlc_export.store import StageStore
+from tlc_export.sweep.plan import parse_plan
 from tlc_export.sweep.run import run_sweep
+from tlc_export.tasks.classification.family import ClassificationFamily
 
 RECIPE = """\
 name: shared
@@ -60,7 +61,7 @@ class Fin(Counting):
 @pytest.fixture(autouse=True)
 def _stages(monkeypatch: pytest.MonkeyPatch) -> None:
     Counting.calls = {}
-    monkeypatch.setattr(runner, "all_stages", lambda: [Data(), Pre(), Fin()])
+    monkeypatch.setattr(ClassificationFamily, "stages", lambda self: [Data(), Pre(), Fin()])
 
 
 def _plan():

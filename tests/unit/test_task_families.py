@@ -14,8 +14,8 @@ from tlc_export.predictions import SplitPredictions
 from tlc_export.recipe import parse_recipe, schema_lines
 from tlc_export.scoring import accuracy_fields
 from tlc_export.tasks import family_of, get_family
-from tlc_export.tasks.classification import ClassificationFamily
-from tlc_export.tasks.translation import TranslationFamily
+from tlc_export.tasks.classification.family import ClassificationFamily
+from tlc_export.tasks.translation.family import TranslationFamily
 
 CLS = "models: {sizes: [{layers: 1, hidden: 32}]}\npretrain: {time_budget_s: 1}\n"
 MT = """\
@@ -83,10 +83,11 @@ def test_every_translation_field_is_documented():
 
 
 def test_stages_belong_to_their_family():
-    from tlc_export.stages import all_stages
+    from tlc_export.runner import stages_of
 
-    mt = [s.name for s in all_stages() if s.enabled(parse_recipe(MT))]
-    cls = [s.name for s in all_stages() if s.enabled(parse_recipe(CLS + "finetune: {}\n"))]
+    mt = [s.name for s in stages_of(family_of(parse_recipe(MT)), parse_recipe(MT))]
+    cls_recipe = parse_recipe(CLS + "finetune: {}\n")
+    cls = [s.name for s in stages_of(family_of(cls_recipe), cls_recipe)]
     assert mt == ["translation"]
     assert cls == ["data", "pretrain", "finetune"]
 
@@ -113,20 +114,18 @@ def test_classification_family_is_the_existing_task_code(tmp_path: Path):
 
 
 def test_data_prepare_reads_a_translation_recipes_pairs(tmp_path: Path):
-    from tlc_export.data.prepare import prepare_data
-
     rows = ["en\tfr"] + [f"sentence {i}\tphrase {i}" for i in range(200)]
     (tmp_path / "p.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     recipe = parse_recipe(MT.replace("  depth: [1, 2]\n", "  depth: [1, 2]\n  data: {kind: tsv, path: p.tsv}\n"),
                           base_dir=tmp_path)
-    info = prepare_data(recipe)
+    info = family_of(recipe).prepare_data(recipe)
     line = info["translation.data (tsv)"]
     assert "train" in line and "stable hash of the source sentence" in line
     assert not [k for k in info if k.startswith("data.sources")]  # no pretraining corpus fetched
 
 
 def test_translate_uses_the_dev_choice():
-    from tlc_export.translation.serve import choose_model
+    from tlc_export.tasks.translation.serve import choose_model
 
     rows = [{"model": "1L-32H", "dev_bleu": 4.0, "test_bleu": 9.0}, {"model": "2L-64H", "dev_bleu": 5.0, "test_bleu": 1.0},
             {"model": "3L-64H", "dev_bleu": 5.0, "test_bleu": 7.0}]

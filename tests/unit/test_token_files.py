@@ -18,12 +18,12 @@ from tokenizers import Tokenizer
 
 from tlc_export.config.data import TokenizerConfig
 from tlc_export.data.mlm import MLMBatches, PackedRows, pack_sequences
+from tlc_export.data.shards import PROGRESS_FILE
 from tlc_export.data.sources import Document
 from tlc_export.data.split import SplitRouter, fraction_hash, val_score
 from tlc_export.data.token_files import TOKENS_DIR, TokenSplit, token_dtype
 from tlc_export.data.token_writer import (
     PARTIAL_DIR,
-    PROGRESS_FILE,
     TokenFilesResult,
     write_token_files,
 )

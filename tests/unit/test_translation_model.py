@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation.batching import collate, encode_pairs, token_batches
-from tlc_export.translation.data import ParallelPair
-from tlc_export.translation.loss import IGNORE, label_smoothed_loss
-from tlc_export.translation.metrics import score_translations
+from tlc_export.tasks.translation.batching import collate, encode_pairs, token_batches
+from tlc_export.tasks.translation.data import ParallelPair
+from tlc_export.tasks.translation.loss import IGNORE, label_smoothed_loss
+from tlc_export.tasks.translation.metrics import score_translations
 
 RECIPE = """\
 translation:
@@ -105,13 +105,13 @@ def test_bleu_matches_the_sacrebleu_command_line(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def tokenizers():
-    from tlc_export.translation.tokenizer import train_tokenizers
+    from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
     return train_tokenizers(PAIRS, _cfg().tokenizer)
 
 
 def test_tokenizer_round_trips_and_ends_with_eos(tokenizers, tmp_path):
-    from tlc_export.translation.tokenizer import EOS_ID, TranslationTokenizers
+    from tlc_export.tasks.translation.tokenizer import EOS_ID, TranslationTokenizers
 
     ids = tokenizers.source("le chat voit, l'oiseau!")["input_ids"]
     assert ids[-1] == EOS_ID
@@ -123,7 +123,7 @@ def test_tokenizer_round_trips_and_ends_with_eos(tokenizers, tmp_path):
 
 def test_shared_vocabulary_ties_one_table_and_separate_does_not(tokenizers, one_thread):
     from tlc_export.tasks import get_family
-    from tlc_export.translation.model import build_translation_model
+    from tlc_export.tasks.translation.model import build_translation_model
 
     cfg = _cfg()
     size = cfg.grid()[0]
@@ -166,7 +166,7 @@ def test_token_batches_cover_every_pair_within_budget(tokenizers):
 
 def test_family_loss_is_label_smoothed_per_token(tokenizers, one_thread):
     from tlc_export.tasks import get_family
-    from tlc_export.translation.model import build_translation_model
+    from tlc_export.tasks.translation.model import build_translation_model
 
     recipe = parse_recipe(RECIPE % "true")
     cfg = recipe.translation
@@ -181,7 +181,7 @@ def test_family_loss_is_label_smoothed_per_token(tokenizers, one_thread):
 
 def _manual_greedy(model, ids: list[int], max_length: int) -> list[int]:
     """Greedy decoding by hand: full forward passes (no cache), argmax, EOS forced at the last position."""
-    from tlc_export.translation.tokenizer import EOS_ID, PAD_ID
+    from tlc_export.tasks.translation.tokenizer import EOS_ID, PAD_ID
 
     out = [PAD_ID]
     src = torch.tensor([ids])
@@ -197,8 +197,8 @@ def _manual_greedy(model, ids: list[int], max_length: int) -> list[int]:
 
 
 def test_greedy_translate_equals_a_hand_written_greedy_loop(tokenizers, one_thread):
-    from tlc_export.translation.decode import translate
-    from tlc_export.translation.model import build_translation_model
+    from tlc_export.tasks.translation.decode import translate
+    from tlc_export.tasks.translation.model import build_translation_model
 
     cfg = _cfg()
     model = build_translation_model(cfg.grid()[0], cfg, len(tokenizers.source), seed=1).eval()
@@ -225,7 +225,7 @@ def test_greedy_translate_equals_a_hand_written_greedy_loop(tokenizers, one_thre
 
 
 def test_step_plan_reaches_the_token_target_and_continues_from_a_position(tokenizers):
-    from tlc_export.translation.train import StepPlan
+    from tlc_export.tasks.translation.train import StepPlan
 
     cfg = _cfg()
     enc = encode_pairs(tokenizers, PAIRS, cfg.max_source_length, cfg.max_target_length)
@@ -248,7 +248,7 @@ def test_step_plan_reaches_the_token_target_and_continues_from_a_position(tokeni
 def test_paired_comparison_of_two_systems():
     from sacrebleu.metrics import BLEU
 
-    from tlc_export.translation.metrics import compare_translations, sentence_statistics
+    from tlc_export.tasks.translation.metrics import compare_translations, sentence_statistics
 
     rng = np.random.default_rng(0)
     words = ["le", "chat", "chien", "voit", "aime", "la", "maison", "grande", "petite", "rouge"]
@@ -271,7 +271,7 @@ def test_vectorised_bleu_equals_sacrebleu_corpus_bleu_on_resamples():
     including degenerate systems (empty output, one word, no 4-grams, perfect)."""
     from sacrebleu.metrics import BLEU
 
-    from tlc_export.translation.metrics import bleu_from_statistics_batch, sentence_statistics
+    from tlc_export.tasks.translation.metrics import bleu_from_statistics_batch, sentence_statistics
 
     rng = np.random.default_rng(1)
     words = ["le", "chat", "chien", "voit", "aime", "la", "maison", "grande", "petite", "rouge", "et", "il"]
@@ -298,7 +298,7 @@ def test_a_model_not_above_copying_the_source_did_not_learn_the_task():
     from sacrebleu.metrics import BLEU
 
     from tlc_export.tasks import get_family
-    from tlc_export.tasks.translation import TranslationPredictions
+    from tlc_export.tasks.translation.metrics import TranslationPredictions
 
     rng = np.random.default_rng(2)
     en = ["the", "cat", "dog", "sees", "loves", "house", "big", "small", "red", "Moses", "Israel"]

@@ -21,15 +21,15 @@ import torch
 from click.testing import CliRunner
 
 from tlc_export.cli import main
-from tlc_export.package.select import PackageError
-from tlc_export.package.translation_select import choose_translation
+from tlc_export.compress.variants import variant_name
 from tlc_export.recipe import parse_recipe
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir, StageRecord
-from tlc_export.stages.compress import variant_name
-from tlc_export.translation.data import ParallelPair
-from tlc_export.translation.model import build_translation_model
-from tlc_export.translation.onnx import export_translation_onnx
-from tlc_export.translation.tokenizer import EOS_ID, PAD_ID, train_tokenizers
+from tlc_export.tasks.classification.package.select import PackageError
+from tlc_export.tasks.translation.data import ParallelPair
+from tlc_export.tasks.translation.model import build_translation_model
+from tlc_export.tasks.translation.onnx import export_translation_onnx
+from tlc_export.tasks.translation.package.select import choose_translation
+from tlc_export.tasks.translation.tokenizer import EOS_ID, PAD_ID, train_tokenizers
 
 RECIPE = """\
 name: micro-mt
@@ -184,7 +184,7 @@ def test_bundle_holds_the_export_files_with_matching_checksums_and_fields(mt_run
 
 
 def test_bundle_translates_as_transformers_greedy_generate(mt_run, bundle: Path) -> None:
-    from tlc_export.serving import open_predictor
+    from tlc_export.tasks import open_predictor
 
     model, tok = mt_run["model"], mt_run["tok"]
     enc = tok.source(SENTENCES, truncation=True, max_length=16, padding=True, return_tensors="pt")
@@ -199,7 +199,7 @@ def test_bundle_translates_as_transformers_greedy_generate(mt_run, bundle: Path)
 
 
 def test_predict_cli_prints_one_json_line_per_input(mt_run, bundle: Path, tmp_path: Path) -> None:
-    from tlc_export.serving import open_predictor
+    from tlc_export.tasks import open_predictor
 
     result = CliRunner().invoke(main, ["predict", str(bundle), GENESIS, "the cat sees the dog", "--jsonl"])
     assert result.exit_code == 0, result.output
@@ -240,7 +240,7 @@ def test_missing_or_changed_file_is_named(bundle: Path, tmp_path: Path) -> None:
 
 
 def test_predict_imports_neither_torch_nor_transformers(bundle: Path) -> None:
-    code = ("import sys; from tlc_export.serving import open_predictor; "
+    code = ("import sys; from tlc_export.tasks import open_predictor; "
             f"t = open_predictor({str(bundle)!r}, threads=1); print(t.translate(['the cat'])); "
             "bad = [m for m in ('torch', 'transformers', 'pydantic') if m in sys.modules]; "
             "assert not bad, bad")
@@ -286,7 +286,7 @@ def test_package_errors_leave_out_untouched(mt_run, tmp_path: Path) -> None:
 
 
 def test_readme_snippet_without_tlc_translates_as_the_predictor(bundle: Path) -> None:
-    from tlc_export.serving import open_predictor
+    from tlc_export.tasks import open_predictor
 
     blocks = (bundle / "README.md").read_text().split("```python\n")
     plain = next(b.split("```")[0] for b in blocks[1:] if "import onnxruntime" in b)

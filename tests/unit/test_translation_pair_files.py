@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from tlc_export.data.shards import PROGRESS_FILE
 from tlc_export.errors import DataSourceError
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation import pair_files as PF
-from tlc_export.translation.batching import encode_pairs, token_batches
-from tlc_export.translation.data import PairStream, ParallelPair, hf_splits
-from tlc_export.translation.tokenizer import train_tokenizers
+from tlc_export.tasks.translation import pair_files as PF
+from tlc_export.tasks.translation.batching import encode_pairs, token_batches
+from tlc_export.tasks.translation.data import PairStream, ParallelPair, hf_splits
+from tlc_export.tasks.translation.tokenizer import train_tokenizers
 
 RECIPE = """\
 translation:
@@ -95,7 +96,7 @@ def test_interrupted_encoding_resumes_to_the_same_bytes(tmp_path):
 
     with pytest.raises(Interrupted):
         _write(tmp_path / "cut", tok, cfg, shard_pairs=5, on_commit=stop)
-    assert (tmp_path / "cut" / PF.PARTIAL_DIR / PF.PROGRESS_FILE).is_file()
+    assert (tmp_path / "cut" / PF.PARTIAL_DIR / PROGRESS_FILE).is_file()
     assert not (tmp_path / "cut" / PF.PAIRS_DIR).exists()  # nothing half-done is published
     # A torn write after the last recorded shard (the kill came mid-shard) is cut on resume.
     with open(tmp_path / "cut" / PF.PARTIAL_DIR / "train.src.bin", "ab") as f:
@@ -109,8 +110,8 @@ def test_interrupted_encoding_resumes_to_the_same_bytes(tmp_path):
 
 
 def test_memmap_batches_and_step_equal_the_lists(tmp_path):
-    from tlc_export.translation import train as T
-    from tlc_export.translation.model import build_translation_model
+    from tlc_export.tasks.translation import train as T
+    from tlc_export.tasks.translation.model import build_translation_model
 
     cfg = _cfg()
     tok = train_tokenizers(PAIRS, cfg.tokenizer)
@@ -126,7 +127,7 @@ def test_memmap_batches_and_step_equal_the_lists(tmp_path):
     for name, enc in (("lists", lists), ("files", files)):
         model = build_translation_model(cfg.grid()[0], cfg, source_vocab=len(tok.source), seed=3)
         opt = T.make_optimizer(model, cfg.train, torch.device("cpu"))
-        loss, tokens = T._step(model, opt, enc, micro, 0.003, cfg, torch.device("cpu"), None)
+        loss, tokens = T.train_step(model, opt, enc, micro, 0.003, cfg, torch.device("cpu"), None)
         out[name] = (loss, tokens, {k: v.clone() for k, v in model.state_dict().items()})
     assert out["files"][0] == pytest.approx(out["lists"][0], rel=1e-6) and out["files"][1] == out["lists"][1]
     moved = 0

@@ -6,8 +6,8 @@ import torch
 
 from tlc_export.compress.quantize import QuantConfig
 from tlc_export.recipe import parse_recipe
-from tlc_export.translation.compress import quantize_translation_
-from tlc_export.translation.model import build_translation_model
+from tlc_export.tasks.translation.compress import quantize_translation_
+from tlc_export.tasks.translation.model import build_translation_model
 
 RECIPE = """\
 translation:

@@ -18,14 +18,14 @@ import sacrebleu
 from tlc_export.errors import StageError
 from tlc_export.report.answers import storage_answers
 from tlc_export.report.pareto import pareto_frontier
-from tlc_export.report.translation import (
+from tlc_export.tasks.translation.report import (
     build_translation_report,
     deploy_answers,
     dev_frontier,
     load_translation_report_data,
 )
-from tlc_export.report.translation.tables import file_rows
-from tlc_export.report.translation.verdict import SentenceComparator, translation_verdict
+from tlc_export.tasks.translation.report.tables import file_rows
+from tlc_export.tasks.translation.report.verdict import SentenceComparator, translation_verdict
 
 WORDS = ("the light and darkness were divided by god on the first day of creation while waters "
          "covered earth heaven stars moon sun evening morning land seas trees fruit seed grass").split()
@@ -184,11 +184,11 @@ def test_a_witness_that_beats_its_own_uncompressed_model_is_flagged_and_decides_
 
 
 def test_verdict_is_not_tested_below_twenty_sentences() -> None:
-    from tlc_export.report.translation.verdict import translation_verdict as tv
+    from tlc_export.tasks.translation.report.verdict import translation_verdict as tv
 
     class Tiny:  # a comparator over 12 sentences
         def __call__(self, a: dict, b: dict, split: str) -> object:
-            from tlc_export.translation.metrics import compare_statistics
+            from tlc_export.tasks.translation.metrics import compare_statistics
 
             stats = np.tile([[5, 3, 2, 1, 8, 7, 6, 5, 8, 9]], (12, 1)).astype(float)
             return compare_statistics(stats, stats * 0.5)
@@ -319,18 +319,29 @@ def test_stage_writes_the_report_and_refuses_an_empty_run(tmp_path: Path) -> Non
 
     from tlc_export.config.bench import ReportConfig
     from tlc_export.stages.base import StageContext
-    from tlc_export.stages.translation_report import TranslationReportStage
+    from tlc_export.stages.report import ReportStage
+    from tlc_export.tasks.translation.family import TranslationFamily
 
     def ctx(root: Path) -> StageContext:
         (root / "report").mkdir(parents=True, exist_ok=True)
         recipe = SimpleNamespace(name="mt-micro", report=ReportConfig())
         return StageContext(recipe=recipe, run_dir=SimpleNamespace(root=root), out_dir=root / "report", inputs={},
-                            console=Console(quiet=True))  # type: ignore[arg-type]
+                            console=Console(quiet=True), family=TranslationFamily())  # type: ignore[arg-type]
 
     with pytest.raises(StageError, match="neither translation/results.json nor compress/results.json has rows"):
-        TranslationReportStage().run(ctx(tmp_path / "empty"))
+        ReportStage().run(ctx(tmp_path / "empty"))
     assert not (tmp_path / "empty" / "report" / "index.html").exists()
     _write_run(tmp_path / "run")
-    out = TranslationReportStage().run(ctx(tmp_path / "run"))
+    out = ReportStage().run(ctx(tmp_path / "run"))
     assert out["index"] == "report/index.html" and out["verdict_outcome"] == "won"
     assert (tmp_path / "run" / "report" / "summary.md").read_text().startswith("# Train Large, Then Compress (translation)")
+
+
+def test_regime_sentence_says_how_far_the_run_is_from_the_papers_data() -> None:
+    from tlc_export.tasks.translation.report.render import regime_text
+
+    models = [{"model": "2L-128H", "steps": 609, "tokens": 1_170_000, "epochs": 0.52}]
+    text = regime_text({"train_pairs": 29_657}, models)
+    assert "29,657 training pairs, 0.08% of the paper's WMT14" in text  # 29,657 / 36 M
+    assert "2L-128H 609 steps, 1,170,000 tokens (0.52 epochs)" in text
+    assert regime_text({}, models) == "" and regime_text({"train_pairs": 10}, [{"model": "x"}]) == ""

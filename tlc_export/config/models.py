@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from tlc_export.config.common import Section
+from tlc_export.config.common import Section, SizeShape, check_size_grid, size_grid
 
 
-class ModelSize(Section):
+class ModelSize(SizeShape, Section):
     """One pre-LayerNorm RoBERTa size."""
 
     layers: int = Field(ge=1, le=128, description="Number of Transformer layers (depth).")
@@ -24,17 +24,6 @@ class ModelSize(Section):
             )
         return self
 
-    @property
-    def num_heads(self) -> int:
-        return self.heads if self.heads is not None else max(1, self.hidden // 64)
-
-    @property
-    def ffn_size(self) -> int:
-        return self.ffn if self.ffn is not None else 4 * self.hidden
-
-    @property
-    def name(self) -> str:
-        return f"{self.layers}L-{self.hidden}H"
 
 
 class ModelsConfig(Section):
@@ -47,25 +36,10 @@ class ModelsConfig(Section):
 
     @model_validator(mode="after")
     def _one_form(self) -> ModelsConfig:
-        product = self.depth is not None or self.width is not None
-        if self.sizes is not None and product:
-            raise ValueError("give either `sizes` or `depth` × `width`, not both")
-        if self.sizes is None and not product:
-            raise ValueError("the size grid is empty: give `sizes` or `depth` and `width`")
-        if self.sizes is not None and len(self.sizes) == 0:
-            raise ValueError("the size grid is empty: `sizes` needs at least one entry")
-        if product and (not self.depth or not self.width):
-            raise ValueError("the size grid is empty: `depth` and `width` both need at least one value")
-        names = [s.name for s in self.grid()]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate sizes in the grid: {', '.join(dup)}")
+        check_size_grid(self.sizes, self.depth, self.width, [s.name for s in self.grid()])
         return self
 
     def grid(self) -> list[ModelSize]:
         """Every size, smallest parameter count first."""
-        if self.sizes is not None:
-            sizes = list(self.sizes)
-        else:
-            sizes = [ModelSize(layers=d, hidden=w) for d in self.depth or [] for w in self.width or []]
-        return sorted(sizes, key=lambda s: (s.layers * s.hidden * s.hidden, s.layers, s.hidden))
+        return size_grid(self.sizes, self.depth, self.width, lambda d, w: ModelSize(layers=d, hidden=w),
+                         lambda s: s.layers * s.hidden * s.hidden)

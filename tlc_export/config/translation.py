@@ -7,13 +7,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tlc_export.config.common import Section
+from tlc_export.config.common import Section, SizeShape, check_size_grid, size_grid
 
 # The built-in Bible's books (1 = Genesis … 66 = Revelation). Dev and test are whole books, so the
 # neighbouring verses of a dev or test passage are never trained on. Parallel passages in other books
 # remain (Kings and Chronicles, the synoptic Gospels), so the defaults are books with few close
 # parallels, narrative and argument in each split: Ruth and Romans for dev (518 verses), Jonah and
 # John for test (927); the other 29,657 of the 31,102 verses train.
+# What the translation stages can produce: the encoder/decoder pair in ONNX Runtime CPU formats, timed in
+# PyTorch and ONNX Runtime (TensorRT and the torch kernels' INT8/INT4 paths are classification's). Recipe
+# validation checks `export.formats` and `bench.backends` against them.
+EXPORT_FORMATS = ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8", "onnx-int4")
+BENCH_BACKENDS = ("torch-eager", "onnxruntime")
 DEFAULT_DEV_BOOKS = [8, 45]
 DEFAULT_TEST_BOOKS = [32, 43]
 
@@ -109,7 +114,7 @@ class TranslationTokenizer(Section):
     )
 
 
-class TranslationSize(Section):
+class TranslationSize(SizeShape, Section):
     """One encoder-decoder size (the paper varies depth in {2, 6, 8} and width in {128 … 2048})."""
 
     layers: int = Field(ge=1, le=64, description="Encoder layers (and decoder layers unless decoder_layers is set).")
@@ -123,14 +128,6 @@ class TranslationSize(Section):
         if self.hidden % self.num_heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.num_heads}; pick heads that divide hidden")
         return self
-
-    @property
-    def num_heads(self) -> int:
-        return self.heads if self.heads is not None else max(1, self.hidden // 64)
-
-    @property
-    def ffn_size(self) -> int:
-        return self.ffn if self.ffn is not None else 4 * self.hidden
 
     @property
     def num_decoder_layers(self) -> int:
@@ -215,21 +212,10 @@ class TranslationConfig(Section):
         if self.data.kind == "bible" and {self.source_lang, self.target_lang} != {"en", "fr"}:
             raise ValueError("the built-in Bible pairs en (World English Bible) with fr (Louis Segond); "
                              "use source_lang/target_lang en and fr, or another data kind")
-        product = self.depth is not None or self.width is not None
-        if self.sizes is not None and product:
-            raise ValueError("give either `sizes` or `depth` × `width`, not both")
-        if not self.sizes and not (self.depth and self.width):
-            raise ValueError("the size grid is empty: give `sizes`, or `depth` and `width`")
-        names = [s.name for s in self.grid()]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate sizes in the grid: {', '.join(dup)}")
+        check_size_grid(self.sizes, self.depth, self.width, [s.name for s in self.grid()])
         return self
 
     def grid(self) -> list[TranslationSize]:
         """Every size, smallest first (by layers × width²)."""
-        if self.sizes is not None:
-            sizes = list(self.sizes)
-        else:
-            sizes = [TranslationSize(layers=d, hidden=w) for d in self.depth or [] for w in self.width or []]
-        return sorted(sizes, key=lambda s: ((s.layers + s.num_decoder_layers) * s.hidden**2, s.layers, s.hidden))
+        return size_grid(self.sizes, self.depth, self.width, lambda d, w: TranslationSize(layers=d, hidden=w),
+                         lambda s: (s.layers + s.num_decoder_layers) * s.hidden**2)

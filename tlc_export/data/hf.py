@@ -24,7 +24,7 @@ def import_datasets(what: str) -> Any:
     return datasets
 
 
-def _local_dataset_dir(name: str, base_dir: Path) -> Path | None:
+def local_dataset_dir(name: str, base_dir: Path) -> Path | None:
     p = Path(name).expanduser()
     p = p if p.is_absolute() else base_dir / p
     if p.is_dir() and ((p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file()):
@@ -47,7 +47,7 @@ def open_dataset(src: TextSource, base_dir: Path, field: str) -> Any:
     """The split as a `datasets.Dataset` (memory-mapped Arrow) or `IterableDataset` (streaming)."""
     datasets = import_datasets(f"{field}: hf dataset '{src.name}'")
     name = src.name or ""
-    local = _local_dataset_dir(name, base_dir)
+    local = local_dataset_dir(name, base_dir)
     try:
         if local is not None:
             ds = datasets.load_from_disk(str(local))
@@ -97,7 +97,7 @@ def iter_hf_rows(src: TextSource, base_dir: Path, field: str) -> Iterator[dict[s
 def hf_size_bytes(src: TextSource, base_dir: Path) -> int | None:
     """The split's size from the dataset's metadata, when it declares one (for progress and ETA)."""
     try:
-        local = _local_dataset_dir(src.name or "", base_dir)
+        local = local_dataset_dir(src.name or "", base_dir)
         if local is not None:
             return sum(f.stat().st_size for f in local.rglob("*.arrow")) or None
         datasets = import_datasets("hf size")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import glob
-import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tlc_export.errors import DataSourceError
+from tlc_export.rows import delimited_rows, jsonl_rows
 
 # A text file without blank lines would otherwise be one document as large as the file; past this
 # many characters a document is cut at the next line break, so memory stays bounded.
@@ -79,18 +78,10 @@ def iter_rows(path: Path, kind: str) -> Iterator[dict[str, Any]]:
         raise DataSourceError(f"{path}: file not found; fix the `path` (relative to the recipe file)")
     if kind == "csv":
         with open(path, encoding="utf-8", newline="") as f:
-            yield from csv.DictReader(f)
+            yield from (row for _, row in delimited_rows(f)[0])
         return
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataSourceError(f"{path}:{lineno}: invalid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise DataSourceError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
+        for _, row in jsonl_rows(f, path, DataSourceError):
             yield row
 
 

@@ -21,15 +21,6 @@ def prepare_data(recipe: Recipe) -> dict[str, str]:
     fetched or opened, naming the local-file alternative.
     """
     info: dict[str, str] = {}
-    if recipe.translation is not None:  # parallel data only: no pretraining corpus, no classification task
-        from tlc_export.tasks import family_of
-
-        split = family_of(recipe).read(recipe)
-        c = split.counts()
-        info[f"translation.data ({recipe.translation.data.kind})"] = (
-            f"{c['train']:,} train / {c['dev']:,} dev / {c['test']:,} test pairs ({split.info['split_rule']})")
-        info["cache"] = str(tlc_home())
-        return info
     for i, src in enumerate(recipe.data.sources):
         what = f"data.sources[{i}] ({src.label})"
         if src.kind in ("brown", "gcide", "austen"):

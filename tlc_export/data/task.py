@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from tlc_export.config.finetune import TaskConfig
 from tlc_export.data.local import load_hf_rows, read_rows, require_columns
 from tlc_export.errors import DataSourceError
-from tlc_export.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,14 @@ def _brown_genre(task_cfg: TaskConfig) -> TaskData:
                     split_unit="document", documents=docs)
 
 
-def load_task(task_cfg: TaskConfig, recipe: Recipe) -> TaskData:
+class PathResolver(Protocol):
+    """Where a relative task path points: the recipe (`Recipe.resolve_path`), or recipe validation's stand-in
+    (the task reader sits below the recipe, which checks task files with it)."""
+
+    def resolve_path(self, p: str) -> Path: ...
+
+
+def load_task(task_cfg: TaskConfig, recipe: PathResolver) -> TaskData:
     """The task's examples split into train/dev/test by a stable hash of the text."""
     if task_cfg.kind == "brown-genre":
         return _brown_genre(task_cfg)

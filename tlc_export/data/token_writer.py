@@ -16,10 +16,8 @@ threads): a script that calls this directly needs the usual `if __name__ == "__m
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
-import shutil
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -32,6 +30,13 @@ import numpy as np
 
 from tlc_export import atomic, integrity
 from tlc_export.data.encode_worker import encode_texts, init_worker
+from tlc_export.data.shards import (
+    GrowingFiles,
+    publish,
+    resume,
+    save_progress,
+    signature,
+)
 from tlc_export.data.sources import Document
 from tlc_export.data.split import SplitRouter
 from tlc_export.data.token_files import (
@@ -62,7 +67,6 @@ def shard_bytes_for(total_bytes: int | None) -> int:
         return MAX_SHARD_BYTES
     return int(min(MAX_SHARD_BYTES, max(MIN_SHARD_BYTES, total_bytes // 64)))
 PARTIAL_DIR = ".tokens.partial"
-PROGRESS_FILE = "progress.json"
 
 
 def available_cpus() -> int:
@@ -90,29 +94,17 @@ class SplitStats:
         return cls(d["shards"], d["tokens"], d["documents"], d["bytes"], {k: list(v) for k, v in d["per_source"].items()})
 
 
-class _SplitFiles:
-    """The three growing files of one split, their running sha256 and counts."""
+class _SplitFiles(GrowingFiles):
+    """The growing files of one split (`shards.GrowingFiles`) and its counts."""
 
     def __init__(self, folder: Path, split: str, dtype: np.dtype, stats: SplitStats) -> None:
         self.split, self.dtype, self.stats = split, dtype, stats
         names = split_files(split)
-        sizes = {"tokens": stats.tokens * dtype.itemsize, "document_ends": stats.documents * DOC_END_DTYPE.itemsize,
-                 "document_sources": stats.documents * DOC_SOURCE_DTYPE.itemsize,
-                 "document_hashes": stats.documents * DOC_HASH_DTYPE.itemsize}
-        self.files: dict[str, Any] = {}
-        self.hashes: dict[str, Any] = {}
-        for key, size in sizes.items():
-            path = folder / names[key]
-            f = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 (closed in close())
-            # Cut whatever a killed run wrote after its last recorded shard, then re-hash the kept part.
-            f.truncate(size)
-            f.seek(0)
-            h = hashlib.sha256()
-            for chunk in iter(lambda f=f: f.read(1 << 22), b""):
-                h.update(chunk)
-            if f.tell() != size:
-                raise StageError(f"{path}: shorter than {PROGRESS_FILE} records; delete {folder} and re-run")
-            self.files[key], self.hashes[key] = f, h
+        super().__init__(folder, {
+            "tokens": (names["tokens"], stats.tokens * dtype.itemsize),
+            "document_ends": (names["document_ends"], stats.documents * DOC_END_DTYPE.itemsize),
+            "document_sources": (names["document_sources"], stats.documents * DOC_SOURCE_DTYPE.itemsize),
+            "document_hashes": (names["document_hashes"], stats.documents * DOC_HASH_DTYPE.itemsize)})
 
     def append(self, ids: np.ndarray, lengths: np.ndarray, sources: list[int], nbytes: list[int],
                hashes: list[int]) -> None:
@@ -121,9 +113,7 @@ class _SplitFiles:
         for key, arr in (("tokens", ids.astype(self.dtype, copy=False)), ("document_ends", ends),
                          ("document_sources", np.asarray(sources, dtype=DOC_SOURCE_DTYPE)),
                          ("document_hashes", np.asarray(hashes, dtype=DOC_HASH_DTYPE))):
-            data = arr.tobytes()
-            self.files[key].write(data)
-            self.hashes[key].update(data)
+            self.write(key, arr.tobytes())
         for src, n_tok, n_b in zip(sources, lengths.tolist(), nbytes, strict=True):
             row = s.per_source.setdefault(str(src), [0, 0, 0])
             row[0] += 1
@@ -133,15 +123,6 @@ class _SplitFiles:
         s.documents += len(lengths)
         s.bytes += sum(nbytes)
         s.shards += 1
-
-    def sync(self) -> None:
-        for f in self.files.values():
-            f.flush()
-            os.fsync(f.fileno())
-
-    def close(self) -> None:
-        for f in self.files.values():
-            f.close()
 
 
 @dataclass
@@ -193,24 +174,12 @@ def write_token_files(
     """
     dtype = token_dtype(vocab_size)
     tok_sha = tokenizer_sha256(tokenizer_dir)
-    signature = hashlib.sha256(json.dumps(
-        {"plan": plan, "tokenizer_sha256": tok_sha, "dtype": dtype.str, "shard_bytes": shard_bytes,
-         "eos_id": eos_id, "version": VERSION}, sort_keys=True, default=str).encode()).hexdigest()
+    sig = signature({"plan": plan, "tokenizer_sha256": tok_sha, "dtype": dtype.str, "shard_bytes": shard_bytes,
+                     "eos_id": eos_id, "version": VERSION})
     partial = Path(out_dir) / PARTIAL_DIR
-    progress_path = partial / PROGRESS_FILE
-    stats = {s: SplitStats() for s in SPLITS}
-    if progress_path.is_file():
-        try:
-            saved = json.loads(progress_path.read_text())
-        except json.JSONDecodeError:
-            saved = {}
-        if saved.get("signature") == signature:
-            stats = {s: SplitStats.from_json(saved["splits"][s]) for s in SPLITS}
-        else:
-            shutil.rmtree(partial)
-    elif partial.exists():
-        shutil.rmtree(partial)  # a partial folder without a progress record has nothing to resume
-    partial.mkdir(parents=True, exist_ok=True)
+    saved = resume(partial, sig)
+    stats = ({s: SplitStats.from_json(saved["splits"][s]) for s in SPLITS} if saved is not None
+             else {s: SplitStats() for s in SPLITS})
     resumed = {s: stats[s].shards for s in SPLITS}
 
     files = {s: _SplitFiles(partial, s, dtype, stats[s]) for s in SPLITS}
@@ -236,8 +205,7 @@ def write_token_files(
         f = files[shard.split]
         f.append(ids, lengths, shard.sources, shard.nbytes, shard.hashes)
         f.sync()
-        atomic.write_json(progress_path, {"signature": signature,
-                                          "splits": {s: stats[s].to_json() for s in SPLITS}})
+        save_progress(partial, sig, {"splits": {s: stats[s].to_json() for s in SPLITS}})
         if on_progress is not None:
             on_progress(shard.size)
         if on_commit is not None:
@@ -306,7 +274,7 @@ def write_token_files(
             "tokens": s.tokens, "documents": s.documents, "bytes": s.bytes, "eos_id": eos_id,
             "vocab_size": vocab_size, "tokenizer_sha256": tok_sha,
             "files": {k: names[k] for k in ("tokens", "document_ends", "document_sources", "document_hashes")},
-            "sha256": {k: files[split].hashes[k].hexdigest()
+            "sha256": {k: files[split].sha256(k)
                        for k in ("tokens", "document_ends", "document_sources", "document_hashes")},
             "sources": [
                 {"source": i, "label": label, **dict(zip(("documents", "tokens", "bytes"),
@@ -315,9 +283,7 @@ def write_token_files(
             ],
         }
         atomic.write_json(partial / names["header"], headers[split])
-    progress_path.unlink()
-    with atomic.atomic_path(Path(out_dir) / TOKENS_DIR) as tmp:
-        partial.rename(tmp)
+    publish(partial, Path(out_dir) / TOKENS_DIR)
     for split in SPLITS:  # hashed as written: the stage's checksum record does not read them again
         for key, digest in headers[split]["sha256"].items():
             integrity.note(Path(out_dir) / TOKENS_DIR / headers[split]["files"][key], digest)

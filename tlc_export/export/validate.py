@@ -64,11 +64,11 @@ def encode(tokenizer, examples: Sequence, max_length: int, batch_size: int) -> l
 
 def encode_by_length(tokenizer_dir: str | os.PathLike[str], examples: Sequence, max_length: int,
                      batch_size: int) -> list[Batch]:
-    """`Example`s as `tlc predict` batches them (`tlc_export.serving.tokens`): the bundle's tokenizer,
+    """`Example`s as `tlc predict` batches them (`tlc_export.tokens`): the bundle's tokenizer,
     sorted by length, `batch_size` per batch, each padded to its longest row; `Batch.index` maps rows back
     to `examples`. Scoring files with these batches makes `tlc predict` reproduce their accuracy exactly,
     also for dynamic INT8, whose activation scales depend on the batch."""
-    from tlc_export.serving.tokens import ServingTokenizer, length_batches, pad_batch
+    from tlc_export.tokens import ServingTokenizer, length_batches, pad_batch
 
     tok = ServingTokenizer.from_dir(tokenizer_dir, max_length)
     pairs = [e.text_pair for e in examples]

@@ -1,16 +1,14 @@
-"""`tlc package`: one chosen variant of a run as a self-contained serving bundle.
+"""`tlc package`'s shared kit: a run's chosen variant as a self-contained serving bundle.
 
-`select.choose` picks the (variant, format) — named, or the report's answer for a storage or
-latency budget — and `bundle.write_bundle` writes the folder (ONNX model, HF config and tokenizer,
-provenance, README, Triton model repository) atomically. That is classification's; the run's task
-family (`run_family`, `TaskFamily.choose_bundle / write_bundle`) picks the packager, and translation's is
-`translation_select` + `translation_bundle` (encoder.onnx + decoder.onnx, tokenizer, tlc.json, README).
+`choice` (the run directory read, the `Choice` shipped, `PackageError`), `out` (the `--out` folder, the
+versions recorded), `readme`, `triton` and `gpu` are every family's; what a family ships and how it picks
+it live in its folder (`tlc_export/tasks/<family>/package/`), reached through `TaskFamily.choose_bundle /
+write_bundle` and the registry's `family_of_run`.
 """
 
 from __future__ import annotations
 
-from tlc_export.package.bundle import write_bundle
+from tlc_export.package.choice import Choice, PackageError, check_run_dir, run_recipe
 from tlc_export.package.gpu import EngineGpuMismatch
-from tlc_export.package.select import Choice, PackageError, check_run, choose, run_family
 
-__all__ = ["Choice", "EngineGpuMismatch", "PackageError", "check_run", "choose", "run_family", "write_bundle"]
+__all__ = ["Choice", "EngineGpuMismatch", "PackageError", "check_run_dir", "run_recipe"]

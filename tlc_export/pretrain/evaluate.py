@@ -12,7 +12,7 @@ import torch
 
 from tlc_export.data.mlm import IGNORE_INDEX, mask_tokens
 from tlc_export.pretrain.loss import MLMLoss
-from tlc_export.pretrain.step import MaskSpec, _autocast
+from tlc_export.pretrain.step import MaskSpec, autocast
 
 # Different from any training mask seed, so validation masks never coincide with training ones.
 _EVAL_MASK_SEED = 1_000_003
@@ -143,7 +143,7 @@ def evaluate(
             total, count = 0.0, 0
             for x, y in zip(inputs.split(micro_batch_size), labels.split(micro_batch_size), strict=True):
                 x, y = x.to(device), y.to(device)
-                with _autocast(device, dtype):
+                with autocast(device, dtype):
                     total += float(loss_module(x, y))
                 count += int((y != IGNORE_INDEX).sum())
             sums.append(total)

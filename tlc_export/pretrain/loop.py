@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedTokenizerBase
 
 from tlc_export import atomic, distributed
@@ -24,7 +21,6 @@ from tlc_export.config.pretrain import PretrainConfig
 from tlc_export.data.mlm import MLMBatches, PackedRows
 from tlc_export.errors import StageError
 from tlc_export.models import build_mlm, count_params, mlm_flops
-from tlc_export.pretrain.clock import TrainingClock
 from tlc_export.pretrain.epochs import epoch_warning, projected_epochs
 from tlc_export.pretrain.evaluate import (
     ValidationSample,
@@ -37,7 +33,6 @@ from tlc_export.pretrain.kept import is_kept, kept_tag, read_kept, save_kept
 from tlc_export.pretrain.loss import MLMLoss
 from tlc_export.pretrain.masking import masked_per_row
 from tlc_export.pretrain.schedule import lr_at
-from tlc_export.pretrain.state import Counters, has_state, load_state, save_state
 from tlc_export.pretrain.step import (
     CPU_MICRO_BATCH,
     MaskSpec,
@@ -49,12 +44,14 @@ from tlc_export.pretrain.step import (
     pick_device,
     probe_micro_batch,
 )
+from tlc_export.train import budget
+from tlc_export.train.clock import TrainingClock
+from tlc_export.train.state import Counters, save_state
 
-DONE_FILE = "done.json"
 CURVES_FILE = "curves.jsonl"
 # What the training clock reads (a seam: tests substitute a fake one to compare runs step by step).
 # The clock runs from the end of one step to the end of the next, less evaluation and checkpoints
-# (see pretrain/clock.py): waiting on the feed and the bookkeeping between steps are training time.
+# (see train/clock.py): waiting on the feed and the bookkeeping between steps are training time.
 clock = time.perf_counter
 
 
@@ -123,9 +120,8 @@ def pretrain_size(
     """
     console = console or Console(quiet=True)
     out_dir = Path(out_dir)
-    done = out_dir / "checkpoint" / DONE_FILE
-    if done.exists():
-        return json.loads(done.read_text())
+    if (row := budget.finished(out_dir)) is not None:
+        return row
 
     world, rank, main = distributed.world_size(), distributed.rank(), distributed.is_main()
     if cfg.batch_size < world:
@@ -156,17 +152,8 @@ def pretrain_size(
 
     state_dir = out_dir / "state"
     curves_path = out_dir / CURVES_FILE
-    counters = Counters(next_checkpoint_s=cfg.checkpoint_every_s)
-    resumed = has_state(state_dir)
-    if resumed:
-        counters = load_state(state_dir, model, optimizer, restore_rng=world == 1)
-        if main:
-            _truncate_jsonl(curves_path, counters.curves_lines)
-    elif main and curves_path.exists():
-        curves_path.unlink()  # points from an attempt that never reached a checkpoint
-    if world > 1 or not resumed:
-        # Dropout differs per rank; a resumed multi-rank run cannot restore other ranks' RNGs.
-        torch.manual_seed(cfg.seed * 7919 + rank * 104_729 + counters.step)
+    counters, resumed = budget.start(out_dir, curves_path, model, optimizer, checkpoint_every_s=cfg.checkpoint_every_s,
+                                     seed=cfg.seed, rank=rank, world=world, main=main)
 
     per_rank = math.ceil(cfg.batch_size / world)
     micro = _micro_batch(cfg, counters, train_module, optimizer, device, dtype, data.seq_len, mask, per_rank)
@@ -181,7 +168,7 @@ def pretrain_size(
         raise StageError("data/tokens/val.bin: the validation split has no full sequence; raise data.val_fraction")
     flops = mlm_flops(model, data.seq_len)
     tokens_per_step = cfg.batch_size * data.seq_len
-    budget = cfg.time_budget_s
+    budget_s = cfg.time_budget_s
 
     warning: dict[str, Any] = {"text": None, "projected": None}
 
@@ -190,7 +177,7 @@ def pretrain_size(
         return counters.data_position / max(1, len(data.train_rows))
 
     def check_epochs(projected: float | None) -> None:
-        text = epoch_warning(size.name, projected, data.train_tokens, len(data.train_rows), data.seq_len, budget,
+        text = epoch_warning(size.name, projected, data.train_tokens, len(data.train_rows), data.seq_len, budget_s,
                              counters.tokens / max(counters.elapsed_s, 1e-9))
         if text:
             warning.update(text=text, projected=projected)
@@ -203,7 +190,7 @@ def pretrain_size(
             "tokens": counters.tokens, "epochs": trained_epochs(),
             "flops": flops.paper(counters.tokens), "flops_paper": flops.paper(counters.tokens),
             "flops_computed": counters.flops_computed,
-            "lr": lr_at(counters.elapsed_s, budget, cfg.lr, cfg.warmup_fraction),
+            "lr": lr_at(counters.elapsed_s, budget_s, cfg.lr, cfg.warmup_fraction),
             "train_loss": sum(train_losses) / len(train_losses) if train_losses else None,
             "val_loss": v.loss, "val_ppl": v.ppl, "val_loss_sums": v.loss_sums, "val_token_counts": v.token_counts,
             "wall_time": time.time(),
@@ -215,7 +202,7 @@ def pretrain_size(
         progress.update(task, ppl=f"{v.ppl:.1f}")
         if warning["projected"] is None and counters.elapsed_s > 0:
             # Once, at the first evaluation with training time behind it: the projection to the budget.
-            warning["projected"] = projected_epochs(trained_epochs(), counters.elapsed_s, budget)
+            warning["projected"] = projected_epochs(trained_epochs(), counters.elapsed_s, budget_s)
             check_epochs(warning["projected"])
         return point
 
@@ -227,16 +214,8 @@ def pretrain_size(
         console.print(f"[dim]{size.name}: kept the checkpoint at {100 * fraction:g} % of the budget "
                       f"(step {counters.step}, val ppl {p['val_ppl']:.2f})[/dim]")
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}s"),
-        TextColumn("step {task.fields[step]} · loss {task.fields[loss]} · val ppl {task.fields[ppl]} · "
-                   "{task.fields[tps]} tok/s"),
-        TimeElapsedColumn(), console=console, disable=not main,
-    )
-    task = progress.add_task(size.name, total=budget, completed=min(counters.elapsed_s, budget),
-                             step=counters.step, loss="-", ppl="-", tps="-")
-    if main and resumed:
-        console.print(f"[cyan]{size.name}: resuming at step {counters.step}, {counters.elapsed_s:.1f}s of {budget:g}s[/cyan]")
+    progress, task = budget.progress_bar(console, size.name, budget_s, counters, show=main, resumed=resumed,
+                                         eval_label="val ppl", eval_field="ppl")
     if main and compile_s:
         console.print(f"[dim]{size.name}: compiled in {compile_s:.1f}s (not on the training clock)[/dim]")
     train_losses: list[float] = []
@@ -246,66 +225,65 @@ def pretrain_size(
     steps_here = 0
     # Fractions still to keep (1.0 is the final checkpoint); a kept folder from before a resume stays.
     to_keep = [f for f in cfg.keep_checkpoints_at if f < 1 and not is_kept(out_dir, f)]
-    train_clock = TrainingClock(clock)
-    with progress, contextlib.closing(feed):
-        train_clock.start()
-        while True:
-            counters.elapsed_s = _shared_elapsed(counters.elapsed_s, device, world)
-            if counters.elapsed_s >= budget:
-                break
-            if stop_at_s is not None and counters.elapsed_s >= stop_at_s:
-                with train_clock.paused():
-                    if main and last_eval_step != counters.step:
-                        log_eval(train_losses)
-                    if main:
-                        save_state(state_dir, model, optimizer, counters)
-                distributed.barrier()
-                return {"model": size.name, "pilot": True, "steps": counters.step, "tokens": counters.tokens,
-                        "elapsed_s": round(counters.elapsed_s, 4), "budget_s": budget, "stop_at_s": stop_at_s,
-                        "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9),
-                        "steps_per_s": counters.step / max(counters.elapsed_s, 1e-9),
-                        "params": count_params(model), "micro_batch_size": step_fn.micro_batch_size,
-                        "device": str(device), "state": str(state_dir)}
-            with train_clock.paused():  # evaluation and checkpoints: between steps, off the training clock
-                last_eval_step, train_losses = _evaluate_and_checkpoint(
-                    cfg, counters, to_keep, budget, main, last_eval_step, train_losses, keep, log_eval,
-                    lambda: save_state(state_dir, model, optimizer, counters))
 
-            rows, position = feed.next()
-            lr = lr_at(counters.elapsed_s, budget, cfg.lr, cfg.warmup_fraction)
-            while True:
-                try:
-                    loss = step_fn(rows, lr, mask_seed=cfg.seed * 1_000_003 + counters.step, global_rows=cfg.batch_size)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    break
-                except Exception as exc:  # noqa: BLE001 - only a first-step OOM is answered; see below
-                    if not (steps_here == 0 and world == 1 and step_fn.micro_batch_size > 1 and is_oom(exc)):
-                        raise
-                # Out of memory on this process's first step (the probe cannot foresee everything): start
-                # the step again with half the micro-batch. Outside the handler, so its tensors are gone.
-                optimizer.zero_grad(set_to_none=True)
-                free_device_memory(device)
-                micro = step_fn.micro_batch_size // 2
-                console.print(f"[yellow]{size.name}: out of memory on the first step; micro-batch halved to {micro}[/yellow]")
-                counters.micro_batch_size = micro
-                step_fn, compile_s, graphs = _build_step(cfg, train_module, optimizer, micro, device, dtype, mask, rank,
-                                                         world, data.seq_len)
-                counters.compile_s += compile_s
-                train_clock.start()  # the failed attempt and the rebuild were set-up, not training
-            counters.elapsed_s += train_clock.lap()  # the end of this step
-            steps_here += 1
-            counters.step += 1
-            counters.tokens += tokens_per_step
-            counters.flops_computed += flops.computed(step_fn.rows_computed * data.seq_len,
-                                                      step_fn.rows_computed * _predicted_per_row(cfg, data.seq_len, k_masked))
-            counters.data_position = position
-            counters.last_train_loss = loss
-            train_losses.append(loss)
-            progress.update(task, completed=min(counters.elapsed_s, budget), step=counters.step,
-                            loss=f"{loss:.3f}", tps=f"{counters.tokens / max(counters.elapsed_s, 1e-9):,.0f}")
-            if on_step is not None:
-                on_step(counters)
+    def between_steps() -> None:
+        nonlocal last_eval_step, train_losses
+        last_eval_step, train_losses = _evaluate_and_checkpoint(
+            cfg, counters, to_keep, budget_s, main, last_eval_step, train_losses, keep, log_eval,
+            lambda: save_state(state_dir, model, optimizer, counters))
+
+    def step(train_clock: TrainingClock) -> budget.StepResult:
+        nonlocal step_fn, graphs
+        rows, position = feed.next()
+        lr = lr_at(counters.elapsed_s, budget_s, cfg.lr, cfg.warmup_fraction)
+        while True:
+            try:
+                loss = step_fn(rows, lr, mask_seed=cfg.seed * 1_000_003 + counters.step, global_rows=cfg.batch_size)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                break
+            except Exception as exc:  # noqa: BLE001 - only a first-step OOM is answered; see below
+                if not (steps_here == 0 and world == 1 and step_fn.micro_batch_size > 1 and is_oom(exc)):
+                    raise
+            # Out of memory on this process's first step (the probe cannot foresee everything): start
+            # the step again with half the micro-batch. Outside the handler, so its tensors are gone.
+            optimizer.zero_grad(set_to_none=True)
+            free_device_memory(device)
+            micro = step_fn.micro_batch_size // 2
+            console.print(f"[yellow]{size.name}: out of memory on the first step; micro-batch halved to {micro}[/yellow]")
+            counters.micro_batch_size = micro
+            step_fn, rebuild_s, graphs = _build_step(cfg, train_module, optimizer, micro, device, dtype, mask, rank,
+                                                     world, data.seq_len)
+            counters.compile_s += rebuild_s
+            train_clock.start()  # the failed attempt and the rebuild were set-up, not training
+        return budget.StepResult(loss, tokens_per_step, position)
+
+    def after_step(r: budget.StepResult) -> None:
+        nonlocal steps_here
+        steps_here += 1
+        counters.flops_computed += flops.computed(step_fn.rows_computed * data.seq_len,
+                                                  step_fn.rows_computed * _predicted_per_row(cfg, data.seq_len, k_masked))
+        train_losses.append(r.loss)
+        progress.update(task, completed=min(counters.elapsed_s, budget_s), step=counters.step,
+                        loss=f"{r.loss:.3f}", tps=f"{counters.tokens / max(counters.elapsed_s, 1e-9):,.0f}")
+
+    def pilot_stop() -> None:  # `stop_at_s`: the pilot's own last point (when no evaluation was due) and its state
+        if main and last_eval_step != counters.step:
+            log_eval(train_losses)
+        if main:
+            save_state(state_dir, model, optimizer, counters)
+
+    with progress, contextlib.closing(feed):
+        stopped = budget.run(counters, budget_s, device=device, world=world, read=clock, between_steps=between_steps,
+                             step=step, after_step=after_step, on_step=on_step, stop_at_s=stop_at_s, on_stop=pilot_stop)
+        if stopped:
+            distributed.barrier()
+            return {"model": size.name, "pilot": True, "steps": counters.step, "tokens": counters.tokens,
+                    "elapsed_s": round(counters.elapsed_s, 4), "budget_s": budget_s, "stop_at_s": stop_at_s,
+                    "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9),
+                    "steps_per_s": counters.step / max(counters.elapsed_s, 1e-9),
+                    "params": count_params(model), "micro_batch_size": step_fn.micro_batch_size,
+                    "device": str(device), "state": str(state_dir)}
         if main:
             log_eval(train_losses)
             if warning["text"] is None:
@@ -316,7 +294,7 @@ def pretrain_size(
         "model": size.name, "layers": size.layers, "hidden": size.hidden,
         "params": count_params(model), "non_embedding_params": count_params(model, non_embedding=True),
         "steps": counters.step, "tokens": counters.tokens, "elapsed_s": round(counters.elapsed_s, 3),
-        "budget_s": budget, "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9),
+        "budget_s": budget_s, "tokens_per_s": counters.tokens / max(counters.elapsed_s, 1e-9),
         "flops": flops.paper(counters.tokens), "flops_paper": flops.paper(counters.tokens),
         "flops_computed": counters.flops_computed, "flops_params": flops.params,
         "compile_s": round(counters.compile_s, 3), "compiled": cfg.compile,
@@ -334,11 +312,12 @@ def pretrain_size(
         last = atomic.read_jsonl(curves_path)[-1]
         row["final_val_loss"], row["final_val_ppl"] = last["val_loss"], last["val_ppl"]
         row["kept_checkpoints"] = _kept_rows(out_dir, cfg, last)
-        with atomic.atomic_path(out_dir / "checkpoint") as tmp:
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            (tmp / DONE_FILE).write_text(json.dumps(row, indent=2) + "\n")
-        shutil.rmtree(state_dir, ignore_errors=True)
+
+        def save(folder: Path) -> None:
+            model.save_pretrained(folder)
+            tok.save_pretrained(folder)
+
+        budget.finish(out_dir, row, save)
         console.print(
             f"[green]{size.name}[/green]: {counters.step} steps, {row['tokens_per_s']:,.0f} tok/s, "
             f"val ppl {row['final_val_ppl']:.2f}"
@@ -390,7 +369,7 @@ def _build_step(
         forward = torch.compile(forward, backend=cfg.compile_backend, dynamic=False)
     step_fn = TrainStep(
         train_module, optimizer, micro_batch_size=micro, device=device, dtype=dtype, grad_clip=cfg.grad_clip,
-        mask=mask, forward=forward, all_reduce=_all_reduce if world > 1 else None, rank=rank, world_size=world,
+        mask=mask, forward=forward, all_reduce=budget.all_reduce if world > 1 else None, rank=rank, world_size=world,
     )
     if not (cfg.compile or device.type == "cuda"):
         return step_fn, 0.0, 0
@@ -413,26 +392,8 @@ def _micro_batch(
     else:
         micro = min(CPU_MICRO_BATCH, per_rank)
     if distributed.world_size() > 1:
-        micro = int(_all_reduce(torch.tensor(float(micro), device=device), op="min"))
+        micro = int(budget.all_reduce(torch.tensor(float(micro), device=device), op="min"))
     return micro
-
-
-def _all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    import torch.distributed as dist
-
-    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
-    return t
-
-
-def _shared_elapsed(elapsed: float, device: torch.device, world: int) -> float:
-    """Rank 0's training clock, so every rank stops (and schedules) at the same step."""
-    if world == 1:
-        return elapsed
-    import torch.distributed as dist
-
-    t = torch.tensor([elapsed], dtype=torch.float64, device=device)
-    dist.broadcast(t, src=0)
-    return float(t.item())
 
 
 def _evaluate_and_checkpoint(
@@ -471,10 +432,3 @@ def _eval_due(cfg: PretrainConfig, counters: Counters, last_eval_step: int) -> b
     if cfg.eval_every_steps:
         return counters.step % cfg.eval_every_steps == 0 and counters.step != last_eval_step
     return counters.elapsed_s >= counters.next_eval_s
-
-
-def _truncate_jsonl(path: Path, lines: int) -> None:
-    """Drop curve points logged after the state being resumed (those steps are redone)."""
-    records = atomic.read_jsonl(path)
-    if len(records) != lines:
-        atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in records[:lines]))

@@ -80,7 +80,7 @@ def free_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -156,7 +156,7 @@ def _probe_step(
 ) -> None:
     ids = torch.randint(0, masker.spec.vocab_size, (mb, seq_len), device=device)
     inputs, labels = masker(ids, seed=0)
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         loss = loss_fn(inputs, labels)
     loss.backward()
     if optimizer is not None:
@@ -272,7 +272,7 @@ class TrainStep:
             last = i == len(chunks) - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.forward, "no_sync") else self.forward.no_sync()
             with sync:
-                with _autocast(self.device, self.dtype):
+                with autocast(self.device, self.dtype):
                     loss_sum = self.forward(x, y)
                 (loss_sum * scale).backward()
             total += loss_sum.detach()
@@ -303,7 +303,7 @@ class TrainStep:
             for (x, y), sync_grads in paths:
                 ctx = contextlib.nullcontext() if sync_grads or not hasattr(self.forward, "no_sync") else self.forward.no_sync()
                 with ctx:
-                    with _autocast(self.device, self.dtype):
+                    with autocast(self.device, self.dtype):
                         loss_sum = self.forward(x, y)
                     loss_sum.backward()
         self.optimizer.zero_grad(set_to_none=True)

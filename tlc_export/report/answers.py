@@ -350,6 +350,91 @@ def verdict_pair(
     return VerdictPair(small, large, ref, cands, rank(cands, _storage, select_split, metric)[0])
 
 
+HEADS = {"won": "Yes: train large, then compress won", "lost": "No: train large, then compress lost",
+         "within noise": "Within noise: train large, then compress neither won nor lost"}
+
+
+@dataclass(frozen=True)
+class VerdictText:
+    """What a family's verdict says; the rules (`verdict`) are the same for every family.
+
+    `result(head, witness, reference, comparison, pair, reference_text, select_split, report_split)` is the
+    measured sentence; `baseline` says what a model that did not learn is no better than (`undecided_because`,
+    with `unit` and `scale` for the training-effect text); `budget` names the training that may have been
+    too short; `no_paired_test` is formatted with `split`, `witness` and `reference`; `no_usable` (formatted
+    with `select` and `report`), when given, is said when no variant has both splits' scores;
+    `not_tested(comparison, report_split)`, when given, is said for a comparison whose outcome is "not tested"."""
+
+    one_size: str
+    describe: Callable[[Row], str]
+    no_paired_test: str
+    result: Callable[..., str]
+    baseline: Callable[[Row, str], str]
+    budget: str
+    unit: str = "points"
+    scale: float = 100.0
+    no_usable: str | None = None
+    not_tested: Callable[[Any, str], str] | None = None
+
+
+def verdict(variants: Sequence[Row], compare: Comparator, text: VerdictText, *, select_split: str = SELECTION_SPLIT,
+            report_split: str = REPORT_SPLIT, metric: str = "accuracy") -> Verdict:
+    """`Verdict`'s definition for any family: `compare` pairs witness and reference on `report_split`,
+    `metric` is the row field dev selects on."""
+    pair = verdict_pair(variants, select_split=select_split, report_split=report_split, metric=metric)
+    if text.no_usable is not None and not usable_variants(variants, select_split, report_split, metric=metric):
+        return Verdict(False, False, text.no_usable.format(select=select_split, report=report_split), split=report_split)
+    if pair.reason == "one size":
+        return Verdict(False, False, text.one_size, split=report_split)
+    ref = pair.reference
+    assert ref is not None
+    ref_txt = f"the smallest model {text.describe(ref)}"
+    if pair.witness is None:
+        return Verdict(False, False, (
+            f"Not tested: no variant of the largest model {pair.large} fits in the storage of {ref_txt}; compress "
+            f"{pair.large} harder (lower bits, higher sparsity) to make the comparison."), ref, None, split=report_split)
+    w = pair.witness
+    c = compare(w, ref, report_split)
+    if c is None:
+        return Verdict(False, False, text.no_paired_test.format(split=report_split, witness=w["variant"],
+                                                                reference=ref["variant"]), ref, w, split=report_split)
+    if text.not_tested is not None and c.outcome == "not tested":
+        return Verdict(False, False, text.not_tested(c, report_split), ref, w, split=report_split)
+    sentence = text.result(HEADS[c.outcome], w, ref, c, pair, ref_txt, select_split, report_split)
+    if c.outcome != "won":
+        sentence += f" With a short {text.budget} budget the large model may simply be undertrained."
+    undecided = undecided_because(w, ref, variants, compare, report_split, text.baseline(ref, report_split),
+                                  text.unit, text.scale)
+    if undecided:
+        return Verdict(False, False, f"Not decided: {undecided}. Measured anyway: {sentence[0].lower()}{sentence[1:]}",
+                       ref, w, split=report_split)
+    return Verdict(True, c.outcome == "won", sentence, ref, w, c.outcome, c, report_split)
+
+
+def _classification_result(head: str, w: Row, ref: Row, c: stats.PairedComparison, pair: VerdictPair, ref_txt: str,
+                           select_split: str, report_split: str) -> str:
+    return (
+        f"{head} on the {report_split} split (n = {c.n}). The largest model {_describe(w)}, chosen on "
+        f"{select_split} among its {len(pair.candidates or [])} variant(s) within the reference's storage, scores "
+        f"{_acc_ci(w, report_split)}; {ref_txt} scores {_acc_ci(ref, report_split)} (95 % Wilson intervals). "
+        f"Difference {100 * c.diff:+.1f} points, 95 % exact conditional interval [{100 * c.diff_ci_low:+.1f}, "
+        f"{100 * c.diff_ci_high:+.1f}]; exact McNemar test on the {c.only_a} + {c.only_b} examples only one "
+        f"of them gets right: p = {c.p_value:.3g}. The large variant uses {_storage(w) / _storage(ref):.2f}× the "
+        f"reference's storage ({select_split}: {_pct(accuracy(w, select_split))} vs {_pct(accuracy(ref, select_split))})."
+    )
+
+
+CLASSIFICATION_VERDICT = VerdictText(
+    one_size="Not tested: only one model size has results, so large vs. small cannot be compared on this run.",
+    describe=_describe,
+    no_paired_test="Not tested: per-example {split} predictions of {witness} or {reference} are missing, so no paired "
+                   "test can be made; rerun the compress stage.",
+    result=_classification_result,
+    baseline=lambda ref, split: "not significantly above always answering the majority class",
+    budget="pretraining",
+)
+
+
 def train_large_verdict(
     variants: Sequence[Row],
     predictions: Predictions | None = None,
@@ -358,43 +443,8 @@ def train_large_verdict(
     report_split: str = REPORT_SPLIT,
 ) -> Verdict:
     """The verdict defined in `Verdict`'s docstring, from compress variant rows and their predictions."""
-    pair = verdict_pair(variants, select_split=select_split, report_split=report_split)
-    if pair.reason == "one size":
-        return Verdict(False, False, "Not tested: only one model size has results, so large vs. small cannot be "
-                       "compared on this run.", split=report_split)
-    ref, large = pair.reference, pair.large
-    assert ref is not None
-    cands = pair.candidates or []
-    ref_txt = f"the smallest model {_describe(ref)}"
-    if pair.witness is None:
-        return Verdict(False, False, (
-            f"Not tested: no variant of the largest model {large} fits in the storage of {ref_txt}; compress "
-            f"{large} harder (lower bits, higher sparsity) to make the comparison."), ref, None, split=report_split)
-    w = pair.witness
-    cmp_ = paired(w, ref, predictions, report_split)
-    if cmp_ is None:
-        return Verdict(False, False, (
-            f"Not tested: per-example {report_split} predictions of {w['variant']} or {ref['variant']} are missing, "
-            "so no paired test can be made; rerun the compress stage."), ref, w, split=report_split)
-    head = {"won": "Yes: train large, then compress won", "lost": "No: train large, then compress lost",
-            "within noise": "Within noise: train large, then compress neither won nor lost"}[cmp_.outcome]
-    sentence = (
-        f"{head} on the {report_split} split (n = {cmp_.n}). The largest model {_describe(w)}, chosen on "
-        f"{select_split} among its {len(cands)} variant(s) within the reference's storage, scores "
-        f"{_acc_ci(w, report_split)}; {ref_txt} scores {_acc_ci(ref, report_split)} (95 % Wilson intervals). "
-        f"Difference {100 * cmp_.diff:+.1f} points, 95 % exact conditional interval [{100 * cmp_.diff_ci_low:+.1f}, "
-        f"{100 * cmp_.diff_ci_high:+.1f}]; exact McNemar test on the {cmp_.only_a} + {cmp_.only_b} examples only one "
-        f"of them gets right: p = {cmp_.p_value:.3g}. The large variant uses {_storage(w) / _storage(ref):.2f}× the "
-        f"reference's storage ({select_split}: {_pct(accuracy(w, select_split))} vs {_pct(accuracy(ref, select_split))})."
-    )
-    if cmp_.outcome != "won":
-        sentence += " With a short pretraining budget the large model may simply be undertrained."
-    undecided = undecided_because(w, ref, variants, lambda a, b, s: paired(a, b, predictions, s), report_split,
-                                  "not significantly above always answering the majority class")
-    if undecided:
-        return Verdict(False, False, f"Not decided: {undecided}. Measured anyway: {sentence[0].lower()}{sentence[1:]}",
-                       ref, w, split=report_split)
-    return Verdict(True, cmp_.outcome == "won", sentence, ref, w, cmp_.outcome, cmp_, report_split)
+    return verdict(variants, lambda a, b, split: paired(a, b, predictions, split), CLASSIFICATION_VERDICT,
+                   select_split=select_split, report_split=report_split)
 
 
 def undecided_because(w: Row, ref: Row, variants: Sequence[Row], compare: Comparator, split: str,

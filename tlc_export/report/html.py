@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .verdict{font-size:1.1rem;padding:.8rem 1rem;border-radius:6px;background:#f3f6fb;border-left:5px solid #4a78c2}
@@ -26,7 +26,7 @@ img{max-width:100%;border:1px solid #eee} .scroll{overflow-x:auto;max-height:80v
 """
 
 # Click a header to sort by it; numbers sort numerically, empty cells last. Marks <body data-ready>.
-_JS = """
+JS = """
 (function(){
   function key(td){var t=td?td.getAttribute('data-v')||td.textContent.trim():'';var n=parseFloat(t);
     return t===''||t==='-'?null:(isNaN(n)||!/^[-+0-9.eE]+$/.test(t)?t.toLowerCase():n);}
@@ -224,7 +224,7 @@ def render_html(ctx: dict[str, Any]) -> str:
     warn = "".join(f"<p class='warn'>{esc(line)}</p>" for line in not_learned_lines(ctx))
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>tlc report — {esc(ctx['name'])}</title><style>{_CSS}</style></head><body>",
+        f"<title>tlc report — {esc(ctx['name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Train Large, Then Compress — {esc(ctx['name'])}</h1>",
         f"<p class='note'>{esc(env_txt)}</p>",
         ctx.get("claims_html", ""),  # the reproduction card opens the report (report/claims)
@@ -256,6 +256,6 @@ def render_html(ctx: dict[str, Any]) -> str:
         table(ctx["variants"], VARIANT_COLUMNS, "variants-table", sortable=True, row_attr="variant"),
         "<h2>All benchmark results</h2><p class='note'>Click a column header to sort.</p>",
         table(ctx["bench"], BENCH_COLUMNS, "results-table", sortable=True, row_attr="variant"),
-        f"<script>{_JS}</script></body></html>",
+        f"<script>{JS}</script></body></html>",
     ]
     return "\n".join(parts)

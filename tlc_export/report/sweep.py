@@ -33,6 +33,7 @@ from tlc_export.report.claims.sweep import PointRun, claim_overfit, claim_size_v
 from tlc_export.report.curve_plots import overlay_png
 from tlc_export.report.html import esc, img
 from tlc_export.rundir import RESOLVED_RECIPE, RunDir
+from tlc_export.store import PLAN_FILE, POINTS_DIR
 
 STAGES = ("data", "pretrain", "finetune", "compress", "export", "bench", "report")
 _FILES = {"curves-by-size": "sweep_curves_by_size.png", "curves-by-point": "sweep_curves_by_point.png",
@@ -40,15 +41,11 @@ _FILES = {"curves-by-size": "sweep_curves_by_size.png", "curves-by-point": "swee
 
 
 def _plan(parent: Path) -> dict[str, Any]:
-    from tlc_export.sweep.run import PLAN_FILE
-
     return json.loads((parent / PLAN_FILE).read_text())
 
 
 def point_statuses(parent: str | Path) -> list[dict[str, Any]]:
     """Per point of the plan: id, label, folder and each stage's status in its manifest ({} when not started)."""
-    from tlc_export.sweep.run import POINTS_DIR
-
     root = Path(parent)
     out = []
     for p in _plan(root)["points"]:
@@ -190,7 +187,7 @@ def _table2_sections(rep: dict[str, Any]) -> list[tuple[str, list[list[str]] | N
 
 
 def _html(rep: dict[str, Any]) -> str:
-    from tlc_export.report.html import _CSS, _JS
+    from tlc_export.report.html import CSS, JS
 
     plan, figs = rep["plan"], rep["figures"]
     head, rows = _point_rows(rep)
@@ -198,7 +195,7 @@ def _html(rep: dict[str, Any]) -> str:
     fields = ", ".join(f"{k}: {v}" for k, v in plan["fields"].items())
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>tlc sweep — {esc(plan['name'])}</title><style>{_CSS}</style></head><body>",
+        f"<title>tlc sweep — {esc(plan['name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Sweep — {esc(plan['name'])}</h1>",
         f"<p class='note'>mode {esc(plan['mode'])} over {esc(fields)}; {n_done} of {len(rep['points'])} point(s) "
         "have pretraining results (this report merges whatever has finished).</p>",
@@ -220,7 +217,7 @@ def _html(rep: dict[str, Any]) -> str:
             parts.append(_html_table(lines[0], lines[1:], "table2-" + title.split(" ")[0]))
         if note:
             parts.append(f"<p class='note'>{esc(note)}</p>")
-    parts.append(f"<script>{_JS}</script></body></html>")
+    parts.append(f"<script>{JS}</script></body></html>")
     return "\n".join(parts)
 
 

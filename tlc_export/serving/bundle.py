@@ -4,12 +4,12 @@
 BUNDLE/model.onnx            (+ model.onnx.data when the weights exceed 2 GB)
 BUNDLE/config.json           HF config with id2label / label2id
 BUNDLE/tokenizer.json, tokenizer_config.json, special_tokens_map.json
-BUNDLE/tlc.json              provenance (schema below, `tlc_export.package.bundle`)
+BUNDLE/tlc.json              provenance (schema below, `tlc_export.tasks.classification.package.bundle`)
 BUNDLE/README.md
 BUNDLE/triton/<name>/config.pbtxt, triton/<name>/1/model.onnx | model.plan
 ```
 
-A translation bundle (tlc.json `family: translation`, `tlc_export.serving.translation`) holds
+A translation bundle (tlc.json `family: translation`, `tlc_export.tasks.translation.serving.translator`) holds
 encoder.onnx, decoder.onnx, tokenizer/ (the run's translation tokenizer folder), tlc.json and README.md.
 """
 

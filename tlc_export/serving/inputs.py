@@ -6,14 +6,13 @@ lists them so the CLI can say which output rows moved.
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlc_export.errors import TlcError
+from tlc_export.rows import delimited_rows, jsonl_rows
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
 TXT_COLUMN = "text"
@@ -53,24 +52,13 @@ def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
     if kind == "txt":
         return [(n, {TXT_COLUMN: line}) for n, line in enumerate(text.splitlines(), start=1)], [TXT_COLUMN]
     if kind in ("csv", "tsv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if kind == "tsv" else ",")
-        columns = list(reader.fieldnames or [])
-        return [(i + 2, dict(r)) for i, r in enumerate(reader)], columns
-    rows, columns = [], []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputFileError(f"{path}:{n}: not valid JSON ({e.msg}); one JSON object per line") from e
-        if not isinstance(obj, dict):
-            raise InputFileError(f"{path}:{n}: expected a JSON object like {{\"text\": \"...\"}}, got {type(obj).__name__}")
-        for k in obj:
-            if k not in columns:
-                columns.append(k)
-        rows.append((n, obj))
-    return rows, columns
+        rows, columns = delimited_rows(text.splitlines(), delimiter="\t" if kind == "tsv" else ",")
+        return list(rows), columns
+    records, columns = [], []
+    for n, obj in jsonl_rows(text.splitlines(), path, InputFileError):
+        columns += [k for k in obj if k not in columns]
+        records.append((n, obj))
+    return records, columns
 
 
 def read_inputs(path: str | Path, text_column: str = "text", pair_column: str | None = None,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tlc_export.serving.bundle import FIX, Bundle, BundleError
-from tlc_export.serving.tokens import (
+from tlc_export.tokens import (
     DEFAULT_BATCH_SIZE,
     ServingTokenizer,
     TokenizerError,

@@ -14,6 +14,7 @@ from rich.console import Console
 from tlc_export import __version__
 from tlc_export.recipe import Recipe
 from tlc_export.rundir import RunDir, StageRecord
+from tlc_export.tasks.base import TaskFamily
 
 
 @dataclass
@@ -26,6 +27,8 @@ class StageContext:
     inputs: dict[str, StageRecord]  # finished upstream stages, by name
     console: Console = field(default_factory=Console)
     options: dict[str, Any] = field(default_factory=dict)  # CLI overrides, e.g. export formats
+    # The recipe's task family: the runner asks the registry once; stages call it, never look it up again.
+    family: TaskFamily | None = None
 
     def input_dir(self, stage: str) -> Path:
         return self.run_dir.stage_dir(stage)
@@ -44,18 +47,17 @@ class Stage(ABC):
     inputs: ClassVar[tuple[str, ...]] = ()
     # Fields of its sections a stage does not read (a later stage applies them), left out of its key.
     ignores: ClassVar[dict[str, frozenset[str]]] = {}
+    # Every torchrun process takes part in a distributed stage (training); the others run on rank 0 only,
+    # and the other ranks stop after the first distributed stage.
+    distributed: ClassVar[bool] = False
     # CLI options that choose which part of the stage's work to (re)do inside its folder, not what it
     # computes (`tlc export --formats`): left out of the key, so using one never clears the folder.
     # The runner marks the stages after it stale instead.
     unkeyed_options: ClassVar[frozenset[str]] = frozenset()
-    # The task families (`tlc_export.tasks`) whose recipes this stage belongs to.
-    families: ClassVar[tuple[str, ...]] = ("classification",)
 
     def enabled(self, recipe: Recipe) -> bool:
-        """A stage runs when the recipe is of one of its families and has its (first) section."""
-        from tlc_export.tasks import family_of
-
-        return family_of(recipe).name in self.families and getattr(recipe, self.sections[0], None) is not None
+        """A stage of the recipe's family (`TaskFamily.stages`) runs when the recipe has its (first) section."""
+        return getattr(recipe, self.sections[0], None) is not None
 
     def config_payload(self, recipe: Recipe, options: dict[str, Any] | None = None) -> dict[str, Any]:
         out = {}

@@ -1,11 +1,10 @@
-"""`report` stage: index.html (self-contained) and summary.md from the whole run directory."""
+"""The `report` stage of every family: the family writes report/index.html (self-contained) and
+report/summary.md from the run directory (`TaskFamily.write_report`); the stage adds the screenshot."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tlc_export.errors import StageError
-from tlc_export.report import build_report, load_report_data
 from tlc_export.stages.base import Stage, StageContext
 
 
@@ -15,17 +14,12 @@ class ReportStage(Stage):
     inputs = ("bench",)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
-        cfg = ctx.recipe.report
-        data = load_report_data(ctx.run_dir.root, name=ctx.recipe.name)
-        if not data.variants and not data.bench:
-            raise StageError(
-                f"{ctx.run_dir.root}: neither compress/results.json nor bench/results.jsonl has rows; "
-                "run the compress and bench stages first"
-            )
-        out = build_report(data, ctx.out_dir, cfg.storage_budgets_mb, cfg.latency_budgets_ms)
-        if cfg.screenshot:
+        assert ctx.family is not None, "the runner gives every stage its family"
+        out = ctx.family.write_report(ctx.run_dir.root, ctx.out_dir, ctx.recipe)
+        if ctx.recipe.report.screenshot:
             out.update(screenshot_report(ctx))
-        ctx.console.print(f"report: {ctx.out_dir / 'index.html'}")
+        verdict = out.get("verdict")
+        ctx.console.print(f"report: {ctx.out_dir / 'index.html'}" + (f"\n{verdict}" if verdict else ""))
         return out
 
 

@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 from pydantic import AliasChoices
 
-from tlc_export.config.common import Section
+from tlc_export.config.common import Section, section_type
 from tlc_export.config.sweep import SweepConfig
 from tlc_export.errors import RecipeError, RecipeProblem
-from tlc_export.recipe import Recipe, _section_type, validate_data
+from tlc_export.recipe import Recipe, load_yaml, missing_file_hint, validate_data
 
 # Fields a sweep may not vary: the run's name and the sweep itself.
 _FORBIDDEN = {"name", "sweep"}
@@ -115,7 +115,7 @@ def path_problem(path: str) -> str | None:
             hint = f"; did you mean `{'.'.join([*parts[:i], close[0]])}`?" if close else ""
             return f"{where} has no field `{part}`{hint}"
         if i < len(parts) - 1:
-            sub = _section_type(found.annotation)
+            sub = section_type(found.annotation)
             if sub is None or "list[" in str(found.annotation):
                 return f"`{'.'.join(parts[: i + 1])}` is a value, not a section: a sweep path cannot go inside it"
             model = sub
@@ -292,3 +292,33 @@ def parse_sweep(text: str, data: dict[str, Any], root: yaml.Node | None, file: s
     cfg = SweepConfig.model_validate({"mode": mode, "fields": {e.path: e.values for e in entries}})
     return Sweep(name=name, mode=mode, fields={e.path: e.values for e in entries}, points=points, text=text,
                  file=file, base_dir=base_dir, line=sweep_line, config=cfg)
+
+
+def parse_plan(text: str, file: str | None = None, base_dir: Path | None = None) -> Recipe | Sweep:
+    """A recipe, or, when it has a `sweep:` section, the sweep with every point validated."""
+    root, data = load_yaml(text, file)
+    if data.get("sweep") is not None:
+        return parse_sweep(text, data, root, file, base_dir or Path("."))
+    recipe, problems = validate_data(data, root, base_dir)
+    if problems:
+        raise RecipeError(file, problems)
+    assert recipe is not None
+    return recipe
+
+
+def parse_point(text: str, point: int, file: str | None = None, base_dir: Path | None = None) -> Recipe:
+    """The recipe of point `point` of a sweep recipe."""
+    plan = parse_plan(text, file, base_dir)
+    if not isinstance(plan, Sweep):
+        raise RecipeError(file, [RecipeProblem(path="", message=f"--point {point}: this recipe has no `sweep:` section",
+                                               line=1, hint="drop --point, or add a `sweep:` section")])
+    return plan.point(point).recipe
+
+
+def load_plan(path: str | Path) -> Recipe | Sweep:
+    """Read a recipe file: one recipe, or a sweep with every point validated."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(str(path), [RecipeProblem("", "file not found",
+                                                    hint=missing_file_hint(path, "check the path to the recipe YAML"))])
+    return parse_plan(path.read_text(encoding="utf-8"), file=str(path), base_dir=path.resolve().parent)

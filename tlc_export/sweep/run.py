@@ -22,12 +22,10 @@ from rich.console import Console
 from tlc_export import atomic, distributed
 from tlc_export.errors import TlcError
 from tlc_export.rundir import RunDir
-from tlc_export.store import STORE_DIR
+from tlc_export.store import PLAN_FILE, POINTS_DIR, STORE_DIR
 from tlc_export.sweep.plan import Sweep, SweepPoint
 
-PLAN_FILE = "sweep.json"
 RECIPE_COPY = "sweep.recipe.yaml"
-POINTS_DIR = "points"
 
 
 def is_sweep_dir(path: str | Path) -> bool:

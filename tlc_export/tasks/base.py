@@ -1,8 +1,9 @@
-"""The task-family plug-in: everything that differs between classification and translation.
+"""The task-family plug-in: everything that differs between task families (classification, translation, …).
 
-A task family owns its data reader, its model builder, its training loss, its metric, its decoding
-and the metric fields its result rows carry. Stages ask `tlc_export.tasks.family_of(recipe)` for the
-run's family and call it; they never branch on the task's name. Selection and reporting are the
+A task family owns its pipeline (`stages`), its data reader, its model builder, its training loss, its
+metric, its decoding and the metric fields its result rows carry. The runner asks the registry
+(`tlc_export.tasks`) for the recipe's family once and hands it to every stage as `StageContext.family`;
+nothing branches on the task's name. Selection and reporting are the
 same for every family (`tlc_export.scoring`: dev selects, test reports); what a family adds is what
 "a prediction" and "the score" mean for it.
 """
@@ -66,6 +67,25 @@ class TaskFamily(ABC):
         return getattr(recipe, self.section, None) is not None
 
     @abstractmethod
+    def stages(self) -> list[Any]:
+        """The family's pipeline (`tlc_export.stages.base.Stage` instances), in run order (the runner keeps those whose section the recipe has). A step
+        several families have (compress, export, …) keeps its name, so run folders and `--until` read the same."""
+
+    def write_report(self, run_root: Path, out_dir: Path, recipe: Recipe) -> dict[str, Any]:
+        """The report stage's work: index.html and summary.md in `out_dir` from the run's results; returns the
+        stage's outputs (a `verdict` sentence, when there is one, is printed). StageError when there is
+        nothing to report."""
+        raise _no_report(self.name)
+
+    def commands(self) -> list[Any]:
+        """CLI commands of the family's own (`click.Command`s; the CLI reports their `TlcError`s)."""
+        return []
+
+    def prepare_data(self, recipe: Recipe) -> dict[str, str]:
+        """`tlc data prepare`: fetch and check what the recipe reads; {what: one-line description}."""
+        return {}
+
+    @abstractmethod
     def read(self, recipe: Recipe) -> SplitData:
         """The examples, split into train / dev / test (the split is the family's: a stable hash, or by book)."""
 
@@ -103,6 +123,10 @@ class TaskFamily(ABC):
         """The lines (rich markup) `tlc package` prints about a bundle it wrote."""
         return [f"packaged {meta.get('variant')} ({meta.get('format')}) → {out}"]
 
+    def open_bundle(self, bundle_dir: Path) -> Any:
+        """The bundle of this family, every file checked against the checksums its tlc.json records."""
+        raise _no_bundle(self.name)
+
     def open_predictor(self, bundle_dir: Path, *, batch_size: int = 32, threads: int | None = None) -> Any:
         """The Python predictor of a bundle of this family (checksums verified)."""
         raise _no_bundle(self.name)
@@ -111,6 +135,12 @@ class TaskFamily(ABC):
                     **options: Any) -> list[dict[str, Any]]:
         """`tlc predict` on a bundle of this family: one JSON-able record per input, in input order."""
         raise _no_bundle(self.name)
+
+
+def _no_report(name: str) -> Exception:
+    from tlc_export.errors import StageError
+
+    return StageError(f"the {name} task family writes no report")
 
 
 def _no_bundle(name: str) -> Exception:

@@ -19,7 +19,7 @@ INTRO = ("Each row is a claim of Train Large, Then Compress, the evidence this r
          "{split} accuracies report; dev only selects. A status decided from one pretraining seed is labelled "
          "\"one seed: indicative\". " + MULTIPLICITY + " Machine-readable: claims.json.")
 _STYLE = {HOLDS: "green", FAILS: "red", NOISE: "yellow", NOT_MEASURED: "dim"}
-_CSS = """<style>
+CSS = """<style>
 #claims-table{width:100%}
 #claims-table td{white-space:normal;text-align:left;vertical-align:top}
 #claims-table td.claim{min-width:12rem;max-width:18rem} #claims-table td.fig{white-space:nowrap}
@@ -77,7 +77,7 @@ def card_html(card: Card) -> str:
             f'<td class="fig">{esc(c.figure)}</td><td class="status {_CLASS[c.status]}">{_status_html(c)}</td>'
             f'<td class="d">{esc(interval_text(c))}</td><td class="wrap">{esc(c.evidence)}{_details(c)}</td></tr>')
     head = "".join(f"<th class='l'>{h}</th>" for h in ("#", "claim", "paper", "status", "d [95 % interval]", "evidence"))
-    return (f"{_CSS}<h2 id='claims'>{TITLE}</h2><p class='note'>{esc(INTRO.format(split=card.split.capitalize()))}</p>"
+    return (f"{CSS}<h2 id='claims'>{TITLE}</h2><p class='note'>{esc(INTRO.format(split=card.split.capitalize()))}</p>"
             f"<div class='scroll'><table id='claims-table'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
@@ -178,6 +178,6 @@ def compare_html(cmp: dict[str, Any]) -> str:
     if cmp.get("pooled_note"):
         pooled_html += f"<p class='note'>{esc(cmp['pooled_note'])}</p>"
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>tlc — claims across runs</title>"
-            f"<style>{_PAGE_CSS}</style>{_CSS}</head><body><h1>Claims across runs</h1><ul>{runs_txt}</ul>"
+            f"<style>{_PAGE_CSS}</style>{CSS}</head><body><h1>Claims across runs</h1><ul>{runs_txt}</ul>"
             f"<div class='scroll'><table id='claims-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
             f"</table></div>{pooled_html}<p class='note'>{esc(cmp['rule'])}</p></body></html>")
