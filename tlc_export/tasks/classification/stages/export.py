@@ -492,14 +492,17 @@ class _SizeJob:
         from tlc_export.export.validate import RELATIVE, TOLERANCE
 
         kernel = self.cfg.int4_kernel if four_bit else None
-        exact = four_bit and kernel.startswith("matmulnbits")
-        tol_name = "fp32" if exact else "int8-act"
         p = self._path(variant, fmt)
+        exact, tol_name = False, "int8-act"
         try:
             c = model.config
             proto, report, opt = integer_model(self.template.load(), self.template.refs, art.quantized, art.state_dict(),
                                                int(c.num_attention_heads), int(c.hidden_size), four_bit=four_bit,
                                                int4_kernel=kernel or "matmulnbits-acc0")
+            # Exact (fp32 tolerance) only when no weight went to DynamicQuantizeMatMul: MatMulNBits with float
+            # zero points computes in fp32 (block grids always take it, whatever export.int4_kernel says).
+            exact = not report.dynamic_matmul
+            tol_name = "fp32" if exact else "int8-act"
             save_model(proto, p)
             out = self._validate(p, model, TOLERANCE[tol_name], acc, weight_only=exact, relative=tol_name in RELATIVE)
         except Exception as e:  # noqa: BLE001 - a mismatch or an unsupported graph keeps the DequantizeLinear file
@@ -512,7 +515,10 @@ class _SizeJob:
             if ci and out.get(f"{split}_accuracy") is not None:
                 within[split] = bool(ci[0] <= out[f"{split}_accuracy"] <= ci[1])
         return {**out, "codes": "compress", "graph_optimization": opt, "tolerance_name": tol_name,
-                "kernels": "MatMulNBits" if exact else "DynamicQuantizeMatMul",
+                "kernels": "+".join(k for k, used in (("DynamicQuantizeMatMul", report.dynamic_matmul),
+                                                       ("MatMulNBits", report.matmul_nbits),
+                                                       ("GatherBlockQuantized", report.gather_quantized),
+                                                       ("DequantizeLinear", report.fallback)) if used),
                 "activations": "fp32" if exact else "dynamic uint8, per tensor (as onnx-int8-dynamic)",
                 "integer_kernels": {"applied": True, **report.to_dict()},
                 "compress_accuracy": {s: comp_row.get(f"{s}_accuracy") for s in SPLITS},
