@@ -1,6 +1,6 @@
 """Own codes on integer kernels vs fp32 and ORT's own INT8, interleaved in one process (ONNX Runtime CPU).
 
-    python -m runtime_bench.own_codes_speed [--layers 4 --hidden 192 --seq 128 --batches 1 32 --rounds 15 --threads 2]
+    python -m runtime_bench.own_codes_speed [--layers 4 --hidden 192 --seq 128 --batches 1 32 --rounds 20 --threads 2]
 
 One pre-LN RoBERTa classifier (the quickstart's largest size by default; random weights: speed does not
 depend on them) is quantized by the compress stage's quantizer on the paper's grid (per-tensor
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-static", action="store_true", help="leave out onnx-int8-static")

@@ -251,8 +251,9 @@ def test_every_format_has_a_valid_row(run_dir):
     # The TensorRT variant's onnx-int4 holds its signed block codes; its TensorRT input is fp16 with INT4
     # only on MatMul weights and passes TensorRT's rules.
     sym_row = by[(sym, "onnx-int4")]
-    # its block grid runs on MatMulNBits (DynamicQuantizeMatMul has no blocks), exactly
+    # its block grid runs on MatMulNBits (DynamicQuantizeMatMul has no blocks), exactly: fp32 tolerance
     assert "MatMulNBits" in _ops(run.root / sym_row["path"]) and sym_row["integer_kernels"]["applied"]
+    assert sym_row["tolerance_name"] == "fp32" and sym_row["kernels"].startswith("MatMulNBits")
     trt_init = {i.name: i for i in onnx.load(str(run.root / by[(sym, "tensorrt-int4")]["onnx_path"])).graph.initializer}
     assert any(i.data_type == onnx.TensorProto.INT4 for i in trt_init.values())
     assert not any(i.data_type == onnx.TensorProto.UINT4 for i in trt_init.values())

@@ -222,3 +222,35 @@ def test_masked_asymmetric_weights_fall_back_to_dequantize(classifier):
     got = sess.run(None, batches[0].feeds())[0]
     ref = V.torch_logits(mq, batches)[0]
     assert np.abs(got - ref).max() <= V.TOLERANCE["int8-act"] * np.abs(ref).max()
+
+
+def _residual_ln_graph(w_onnx: np.ndarray, with_ln: bool) -> onnx.ModelProto:
+    """Y = MatMul(X, W) + R (a residual sum), then LayerNormalization over the last axis (or Y itself out)."""
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["Y"]), helper.make_node("Add", ["Y", "R"], ["S"])]
+    inits = [numpy_helper.from_array(w_onnx.astype(np.float32), "W")]
+    if with_ln:
+        nodes.append(helper.make_node("LayerNormalization", ["S", "G", "B"], ["O"], axis=-1, epsilon=1e-5))
+        inits += [numpy_helper.from_array(np.linspace(0.5, 1.5, N).astype(np.float32), "G"),
+                  numpy_helper.from_array(np.linspace(-0.1, 0.1, N).astype(np.float32), "B")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, None, K]),
+                                       helper.make_tensor_value_info("R", TensorProto.FLOAT, [None, None, N])],
+                          [helper.make_tensor_value_info("O" if with_ln else "S", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    return m
+
+
+@pytest.mark.parametrize("with_ln", [True, False])
+def test_correction_left_out_only_where_layernorm_removes_it(with_ln):
+    """A per-row constant is invisible after a LayerNorm over the row: there the correction is left out and the
+    result still equals the DQ + Add graph's; where the sum leaves the graph unnormalized it is kept."""
+    rng = np.random.default_rng(4)
+    w = (rng.normal(size=(K, N)) * 0.05 + 0.02).astype(np.float32)
+    codes, d, q0 = _paper_codes(w, 8)
+    model = _residual_ln_graph(d * codes + q0, with_ln)
+    rep = to_integer_kernels_(model, {"W": InitializerRef("W", "lin.weight", True)}, {"lin.weight": _qt(codes.T, d, q0, 8)})
+    assert rep.corrections_dropped == (["W"] if with_ln else []) and rep.corrections == (0 if with_ln else 1)
+    ref = _residual_ln_graph(d * codes + q0, with_ln)  # fp32 weights Δ·codes + q0, plain ONNX
+    feeds = {"X": _grid_x(rng, (2, 5, K)), "R": rng.normal(size=(2, 5, N)).astype(np.float32)}
+    want = _run(ref, feeds)
+    np.testing.assert_allclose(_run(model, feeds), want, atol=1e-4 * np.abs(want).max(), rtol=0)

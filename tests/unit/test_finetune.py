@@ -131,6 +131,26 @@ def test_patience_ends_training_on_a_plateau_and_marks_it_converged(tok, data):
     assert result.best_dev_accuracy == max(accs) >= 0.9
 
 
+def test_the_plateau_rule_waits_for_min_steps(tok, data):
+    """This seed sits at chance for its first evaluations: without a floor, patience would end it there."""
+    cfg = TrainSettings(lr=2e-3, batch_size=32, max_steps=400, max_length=MAX_LEN, eval_every_steps=10, patience=2)
+    early = finetune_(toy_classifier(tok, seed=0), cfg, tokenizer=tok, train=data[0], dev=data[1])
+    assert early.stopped_early and early.steps == 30 and early.best_dev_accuracy < 0.6
+    cfg.min_steps = 60
+    later = finetune_(toy_classifier(tok, seed=0), cfg, tokenizer=tok, train=data[0], dev=data[1])
+    assert later.steps >= 60
+    same = [(h["step"], h["dev_accuracy"]) for h in early.history]
+    assert [(h["step"], h["dev_accuracy"]) for h in later.history[:3]] == same  # the same run until the floor
+
+
+def test_from_finetune_sets_one_epoch_as_the_floor_of_the_plateau_rule():
+    from tlc_export.config.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig(batch_size=32, epochs=4, patience=2)
+    assert TrainSettings.from_finetune(cfg, 2400).min_steps == 75
+    assert TrainSettings.from_finetune(FinetuneConfig(batch_size=32), 2400).min_steps == 0
+
+
 def test_a_run_still_improving_at_its_cap_is_not_converged(tok, data):
     model = toy_classifier(tok, layers=2, hidden=32)
     cfg = TrainSettings(lr=2e-3, batch_size=32, max_steps=60, max_length=MAX_LEN, eval_every_steps=20, patience=2)

@@ -44,3 +44,11 @@ def test_impossible_limits_name_the_option_and_by_how_much() -> None:
     with pytest.raises(PlanError, match=r"both limits.*--max-storage-mb 0\.5.*\+0\.100 MB.*--max-latency-ms"):
         recommend([cand("2L", "s00.b32", 5.0, 0.1, 0.6, 1.0), cand("4L", "s60.b4", 4.0, 0.1, 0.4, 3.0)],
                   max_storage_mb=0.5, max_latency_ms=2.0)
+
+
+def test_sizes_without_a_fit_are_left_out_and_none_at_all_is_an_error() -> None:
+    nan = float("nan")
+    unfit = Candidate("8L", "s00.b32", "8L.s00.b32", nan, (nan, nan), 0.0, 1, 0.1, False)
+    assert recommend([*GRID, unfit]).best.variant == "4L.s00.b32"
+    with pytest.raises(PlanError, match="raise --pilot-fraction or --budget-s"):
+        recommend([unfit])

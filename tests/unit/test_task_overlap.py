@@ -154,3 +154,15 @@ def test_pretraining_brown_leaves_out_the_tasks_dev_and_test_texts(brown_rows) -
     for d in whole:
         leak.scan(d.text)
     assert leak.result()["splits"]["test"]["fraction_overlapping"] > 0.95
+
+
+def test_the_data_stage_key_covers_the_finetune_task() -> None:
+    """The task decides which documents pretraining leaves out and what the overlap check looks for."""
+    from tlc_export.tasks.classification.stages.data import DataStage
+
+    base = "models: {sizes: [{layers: 1, hidden: 32}]}\npretrain: {time_budget_s: 1}\n"
+    keys = {DataStage().cache_key(parse_recipe(base + f"finetune: {{task: {t}}}\n"), {})
+            for t in ("{kind: brown-genre}", "{kind: brown-genre, test_fraction: 0.2}", "{kind: rt-polarity}")}
+    assert len(keys) == 3
+    same = parse_recipe(base + "finetune: {task: {kind: brown-genre}, lr: 3.0e-4}\n")  # not a task field
+    assert DataStage().cache_key(same, {}) in keys

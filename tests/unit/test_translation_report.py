@@ -335,3 +335,13 @@ def test_stage_writes_the_report_and_refuses_an_empty_run(tmp_path: Path) -> Non
     out = ReportStage().run(ctx(tmp_path / "run"))
     assert out["index"] == "report/index.html" and out["verdict_outcome"] == "won"
     assert (tmp_path / "run" / "report" / "summary.md").read_text().startswith("# Train Large, Then Compress (translation)")
+
+
+def test_regime_sentence_says_how_far_the_run_is_from_the_papers_data() -> None:
+    from tlc_export.tasks.translation.report.render import regime_text
+
+    models = [{"model": "2L-128H", "steps": 609, "tokens": 1_170_000, "epochs": 0.52}]
+    text = regime_text({"train_pairs": 29_657}, models)
+    assert "29,657 training pairs, 0.08% of the paper's WMT14" in text  # 29,657 / 36 M
+    assert "2L-128H 609 steps, 1,170,000 tokens (0.52 epochs)" in text
+    assert regime_text({}, models) == "" and regime_text({"train_pairs": 10}, [{"model": "x"}]) == ""

@@ -81,7 +81,8 @@ class FinetuneConfig(Section):
     epochs: float = Field(default=3.0, gt=0, description="Training epochs (fractions allowed); with `patience`, the cap.")
     patience: int | None = Field(
         default=None, ge=2,
-        description="Plateau rule: end a candidate once this many dev evaluations in a row have not beaten its best "
+        description="Plateau rule: end a candidate once this many dev evaluations in a row have not beaten its best, "
+        "never before one full epoch (a model still at the majority class in its first evaluations has not plateaued) "
         "(None = train all `epochs`). Every candidate records `converged`: true when its best dev accuracy came at "
         "least two evaluations before its last, i.e. dev accuracy had stopped improving before training ended.",
     )

@@ -6,6 +6,10 @@ as in the GPT-3 contamination study); every pretraining document is scanned once
 example overlaps when any of its n-grams occurs in a pretraining document (an example shorter than
 n words is one n-gram of its whole text). Unrelated texts share a 13-word run almost never, so any
 overlap points at shared text: a leak, a quotation, or boilerplate.
+
+The data stage scans every document in its main process as the documents pass to the tokenizer
+workers: about 20 MB/s on one core of the 2-core AMD machine (Brown, 6 MB, 0.26 s of CPU), an order of
+magnitude above the tokenizing pace, so it does not slow the stage down.
 """
 
 from __future__ import annotations

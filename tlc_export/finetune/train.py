@@ -50,6 +50,7 @@ class TrainSettings:
     eval_batch_size: int = 64
     bf16: bool = False  # bf16 autocast for the training forward (CUDA); weights and evaluation stay fp32
     patience: int | None = None  # end once this many evaluations in a row did not beat the best dev accuracy
+    min_steps: int = 0  # the plateau rule never ends training before this step (a flat start is not a plateau)
 
     @classmethod
     def from_finetune(cls, cfg: FinetuneConfig, num_train: int, lr: float | None = None, seed: int | None = None) -> TrainSettings:
@@ -66,6 +67,7 @@ class TrainSettings:
             seed=cfg.seeds[0] if seed is None else seed,
             bf16=use_bf16(cfg.precision),
             patience=cfg.patience,
+            min_steps=steps_per_epoch if cfg.patience is not None else 0,
         )
 
 
@@ -211,7 +213,7 @@ def finetune_(
             if step % eval_every == 0 or step == cfg.max_steps:
                 last_acc = evaluate(step, running)
                 stopped = (should_stop is not None and should_stop(step, last_acc)) or (
-                    cfg.patience is not None and evals_since_best(history) >= cfg.patience)
+                    cfg.patience is not None and step >= cfg.min_steps and evals_since_best(history) >= cfg.patience)
             progress.update(task, advance=1, info=f"loss {running:.3f} dev {best_acc:.3f}")
 
     if cfg.keep_best and best_state is not None and best_step != step:

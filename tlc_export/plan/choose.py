@@ -9,6 +9,7 @@ candidate of another size: the question the plan answers is which size to train,
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -92,6 +93,13 @@ def filter_candidates(cands: list[Candidate], max_storage_mb: float | None, max_
 
 def recommend(cands: list[Candidate], max_storage_mb: float | None = None,
               max_latency_ms: float | None = None) -> Recommendation:
+    """The lowest predicted compressed loss within the limits. Sizes whose curve could not be fitted at all (too
+    few points: no prediction) are left out; when that leaves nothing, a PlanError says to lengthen the pilots."""
+    fitted = [c for c in cands if math.isfinite(c.predicted_loss)]
+    if cands and not fitted:
+        raise PlanError("no size's pilot gave enough validation points to fit a curve; raise --pilot-fraction or "
+                        "--budget-s (longer pilots), or --pilot-evals")
+    cands = fitted
     ok = sorted(filter_candidates(cands, max_storage_mb, max_latency_ms), key=lambda c: c.predicted_loss)
     best = ok[0]
     others = [c for c in ok if c.size != best.size]

@@ -8,10 +8,15 @@ its own whose row says so. Which variant feeds which format:
 - fp32/fp16 and ORT's quantizers (int8-dynamic/int8-static/int4-matmulnbits), tensorrt-int8: the
   b32 (dense or pruned) model. The ORT-quantized files are models of their own (ORT's grids): their
   rows carry their own file size and accuracy and no `storage_bytes`;
-- onnx-int8: the b8 and b6 artifacts (6-bit codes in the INT8 container; storage_bytes stays packed);
-- onnx-int4: every 4-bit artifact, with exactly its codes on exactly its grid (per-tensor/-channel
-  asymmetric: UINT4 `DequantizeLinear` then `Add(q0)`; block symmetric: INT4 block
-  `DequantizeLinear`), so the file computes the artifact's model;
+- onnx-int8: the b8 and b6 artifacts (6-bit codes in the INT8 container; storage_bytes stays packed),
+  their codes on ONNX Runtime's integer kernels (`tlc_export.export.integer`: DynamicQuantizeMatMul +
+  the rank-1 correction of the paper's offset, activations quantized dynamically, validated within
+  `int8-act` of the fake-quant model);
+- onnx-int4: every 4-bit artifact, with exactly its codes on exactly its grid, on `export.int4_kernel`
+  (codes widened to int8 at load, or MatMulNBits with float zero points); with
+  `export.integer_kernels: false`, or when the integer file fails validation, both formats are the
+  DequantizeLinear files (UINT4 `DequantizeLinear` then `Add(q0)` for the paper's grid), which compute
+  the artifact's model exactly;
 - tensorrt-int4: only 4-bit artifacts whose grid TensorRT takes (symmetric INT4, block 64/128 on
   weight matrices: the compress stage's `….b4.sym-g<block>` variants). No variant is re-quantized here.
 Every file's accuracy is measured with a plain ONNX Runtime session (what a deployment and the bench
@@ -47,6 +52,9 @@ FP_FORMATS = ("onnx-fp32", "onnx-fp16", "onnx-int8-dynamic", "onnx-int8-static",
 INT8_CODE_FORMATS = ("onnx-int8",)
 
 
+# Measured by runtime_bench.own_codes_speed (README, bench section): on CPU the static Q/DQ file is larger and
+# slower than onnx-int8-dynamic, so it is not a CPU deployment format; TensorRT takes only explicit Q/DQ.
+STATIC_ROLE = "TensorRT's input (static Q/DQ); on CPU use onnx-int8-dynamic or the own-code onnx-int8/onnx-int4"
 INT8_FUSED_SLACK = 1.5  # a fused INT8 file may be this much further from fp32 than the unfused one (plus TOLERANCE_FP32)
 TOLERANCE_FP32 = 1e-3
 
@@ -384,7 +392,7 @@ class _SizeJob:
             self._validated[p] = self._validate(p, model, None, acc, False)  # tensorrt-int8 reads the same file
             return {**self._validated[p], "attention_matmuls_quantized": self.cfg.int8_attention_matmuls}
 
-        self._step(variant, "onnx-int8-static", static_row, **extra)
+        self._step(variant, "onnx-int8-static", static_row, **extra, role=STATIC_ROLE)
         self._step(variant, "onnx-int4-matmulnbits", lambda: ort_fmt(
             "onnx-int4-matmulnbits", lambda a, b: ort_quant.quantize_int4_matmulnbits(a, b, self.cfg.int4_block_size)), **extra)
         self._step(variant, "tensorrt-int8", trt_int8, **extra)
@@ -480,14 +488,17 @@ class _SizeJob:
         from tlc_export.export.validate import RELATIVE, TOLERANCE
 
         kernel = self.cfg.int4_kernel if four_bit else None
-        exact = four_bit and kernel.startswith("matmulnbits")
-        tol_name = "fp32" if exact else "int8-act"
         p = self._path(variant, fmt)
+        exact, tol_name = False, "int8-act"
         try:
             c = model.config
             proto, report, opt = integer_model(self.template.load(), self.template.refs, art.quantized, art.state_dict(),
                                                int(c.num_attention_heads), int(c.hidden_size), four_bit=four_bit,
                                                int4_kernel=kernel or "matmulnbits-acc0")
+            # Exact (fp32 tolerance) only when no weight went to DynamicQuantizeMatMul: MatMulNBits with float
+            # zero points computes in fp32 (block grids always take it, whatever export.int4_kernel says).
+            exact = not report.dynamic_matmul
+            tol_name = "fp32" if exact else "int8-act"
             save_model(proto, p)
             out = self._validate(p, model, TOLERANCE[tol_name], acc, weight_only=exact, relative=tol_name in RELATIVE)
         except Exception as e:  # noqa: BLE001 - a mismatch or an unsupported graph keeps the DequantizeLinear file
@@ -500,7 +511,10 @@ class _SizeJob:
             if ci and out.get(f"{split}_accuracy") is not None:
                 within[split] = bool(ci[0] <= out[f"{split}_accuracy"] <= ci[1])
         return {**out, "codes": "compress", "graph_optimization": opt, "tolerance_name": tol_name,
-                "kernels": "MatMulNBits" if exact else "DynamicQuantizeMatMul",
+                "kernels": "+".join(k for k, used in (("DynamicQuantizeMatMul", report.dynamic_matmul),
+                                                       ("MatMulNBits", report.matmul_nbits),
+                                                       ("GatherBlockQuantized", report.gather_quantized),
+                                                       ("DequantizeLinear", report.fallback)) if used),
                 "activations": "fp32" if exact else "dynamic uint8, per tensor (as onnx-int8-dynamic)",
                 "integer_kernels": {"applied": True, **report.to_dict()},
                 "compress_accuracy": {s: comp_row.get(f"{s}_accuracy") for s in SPLITS},

@@ -40,7 +40,23 @@ def splits_text(ctx: dict[str, Any]) -> str:
         text += "."
     if ctx.get("bleu_signature"):
         text += f" BLEU signature: {ctx['bleu_signature']}."
-    return text
+    regime = regime_text(t, ctx.get("models") or [])
+    return text + (" " + regime if regime else "")
+
+
+PAPER_TRAIN_PAIRS = 36_000_000  # WMT14 En→Fr training sentences (paper §2)
+
+
+def regime_text(training: dict[str, Any], models: list[dict[str, Any]]) -> str:
+    """How far this run is from the paper's: training pairs, and how much of them each size saw."""
+    pairs = training.get("train_pairs")
+    seen = [f"{m['model']} {int(m['steps']):,} steps, {int(m['tokens']):,} tokens ({float(m['epochs']):.2f} epochs)"
+            for m in models if m.get("steps") is not None and m.get("tokens") is not None and m.get("epochs") is not None]
+    if not pairs or not seen:
+        return ""
+    return (f"Regime: {int(pairs):,} training pairs, {int(pairs) / PAPER_TRAIN_PAIRS:.2%} of the paper's WMT14 "
+            f"En→Fr (36 M pairs, trained to convergence on GPUs); this run saw " + "; ".join(seen)
+            + ". BLEU levels here are not comparable to the paper's; compare sizes within the run.")
 
 
 def _sections(ctx: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, Any, Any, str]]]]:
