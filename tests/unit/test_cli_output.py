@@ -51,7 +51,7 @@ def test_classification_lists_every_export_format_the_recipe_takes() -> None:
 
 
 def test_translation_lists_the_export_formats_its_recipes_take() -> None:
-    from tlc_export.config.translation import EXPORT_FORMATS
+    from tlc_export.config.formats import TRANSLATION_EXPORT_FORMATS as EXPORT_FORMATS
     from tlc_export.tasks import get_family
 
     assert get_family("translation").export_formats == EXPORT_FORMATS

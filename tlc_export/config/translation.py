@@ -9,6 +9,10 @@ from pydantic import Field, field_validator, model_validator
 
 from tlc_export.config.common import Section, SizeShape, check_size_grid, size_grid
 
+# The formats and backends a translation recipe may name (where the section is read, too).
+from tlc_export.config.formats import TRANSLATION_BENCH_BACKENDS as BENCH_BACKENDS  # noqa: F401
+from tlc_export.config.formats import TRANSLATION_EXPORT_FORMATS as EXPORT_FORMATS  # noqa: F401
+
 # The built-in Bible's books (1 = Genesis … 66 = Revelation). Dev and test are whole books, so the
 # neighbouring verses of a dev or test passage are never trained on. Parallel passages in other books
 # remain (Kings and Chronicles, the synoptic Gospels), so the defaults are books with few close
