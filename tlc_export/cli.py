@@ -769,10 +769,13 @@ def _plan_check(check_dir: Path | None, plan_file: Path | None) -> None:
     for col in ("size", "predicted", f"interval ({plan['level']:.0%})", "measured", "error", "inside"):
         t.add_column(col)
     for s in result["sizes"]:
+        if s["predicted"] != s["predicted"]:  # NaN: the pilot gave too few points for a fit
+            t.add_row(s["size"], "no fit", "-", f"{s['measured']:.3f}", "-", "-")
+            continue
         t.add_row(s["size"], f"{s['predicted']:.3f}", f"[{s['interval'][0]:.3f}, {s['interval'][1]:.3f}]",
                   f"{s['measured']:.3f}", f"{s['error']:+.3f}", "yes" if s["inside"] else "NO")
     rc = result["rank_correlation"]
-    t.caption = (f"{result['inside']}/{result['of']} inside; rank correlation {rc if rc is None else f'{rc:.2f}'}; "
+    t.caption = (f"{result['inside']}/{result['predicted']} predicted sizes inside ({result['of']} in the run); rank correlation {rc if rc is None else f'{rc:.2f}'}; "
                  f"recommended {result.get('recommended')}, best that fit {result.get('best_fitting_measured')} "
                  f"({'the same' if result.get('recommendation_was_best') else 'different'}); penalty error "
                  f"(pilot − final) mean |{result.get('penalty_mean_abs_error', float('nan')):.4f}|")

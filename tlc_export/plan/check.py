@@ -79,13 +79,14 @@ def check_plan(plan: dict[str, Any], run_dir: Path, recipe: Any | None = None,
     if not rows:
         raise PlanError(f"{results}: none of the plan's sizes ({', '.join(s['size'] for s in plan['sizes'])}) finished "
                         "in this run")
+    fitted = [r for r in rows if np.isfinite(r["predicted"])]  # a size whose pilot gave no fit has no prediction
     out: dict[str, Any] = {
         "run_dir": str(run_dir), "sizes": rows, "level": plan["level"],
-        "inside": sum(r["inside"] for r in rows), "of": len(rows),
-        "mean_abs_error": float(np.mean([abs(r["error"]) for r in rows])),
-        "rank_correlation": spearman([r["predicted"] for r in rows], [r["measured"] for r in rows]),
+        "inside": sum(r["inside"] for r in rows), "of": len(rows), "predicted": len(fitted),
+        "mean_abs_error": float(np.mean([abs(r["error"]) for r in fitted])) if fitted else None,
+        "rank_correlation": spearman([r["predicted"] for r in fitted], [r["measured"] for r in fitted]),
         "best_measured_size": min(rows, key=lambda r: r["measured"])["size"],
-        "best_predicted_size": min(rows, key=lambda r: r["predicted"])["size"],
+        "best_predicted_size": min(fitted, key=lambda r: r["predicted"])["size"] if fitted else None,
     }
     if penalties is None and recipe is not None:
         penalties = {r["size"]: final_penalties(run_dir, recipe, r["size"]) for r in rows}
