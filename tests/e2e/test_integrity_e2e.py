@@ -155,7 +155,8 @@ def test_force_pretrain_retrains_every_size_from_step_zero_and_later_stages_are_
         assert (run / "pretrain" / s / "checkpoint" / "model.safetensors").read_bytes() != old_ckpt[s]
     assert not list(run.glob(".pretrain.replaced-*"))
     status = _invoke(tiny_run, "status", str(run))
-    lines = {line.split("│")[1].strip(): line for line in status.output.splitlines() if line.count("│") > 3}
+    # piped (CliRunner is no terminal), tables print as tab-separated rows: stage first
+    lines = {line.split("\t")[0].strip(): line for line in status.output.splitlines() if line.count("\t") >= 2}
     assert "done" in lines["pretrain"] and "stale" not in lines["pretrain"]
     for stage in ("finetune", "compress", "export", "bench", "report"):
         assert "stale" in lines[stage], status.output
