@@ -127,8 +127,13 @@ def test_translation_compress_stage(tmp_path, monkeypatch):
     assert level["level"] == "s50" and level["recovery_steps"] <= 2 and level["history"][0]["step"] == 0
     assert level["decoding"] == "greedy" and level["dev_sentences"] == 8 and level["history"][0]["train_loss"] is None
 
-    # Resume: one variant lost its row; a forced rerun redoes that variant only.
+    # Resume: the stage was interrupted after all but one variant's row was written (the manifest still
+    # says running); the rerun redoes that variant only. (--force would start from scratch instead.)
     (run / "compress" / "1L-32H" / "variants" / "1L-32H.s50.b4.json").unlink()
+    manifest_path = run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["stages"]["compress"]["status"] = "running"
+    manifest_path.write_text(json.dumps(manifest))
     calls = []
     real = TranslationFamily.predict
 
@@ -137,7 +142,7 @@ def test_translation_compress_stage(tmp_path, monkeypatch):
         return real(self, *a, **kw)
 
     monkeypatch.setattr(TranslationFamily, "predict", counting)
-    again_run = CliRunner().invoke(main, ["run", str(recipe_path), "--run-dir", str(run), "--force", "compress"],
+    again_run = CliRunner().invoke(main, ["run", str(recipe_path), "--run-dir", str(run), "--until", "compress"],
                                    catch_exceptions=False)
     assert again_run.exit_code == 0, again_run.output
     assert len(calls) == 1

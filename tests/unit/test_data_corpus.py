@@ -30,11 +30,17 @@ def test_text_csv_jsonl_sources(tmp_path):
 
 
 def test_missing_glob_and_column_errors(tmp_path):
-    (tmp_path / "t.csv").write_text("id,body\n1,x\n")
+    # Validation already refuses both at parse time; these are the files changing after it (the data
+    # stage reads them later), so the reader must say the same thing itself.
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "a.txt").write_text("a doc\n")
+    (tmp_path / "t.csv").write_text("id,text\n1,x\n")
     bad_glob = parse_recipe("data: {sources: [{kind: text, path: 'none/*.txt'}]}\n" + MODELS, base_dir=tmp_path)
+    bad_col = parse_recipe("data: {sources: [{kind: csv, path: t.csv, column: text}]}\n" + MODELS, base_dir=tmp_path)
+    (tmp_path / "none" / "a.txt").unlink()
+    (tmp_path / "t.csv").write_text("id,body\n1,x\n")
     with pytest.raises(DataSourceError, match=r"data\.sources\[0\]\.path.*none/\*\.txt"):
         load_corpus(bad_glob)
-    bad_col = parse_recipe("data: {sources: [{kind: csv, path: t.csv, column: text}]}\n" + MODELS, base_dir=tmp_path)
     with pytest.raises(DataSourceError, match=r"t\.csv.*'text'.*column"):
         load_corpus(bad_col)
 
