@@ -60,6 +60,10 @@ class Writer(Stage):
             # The 60 s only guards against a hang when the check never interrupts (then the test fails).
             Writer.started.set()
             Writer.interrupted.wait(60)
+            # Python raises a pending interrupt only at certain instructions (a backward jump is one): this
+            # loop makes sure it is raised here, before the flag, however Event.wait returned.
+            for _ in range(1000):
+                pass
             Writer.finished_waiting[self.name] = True
         (ctx.out_dir / "payload.bin").write_bytes(bytes(range(256)) * 64 + bytes([Writer.calls[self.name]]))
         (ctx.out_dir / "sub").mkdir(exist_ok=True)
