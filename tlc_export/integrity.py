@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -187,6 +188,16 @@ def fault_message(run_root: Path, fault: Fault, reader: str | None = None) -> st
             f"Rebuild it with `{rebuild_command(run_root, fault.stage)}`")
 
 
+# The background check stops a stage with a simulated signal of its own, not SIGINT: Python ignores a simulated
+# SIGINT whenever SIGINT's handler is not its own (a process started with SIGINT ignored, as under nohup, or a
+# library that replaced the handler), and the stage must stop all the same. Nothing sends this signal for real.
+INTERRUPT_SIGNAL = signal.SIGUSR2
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("the background integrity check found a changed input")
+
+
 class BackgroundCheck:
     """Hashes large files in a thread while the stage runs; a mismatch interrupts the main thread."""
 
@@ -197,6 +208,8 @@ class BackgroundCheck:
         self._guard = threading.Lock()
         self._watching = False  # the main thread is inside the stage (`watch`): a fault interrupts it
         self._interrupted = False
+        self._previous_handler: Any = None  # INTERRUPT_SIGNAL's handler before `watch` installed ours
+        self._handler_installed = False
         self._thread = threading.Thread(target=self._work, name="tlc-verify", daemon=True)
         self._thread.start()
 
@@ -218,16 +231,26 @@ class BackgroundCheck:
                 with self._guard:
                     if self._watching:
                         # The stage stops at its next bytecode (a KeyboardInterrupt the runner turns into this error).
-                        _thread.interrupt_main()
+                        _thread.interrupt_main(INTERRUPT_SIGNAL)
                         self._interrupted = True
                 return
 
     def watch(self) -> None:
         """The stage starts now: a fault found from here on interrupts it; one found already is raised here."""
+        # Only the main thread can take a handler; elsewhere a fault is raised by `finish` after the stage.
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(INTERRUPT_SIGNAL, _raise_interrupt)
+            self._handler_installed = True
         with self._guard:
             if self.fault is not None:
+                self._restore_handler()
                 raise IntegrityError(fault_message(self.run_root, self.fault, self.reader))
-            self._watching = True
+            self._watching = self._handler_installed
+
+    def _restore_handler(self) -> None:
+        if self._handler_installed:
+            signal.signal(INTERRUPT_SIGNAL, self._previous_handler)
+            self._handler_installed = False
 
     def error(self) -> IntegrityError | None:
         return IntegrityError(fault_message(self.run_root, self.fault, self.reader)) if self.fault else None
@@ -238,18 +261,19 @@ class BackgroundCheck:
             self._watching = False
         self._thread.join()
         err = self.error()
-        if err is None:
-            return
-        if self._interrupted:
+        if err is not None and self._interrupted:
             # The interrupt sent to the stage may still be pending: take it here, not in the caller's handler.
             with contextlib.suppress(KeyboardInterrupt):
                 for _ in range(200):
                     time.sleep(0.005)
-        raise err
+        self._restore_handler()
+        if err is not None:
+            raise err
 
     def cancel(self) -> None:
         self._stop.set()
         self._thread.join()
+        self._restore_handler()
 
 
 def verify_stages(run_root: Path, stage_dirs: Iterable[tuple[str, Path]], reader: str,
