@@ -31,18 +31,7 @@ from typing import Any
 import numpy as np
 
 from runtime_bench.metrics import environment
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
+from tlc_export.rundir import cpu_model
 
 
 def build_files(layers: int, hidden: int, vocab: int, seq: int, out: Path, static: bool) -> dict[str, Path]:
@@ -155,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         files = build_files(a.layers, a.hidden, a.vocab, a.seq, Path(tmp), static=not a.no_static)
         build_s = time.perf_counter() - t0
         rows = interleaved(files, a.batches, a.seq, a.vocab, a.rounds, a.warmup, a.threads)
-    cpu = cpu_name()
+    cpu = cpu_model()
     t = Table(title=f"ONNX Runtime CPU, {a.layers}L-{a.hidden}H, seq {a.seq}, {a.threads} threads, {cpu}, "
                     f"{a.rounds} interleaved rounds")
     for c in ("format", "batch", "p50 ms", "p90 ms", "÷ int8-dynamic", "÷ fp32", "MB", "size ÷ fp32"):
