@@ -291,3 +291,17 @@ def test_plots_have_error_bars_and_the_majority_line(tmp_path: Path, monkeypatch
         ys = [line.get_ydata() for line in ax.lines if "majority" in str(line.get_label())]
         assert ys and all(np.allclose(y, 60.0) for y in ys)
         assert "test accuracy" in ax.get_ylabel()
+
+
+def test_the_training_effect_text_blames_recovery_only_for_pruned_variants() -> None:
+    from types import SimpleNamespace
+
+    from tlc_export.report.answers import training_effect_text
+
+    c = SimpleNamespace(diff=0.01, p_value=0.039)
+    base = {"variant": "2L-128H.s00.b32", "sparsity": 0.0, "bits": 32}
+    pruned = training_effect_text({"variant": "2L-128H.s60.b4", "sparsity": 0.6, "bits": 4}, base, c, "test")
+    quantized = training_effect_text({"variant": "2L-128H.s00.b4", "sparsity": 0.0, "bits": 4}, base, c, "test")
+    assert "recovery gave it training" in pruned
+    assert "recovery" not in quantized
+    assert "without any retraining" in quantized

@@ -111,9 +111,15 @@ def training_effects(variants: Sequence[Row], compare: Comparator, split: str = 
 
 
 def training_effect_text(row: Row, base: Row, c: Any, split: str, unit: str = "points", scale: float = 100.0) -> str:
-    return (f"{row['variant']} ({compression_label(row)}) scores significantly above its own uncompressed model "
-            f"{base['variant']} on {split} ({scale * c.diff:+.1f} {unit}, p = {c.p_value:.2g}): its recovery gave it "
-            "training the uncompressed model lacked, so this gain is a training effect, not a compression effect")
+    head = (f"{row['variant']} ({compression_label(row)}) scores significantly above its own uncompressed model "
+            f"{base['variant']} on {split} ({scale * c.diff:+.1f} {unit}, p = {c.p_value:.2g}): ")
+    if float(row.get("sparsity") or 0) > 0:
+        return head + ("its recovery gave it training the uncompressed model lacked, so this gain is a training "
+                       "effect, not a compression effect")
+    # Quantized only: it had no recovery training, so the recovery explanation would be false.
+    return head + ("it was quantized without any retraining, so with every variant of the run tested this way a "
+                   "lone flag like this is most likely chance (about one in forty variants with no effect); it is "
+                   "kept out of the verdict all the same")
 
 
 def p_text(p: float) -> str:
