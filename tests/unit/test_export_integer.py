@@ -101,7 +101,7 @@ def test_rank1_correction_equals_dq_add_graph(bits):
     assert sqnr > 30, sqnr
 
     # without the rank-1 term the result is off by c·rowsum(X): the test above would see it
-    corr = next(i for i in model.graph.initializer if i.name.endswith("__correction"))
+    corr = next(i for i in model.graph.initializer if i.name.endswith("__rank1_gemv_weight"))
     corr.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(corr)), corr.name))
     x = _grid_x(rng, (2, 5, K))
     off = _run(model, {"X": x}) - _run(ref_model, {"X": x})
@@ -196,7 +196,8 @@ def test_corrupted_scale_raises_typed_mismatch(classifier, tmp_path):
     d, tol, _ = V.compare(good, ref, batches, V.TOLERANCE["int8-act"], relative=True)
     assert d <= tol
     bad = copy.deepcopy(model)
-    scale = next(i for i in bad.graph.initializer if i.name.endswith("__scale") and "attention" in i.name)
+    first = next(n for n in bad.graph.node if n.op_type == "DynamicQuantizeMatMul")  # layer 0's query projection
+    scale = next(i for i in bad.graph.initializer if i.name == first.input[2])
     scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 3.0, scale.name))
     path = tmp_path / "bad.onnx"
     save_model(bad, path)
@@ -254,3 +255,31 @@ def test_correction_left_out_only_where_layernorm_removes_it(with_ln):
     feeds = {"X": _grid_x(rng, (2, 5, K)), "R": rng.normal(size=(2, 5, N)).astype(np.float32)}
     want = _run(ref, feeds)
     np.testing.assert_allclose(_run(model, feeds), want, atol=1e-4 * np.abs(want).max(), rtol=0)
+
+
+def test_attention_projections_share_one_quantized_x(classifier, tmp_path):
+    """Packed QKV + Split becomes one integer GEMM per projection, on X quantized once, writing the tensors
+    MultiHeadAttention reads (no Split copy), with one GEMV for the three rank-1 terms; the file still
+    computes the fake-quant model."""
+    m, tpl = classifier
+    mq = copy.deepcopy(m)
+    q = quantize_(mq, QuantConfig(bits=8))
+    model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    mha = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(mha) == 2
+    for n in mha:
+        projections = [producer[producer[t].input[0]] if producer[t].op_type == "Add" else producer[t] for t in n.input[:3]]
+        assert [p.op_type for p in projections] == ["MatMulIntegerToFloat"] * 3
+        quantized = {p.input[0] for p in projections}
+        assert len(quantized) == 1 and producer[quantized.pop()].op_type == "DynamicQuantizeLinear"
+    assert not [n for n in model.graph.node if n.op_type == "Split" and producer[n.input[0]].op_type != "MatMul"]
+    gemv = [n for n in model.graph.node if n.name.endswith("__rank1_gemv")]
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    three = [n for n in gemv if weights[n.input[1]].shape == (64, 3)]
+    assert len(three) == 2  # one per attention block, its columns the Q, K, V offsets' residuals
+    path = tmp_path / "own.onnx"
+    save_model(model, path)
+    batches = _batches()
+    d, tol, _ = V.compare(path, V.torch_logits(mq, batches), batches, V.TOLERANCE["int8-act"], relative=True)
+    assert d <= tol

@@ -21,9 +21,15 @@ fused low-bit) kernel directly:
   (W_I − zp)·D = D·W_I + q0 exactly; block grids map block for block. No correction term.
 - Embedding tables → `com.microsoft.GatherBlockQuantized` (gather the codes, dequantize the rows
   looked up) then `Add` of the grid's offset; a table is never dequantized whole.
-- Packed attention (`optimize.fuse_preln_attention_(packed=...)`): the Q, K, V codes sit side by side
-  in one [H, 3H] code matrix with per-column scale / zero point / correction, each column carrying
-  its own projection's grid: one integer GEMM, the variant's three grids unchanged.
+- Packed attention (`optimize.fuse_preln_attention_(packed=...)`): the fused graph computes Q, K, V
+  as one MatMul on the packed [H, 3H] weight, then a Split for MultiHeadAttention (ONNX Runtime's CPU
+  kernel takes no packed QKV). On integer kernels each projection gets its own GEMM written straight to
+  the Split's outputs, each with its own grid: the Split was a full copy of Q, K and V, and the three
+  corrections cost one Add each either way. Without such a Split the packed [H, 3H] codes run as one
+  GEMM with per-column scale / zero point / correction.
+- The rank-1 terms c·rowsum(X) come from one fp32 GEMV, X·[c₁·1 … c_P·1], shared by every GEMM on
+  the same X (Q, K, V), then a Split: at batch 1 the graph's cost is mostly its node count, and this is
+  one node where ReduceSum and a Mul per projection were four.
 
 What none of these kernels can hold falls back to codes + DequantizeLinear (`qdq.dequant_nodes`,
 8-bit container) and is listed in the report: asymmetric weights with a pruning mask (a re-zeroed
@@ -130,8 +136,14 @@ class _Builder:
                 self.consumers.setdefault(i, []).append(n)
         self.graph_outputs = {o.name for o in g.output}
         self.init_names = {i.name for i in g.initializer}
+        self.split_sizes = {i.name: numpy_helper.to_array(i).tolist() for i in g.initializer
+                            if i.data_type == onnx.TensorProto.INT64 and len(i.dims) == 1}
         self.inits: list[onnx.TensorProto] = []
         self.rowsum: dict[str, str] = {}
+        self.shared_quant: dict[str, tuple[str, str, str]] = {}
+        self.pending_quant: dict[str, list[onnx.NodeProto]] = {}
+        self.rank1: dict[tuple[str, float], str] = {}  # (X, c) → c·rowsum(X)
+        self.pending: dict[str, list[onnx.NodeProto]] = {}  # rank-1 nodes not yet placed in the graph
         self.report = IntegerReport()
 
     def const(self, name: str, value: np.ndarray) -> str:
@@ -178,10 +190,10 @@ class _Builder:
             # A per-row constant added to a tensor that only LayerNorms read changes nothing downstream.
             if c is not None and np.any(c):
                 self.report.corrections_dropped.append(w)
-            return [*nodes, helper.make_node("DynamicQuantizeMatMul", ins, [y], name=f"{w}__dqmm", domain=MS)]
-        nodes.append(helper.make_node("DynamicQuantizeMatMul", ins, [f"{w}__xw"], name=f"{w}__dqmm", domain=MS))
+            return [*nodes, *self.gemm(ins, y, w)]
+        nodes += self.gemm(ins, f"{w}__xw", w)
         r = self.rowsum.get(x)
-        if r is None:
+        if r is None and not uniform_c:
             r = self.rowsum[x] = f"{x}__rowsum"
             axes = self.const(f"{x}__rowsum_axes", np.array([-1], np.int64))
             nodes.append(helper.make_node("ReduceSum", [x, axes], [r], name=f"{x}__rowsum", keepdims=1))
@@ -201,11 +213,33 @@ class _Builder:
                       helper.make_node("Reshape", [f"{w}__sum_4d", flat], [y], name=f"{w}__sum")]
             self.report.corrections += 1
             return nodes
-        cc = self.const(f"{w}__correction", np.float32(c[0]) if uniform_c else c)
-        nodes += [helper.make_node("Mul", [r, cc], [f"{w}__rank1"], name=f"{w}__rank1"),
-                  helper.make_node("Add", [f"{w}__xw", f"{w}__rank1"], [y], name=f"{w}__corrected")]
+        if uniform_c:
+            rank1, more = self.rank1_terms(x, codes.shape[0], [float(c[0])], w)[0], self.pending.pop(x, [])
+            nodes += more
+        else:  # per-column c: rowsum(X) ⊗ c
+            rank1 = f"{w}__rank1"
+            nodes.append(helper.make_node("Mul", [r, self.const(f"{w}__correction", c)], [rank1], name=rank1))
+        nodes.append(helper.make_node("Add", [f"{w}__xw", rank1], [y], name=f"{w}__corrected"))
         self.report.corrections += 1
         return nodes
+
+    def rank1_terms(self, x: str, k: int, cs: Sequence[float], w: str) -> list[str]:
+        """Tensors [.., S, 1] holding c·rowsum(X) for each c, from one fp32 GEMV X·[c₁·1 … c_P·1]
+        (P > 1: then a Split): one node in place of ReduceSum and a Mul per c. Made once per (X, c);
+        the nodes wait in `pending[x]` for the first GEMM that needs them."""
+        missing = [c for c in dict.fromkeys(cs) if (x, c) not in self.rank1]
+        if missing:
+            cols = np.tile(np.asarray(missing, np.float32), (k, 1))
+            mm = f"{w}__rank1_gemv"
+            nodes = [helper.make_node("MatMul", [x, self.const(f"{mm}_weight", cols)],
+                                      [mm if len(missing) > 1 else f"{w}__rank1"], name=mm)]
+            outs = [f"{w}__rank1_{i}" for i in range(len(missing))] if len(missing) > 1 else [f"{w}__rank1"]
+            if len(missing) > 1:
+                nodes.append(helper.make_node("Split", [mm, self.const(f"{mm}_sizes", np.ones(len(missing), np.int64))],
+                                              outs, name=f"{mm}_split", axis=-1))
+            self.rank1.update({(x, c): o for c, o in zip(missing, outs, strict=True)})
+            self.pending.setdefault(x, []).extend(nodes)
+        return [self.rank1[(x, c)] for c in cs]
 
     def _widen(self, name: str, stored: np.ndarray) -> list[onnx.NodeProto]:
         """Nodes computing int8 `stored − 8` [K, N] from `stored` (0..15) kept two per byte; every input
@@ -237,6 +271,53 @@ class _Builder:
             nodes.append(helper.make_node("Slice", [f"{p}__c32", f"{p}__start", f"{p}__stop", f"{p}__last"], [f"{p}__cut"]))
         nodes.append(helper.make_node("Cast", [f"{p}__cut" if n % 2 else f"{p}__c32"], [name], to=onnx.TensorProto.INT8))
         return nodes
+
+    def gemm(self, ins: list[str], y: str, w: str) -> list[onnx.NodeProto]:
+        """DynamicQuantizeMatMul(X, codes, scale[, zp]); on an X that several GEMMs share (`share_quant`),
+        X is quantized once (DynamicQuantizeLinear) and each GEMM is a MatMulIntegerToFloat on it."""
+        x = ins[0]
+        if x not in self.shared_quant:
+            return [helper.make_node("DynamicQuantizeMatMul", ins, [y], name=f"{w}__dqmm", domain=MS)]
+        xq, xs, xz = self.shared_quant[x]
+        nodes = self.pending_quant.pop(x, [])
+        mif = [xq, ins[1], xs, ins[2], xz] + ins[3:4]
+        return [*nodes, helper.make_node("MatMulIntegerToFloat", mif, [y], name=f"{w}__mif", domain=MS)]
+
+    def share_quant(self, x: str) -> None:
+        if x not in self.shared_quant:
+            self.shared_quant[x] = (f"{x}__q", f"{x}__q_scale", f"{x}__q_zero_point")
+            self.pending_quant[x] = [helper.make_node("DynamicQuantizeLinear", [x], list(self.shared_quant[x]),
+                                                      name=f"{x}__quantize")]
+
+    def plan_rank1(self, x: str, parts: Sequence[_Part], w: str) -> None:
+        """Register one GEMV for the rank-1 terms of all `parts` (one GEMM each on the same X)."""
+        cs = []
+        for p in parts:
+            _, scale, offset = _columns(p.q, p.ref.transposed)
+            if p.q.symmetric or p.q.granularity == "block":
+                continue
+            z = np.clip(np.round(-offset / scale), 0, 2 ** p.q.bits - 1)
+            c = (offset + z * scale).astype(np.float32)
+            if np.any(c) and bool(np.all(c == c[0])):
+                cs.append(float(c[0]))
+        if len(cs) > 1:
+            self.rank1_terms(x, p.q.shape[1] if p.ref.transposed else p.q.shape[0], cs, w)
+
+    def split_of(self, node: onnx.NodeProto, parts: Sequence[_Part]) -> onnx.NodeProto | None:
+        """The Split that only cuts `node`'s packed output back into its parts (last axis, the parts'
+        widths), or None."""
+        if len(parts) < 2 or node.op_type != "MatMul" or node.output[0] in self.graph_outputs:
+            return None
+        users = self.consumers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Split" or len(users[0].output) != len(parts):
+            return None
+        sp = users[0]
+        axis = next((a.i for a in sp.attribute if a.name == "axis"), 0)
+        widths = [p.q.shape[0] if p.ref.transposed else p.q.shape[1] for p in parts]
+        sizes = self.split_sizes.get(sp.input[1]) if len(sp.input) > 1 else None
+        if axis != -1 or sizes is None or list(sizes) != widths:
+            return None
+        return sp
 
     def row_shift_invisible(self, tensor: str) -> bool:
         """True when adding the same number to every element of a row of `tensor` cannot change the
@@ -400,7 +481,10 @@ def to_integer_kernels_(
         return out
 
     new_nodes: list[onnx.NodeProto] = []
+    unsplit: set[str] = set()  # Split nodes made redundant by per-projection GEMMs
     for node in graph.node:
+        if node.name in unsplit:
+            continue
         slot = 1 if node.op_type in ("MatMul", "Gemm") else 0 if node.op_type == "Gather" else None
         w = node.input[slot] if slot is not None and len(node.input) > slot else None
         parts = parts_of(w) if w in inits else None
@@ -416,12 +500,21 @@ def to_integer_kernels_(
                 if len(parts) != 1 or any(a.name == "axis" and a.i != 0 for a in node.attribute):
                     raise _Unsupported("gather along an axis other than 0")
                 new_nodes += b.gather(node, w, parts[0])
-            elif four_bit and int4_kernel == "int8-at-load" and parts[0].q.granularity != "block":
-                new_nodes += b.dynamic_matmul(node, w, parts, nibbles=True)
-            elif four_bit:
-                new_nodes += b.matmul_nbits(node, w, parts, accuracy_level)
+            elif (int8_gemm := not four_bit or (int4_kernel == "int8-at-load" and parts[0].q.granularity != "block")) and \
+                    parts[0].q.granularity != "block" and (split := b.split_of(node, parts)) is not None:
+                # One GEMM per projection, written straight to the Split's outputs: the packed GEMM's
+                # Split is a full copy of Q, K and V, and each projection's correction is one Add either
+                # way. X is quantized once for the three (as QAttention does).
+                b.plan_rank1(node.input[0], parts, w)
+                b.share_quant(node.input[0])
+                for p, out in zip(parts, split.output, strict=True):
+                    one = helper.make_node("MatMul", [node.input[0], p.name], [out], name=f"{node.name}__{p.name}")
+                    new_nodes += b.dynamic_matmul(one, p.name, [p], nibbles=four_bit)
+                unsplit.add(split.name)
+            elif int8_gemm:
+                new_nodes += b.dynamic_matmul(node, w, parts, nibbles=four_bit)
             else:
-                new_nodes += b.dynamic_matmul(node, w, parts)
+                new_nodes += b.matmul_nbits(node, w, parts, accuracy_level)
             new_nodes += after
         except _Unsupported as why:
             b.report.fallback[w] = str(why)
