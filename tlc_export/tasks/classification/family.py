@@ -52,7 +52,8 @@ class ClassificationFamily(TaskFamily):
                 "run the compress and bench stages first"
             )
         cfg = recipe.report
-        return build_report(data, out_dir, cfg.storage_budgets_mb, cfg.latency_budgets_ms)
+        return build_report(data, out_dir, cfg.storage_budgets_mb, cfg.latency_budgets_ms,
+                            margin=cfg.noninferiority_margin_points / 100)
 
     def prepare_data(self, recipe: Recipe) -> dict[str, str]:
         """Built-in corpora fetched and parsed once, local files listed, a hub source's first row read, the
