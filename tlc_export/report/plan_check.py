@@ -147,12 +147,13 @@ def check_tables(result: dict[str, Any]) -> list[TextTable]:
     rc = result["rank_correlation"]
     mae = result["mean_abs_error"]
     parts = [f"{result['inside']}/{result['predicted']} predicted sizes inside their {result['level']:.0%} interval "
-             f"({result['of']} in the run); mean |error| {'-' if mae is None else f'{mae:.3f}'}; rank correlation "
+             f"({result['of']} in the run); mean |error| {'-' if mae is None else f'{mae:.3f}'}; rank correlation (Spearman) "
              f"{'-' if rc is None else f'{rc:.2f}'}"]
     if "penalty" in result:
         parts.append(f"recommended {result['recommended']}, best that fit {result['best_fitting_measured']} "
                      f"({'the same' if result['recommendation_was_best'] else 'different'})")
-        parts.append(f"penalty error (pilot − final, the Figure 8 assumption) mean |{result['penalty_mean_abs_error']:.4f}|")
+        parts.append(f"penalty error (pilot − final, the Figure 8 assumption) mean |error| "
+                     f"{result['penalty_mean_abs_error']:.4f}")
     else:
         parts.append("compression penalties not measured on the final checkpoints")
     out = [TextTable("final validation loss: predicted by the plan, measured by the run",
