@@ -16,6 +16,7 @@ from tlc_export.compress.prune import (
     prune_,
     prune_ladder,
     recover_,
+    run_ladder,
 )
 from tlc_export.config.compress import PruneConfig
 from tlc_export.config.finetune import FinetuneConfig
@@ -157,6 +158,21 @@ def test_prune_made_permanent_before_saving(tok, tmp_path):
 
 def test_ladder_levels_include_every_step():
     assert ladder_levels(PruneConfig(sparsity=[0.3, 0.9], step=0.15)) == [0.15, 0.3, 0.45, 0.6, 0.75, 0.9]
+
+
+def test_no_requested_level_means_no_ladder(tmp_path):
+    """`prune.sparsity: []` (quantize the dense model only) runs no pruning step and saves nothing."""
+    assert ladder_levels(PruneConfig(sparsity=[])) == []
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    before = model[0].weight.detach().clone()
+
+    def never(*_args):
+        raise AssertionError("recovery ran with no level requested")
+
+    records = run_ladder(model, PruneConfig(sparsity=[]), tmp_path / "ladder", recover=never, load_saved=never,
+                         metric="accuracy")
+    assert records == [] and not (tmp_path / "ladder").exists()
+    assert torch.equal(model[0].weight, before)
 
 
 def test_recovery_takes_zero_steps_when_already_within_target(trained, tok, task):

@@ -195,7 +195,10 @@ class LevelRecord:
 
 
 def ladder_levels(cfg: PruneConfig) -> list[float]:
-    """Every step from `step` up to the highest requested level (requested levels included)."""
+    """Every step from `step` up to the highest requested level (requested levels included); none when no
+    level is requested (`sparsity: []`: the variants are the dense model's quantizations only)."""
+    if not cfg.sparsity:
+        return []
     top = max(cfg.sparsity)
     n = math.floor(top / cfg.step + 1e-9)
     steps = {round(cfg.step * (i + 1), 6) for i in range(n)}

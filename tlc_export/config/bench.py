@@ -59,4 +59,13 @@ class ReportConfig(Section):
     latency_budgets_ms: list[float] | None = Field(
         default=None, description="p50 latency budgets (ms) for the answer table (None = chosen from the results)."
     )
+    noninferiority_margin_points: float = Field(
+        default=1.0, ge=0.0, le=100.0,
+        description="Accuracy (in points: 1.0 = one percentage point) that a faster or smaller variant may be shown "
+        "to lose against the dev-best and still be the answer for a latency / storage budget (and what `tlc package "
+        "--max-latency-ms/--max-storage-mb` ships): preferred when the one-sided 95 % lower bound of its dev accuracy "
+        "minus the dev-best's, paired on the same dev examples (Tango's score bound, `stats.paired_lower_bound`), "
+        "is above −margin. 0 keeps the dev-best. Classification (accuracy) only; a translation recipe's BLEU "
+        "answers keep the dev-best.",
+    )
     screenshot: bool = Field(default=False, description="Also render index.html to PNG with headless Chromium, if installed.")

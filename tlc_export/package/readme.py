@@ -20,13 +20,15 @@ def pct(acc: dict[str, Any] | None) -> str:
 
 def selection_text(sel: dict[str, Any]) -> str:
     answer = sel.get("answer") or {}
+    # A cheaper row that replaced the dev-best says so (`report.answers.prefer_cheaper`).
+    why = f"; {answer['choice']}" if answer.get("preferred_over") and answer.get("choice") else ""
     if sel.get("by") == "max_storage_mb":
         return (f"the report's answer for a storage budget of {sel['budget_mb']:g} MB "
-                f"(`tlc package RUN_DIR --max-storage-mb {sel['budget_mb']:g}`); {answer.get('mark') or ''}".rstrip("; "))
+                f"(`tlc package RUN_DIR --max-storage-mb {sel['budget_mb']:g}`){why}; {answer.get('mark') or ''}".rstrip("; "))
     if sel.get("by") == "max_latency_ms":
         extra = "".join(f" --{k} {sel[k]}" for k in ("backend",) if sel.get(k))
         return (f"the report's answer for a p50 latency budget of {sel['budget_ms']:g} ms at batch {sel.get('batch')} "
-                f"(`tlc package RUN_DIR --max-latency-ms {sel['budget_ms']:g}{extra}`)")
+                f"(`tlc package RUN_DIR --max-latency-ms {sel['budget_ms']:g}{extra}`){why}")
     return "named explicitly (`tlc package RUN_DIR --variant … --format …`)"
 
 

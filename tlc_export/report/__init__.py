@@ -8,6 +8,7 @@ from typing import Any
 
 from tlc_export import atomic, stats
 from tlc_export.report.answers import (
+    NONINFERIORITY_MARGIN,
     Verdict,
     latency_answers,
     own_uncompressed,
@@ -95,18 +96,21 @@ def answer_tables(
     *,
     backend: str | None = None,
     batch: int | None = None,
+    margin: float = NONINFERIORITY_MARGIN,
 ) -> AnswerTables:
     """The answer tables of `data`, exactly as the report shows them; `tlc package --max-storage-mb /
-    --max-latency-ms` calls this with its one budget, so the variant it ships is the one the report names.
+    --max-latency-ms` calls this with its one budget and the run's margin, so the variant it ships is the
+    one the report names.
 
     `backend` / `batch` restrict the latency answer to that backend's rows / that batch size (the
-    report itself uses every backend at the smallest timed batch).
+    report itself uses every backend at the smallest timed batch). `margin` (accuracy, 0.01 = 1 point):
+    a cheaper row shown on dev to lose at most this much is preferred (`answers.prefer_cheaper`).
     """
     bench = [r for r in _with_intervals(data.bench, data, REPORT_SPLIT) if (backend is None or r.get("backend") == backend)
              and (batch is None or r.get("batch") == batch)]
-    lat_batch, lat = latency_answers(bench, latency_budgets_ms, data.predictions)
+    lat_batch, lat = latency_answers(bench, latency_budgets_ms, data.predictions, margin=margin)
     storage = storage_answers([{**r, "compression": compression_label(r)} for r in data.variants], storage_budgets_mb,
-                              data.predictions)
+                              data.predictions, margin=margin)
     return AnswerTables(storage, lat_batch, lat)
 
 
@@ -115,6 +119,7 @@ def build_report(
     out_dir: str | Path,
     storage_budgets_mb: list[float] | None = None,
     latency_budgets_ms: list[float] | None = None,
+    margin: float = NONINFERIORITY_MARGIN,
     plan_check: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary.
@@ -150,7 +155,7 @@ def build_report(
     verdict = train_large_verdict(variants, data.predictions)
     finetune = _finetune_rows(data)
     card = build_card(data, verdict)
-    answers = answer_tables(data, storage_budgets_mb, latency_budgets_ms)
+    answers = answer_tables(data, storage_budgets_mb, latency_budgets_ms, margin=margin)
     batch, lat = answers.latency_batch, answers.latency
     figures = {
         "frontier-plot": (accuracy_storage_png(variants, split, majority, frontier_split=SELECTION_SPLIT), "frontier-plot",
@@ -171,7 +176,7 @@ def build_report(
         "figures": figures, "storage_answers": answers.storage,
         "latency_batch": batch, "latency_answers": lat, "variants": variants, "bench": bench,
         "environment": data.environment, "finetune": finetune, "majority": majority,
-        "select_split": SELECTION_SPLIT, "report_split": split,
+        "select_split": SELECTION_SPLIT, "report_split": split, "margin": margin,
         "not_learned": [r for r in finetune if r.get("learned_task") is False],
         "training_effects": effect_lines,
         "not_converged": [r for r in finetune if r.get("converged") is False],

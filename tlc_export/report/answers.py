@@ -9,6 +9,12 @@ Split jobs (`tlc_export.scoring`): the selection split (dev) picks — the varia
 the large model's variant the verdict compares — and the report split (test) reports, with 95 %
 intervals and paired tests on the same examples. Picking on test and then reporting test would
 report the luckiest of many noisy numbers.
+
+Within a budget an accuracy answer prefers speed and storage where they are shown to be free
+(`prefer_cheaper`): a row cheaper than the dev-best is picked when, paired on the same dev examples,
+the one-sided 95 % lower bound of its accuracy minus the dev-best's is above −margin (the recipe's
+`report.noninferiority_margin_points`, default 1 point). The translation family (BLEU, its own
+`compare`) keeps the plain dev-best rule.
 """
 
 from __future__ import annotations
@@ -30,6 +36,13 @@ Predictions = Mapping[str, Mapping[str, SplitPredictions]]
 
 Row = dict[str, Any]
 
+
+NONINFERIORITY_MARGIN = 0.01
+"""How much dev accuracy (0.01 = 1 point) a cheaper row may be shown to lose and still be preferred; the
+recipe's `report.noninferiority_margin_points` (the same default, in points) overrides it."""
+
+NONINFERIORITY_ALPHA = 0.05
+"""One-sided level of the non-inferiority bound (`stats.paired_lower_bound`)."""
 
 Comparator = Callable[[Row, Row, str], Any]
 """(a, b, split) -> a paired comparison of A against B on `split` (with `outcome` in {"won", "lost",
@@ -133,9 +146,77 @@ def rank(rows: Sequence[Row], cost: Callable[[Row], float], select_split: str, m
     return sorted(rows, key=lambda r: (-score(r, select_split, metric), cost(r), str(r.get("variant")), str(r.get("backend"))))
 
 
+def noninferiority_bound(cheap: Row, best: Row, predictions: Predictions | None, split: str = SELECTION_SPLIT) -> float | None:
+    """One-sided 95 % lower bound of accuracy(cheap) − accuracy(best) on `split`, paired on the same examples
+    (`stats.paired_lower_bound`: Tango's score bound, which allows for how many examples differ); None
+    without both rows' per-example predictions there.
+
+    A row whose predictions equal the best's gets −0.45 points at 800 dev examples, −3.5 at 100; a short
+    split or many differing examples give a low bound.
+    """
+    ca, cb = correct_flags(cheap, predictions, split), correct_flags(best, predictions, split)
+    if ca is None or cb is None or ca.shape != cb.shape or ca.size == 0:
+        return None
+    return stats.paired_lower_bound(ca, cb, alpha=NONINFERIORITY_ALPHA)
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Which row an accuracy answer names: the dev-best, or a cheaper row shown to cost at most `margin`."""
+
+    row: Row
+    best: Row  # the dev-best within the budget
+    margin: float
+    lower_bound: float | None = None  # of accuracy(row) − accuracy(best) on dev; None when row is best
+
+    @property
+    def preferred(self) -> bool:
+        return self.row is not self.best
+
+
+def prefer_cheaper(ranked: Sequence[Row], cost: Callable[[Row], float], predictions: Predictions | None,
+                   select_split: str = SELECTION_SPLIT, margin: float = NONINFERIORITY_MARGIN) -> Pick:
+    """The cheapest row of `ranked` (dev-best first, `rank`) that is non-inferior to the dev-best on
+    `select_split`, else the dev-best.
+
+    Non-inferior: strictly cheaper than the dev-best (`cost`: p50 latency, storage bytes), and the one-sided
+    95 % lower bound of (its accuracy − the dev-best's), paired on the same dev examples
+    (`noninferiority_bound`), is above −margin. Absence of evidence is not evidence: a row without dev
+    predictions, or whose interval is too wide, is not preferred. Each cheaper row is one test at 5 %
+    (tests/unit/test_calibration.py simulates its false-positive rate at a true difference of exactly
+    −margin); with several cheaper rows that are each truly worse by the margin, the chance that one of them
+    is picked can exceed 5 % (no multiplicity correction; rows of one model on several backends share their
+    predictions and so their decision). Accuracy only: a BLEU answer keeps the dev-best.
+    """
+    best = ranked[0]
+    cheaper = sorted((r for r in ranked[1:] if cost(r) < cost(best)), key=cost)  # stable: dev order breaks ties
+    for r in cheaper:
+        lb = noninferiority_bound(r, best, predictions, select_split)
+        if lb is not None and lb > -margin:
+            return Pick(r, best, margin, lb)
+    return Pick(best, best, margin)
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:.1f}".replace("-", "−")
+
+
+def choice_text(pick: Pick, cheaper: str, label: Callable[[Row], str], select_split: str = SELECTION_SPLIT) -> str:
+    """The answer's reason in words: `best on dev`, or e.g. `faster, within 1 pt of X on dev (lower bound −0.4 pt)`."""
+    if not pick.preferred or pick.lower_bound is None:
+        return f"best on {select_split}"
+    return (f"{cheaper}, within {100 * pick.margin:g} pt of {label(pick.best)} on {select_split} "
+            f"(lower bound {_pts(pick.lower_bound)} pt)")
+
+
+def _pick_fields(pick: Pick, cheaper: str, label: Callable[[Row], str], select_split: str) -> dict[str, Any]:
+    return {"preferred_over": label(pick.best) if pick.preferred else None, "margin": pick.margin,
+            f"{select_split}_lower_bound": pick.lower_bound, "choice": choice_text(pick, cheaper, label, select_split)}
+
+
 def _runner_up_fields(best: Row, ranked: Sequence[Row], compare: Comparator, report_split: str,
                       label: Callable[[Row], str], metric: str = "accuracy") -> dict[str, Any]:
-    """How the pick compares with the next one the selection split ranks, on the report split."""
+    """How the pick (`best`, ranked[0]) compares with the next one the selection split ranks, on the report split."""
     out: dict[str, Any] = {"runner_up": None, f"runner_up_{metric}": None, "vs_runner_up": None,
                            "vs_runner_up_p": None, "within_noise": None, "mark": ""}
     if len(ranked) < 2:
@@ -166,21 +247,27 @@ def storage_answers(
     report_split: str = REPORT_SPLIT,
     metric: str = "accuracy",
     compare: Comparator | None = None,
+    margin: float = NONINFERIORITY_MARGIN,
 ) -> list[Row]:
-    """For each storage budget (MB; None = five geometric budgets over the variants' range): the
-    variant whose `storage_bytes` fits and whose `select_split` accuracy is best (ties: the smaller),
-    reported with its `report_split` accuracy and interval. With `predictions`, the pick is compared
-    with the runner-up (the selection split's second) on the report split by a paired test;
-    `within_noise` marks picks the report split cannot tell from their runner-up.
+    """For each storage budget (MB; None = five geometric budgets over the variants' range): among the
+    variants whose `storage_bytes` fit, the one whose `select_split` accuracy is best (ties: the smaller),
+    unless a smaller one is shown on `select_split` to lose at most `margin` of accuracy (`prefer_cheaper`:
+    the smallest such), reported with its `report_split` accuracy and interval. With `predictions`, the
+    pick is compared with its runner-up (the selection split's best other than the pick: the dev-best when
+    a smaller row replaced it) on the report split by a paired test; `within_noise` marks picks the report
+    split cannot tell from their runner-up.
 
     Rows need `variant`, `storage_bytes`, `<split>_accuracy` (and `<split>_accuracy_ci`, `predictions`
     when present). Returns one dict per budget: budget_mb, variant, model, compression, storage_mb,
-    `<select_split>_accuracy`, `<report_split>_accuracy`, `<report_split>_accuracy_ci`, runner_up,
-    runner_up_accuracy, vs_runner_up ("won" | "lost" | "within noise" | None), vs_runner_up_p,
-    within_noise, mark (short text for the table). The variant is None when nothing fits.
+    `<select_split>_accuracy`, `<report_split>_accuracy`, `<report_split>_accuracy_ci`, and for accuracy
+    preferred_over (the dev-best a smaller row replaced, else None), margin, `<select_split>_lower_bound`
+    (of the pick's accuracy minus the dev-best's, None for the dev-best itself), choice (the reason in
+    words); then runner_up, runner_up_accuracy, vs_runner_up ("won" | "lost" | "within noise" | None),
+    vs_runner_up_p, within_noise, mark (short text for the table). The variant is None when nothing fits.
 
     Another family passes its `metric` field (`bleu`: rows carry `<split>_bleu`, `<split>_bleu_ci` and the
-    answer's keys are named after it) and its `compare` (default: `paired` on `predictions`).
+    answer's keys are named after it) and its `compare` (default: `paired` on `predictions`). Only
+    `metric="accuracy"` prefers a smaller row: a BLEU answer is the dev-best, as before.
     """
     if compare is None:
         def compare(a: Row, b: Row, split: str) -> Any:
@@ -195,7 +282,11 @@ def storage_answers(
     out = []
     for b in budgets:
         ranked = rank([r for r in pts if _storage(r) <= b], _storage, select_split, metric)
-        best = ranked[0] if ranked else None
+        pick = None
+        if ranked:
+            pick = (prefer_cheaper(ranked, _storage, predictions, select_split, margin) if metric == "accuracy"
+                    else Pick(ranked[0], ranked[0], margin))
+        best = pick.row if pick else None
         row: Row = {
             "budget_mb": b / 1e6,
             "variant": best["variant"] if best else None,
@@ -207,10 +298,21 @@ def storage_answers(
             f"{report_split}_{metric}_ci": best.get(f"{report_split}_{metric}_ci") if best else None,
             "candidates": len(ranked),
         }
-        if best:
-            row.update(_runner_up_fields(best, ranked, compare, report_split, lambda r: str(r["variant"]), metric))
+        if pick and best:
+            if metric == "accuracy":
+                row.update(_pick_fields(pick, "smaller", _variant_label, select_split))
+            row.update(_runner_up_fields(best, _pick_first(best, ranked), compare, report_split, _variant_label, metric))
         out.append(row)
     return out
+
+
+def _variant_label(r: Row) -> str:
+    return str(r["variant"])
+
+
+def _pick_first(pick: Row, ranked: Sequence[Row]) -> list[Row]:
+    """`ranked` with the pick moved first, so its runner-up is the selection split's best other row."""
+    return [pick, *(r for r in ranked if r is not pick)]
 
 
 def timed_rows(bench: Sequence[Row], batch: int | None = None, split: str = SELECTION_SPLIT) -> list[Row]:
@@ -220,6 +322,10 @@ def timed_rows(bench: Sequence[Row], batch: int | None = None, split: str = SELE
         if r.get("status") == "ok" and r.get("latency_ms_p50") is not None and r.get(f"{split}_accuracy") is not None
         and (batch is None or r.get("batch") == batch)
     ]
+
+
+def _latency(r: Row) -> float:
+    return float(r["latency_ms_p50"])
 
 
 def _backend_label(r: Row) -> str:
@@ -235,14 +341,16 @@ def latency_answers(
     *,
     select_split: str = SELECTION_SPLIT,
     report_split: str = REPORT_SPLIT,
+    margin: float = NONINFERIORITY_MARGIN,
 ) -> tuple[int | None, list[Row]]:
     """For each p50 latency budget (ms; None = four geometric budgets over the measured range), at the
     smallest timed batch: the (variant, format, backend, dtype) row whose `select_split` accuracy is
-    best among those within budget (ties: the faster), reported on `report_split`, with the same
-    runner-up comparison as `storage_answers`. Rows need `latency_ms_p50`, `batch`, `status` == "ok"
-    and both split accuracies. Returns (batch, one dict per budget: budget_ms, variant, format,
-    backend, dtype, latency_ms_p50, the two accuracies, `<report_split>_accuracy_ci`, and the
-    runner-up fields)."""
+    best among those within budget (ties: the faster), unless a faster one is shown on `select_split` to
+    lose at most `margin` of accuracy (`prefer_cheaper`: the fastest such), reported on `report_split`,
+    with the same preference and runner-up fields as `storage_answers`. Rows need `latency_ms_p50`,
+    `batch`, `status` == "ok" and both split accuracies (and `predictions` for the paired comparisons).
+    Returns (batch, one dict per budget: budget_ms, variant, format, backend, dtype, latency_ms_p50, the
+    two accuracies, `<report_split>_accuracy_ci`, the preference fields and the runner-up fields)."""
     timed = [r for r in timed_rows(bench, split=select_split) if _ok(accuracy(r, report_split))]
     if not timed:
         return None, []
@@ -252,8 +360,9 @@ def latency_answers(
     budgets = list(budgets_ms) if budgets_ms else geometric_budgets(min(lat), max(lat), 4)
     out = []
     for b in budgets:
-        ranked = rank([r for r in pts if float(r["latency_ms_p50"]) <= b], lambda r: float(r["latency_ms_p50"]), select_split)
-        best = ranked[0] if ranked else None
+        ranked = rank([r for r in pts if _latency(r) <= b], _latency, select_split)
+        pick = prefer_cheaper(ranked, _latency, predictions, select_split, margin) if ranked else None
+        best = pick.row if pick else None
         row: Row = {
             "budget_ms": b,
             "variant": best["variant"] if best else None,
@@ -268,9 +377,10 @@ def latency_answers(
             f"{report_split}_accuracy_ci": best.get(f"{report_split}_accuracy_ci") if best else None,
             "candidates": len(ranked),
         }
-        if best:
-            row.update(_runner_up_fields(best, ranked, lambda a, b_, s: paired(a, b_, predictions, s), report_split,
-                                         _backend_label))
+        if pick and best:
+            row.update(_pick_fields(pick, "faster", _backend_label, select_split))
+            row.update(_runner_up_fields(best, _pick_first(best, ranked), lambda a, b_, s: paired(a, b_, predictions, s),
+                                         report_split, _backend_label))
         out.append(row)
     return batch, out
 

@@ -138,7 +138,7 @@ FINETUNE_COLUMNS = [
 def storage_answer_columns(sel: str, rep: str) -> list[tuple[str, str, str]]:
     return [("budget_mb", "budget MB", ""), ("variant", "variant (chosen on dev)", "l"), ("compression", "compression", "l"),
             ("storage_mb", "storage MB", ""), (f"{sel}_accuracy", f"{sel} acc %", "pct"),
-            (f"{rep}_accuracy", f"{rep} acc %", "pct"), (f"{rep}_accuracy_ci", f"{rep} 95 %", "ci"),
+            ("choice", f"why this one ({sel})", "l"), (f"{rep}_accuracy", f"{rep} acc %", "pct"), (f"{rep}_accuracy_ci", f"{rep} 95 %", "ci"),
             ("runner_up", "runner-up", "l"), ("runner_up_accuracy", f"runner-up {rep} %", "pct"),
             ("mark", f"vs runner-up on {rep} (exact McNemar)", "l")]
 
@@ -147,9 +147,20 @@ def latency_answer_columns(sel: str, rep: str) -> list[tuple[str, str, str]]:
     return [("budget_ms", "budget ms", ""), ("variant", "variant (chosen on dev)", "l"), ("format", "format", "l"),
             ("backend", "backend", "l"), ("device", "device", "l"), ("dtype", "dtype", "l"),
             ("latency_ms_p50", "p50 ms", ""),
-            (f"{sel}_accuracy", f"{sel} acc %", "pct"), (f"{rep}_accuracy", f"{rep} acc %", "pct"),
+            (f"{sel}_accuracy", f"{sel} acc %", "pct"), ("choice", f"why this one ({sel})", "l"),
+            (f"{rep}_accuracy", f"{rep} acc %", "pct"),
             (f"{rep}_accuracy_ci", f"{rep} 95 %", "ci"), ("runner_up", "runner-up", "l"),
             ("mark", f"vs runner-up on {rep} (exact McNemar)", "l")]
+
+
+def preference_note(ctx: dict[str, Any]) -> str:
+    """How the answer tables trade accuracy for speed and storage (`report.answers.prefer_cheaper`)."""
+    sel, margin = ctx["select_split"], ctx.get("margin")
+    if not margin:
+        return f"Each answer is the best on {sel}."
+    return (f"A smaller (storage) or faster (latency) row replaces the best on {sel} when, on the same {sel} examples, "
+            f"the one-sided 95 % lower bound of its accuracy minus the best's is above −{100 * margin:g} points "
+            "(Tango's score bound); the 'why this one' column says so. A row whose interval is too wide is not preferred.")
 
 
 def verdict_class(v: Any) -> str:
@@ -236,10 +247,12 @@ def render_html(ctx: dict[str, Any]) -> str:
         img(*figs["frontier-plot"]),
         "<h2>Best variant per storage budget</h2>",
         f"<p class='note'>Chosen on {esc(sel)} among the variants that fit, reported on {esc(rep)}; the last column "
-        f"compares the choice with the runner-up on the same {esc(rep)} examples (≈: within noise).</p>",
+        f"compares the choice with the runner-up on the same {esc(rep)} examples (≈: within noise). "
+        f"{esc(preference_note(ctx))}</p>",
         table(ctx["storage_answers"], storage_answer_columns(sel, rep), "storage-answers"),
         f"<p class='note'>{esc(majority_note(ctx))}</p>",
         f"<h2>Best (variant, backend) per p50 latency budget (batch {esc(ctx.get('latency_batch'))})</h2>",
+        f"<p class='note'>{esc(preference_note(ctx))}</p>",
         table(ctx["latency_answers"], latency_answer_columns(sel, rep), "latency-answers"),
         f"<p class='note'>{esc(majority_note(ctx))}</p>",
         f"<h2>Accuracy vs latency per backend on {esc(rep)}</h2>",

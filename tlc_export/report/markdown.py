@@ -28,6 +28,7 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
         latency_answer_columns,
         majority_note,
         not_learned_lines,
+        preference_note,
         splits_text,
         storage_answer_columns,
     )
@@ -50,10 +51,12 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
     out.append(ctx.get("plan_md", ""))  # a run made from a `tlc plan`
     out.append(ctx.get("ablation_md", ""))
     out.append("## Best variant per storage budget\n")
-    out.append(f"_Chosen on {sel}, reported on {rep}; ≈ marks a choice the {rep} split cannot tell from its runner-up._\n")
+    out.append(f"_Chosen on {sel}, reported on {rep}; ≈ marks a choice the {rep} split cannot tell from its runner-up. "
+               f"{preference_note(ctx)}_\n")
     out.append(md_table(ctx["storage_answers"], storage_answer_columns(sel, rep)))
     out.append(majority_note(ctx) + "\n")
     out.append(f"## Best (variant, backend) per p50 latency budget (batch {ctx.get('latency_batch')})\n")
+    out.append(f"_{preference_note(ctx)}_\n")
     out.append(md_table(ctx["latency_answers"], latency_answer_columns(sel, rep)))
     out.append(majority_note(ctx) + "\n")
     out.append("## Finetuning: learning rate and seed chosen on dev\n")

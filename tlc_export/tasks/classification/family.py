@@ -55,7 +55,7 @@ class ClassificationFamily(TaskFamily):
         from tlc_export.tasks.classification.plan_check import plan_comparison
 
         return build_report(data, out_dir, cfg.storage_budgets_mb, cfg.latency_budgets_ms,
-                            plan_check=plan_comparison(run_root, recipe))
+                            margin=cfg.noninferiority_margin_points / 100, plan_check=plan_comparison(run_root, recipe))
 
     def prepare_data(self, recipe: Recipe) -> dict[str, str]:
         """Built-in corpora fetched and parsed once, local files listed, a hub source's first row read, the

@@ -1,7 +1,9 @@
 """Which (variant, format) a bundle ships: named, or the report's answer for a storage / latency budget.
 
 The budget answers come from `tlc_export.report.answer_tables`, the function the report renders its
-answer tables with, so `tlc package --max-storage-mb X` ships the variant the report names for X.
+answer tables with, called with the run recipe's `report.noninferiority_margin_points`, so
+`tlc package --max-storage-mb X` ships the variant the report names for X (a smaller or faster one where
+dev shows it costs at most that margin, `report.answers.prefer_cheaper`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tlc_export.package.choice import (
     PackageError,
     check_run_dir,
     check_selection,
+    run_recipe,
 )
 from tlc_export.report.data import ReportData, load_report_data
 from tlc_export.rundir import RunDir, stale_inputs
@@ -51,6 +54,14 @@ def check_run(run_dir: str | Path, order: Sequence[str]) -> RunDir:
         if up is not None and up.finished_at and rep.finished_at and up.finished_at > rep.finished_at:
             raise PackageError(f"{root}: the report is older than the {stage} results; run `tlc report {root} --force`")
     return rd
+
+
+def report_margin(run_dir: str | Path) -> float:
+    """The non-inferiority margin (accuracy, 0.01 = 1 point) the run's report chose its answers with: the run
+    recipe's `report.noninferiority_margin_points` (the default where the recipe has no report section)."""
+    from tlc_export.config.bench import ReportConfig
+
+    return (run_recipe(run_dir).report or ReportConfig()).noninferiority_margin_points / 100
 
 
 def _export_rows(root: Path) -> list[dict[str, Any]]:
@@ -117,10 +128,13 @@ def choose(
     data: ReportData | None = None,
     export_missing: bool = True,
     family: TaskFamily | None = None,
+    margin: float | None = None,
 ) -> Choice:
     """The one (variant, format) to package; raises PackageError naming the valid choices. A pair the run
     did not export is exported now (`on_demand.export_one`), or, with `export_missing=False`, returned
-    with `export=None`. `family` (the run's) is what exporting on demand runs the export stage with."""
+    with `export=None`. `family` (the run's) is what exporting on demand runs the export stage with.
+    `margin` (accuracy, 0.01 = 1 point; None: the run recipe's, as its report used) is the budget answers'
+    non-inferiority margin."""
     from tlc_export.report import answer_tables
 
     check_selection(variant, fmt, max_storage_mb, max_latency_ms, backend, batch,
@@ -138,10 +152,12 @@ def choose(
         return _pick(variant, _format_for(variant, fmt, comp, rows), root, rows, comp, data.bench, {"by": "variant"},
                      export_missing, family)
 
+    if margin is None:
+        margin = report_margin(root)
     if max_storage_mb is not None:
         if max_storage_mb <= 0:
             raise PackageError(f"--max-storage-mb must be > 0, got {max_storage_mb:g}")
-        answer = answer_tables(data, storage_budgets_mb=[max_storage_mb]).storage
+        answer = answer_tables(data, storage_budgets_mb=[max_storage_mb], margin=margin).storage
         if not answer:
             raise PackageError(f"{root}: no variant has both a storage size and an accuracy; rerun the compress stage")
         a = answer[0]
@@ -164,7 +180,7 @@ def choose(
     if batch is not None and batch not in {r.get("batch") for r in timed if backend in (None, r.get("backend"))}:
         raise PackageError(f"no timed bench rows at batch {batch}; timed batches: "
                            f"{', '.join(map(str, sorted({r.get('batch') for r in timed}))) or 'none'}")
-    tables = answer_tables(data, latency_budgets_ms=[max_latency_ms], backend=backend, batch=batch)
+    tables = answer_tables(data, latency_budgets_ms=[max_latency_ms], backend=backend, batch=batch, margin=margin)
     if not tables.latency:
         raise PackageError(f"{root}: the bench has no timed rows with an accuracy; rerun `tlc bench {root}`")
     a = tables.latency[0]
