@@ -757,7 +757,7 @@ def plan_cmd(recipe: Path | None, budget_s: float | None, max_storage_mb: float 
 def _plan_check(check_dir: Path | None, plan_file: Path | None) -> None:
     from tlc_export import atomic
     from tlc_export.plan.check import check_plan
-    from tlc_export.plan.planner import read_plan
+    from tlc_export.report.plan_check import check_tables, read_plan
 
     if check_dir is None or plan_file is None:
         raise TlcError("tlc plan --check RUN_DIR needs --plan PLAN.json too (and the other way round)")
@@ -765,19 +765,12 @@ def _plan_check(check_dir: Path | None, plan_file: Path | None) -> None:
     rd = RunDir(check_dir)
     result = check_plan(plan, check_dir, rd.recipe())
     atomic.write_json(plan_file.parent / "check.json", result)
-    t = Table(title=f"tlc plan --check: {check_dir} against {plan_file}")
-    for col in ("size", "predicted", f"interval ({plan['level']:.0%})", "measured", "error", "inside"):
-        t.add_column(col)
-    for s in result["sizes"]:
-        if s["predicted"] != s["predicted"]:  # NaN: the pilot gave too few points for a fit
-            t.add_row(s["size"], "no fit", "-", f"{s['measured']:.3f}", "-", "-")
-            continue
-        t.add_row(s["size"], f"{s['predicted']:.3f}", f"[{s['interval'][0]:.3f}, {s['interval'][1]:.3f}]",
-                  f"{s['measured']:.3f}", f"{s['error']:+.3f}", "yes" if s["inside"] else "NO")
-    rc = result["rank_correlation"]
-    t.caption = (f"{result['inside']}/{result['predicted']} predicted sizes inside ({result['of']} in the run); rank correlation {rc if rc is None else f'{rc:.2f}'}; "
-                 f"recommended {result.get('recommended')}, best that fit {result.get('best_fitting_measured')} "
-                 f"({'the same' if result.get('recommendation_was_best') else 'different'}); penalty error "
-                 f"(pilot − final) mean |{result.get('penalty_mean_abs_error', float('nan')):.4f}|")
-    console.print(t)
+    console.print(f"[bold]tlc plan --check: {check_dir} against {plan_file}[/bold]")
+    for tt in check_tables(result):  # the report of a run made from a plan shows the same tables
+        t = Table(title=tt.title, caption=tt.caption or None)
+        for col in tt.header:
+            t.add_column(col)
+        for row in tt.rows:
+            t.add_row(*row)
+        console.print(t)
     console.print(f"written: {plan_file.parent / 'check.json'}")

@@ -83,3 +83,7 @@ class ExportMismatchError(TlcError):
 
 class BackendUnavailable(TlcError):
     """A runtime (CUDA, TensorRT, ...) is not present; callers record the reason and go on."""
+
+
+class PlanError(TlcError):
+    """Bad `tlc plan` input, or a plan that cannot be checked against a run: names the option and what to change."""

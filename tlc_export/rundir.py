@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -13,6 +14,7 @@ from typing import Any
 from tlc_export import atomic
 
 MANIFEST = "manifest.json"
+PLAN_META = "plan"  # manifest key: the plan.json (relative to the run directory) of the `tlc plan` that made it
 RESOLVED_RECIPE = "recipe.resolved.yaml"
 
 
@@ -146,6 +148,23 @@ class RunDir:
         m = self.load_manifest()
         m.update(kw)
         atomic.write_json(self.manifest_path, m)
+
+    def plan_file(self) -> Path | None:
+        """The plan.json of the `tlc plan` that made this run directory (manifest `plan`, a path relative to the
+        run directory, written by `planner.make_plan`); None for a run not made from a plan."""
+        rel = self.load_manifest().get(PLAN_META)
+        return self.root / rel if rel else None
+
+    def plan_digest(self) -> str | None:
+        """sha256 of `plan_file()` ("missing" when the manifest names a file that is gone); None without a plan.
+        The report stage keys on it, so an edited plan never leaves a stale comparison in the report."""
+        path = self.plan_file()
+        if path is None:
+            return None
+        try:
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return "missing"
 
     def recipe(self) -> Any:
         """The run's recipe (`recipe.resolved.yaml`), relative paths resolved where the original recipe was."""

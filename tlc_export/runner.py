@@ -24,13 +24,16 @@ def default_run_dir(recipe: Recipe, recipe_path: str | Path) -> Path:
     return Path("runs") / Path(recipe_path).stem
 
 
-def cache_keys(recipe: Recipe, options: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
-    """`{stage: cache_key}` of every enabled stage, computed as `run_pipeline` does, without running any."""
+def cache_keys(recipe: Recipe, options: dict[str, dict[str, Any]] | None = None,
+               run_dir: RunDir | None = None) -> dict[str, str]:
+    """`{stage: cache_key}` of every enabled stage, computed as `run_pipeline` does (in `run_dir`, whose
+    `Stage.keyed_facts` count), without running any."""
     options = options or {}
     keys: dict[str, str] = {}
     for stage in stages_of(family_of(recipe), recipe):
         input_keys = {dep: keys[dep] for dep in stage.inputs if dep in keys}
-        keys[stage.name] = stage.cache_key(recipe, input_keys, options.get(stage.name))
+        facts = stage.keyed_facts(run_dir) if run_dir is not None else None
+        keys[stage.name] = stage.cache_key(recipe, input_keys, options.get(stage.name), facts)
     return keys
 
 
@@ -97,7 +100,7 @@ def _pipeline(recipe: Recipe, run_dir: RunDir, only: list[str] | None, force: li
                 raise StageError(f"stage `{stage.name}` needs `{dep}`, which is not enabled in the recipe")
             input_keys[dep] = keys[dep]
         opts = options.get(stage.name)
-        key = stage.cache_key(recipe, input_keys, opts)
+        key = stage.cache_key(recipe, input_keys, opts, stage.keyed_facts(run_dir))
         keys[stage.name] = key
         prev = records.get(stage.name)
         forced = stage.name in force

@@ -3,6 +3,8 @@ pilots, plan.json, recipe.plan.yaml whose run resumes the pilots, and the backte
 
 from __future__ import annotations
 
+import hashlib
+import html
 import json
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from tiny_recipe import RECIPE, _write_data
 
 from tlc_export.atomic import read_jsonl
 from tlc_export.cli import main
+from tlc_export.report.plan_check import check_tables
 
 
 class StepClock:
@@ -91,6 +94,43 @@ def test_plan_pilots_resume_into_the_full_run_and_backtest(tmp_path: Path, monke
     assert check["penalty"] and all(p["pilot_penalty"] - p["final_penalty"] == pytest.approx(p["error"])
                                     for p in check["penalty"])
 
+    # The rest of the run made from the plan: its report shows the same comparison, in the same words.
+    manifest = json.loads((out / "run" / "manifest.json").read_text())
+    assert (out / "run" / manifest["plan"]).resolve() == (out / "plan.json").resolve()
+    res = CliRunner().invoke(main, ["run", str(out / "recipe.plan.yaml"), "--run-dir", str(out / "run")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    report = out / "run" / "report"
+    record = json.loads((report / "plan_check.json").read_text())
+    assert record["note"] is None and record["plan_sha256"] == hashlib.sha256((out / "plan.json").read_bytes()).hexdigest()
+    got = record["comparison"]
+    assert {k: v for k, v in got.items() if k != "run_dir"} == {k: v for k, v in check.items() if k != "run_dir"}
+    summary, index = (report / "summary.md").read_text(), (report / "index.html").read_text()
+    assert "## The plan against this run (`tlc plan --check`)" in summary and "id='plan-check'" in index
+    for table in check_tables(check):
+        assert table.title in summary and html.escape(table.title) in index
+        for row in table.rows:
+            assert "| " + " | ".join(row) + " |" in summary
+            assert all(f"<td class='l'>{html.escape(cell)}</td>" in index for cell in row)
+    assert check_tables(check)[0].caption in summary and html.escape(check_tables(check)[0].caption) in index
+    outputs = json.loads((out / "run" / "manifest.json").read_text())["stages"]["report"]["outputs"]["plan_check"]
+    assert outputs["inside"] == check["inside"] and outputs["recommendation_was_best"] == check["recommendation_was_best"]
+
+    # An edited plan is not shown stale: its digest is in the report's key, so the report (alone) runs again.
+    edited = json.loads((out / "plan.json").read_text())
+    all_inside = check["inside"] < check["of"]  # the edit flips what the report must show
+    for s in edited["sizes"]:
+        s["interval"] = [0.0, 100.0] if all_inside else [-2.0, -1.0]
+    (out / "plan.json").write_text(json.dumps(edited))
+    res = CliRunner().invoke(main, ["run", str(out / "recipe.plan.yaml"), "--run-dir", str(out / "run")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    printed = " ".join(res.output.split())
+    assert "report: configuration or inputs changed" in printed and "bench: up to date" in printed
+    again = json.loads((report / "plan_check.json").read_text())
+    assert again["plan_sha256"] == hashlib.sha256((out / "plan.json").read_bytes()).hexdigest()
+    assert again["comparison"]["inside"] == (check["of"] if all_inside else 0)
+
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--budget-s", "2"], r"--budget-s 2: a 10% pilot is 0.2 s, .*raise --budget-s to at least 50"),
@@ -119,3 +159,20 @@ def test_check_refuses_a_run_of_another_budget(tmp_path: Path) -> None:
     (tmp_path / "pretrain" / "results.json").write_text(json.dumps({"time_budget_s": 60, "models": []}))
     with pytest.raises(PlanError, match="the run's budget is 60 s, the plan's 600 s"):
         check_plan({"budget_s": 600, "sizes": [], "level": 0.9}, tmp_path)
+
+
+def test_a_run_not_made_from_a_plan_has_no_plan_section_and_keeps_its_keys(tiny_run) -> None:
+    from tlc_export.runner import cache_keys
+
+    assert tiny_run.exit_code == 0, tiny_run.output
+    manifest = json.loads((tiny_run.run_dir / "manifest.json").read_text())
+    assert "plan" not in manifest and "plan_check" not in manifest["stages"]["report"]["outputs"]
+    report = tiny_run.run_dir / "report"
+    assert not (report / "plan_check.json").exists()
+    assert "The plan against this run" not in (report / "summary.md").read_text()
+    assert "plan-check" not in (report / "index.html").read_text()
+    from tlc_export.rundir import RunDir
+
+    rd = RunDir(tiny_run.run_dir)
+    keys = cache_keys(rd.recipe(), run_dir=rd)
+    assert keys == cache_keys(rd.recipe()) and keys["report"] == manifest["stages"]["report"]["cache_key"]

@@ -9,6 +9,7 @@ live in `simulate_*` functions so `python tests/unit/test_calibration.py` prints
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -482,6 +483,59 @@ def test_bleu_comparison_finds_a_better_system_and_refuses_tiny_splits() -> None
     assert compare_statistics(_bleu_statistics(rng, 19, q, 0.5), _bleu_statistics(rng, 19, q, 0.0)).outcome == "not tested"
 
 
+# ---------------------------------------------------------------- tlc plan: best vs runner-up "distinguishable"
+
+PLAN_X_STAR = 100.0  # 10 pilot points over x in [1, 10] (test_plan_fit.X), extrapolated 10×
+PLAN_SIGMA = 0.01
+
+
+def simulate_plan_distinguishable(delta: float = 0.0, draws: int = 1000, seed: int = 0,
+                                  chunk: int = 500) -> tuple[float, float]:
+    """(share called distinguishable, share called distinguishable *and* the truly better size picked) when two
+    sizes' pilots go through the plan's own fit (`fit_curves`, the code `tlc plan` runs per size) and its own
+    recommendation (`choose.recommend`). Size S: L = 2 + 3·x^-0.5; size L: another shape (α 0.7, A 4) whose true
+    final loss at x* is lower by `delta` nats (equal at delta = 0, the null). Noise σ = 0.01 per evaluation
+    point (test_plan_fit's generator). Fitted in chunks: the fits are the cost."""
+    from test_plan_fit import noisy_curves
+
+    from tlc_export.plan.choose import Candidate, recommend
+    from tlc_export.plan.fit import fit_curves
+
+    rng = np.random.default_rng(seed)
+    small_final = 2.0 + 3.0 * PLAN_X_STAR ** -0.5
+    e_large = small_final - delta - 4.0 * PLAN_X_STAR ** -0.7
+    called = right = 0
+    for start in range(0, draws, chunk):
+        n = min(chunk, draws - start)
+        xs, ys = noisy_curves(rng, n, 2.0, 3.0, 0.5, PLAN_SIGMA)
+        xl, yl = noisy_curves(rng, n, e_large, 4.0, 0.7, PLAN_SIGMA)
+        fits = fit_curves(np.vstack([xs, xl]), np.vstack([ys, yl]), PLAN_X_STAR)
+        for i in range(n):
+            cands = [Candidate(name, "s00.b32", f"{name}.s00.b32", f.predicted, f.interval, 0.0, storage, 1.0,
+                               f.trustworthy)
+                     for name, f, storage in (("S", fits[i], 1), ("L", fits[n + i], 2))]
+            rec = recommend(cands)
+            called += bool(rec.distinguishable)
+            right += bool(rec.distinguishable) and rec.best.size == "L"
+    return called / draws, right / draws
+
+
+def test_the_plans_distinguishable_call_holds_its_error_rate_and_power() -> None:
+    """Nominal rate: two calibrated 90 % intervals (their coverage: test_plan_fit) of equal width around equal
+    truths miss each other when the two predictions differ by more than 2 × 1.645 half-standard-errors, i.e.
+    |Z| > 1.645·√2: probability erfc(1.645) = 2.0 % (more for unequal widths, less the more of the width is the
+    final point's own noise). 1,000 null draws (2,000 fits, a few seconds on one core) against that rate plus
+    3 binomial standard errors (2.0 % + 1.3 %). Power: a true difference of 0.2 nats, about twice the intervals'
+    median width (0.1), is called, for the right size, in at least 90 % of 500 draws."""
+    draws = 1000
+    nominal = math.erfc(1.6449)
+    assert nominal == pytest.approx(0.020, abs=5e-4)
+    fpr, _ = simulate_plan_distinguishable(0.0, draws=draws)
+    assert fpr <= nominal + 3 * math.sqrt(nominal * (1 - nominal) / draws), fpr
+    _, power = simulate_plan_distinguishable(0.2, draws=500, seed=1)
+    assert power >= 0.90, power
+
+
 def test_noise_is_the_usual_answer_with_no_effect() -> None:
     # Sanity on the simulations themselves: with no effect the claims say "within noise", not "not measured".
     assert simulate_claim12(8, draws=50)[0] < 0.2 and simulate_claim5(draws=50)[0] < 0.2
@@ -518,5 +572,8 @@ if __name__ == "__main__":  # the measured rates for the closing note
         ("non-inferiority power at 0, 6 / 1 % discordant",
          [simulate_noninferiority(diff=0.0, discordant=d, draws=500) for d in (0.06, 0.01)]),
         ("BLEU n=20", simulate_bleu(20)), ("BLEU power n=50", simulate_bleu(50, 0.12, draws=300)),
+        ("plan distinguishable (called, right size)", simulate_plan_distinguishable(draws=DRAWS)),
+        ("plan distinguishable power 0.1 nats", simulate_plan_distinguishable(0.1, draws=500, seed=1)),
+        ("plan distinguishable power 0.2 nats", simulate_plan_distinguishable(0.2, draws=500, seed=1)),
     ]:
         print(f"{name}: {val}")

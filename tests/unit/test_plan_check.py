@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tlc_export.plan.check import check_plan, spearman
+from tlc_export.plan.check import check_plan
+from tlc_export.report.plan_check import spearman
 
 
 def _size(name: str, pred: float, lo: float, hi: float, storage: int, pen: float) -> dict:
@@ -45,3 +46,32 @@ def test_spearman_against_hand_values() -> None:
     assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
     assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)  # 1 - 6·2/(4·15)
     assert spearman([1], [2]) is None and spearman([1, 1], [1, 2]) is None
+
+
+def test_the_report_keys_on_the_plan_only_for_a_run_made_from_one(tmp_path: Path) -> None:
+    from tlc_export.rundir import RunDir
+    from tlc_export.stages.report import ReportStage
+    from tlc_export.tasks.classification.plan_check import plan_comparison
+
+    rd = RunDir(tmp_path / "run")
+    rd.set_meta(recipe_name="x")
+    assert ReportStage().keyed_facts(rd) == {} and plan_comparison(rd.root, None) is None
+    rd.set_meta(plan="../plan.json")  # what `tlc plan` writes
+    assert ReportStage().keyed_facts(rd) == {"plan_sha256": "missing"}
+    gone = plan_comparison(rd.root, None)
+    assert gone["comparison"] is None and "cannot read a plan" in gone["note"]
+    (tmp_path / "plan.json").write_text('{"format": "tlc-plan/1", "budget_s": 1}')
+    first = ReportStage().keyed_facts(rd)["plan_sha256"]
+    (tmp_path / "plan.json").write_text('{"format": "tlc-plan/1", "budget_s": 2}')
+    assert ReportStage().keyed_facts(rd)["plan_sha256"] != first
+    assert len(first) == 64
+
+
+def test_the_report_section_says_why_a_plan_was_not_compared() -> None:
+    from tlc_export.report.plan_check import plan_section_html, plan_section_markdown
+
+    record = {"plan": "/p/plan.json", "plan_sha256": "ab" * 32, "comparison": None,
+              "note": "pretrain/results.json: the run's budget is 60 s, the plan's 600 s"}
+    md = plan_section_markdown(record)
+    assert "Not compared: pretrain/results.json: the run's budget is 60 s" in md and "| size |" not in md
+    assert "Not compared" in plan_section_html(record) and "<table" not in plan_section_html(record)

@@ -8,6 +8,16 @@ import pytest
 
 from tlc_export.plan.fit import fit_curve, fit_many, schedule_area, trust_problems
 
+X = np.linspace(1, 10, 10)  # a pilot's 10 evaluation points; x* = 100 extrapolates 10×
+
+
+def noisy_curves(rng: np.random.Generator, draws: int, e: float, a: float, alpha: float, sigma: float,
+                 x: np.ndarray = X) -> tuple[np.ndarray, np.ndarray]:
+    """`draws` synthetic pilots: L(x) = e + a·x^(-alpha) at x plus independent N(0, sigma²) noise per point.
+    Returns (x, y), both [draws, len(x)]. Also the generator of the plan's decision simulations (test_calibration)."""
+    xs = np.tile(x, (draws, 1))
+    return xs, e + a * xs ** -alpha + rng.normal(0, sigma, xs.shape)
+
 
 def test_recovers_known_parameters_and_the_interval_holds_the_truth() -> None:
     x = np.linspace(1, 10, 12)
@@ -38,8 +48,7 @@ def test_interval_covers_at_its_stated_rate_on_500_noisy_curves() -> None:
     90 % interval 90 % of the time (binomial SE 1.2 %: the band is ±4 SE)."""
     rng = np.random.default_rng(0)
     d, e, a, alpha, sigma, x_star = 600, 2.0, 3.0, 0.5, 0.01, 100.0
-    x = np.tile(np.linspace(1, 10, 10), (d, 1))
-    y = e + a * x ** -alpha + rng.normal(0, sigma, x.shape)
+    x, y = noisy_curves(rng, d, e, a, alpha, sigma)
     r = fit_many(x, y, x_star, level=0.9)
     measured = e + a * x_star ** -alpha + rng.normal(0, sigma, d)
     coverage = float(np.mean((r["lo"] <= measured) & (measured <= r["hi"])))

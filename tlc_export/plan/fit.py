@@ -184,17 +184,29 @@ def fit_curve(x: Sequence[float], y: Sequence[float], x_star: float, level: floa
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = xa > 0
     xa, ya = xa[keep], ya[keep]
-    reasons = trust_problems(xa, ya)
     if len(xa) < 3:
         return CurveFit(float("nan"), (float("nan"), float("nan")), level, float("nan"), float("nan"), float("nan"),
-                        float("nan"), len(xa), False, reasons)
-    r = fit_many(xa[None], ya[None], x_star, level)
-    w = r["weights"][0]
-    if w[0] + w[-1] > 0.5:
-        reasons.append("the exponent sits at the edge of its grid (α ≈ "
-                       f"{float(r['alpha'][0]):.3g}): the curve's shape is not determined by these points")
-    return CurveFit(float(r["median"][0]), (float(r["lo"][0]), float(r["hi"][0])), level, float(r["E"][0]),
-                    float(r["A"][0]), float(r["alpha"][0]), float(r["sigma"][0]), len(xa), not reasons, reasons)
+                        float("nan"), len(xa), False, trust_problems(xa, ya))
+    return fit_curves(xa[None], ya[None], x_star, level)[0]
+
+
+def fit_curves(x: np.ndarray, y: np.ndarray, x_star: np.ndarray | float, level: float = 0.9) -> list[CurveFit]:
+    """`fit_curve` of D curves at once (x, y: [D, n], x > 0, n ≥ 3): the same fit and the same judgement, one
+    vectorised pass (what a simulation of the plan's decisions runs through)."""
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    y = np.atleast_2d(np.asarray(y, dtype=float))
+    r = fit_many(x, y, x_star, level)
+    out = []
+    for i in range(x.shape[0]):
+        reasons = trust_problems(x[i], y[i])
+        w = r["weights"][i]
+        if w[0] + w[-1] > 0.5:
+            reasons.append("the exponent sits at the edge of its grid (α ≈ "
+                           f"{float(r['alpha'][i]):.3g}): the curve's shape is not determined by these points")
+        out.append(CurveFit(float(r["median"][i]), (float(r["lo"][i]), float(r["hi"][i])), level, float(r["E"][i]),
+                            float(r["A"][i]), float(r["alpha"][i]), float(r["sigma"][i]), x.shape[1], not reasons,
+                            reasons))
+    return out
 
 
 def trust_problems(x: np.ndarray, y: np.ndarray) -> list[str]:

@@ -8,8 +8,8 @@ that recipe (budget T, the pilot's evaluation interval) restricted to the recomm
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +23,9 @@ from rich.table import Table
 from tlc_export import atomic
 from tlc_export.plan.choose import MB, Candidate, PlanError, recommend
 from tlc_export.plan.fit import fit_curve, schedule_area
+from tlc_export.report.plan_check import PLAN_FORMAT
+from tlc_export.rundir import PLAN_META, RunDir
 
-PLAN_FORMAT = "tlc-plan/1"
 MIN_EVAL_INTERVAL_S = 0.5  # shorter evaluation intervals are mostly evaluation overhead on small models
 FIGURE8 = ("Compression penalties are measured on the pilot checkpoint (one-shot magnitude pruning, no recovery "
            "training; the recipe's quantization grid) and carried over to the final model unchanged: the paper's "
@@ -114,8 +115,6 @@ class _PeakRSS:
     def read() -> int:
         try:
             pages = int(Path("/proc/self/statm").read_text().split()[1])
-            import os
-
             return pages * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
             return 0
@@ -129,13 +128,9 @@ def make_plan(recipe: Any, run_dir: Path, out: Path, opts: PlanOptions, console:
     import torch
     from safetensors.torch import load_model
 
+    from tlc_export.compress.mlm_penalty import compression_penalties
     from tlc_export.models import build_mlm
-    from tlc_export.plan.probe import (
-        artifact_storage,
-        classifier_from_mlm,
-        compression_penalties,
-        latency,
-    )
+    from tlc_export.plan.probe import artifact_storage, classifier_from_mlm, latency
     from tlc_export.pretrain.evaluate import fixed_val_batches
     from tlc_export.pretrain.loop import CURVES_FILE, pretrain_size
     from tlc_export.pretrain.schedule import lr_at
@@ -241,6 +236,9 @@ def make_plan(recipe: Any, run_dir: Path, out: Path, opts: PlanOptions, console:
                       f"# run it with: tlc run {out / 'recipe.plan.yaml'} --run-dir {run_dir}\n" + final.resolved_yaml())
     plot_plan(plan, lr, pc.lr, out / "extrapolation.png")
     atomic.write_json(out / "plan.json", plan)
+    # The run directory names its plan (relative: the plan folder may move as a whole), so the report of the full
+    # run made from recipe.plan.yaml shows the plan against it.
+    RunDir(run_dir).set_meta(**{PLAN_META: os.path.relpath(out / "plan.json", run_dir)})
     console.print(plan_table(plan))
     return plan
 
@@ -314,16 +312,6 @@ def plan_table(plan: dict[str, Any]) -> Table:
                  + (f"runner-up {rec['runner_up']['variant']} ({rec['runner_up']['predicted_loss']:.3f}); " if rec["runner_up"] else "")
                  + rec["note"])
     return t
-
-
-def read_plan(path: Path) -> dict[str, Any]:
-    try:
-        plan = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise PlanError(f"--plan {path}: cannot read a plan ({exc}); pass the plan.json `tlc plan` wrote") from exc
-    if plan.get("format") != PLAN_FORMAT:
-        raise PlanError(f"--plan {path}: not a {PLAN_FORMAT} file (format {plan.get('format')!r})")
-    return plan
 
 
 def dump_yaml(obj: Any) -> str:

@@ -1,10 +1,10 @@
 """What a pilot checkpoint tells about the deployed model, measured rather than predicted.
 
-- `compression_penalties`: masked-LM validation loss of the pilot under each of the recipe's
-  (sparsity, bits), minus the dense fp32 loss. One-shot magnitude pruning (no recovery training) and
-  the recipe's quantization grid. Carrying that increase over to the final model is the paper's
-  Figure 8 finding (compressibility barely depends on how far pretraining went): an assumption the
-  backtest (`tlc plan --check`) measures.
+- `compression_penalties` (`compress.mlm_penalty`, below the families: the run's report measures the same on
+  the final checkpoint): masked-LM validation loss of the pilot under each of the recipe's (sparsity, bits),
+  minus the dense fp32 loss. Carrying that increase over to the final model is the paper's Figure 8 finding
+  (compressibility barely depends on how far pretraining went): an assumption the backtest (`tlc plan --check`,
+  and the report of a run made from a plan) measures.
 - `artifact_storage`: the bytes of the compress stage's artifact (`compress.artifact.save_artifact`)
   for the size's classifier under each (sparsity, bits), written to disk and measured: the format's
   own arithmetic (packed codes, scales, bitmask or CSR positions, header) with nothing modelled.
@@ -25,45 +25,12 @@ import torch
 from torch import nn
 
 from tlc_export.compress.artifact import save_artifact
-from tlc_export.compress.prune import prune_
-from tlc_export.compress.quantize import QuantConfig, quantize_
+from tlc_export.compress.mlm_penalty import compress_, compression_penalties, compressions
+from tlc_export.compress.variants import variant_name
 from tlc_export.config.compress import CompressConfig
-from tlc_export.pretrain.evaluate import evaluate
-from tlc_export.pretrain.loss import MLMLoss
 
-
-def variant_name(size: str, sparsity: float, bits: int) -> str:
-    """The pipeline's variant naming (`docs/ARCHITECTURE.md`): `4L-256H.s30.b4`, dense fp32 `s00.b32`."""
-    return f"{size}.s{round(100 * sparsity):02d}.b{bits}"
-
-
-def compressions(cfg: CompressConfig) -> list[tuple[float, int]]:
-    """Every (sparsity, bits) the recipe's compress stage makes: dense and each sparsity × 32 and each bits."""
-    return [(s, b) for s in [0.0, *cfg.prune.sparsity] for b in [32, *cfg.quantize.bits]]
-
-
-def compress_(model: nn.Module, cfg: CompressConfig, sparsity: float, bits: int) -> tuple[Any, Any]:
-    """Prune (one shot, the recipe's scope and selection) then quantize (the recipe's grid), in place."""
-    masks = prune_(model, cfg.prune, sparsity=sparsity) if sparsity > 0 else None
-    quantized = quantize_(model, QuantConfig.from_recipe(cfg.quantize, bits), masks=masks) if bits < 32 else None
-    return masks, quantized
-
-
-@torch.no_grad()
-def compression_penalties(model: nn.Module, cfg: CompressConfig, val_batches: list[tuple[torch.Tensor, torch.Tensor]],
-                          micro_batch_size: int = 16) -> dict[str, dict[str, float]]:
-    """{"s30.b4": {sparsity, bits, val_loss, penalty}} for every compression of the recipe (dense fp32 included)."""
-    out: dict[str, dict[str, float]] = {}
-    base = None
-    for sparsity, bits in compressions(cfg):
-        m = copy.deepcopy(model).eval()
-        compress_(m, cfg, sparsity, bits)
-        loss = evaluate(MLMLoss(m, masked_only=False), val_batches, torch.device("cpu"), None, micro_batch_size).loss
-        if base is None:
-            base = loss
-        key = variant_name("", sparsity, bits).lstrip(".")
-        out[key] = {"sparsity": sparsity, "bits": bits, "val_loss": loss, "penalty": loss - base}
-    return out
+__all__ = ["artifact_storage", "classifier_from_mlm", "compress_", "compression_penalties", "compressions", "latency",
+           "variant_name"]
 
 
 def classifier_from_mlm(mlm: nn.Module, num_labels: int, seed: int = 0) -> nn.Module:

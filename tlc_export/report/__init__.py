@@ -31,6 +31,11 @@ from tlc_export.report.data import ReportData, compression_label, epoch_notes, l
 from tlc_export.report.html import render_html
 from tlc_export.report.markdown import render_markdown
 from tlc_export.report.pareto import pareto_frontier
+from tlc_export.report.plan_check import (
+    plan_check_summary,
+    plan_section_html,
+    plan_section_markdown,
+)
 from tlc_export.report.plots import accuracy_latency_png, accuracy_storage_png, pretrain_curves_png
 from tlc_export.scoring import REPORT_SPLIT, SELECTION_SPLIT
 
@@ -115,8 +120,13 @@ def build_report(
     storage_budgets_mb: list[float] | None = None,
     latency_budgets_ms: list[float] | None = None,
     margin: float = NONINFERIORITY_MARGIN,
+    plan_check: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write index.html, summary.md, claims.json and the PNGs into out_dir; return a small summary.
+
+    `plan_check` (a run made from a `tlc plan`: {plan, plan_sha256, comparison, note}, the family's
+    `plan_comparison`) adds the plan's predictions against this run, worded as `tlc plan --check`, and
+    plan_check.json.
 
     Dev selects, test reports (`tlc_export.scoring`): the Pareto frontier is chosen on dev (a frontier
     drawn on test would pick the luckiest test scores); the verdict, the answer tables and the plots'
@@ -182,6 +192,10 @@ def build_report(
     write_card(card, out)
     ctx["ablation_html"] = sections_html(study, flops_png, fig8)
     ctx["ablation_md"] = sections_markdown(study, images)
+    if plan_check is not None:
+        ctx["plan_html"] = plan_section_html(plan_check)
+        ctx["plan_md"] = plan_section_markdown(plan_check)
+        atomic.write_json(out / "plan_check.json", plan_check)
     atomic.write_text(out / "index.html", render_html(ctx))
     atomic.write_text(out / "summary.md", render_markdown(ctx, images))
     return {
@@ -196,4 +210,5 @@ def build_report(
         "not_converged": [r["model"] for r in ctx["not_converged"]],
         "claims": "report/claims.json",
         "claims_status": {str(c.number): c.status for c in card.claims},
+        **({"plan_check": plan_check_summary(plan_check)} if plan_check is not None else {}),
     }

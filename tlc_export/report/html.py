@@ -262,6 +262,7 @@ def render_html(ctx: dict[str, Any]) -> str:
         "<h2>Pretraining curves</h2>",
         img(*figs["pretrain-plot"]),
         epochs_html(ctx.get("epoch_notes")),
+        ctx.get("plan_html", ""),  # a run made from a `tlc plan`: the plan against it (report/plan_check.py)
         ctx.get("ablation_html", ""),  # Figure 10, Figure 8 and Table 2 (report/checkpoints.py)
         "<h2>Compression error</h2>",
         img(*figs["error-plot"]),

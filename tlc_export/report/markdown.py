@@ -48,6 +48,7 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
                 out.append(f"## {title}\n")
             out += [f"{summary}\n"] if summary else []
             out += [f"> **Warning:** {w}\n" for w in warnings]
+    out.append(ctx.get("plan_md", ""))  # a run made from a `tlc plan`
     out.append(ctx.get("ablation_md", ""))
     out.append("## Best variant per storage budget\n")
     out.append(f"_Chosen on {sel}, reported on {rep}; ≈ marks a choice the {rep} split cannot tell from its runner-up. "

@@ -73,14 +73,23 @@ class Stage(ABC):
             out["_options"] = keyed
         return out
 
-    def cache_key(self, recipe: Recipe, input_keys: dict[str, str], options: dict[str, Any] | None = None) -> str:
-        """hash(stage, config, inputs, code version)."""
+    def keyed_facts(self, run_dir: RunDir) -> dict[str, Any]:
+        """Facts of the run directory, beyond the recipe and the inputs, that change what the stage computes (the
+        report stage: the digest of the plan that made the run). Keyed only when non-empty: a stage, or a run,
+        without any keeps its key."""
+        return {}
+
+    def cache_key(self, recipe: Recipe, input_keys: dict[str, str], options: dict[str, Any] | None = None,
+                  facts: dict[str, Any] | None = None) -> str:
+        """hash(stage, config, inputs, code version[, keyed_facts])."""
         payload = {
             "stage": self.name,
             "config": self.config_payload(recipe, options),
             "inputs": input_keys,
             "version": __version__,
         }
+        if facts:
+            payload["facts"] = facts
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
     @abstractmethod

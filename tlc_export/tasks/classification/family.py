@@ -52,8 +52,10 @@ class ClassificationFamily(TaskFamily):
                 "run the compress and bench stages first"
             )
         cfg = recipe.report
+        from tlc_export.tasks.classification.plan_check import plan_comparison
+
         return build_report(data, out_dir, cfg.storage_budgets_mb, cfg.latency_budgets_ms,
-                            margin=cfg.noninferiority_margin_points / 100)
+                            margin=cfg.noninferiority_margin_points / 100, plan_check=plan_comparison(run_root, recipe))
 
     def prepare_data(self, recipe: Recipe) -> dict[str, str]:
         """Built-in corpora fetched and parsed once, local files listed, a hub source's first row read, the
