@@ -101,7 +101,7 @@ def test_rank1_correction_equals_dq_add_graph(bits):
     assert sqnr > 30, sqnr
 
     # without the rank-1 term the result is off by c·rowsum(X): the test above would see it
-    corr = next(i for i in model.graph.initializer if i.name.endswith("__rank1_gemv_weight"))
+    corr = next(i for i in model.graph.initializer if i.name.endswith("__rank1_gemv_row"))
     corr.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(corr)), corr.name))
     x = _grid_x(rng, (2, 5, K))
     off = _run(model, {"X": x}) - _run(ref_model, {"X": x})
@@ -276,7 +276,9 @@ def test_attention_projections_share_one_quantized_x(classifier, tmp_path):
     assert not [n for n in model.graph.node if n.op_type == "Split" and producer[n.input[0]].op_type != "MatMul"]
     gemv = [n for n in model.graph.node if n.name.endswith("__rank1_gemv")]
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    three = [n for n in gemv if weights[n.input[1]].shape == (64, 3)]
+    expanded = {n.output[0]: n for n in model.graph.node if n.op_type == "Expand"}
+    three = [n for n in gemv if weights[expanded[n.input[1]].input[0]].shape == (1, 3)
+             and list(weights[expanded[n.input[1]].input[1]]) == [64, 3]]
     assert len(three) == 2  # one per attention block, its columns the Q, K, V offsets' residuals
     path = tmp_path / "own.onnx"
     save_model(model, path)

@@ -229,10 +229,13 @@ class _Builder:
         the nodes wait in `pending[x]` for the first GEMM that needs them."""
         missing = [c for c in dict.fromkeys(cs) if (x, c) not in self.rank1]
         if missing:
-            cols = np.tile(np.asarray(missing, np.float32), (k, 1))
             mm = f"{w}__rank1_gemv"
-            nodes = [helper.make_node("MatMul", [x, self.const(f"{mm}_weight", cols)],
-                                      [mm if len(missing) > 1 else f"{w}__rank1"], name=mm)]
+            # The [K, P] matrix of c's is stored as its one row and expanded by a constant node, which ONNX
+            # Runtime folds at load: the file keeps no fp32 matrix besides the codes.
+            row = self.const(f"{mm}_row", np.asarray([missing], np.float32))
+            shape = self.const(f"{mm}_shape", np.array([k, len(missing)], np.int64))
+            nodes = [helper.make_node("Expand", [row, shape], [f"{mm}_weight"], name=f"{mm}_weight"),
+                     helper.make_node("MatMul", [x, f"{mm}_weight"], [mm if len(missing) > 1 else f"{w}__rank1"], name=mm)]
             outs = [f"{w}__rank1_{i}" for i in range(len(missing))] if len(missing) > 1 else [f"{w}__rank1"]
             if len(missing) > 1:
                 nodes.append(helper.make_node("Split", [mm, self.const(f"{mm}_sizes", np.ones(len(missing), np.int64))],
