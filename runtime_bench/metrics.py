@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,49 @@ def time_calls(
         sync()
         out.append((time.perf_counter_ns() - t0) / 1e6)
     return out
+
+
+SETTLE_S = 0.05  # untimed calls at the start of a turn: longer than ONNX Runtime's idle-thread spinning
+TURN_S = 0.1  # then timed calls for this long (at least `min_per_turn`): many calls when each is short
+
+
+def interleaved_turns(
+    calls: Mapping[str, Callable[[], Any]],
+    rounds: int,
+    warmup_rounds: int = 3,
+    settle_s: float = SETTLE_S,
+    turn_s: float = TURN_S,
+    min_per_turn: int = 3,
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each of `calls`, timed in turns: every round gives each call one turn, in
+    an order rotated by one per round (so load from other processes, and whatever ran just before, hits
+    all of them alike). A turn is `settle_s` of untimed calls, then `turn_s` of timed ones.
+
+    The untimed start is why this exists: after a call, ONNX Runtime's idle intra-op threads keep
+    spinning for a while (its default, kept, as a serving process has it), and in one process they take
+    the cores from whichever session runs next. Timing one call of each session in turn measures that
+    contention: on 2 cores it made a 1.5 ms batch-1 call read up to 5× slower, unevenly across files.
+    The first `warmup_rounds` rounds are not kept.
+    """
+    names = list(calls)
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(warmup_rounds + rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for k in order:
+            fn = calls[k]
+            t_end = time.perf_counter() + settle_s
+            while True:
+                fn()
+                if time.perf_counter() >= t_end:
+                    break
+            t_end, n = time.perf_counter() + turn_s, 0
+            while n < min_per_turn or time.perf_counter() < t_end:
+                t0 = time.perf_counter_ns()
+                fn()
+                n += 1
+                if r >= warmup_rounds:
+                    samples[k].append((time.perf_counter_ns() - t0) / 1e6)
+    return samples
 
 
 # --- memory ---------------------------------------------------------------------------------

@@ -12,11 +12,10 @@ asymmetric, 8 and 4 bits) and exported as:
 - `onnx-int4` (own codes): MatMulNBits with float zero points, `accuracy_level` 0 and 4;
 - `onnx-int8-static`: ORT's static QDQ INT8 (TensorRT's form), to say whether it belongs on CPU.
 
-Every round gives each file one turn per batch size, in a rotating order (so load on a shared machine
-hits all of them alike); sessions are pinned to `--threads` intra-op threads and one inter-op thread. A
-turn starts with 50 ms of untimed calls: ORT's idle threads spin after a call (its default, kept, as a
-serving process has it), and a file timed right after another would pay for the other's spinning
-threads. Then 100 ms (at least 3 calls) are timed.
+Files are timed in turns (`metrics.interleaved_turns`: each round gives every file one turn per batch
+size, in a rotating order; a turn is 50 ms of untimed calls, so that ORT's spinning idle threads of the
+previous file are gone, then 100 ms of timed ones); sessions are pinned to `--threads` intra-op threads
+and one inter-op thread.
 Prints a table (p50, p90, ratios to int8-dynamic and fp32, file size), then one JSON line naming the CPU.
 """
 
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime_bench.metrics import environment
+from runtime_bench.metrics import environment, interleaved_turns
 from tlc_export.rundir import cpu_model
 
 
@@ -94,44 +93,18 @@ def _session(path: Path, threads: int):
     return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 
-SETTLE_S = 0.05  # untimed calls before a file's timed ones (longer than ORT's idle-thread spinning)
-TURN_S = 0.1  # then timed calls for this long (at least `min_per_turn`): many short calls at batch 1
-
-
 def interleaved(files: dict[str, Path], batches: list[int], seq: int, vocab: int, rounds: int, warmup: int,
-                threads: int, min_per_turn: int = 3) -> list[dict[str, Any]]:
-    """p50/p90 per (file, batch): each round gives every file one turn, in a rotating order (so load on
-    a shared machine hits all of them alike); a turn is SETTLE_S of untimed calls, then TURN_S of timed ones."""
+                threads: int) -> list[dict[str, Any]]:
+    """p50/p90 per (file, batch), timed in turns (`metrics.interleaved_turns`)."""
     sessions = {k: _session(p, threads) for k, p in files.items()}
     rng = np.random.default_rng(0)
     rows = []
     for b in batches:
         feeds = {"input_ids": rng.integers(3, vocab, size=(b, seq)).astype(np.int64),
                  "attention_mask": np.ones((b, seq), np.int64)}
-        names = list(sessions)
-        times: dict[str, list[float]] = {k: [] for k in names}
-        for r in range(warmup + rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
-            for k in order:
-                # After a call, a session's idle intra-op threads spin for a while (ORT's default, kept:
-                # it is what a serving process runs with) and take the cores from whichever session runs
-                # next. Untimed calls for SETTLE_S absorb the previous file's spinning; the timed calls
-                # then see only their own threads, as in a process serving that one file.
-                t_end = time.perf_counter() + SETTLE_S
-                while True:
-                    sessions[k].run(None, feeds)
-                    if time.perf_counter() >= t_end:
-                        break
-                t_end, n = time.perf_counter() + TURN_S, 0
-                while n < min_per_turn or time.perf_counter() < t_end:
-                    t0 = time.perf_counter()
-                    sessions[k].run(None, feeds)
-                    dt = (time.perf_counter() - t0) * 1e3
-                    n += 1
-                    if r >= warmup:
-                        times[k].append(dt)
-        for k in names:
-            ts = sorted(times[k])
+        times = interleaved_turns({k: (lambda s=s, f=feeds: s.run(None, f)) for k, s in sessions.items()}, rounds, warmup)
+        for k, ts in times.items():
+            ts = sorted(ts)
             rows.append({"format": k, "batch": b, "seq": seq, "p50_ms": statistics.median(ts),
                          "p90_ms": ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))], "min_ms": ts[0],
                          "runs": len(ts), "file_bytes": files[k].stat().st_size})

@@ -12,8 +12,8 @@ One random-init pre-LN RoBERTa classifier, built with the export stage's own fun
   onnx-int8-dynamic.
 Latency: every file gets one session with the same options (`tlc predict`'s: default graph
 optimizations, `--threads` intra-op threads) and the same random batch; the files are timed in
-turn, round after round (interleaved, so load from other processes hits them alike), and the
-median per file is reported. Throughput: `tlc predict`'s `Predictor.predict` (tokenization, length
+turns, round after round (`metrics.interleaved_turns`: load from other processes hits them alike, and
+each turn starts after the previous file's spinning threads are gone), and the median per file is reported. Throughput: `tlc predict`'s `Predictor.predict` (tokenization, length
 sort, padding, softmax included) against bare `InferenceSession.run` on the same batches, pre-
 tokenized, on the INT8 bundle, interleaved the same way.
 
@@ -34,7 +34,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from runtime_bench.metrics import environment
+from runtime_bench.metrics import environment, interleaved_turns
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
 CHECKS = {"int8_speed": 1.0, "fp32_speedup": 1.15, "predict_throughput": 0.9}
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=15, help="timed calls per file (interleaved)")
+    ap.add_argument("--rounds", type=int, default=15, help="rounds of turns: each file is timed in every round (metrics.interleaved_turns)")
     ap.add_argument("--throughput-batches", type=int, default=8, help="batches per throughput measurement")
     ap.add_argument("--throughput-rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
@@ -126,15 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         ids = rng.integers(len(SPECIALS), a.vocab, size=(a.batch, a.seq), dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         sessions = {k: session(str(p), a.threads) for k, p in files.items()}
-        for s in sessions.values():
-            for _ in range(a.warmup):
-                s.run(None, feed)
-        samples: dict[str, list[float]] = {k: [] for k in files}
-        for _ in range(a.rounds):
-            for k, s in sessions.items():
-                t0 = time.perf_counter()
-                s.run(None, feed)
-                samples[k].append(1000 * (time.perf_counter() - t0))
+        samples = interleaved_turns({k: (lambda s=s: s.run(None, feed)) for k, s in sessions.items()}, a.rounds,
+                                    a.warmup)
 
         # tlc predict vs bare session.run on the INT8 bundle, same texts, same batches
         bundle = make_bundle(files["bundle int8"], a.vocab, a.seq, tmp / "bundle")

@@ -356,3 +356,17 @@ def test_int4_linear_keeps_no_second_copy_of_the_codes_on_the_device() -> None:
     q4.to(torch.float16)  # re-packs from the host codes; scales stay bf16
     assert q4.scales_and_zeros.dtype == torch.bfloat16 and q4.codes.device.type == "cpu"
     assert torch.allclose(q4(x), before, atol=1e-3)
+
+
+def test_interleaved_turns_settle_rotate_and_drop_warmup_rounds():
+    """Each turn starts with untimed calls (another session's spinning threads settle), turns rotate by one
+    per round, and warm-up rounds are not kept. With settle_s = turn_s = 0 a turn is one untimed call, then
+    exactly `min_per_turn` timed ones."""
+    from runtime_bench.metrics import interleaved_turns
+
+    log: list[str] = []
+    calls = {k: (lambda k=k: log.append(k)) for k in "abc"}
+    samples = interleaved_turns(calls, rounds=2, warmup_rounds=1, settle_s=0.0, turn_s=0.0, min_per_turn=2)
+    assert log == list("aaabbbccc" + "bbbcccaaa" + "cccaaabbb")
+    assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for v in samples.values() for t in v)

@@ -265,6 +265,7 @@ def test_attention_projections_share_one_quantized_x(classifier, tmp_path):
     mq = copy.deepcopy(m)
     q = quantize_(mq, QuantConfig(bits=8))
     model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
+    assert len(rep.integer_matmul) == 2 * 3 and not set(rep.integer_matmul) & set(rep.dynamic_matmul)
     producer = {o: n for n in model.graph.node for o in n.output}
     mha = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
     assert len(mha) == 2

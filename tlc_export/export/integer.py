@@ -64,6 +64,9 @@ class IntegerReport:
     """What `to_integer_kernels_` did, per kernel, and which weights fell back to DequantizeLinear (why)."""
 
     dynamic_matmul: list[str] = field(default_factory=list)
+    # weights whose GEMM shares one quantized X with others (Q, K, V): MatMulIntegerToFloat after one
+    # DynamicQuantizeLinear
+    integer_matmul: list[str] = field(default_factory=list)
     matmul_nbits: list[str] = field(default_factory=list)
     gather_quantized: list[str] = field(default_factory=list)
     corrections: int = 0
@@ -184,7 +187,6 @@ class _Builder:
         ins = [x, f"{w}__codes", self.const(f"{w}__scale", np.asarray(s, np.float32))]
         if zp is not None:
             ins.append(self.const(f"{w}__zero_point", np.asarray(zp[0] if uniform else zp, np.int8)))
-        self.report.dynamic_matmul.append(w)
         uniform_c = c is not None and bool(np.all(c == c[0]))
         if c is None or not np.any(c) or (uniform_c and self.row_shift_invisible(y)):
             # A per-row constant added to a tensor that only LayerNorms read changes nothing downstream.
@@ -280,7 +282,9 @@ class _Builder:
         X is quantized once (DynamicQuantizeLinear) and each GEMM is a MatMulIntegerToFloat on it."""
         x = ins[0]
         if x not in self.shared_quant:
+            self.report.dynamic_matmul.append(w)
             return [helper.make_node("DynamicQuantizeMatMul", ins, [y], name=f"{w}__dqmm", domain=MS)]
+        self.report.integer_matmul.append(w)
         xq, xs, xz = self.shared_quant[x]
         nodes = self.pending_quant.pop(x, [])
         mif = [xq, ins[1], xs, ins[2], xz] + ins[3:4]
