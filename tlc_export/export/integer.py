@@ -299,6 +299,7 @@ class _Builder:
     def plan_rank1(self, x: str, parts: Sequence[_Part], w: str) -> None:
         """Register one GEMV for the rank-1 terms of all `parts` (one GEMM each on the same X)."""
         cs = []
+        k = parts[0].q.shape[1] if parts[0].ref.transposed else parts[0].q.shape[0]
         for p in parts:
             _, scale, offset = _columns(p.q, p.ref.transposed)
             if p.q.symmetric or p.q.granularity == "block":
@@ -308,7 +309,7 @@ class _Builder:
             if np.any(c) and bool(np.all(c == c[0])):
                 cs.append(float(c[0]))
         if len(cs) > 1:
-            self.rank1_terms(x, p.q.shape[1] if p.ref.transposed else p.q.shape[0], cs, w)
+            self.rank1_terms(x, k, cs, w)
 
     def split_of(self, node: onnx.NodeProto, parts: Sequence[_Part]) -> onnx.NodeProto | None:
         """The Split that only cuts `node`'s packed output back into its parts (last axis, the parts'
@@ -488,9 +489,9 @@ def to_integer_kernels_(
         return out
 
     new_nodes: list[onnx.NodeProto] = []
-    unsplit: set[str] = set()  # Split nodes made redundant by per-projection GEMMs
+    unsplit: set[str] = set()  # first outputs of the Splits made redundant by per-projection GEMMs
     for node in graph.node:
-        if node.name in unsplit:
+        if node.op_type == "Split" and node.output and node.output[0] in unsplit:
             continue
         slot = 1 if node.op_type in ("MatMul", "Gemm") else 0 if node.op_type == "Gather" else None
         w = node.input[slot] if slot is not None and len(node.input) > slot else None
@@ -514,10 +515,12 @@ def to_integer_kernels_(
                 # way. X is quantized once for the three (as QAttention does).
                 b.plan_rank1(node.input[0], parts, w)
                 b.share_quant(node.input[0])
+                per: list[onnx.NodeProto] = []  # placed only once every projection is built
                 for p, out in zip(parts, split.output, strict=True):
                     one = helper.make_node("MatMul", [node.input[0], p.name], [out], name=f"{node.name}__{p.name}")
-                    new_nodes += b.dynamic_matmul(one, p.name, [p], nibbles=four_bit)
-                unsplit.add(split.name)
+                    per += b.dynamic_matmul(one, p.name, [p], nibbles=four_bit)
+                new_nodes += per
+                unsplit.add(split.output[0])
             elif int8_gemm:
                 new_nodes += b.dynamic_matmul(node, w, parts, nibbles=four_bit)
             else:
