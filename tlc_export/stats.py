@@ -483,8 +483,8 @@ def paired_lower_bound(a_correct: Sequence[bool] | np.ndarray, b_correct: Sequen
     its mean) it crosses −margin far too often (simulated: n = 800, truth exactly 1 point worse, every
     differing example against A: 46 % instead of 5 %). Its Bonferroni repair (π and the discordant share
     bounded separately) holds its level but prefers nothing that differs on more than 2 of 800 examples.
-    This bound's exact false-positive rate stays at or below 5 % over n = 100..1,600, margins 1–5 points and
-    discordance 1–6× the margin (tests/unit/test_stats.py), and the report's rule is simulated through the
+    This bound's exact false-positive rate stays at or below 5 % over n = 200..1,200, margins 1–3 points and
+    discordance 1–3× the margin (enumerated in tests/unit/test_stats.py), and the report's rule is simulated through the
     answer tables (tests/unit/test_calibration.py). Identical predictions on 800 examples give −0.45 points.
     """
     a, b = _pair(a_correct, b_correct)
