@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -150,18 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     verdict = _verdict(rows, a.batches)
     for line in verdict["lines"]:
         con.print(line)
-    load = _loadavg()
+    load = list(os.getloadavg())
     print(json.dumps({"bench": "own_codes_speed", "cpu": cpu, "threads": a.threads, "load_average": load,
                       "build_s": round(build_s, 1), "rows": rows, "checks": verdict["checks"],
                       "environment": environment(a.threads)}, default=str))
     return 0
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
 
 
 def _verdict(rows: list[dict[str, Any]], batches: list[int]) -> dict[str, Any]:
