@@ -18,8 +18,9 @@ from tlc_export.report.plan_check import compare_plan, read_plan
 from tlc_export.rundir import RunDir
 
 
-def final_penalties(run_dir: Path, recipe: Any, size: str) -> dict[str, dict[str, float]]:
-    """The same compression probe as the plan's, on the run's final pretraining checkpoint of `size`."""
+def final_penalties(run_dir: Path, recipe: Any, sizes: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{size: the same compression probe as the plan's, on the run's final pretraining checkpoint of that size};
+    the validation batches are built once for all sizes."""
     from transformers import AutoModelForMaskedLM
 
     from tlc_export.compress.mlm_penalty import compression_penalties
@@ -29,8 +30,11 @@ def final_penalties(run_dir: Path, recipe: Any, size: str) -> dict[str, dict[str
     data = load_pretrain_data(run_dir / "data", recipe.data.max_seq_len, recipe.data.mlm_probability, recipe.data.fraction)
     sample = data.validation_sample(recipe.pretrain)
     val = fixed_val_batches(data.val_rows, sample.indices, sample.batch_size, data.mask_spec(), recipe.pretrain.seed)
-    model = AutoModelForMaskedLM.from_pretrained(str(run_dir / "pretrain" / size / "checkpoint")).eval()
-    return compression_penalties(model, recipe.compress, val)
+    out = {}
+    for size in sizes:
+        model = AutoModelForMaskedLM.from_pretrained(str(run_dir / "pretrain" / size / "checkpoint")).eval()
+        out[size] = compression_penalties(model, recipe.compress, val)
+    return out
 
 
 def check_run(plan: dict[str, Any], run_dir: Path, recipe: Any | None = None,
@@ -43,7 +47,7 @@ def check_run(plan: dict[str, Any], run_dir: Path, recipe: Any | None = None,
     pre = json.loads(results.read_text())
     out = compare_plan(plan, pre, penalties, run_dir=str(run_dir), source=str(results))
     if penalties is None and recipe is not None:
-        pens = {r["size"]: final_penalties(run_dir, recipe, r["size"]) for r in out["sizes"]}
+        pens = final_penalties(run_dir, recipe, [r["size"] for r in out["sizes"]])
         out = compare_plan(plan, pre, pens, run_dir=str(run_dir), source=str(results))
     return out
 
