@@ -176,6 +176,10 @@ def test_embeddings_quantized_and_file_computes_the_variant(classifier, tmp_path
         lo, hi = codes & 15, codes >> 4
         np.testing.assert_array_equal(np.stack([lo, hi], -1).reshape(300, 64), q[table if table in q else "model." + table].codes.numpy())
     assert not rep.fallback
+    # the tables' offsets (q0) shift every looked-up row by a constant the embedding LayerNorm subtracts
+    assert len(rep.gather_quantized) == 3 and set(rep.gather_quantized) <= set(rep.corrections_dropped)
+    assert not [n for n in model.graph.node if n.name.endswith("__offset")]
+    assert len(rep.qattention) == (0 if bits == 4 and kernel.startswith("matmulnbits") else 6)
     batches = _batches()
     ref = V.torch_logits(mq, batches)
     exact = bits == 4 and kernel.startswith("matmulnbits")
@@ -196,8 +200,8 @@ def test_corrupted_scale_raises_typed_mismatch(classifier, tmp_path):
     d, tol, _ = V.compare(good, ref, batches, V.TOLERANCE["int8-act"], relative=True)
     assert d <= tol
     bad = copy.deepcopy(model)
-    first = next(n for n in bad.graph.node if n.op_type == "DynamicQuantizeMatMul")  # layer 0's query projection
-    scale = next(i for i in bad.graph.initializer if i.name == first.input[2])
+    first = next(n for n in bad.graph.node if n.op_type == "QAttention")  # layer 0's Q/K/V
+    scale = next(i for i in bad.graph.initializer if i.name == first.input[4])
     scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 3.0, scale.name))
     path = tmp_path / "bad.onnx"
     save_model(bad, path)
@@ -257,32 +261,89 @@ def test_correction_left_out_only_where_layernorm_removes_it(with_ln):
     np.testing.assert_allclose(_run(model, feeds), want, atol=1e-4 * np.abs(want).max(), rtol=0)
 
 
-def test_attention_projections_share_one_quantized_x(classifier, tmp_path):
-    """Packed QKV + Split becomes one integer GEMM per projection, on X quantized once, writing the tensors
-    MultiHeadAttention reads (no Split copy), with one GEMV for the three rank-1 terms; the file still
-    computes the fake-quant model."""
+def _qattention_parts(model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
+    """Per QAttention: its int8 weight, per-column scale / zero point, and the [K, P] feature matrix (numpy)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    w = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "QAttention":
+            continue
+        quant = producer[n.input[0]]
+        assert quant.op_type == "DynamicQuantizeLinear"
+        cat = producer[quant.input[0]]
+        assert cat.op_type == "Concat"  # [X, features]
+        gemv = producer[cat.input[1]]
+        expand = producer[gemv.input[1]]
+        assert gemv.op_type == "MatMul" and gemv.input[0] == cat.input[0] and expand.op_type == "Expand"
+        feats = np.broadcast_to(w[expand.input[0]], tuple(w[expand.input[1]]))
+        cols = w[n.input[1]].shape[1]
+        out.append({"weight": w[n.input[1]].astype(np.int64), "scale": np.broadcast_to(w[n.input[4]], (cols,)),
+                    "zp": np.broadcast_to(w[n.input[7]], (cols,)).astype(np.int64), "features": feats,
+                    "bias": w[n.input[2]], "x": cat.input[0]})
+    return out
+
+
+def test_attention_runs_in_qattention_with_the_rank1_terms_as_feature_rows(classifier, tmp_path):
+    """Packed Q/K/V + MultiHeadAttention becomes one QAttention (integer GEMM and attention in one kernel, as in
+    onnx-int8-dynamic) on X widened by one feature per projection; the extra weight rows make the integer GEMM
+    equal X·(Δ·codes + q0) (checked in numpy against the compress stage's codes), and the file computes the
+    fake-quant model."""
     m, tpl = classifier
     mq = copy.deepcopy(m)
     q = quantize_(mq, QuantConfig(bits=8))
     model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
-    assert len(rep.integer_matmul) == 2 * 3 and not set(rep.integer_matmul) & set(rep.dynamic_matmul)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    mha = [n for n in model.graph.node if n.op_type == "MultiHeadAttention"]
-    assert len(mha) == 2
-    for n in mha:
-        projections = [producer[producer[t].input[0]] if producer[t].op_type == "Add" else producer[t] for t in n.input[:3]]
-        assert [p.op_type for p in projections] == ["MatMulIntegerToFloat"] * 3
-        quantized = {p.input[0] for p in projections}
-        assert len(quantized) == 1 and producer[quantized.pop()].op_type == "DynamicQuantizeLinear"
-    assert not [n for n in model.graph.node if n.op_type == "Split" and producer[n.input[0]].op_type != "MatMul"]
-    gemv = [n for n in model.graph.node if n.name.endswith("__rank1_gemv")]
-    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    expanded = {n.output[0]: n for n in model.graph.node if n.op_type == "Expand"}
-    three = [n for n in gemv if weights[expanded[n.input[1]].input[0]].shape == (1, 3)
-             and list(weights[expanded[n.input[1]].input[1]]) == [64, 3]]
-    assert len(three) == 2  # one per attention block, its columns the Q, K, V offsets' residuals
+    assert not [n for n in model.graph.node if n.op_type in ("MultiHeadAttention", "Split")]
+    assert len(rep.qattention) == 2 * 3 and not rep.integer_matmul and not rep.fallback
+    parts = _qattention_parts(model)
+    assert len(parts) == 2
+    rng = np.random.default_rng(5)
+    for layer, a in enumerate(parts):
+        k = a["features"].shape[0]
+        assert a["weight"].shape == (k + 3, 3 * k)  # three extra rows: one feature per projection
+        names = [f"roberta_prelayernorm.encoder.layer.{layer}.attention.self.{p}.weight" for p in ("query", "key", "value")]
+        qs = [q[n if n in q else "model." + n] for n in names]
+        w_variant = np.concatenate([(t.scale.item() * t.codes.numpy().astype(np.float64) + t.offset.item()).T for t in qs], 1)
+        np.testing.assert_array_equal(a["weight"][:k], np.concatenate([t.codes.numpy().T for t in qs], 1).astype(np.int64) - 128)
+        x = rng.normal(size=(6, k))
+        widened = np.concatenate([x, x @ a["features"]], 1)
+        got = widened @ (a["scale"] * (a["weight"] - a["zp"]))
+        np.testing.assert_allclose(got, x @ w_variant, atol=1e-5 * np.abs(x @ w_variant).max(), rtol=0)
+        bare = x @ (a["scale"] * (a["weight"][:k] - a["zp"]))  # without the extra rows: off by c·rowsum(X)
+        assert np.abs(bare - x @ w_variant).max() > 100 * np.abs(got - x @ w_variant).max()
+    batches = _batches()
+    ref = V.torch_logits(mq, batches)
     path = tmp_path / "own.onnx"
     save_model(model, path)
-    batches = _batches()
-    d, tol, _ = V.compare(path, V.torch_logits(mq, batches), batches, V.TOLERANCE["int8-act"], relative=True)
+    d, tol, _ = V.compare(path, ref, batches, V.TOLERANCE["int8-act"], relative=True)
     assert d <= tol
+
+
+def test_classifier_head_keeps_codes_and_runs_fp32_rebuilt_at_load(classifier, tmp_path):
+    """The head's Gemms (one row per example) store the compress stage's codes; constant nodes rebuild
+    Δ·codes + q0, which ONNX Runtime folds when it loads the file (no per-call dequantization left)."""
+    m, tpl = classifier
+    mq = copy.deepcopy(m)
+    q = quantize_(mq, QuantConfig(bits=8))
+    model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
+    heads = [n for n in rep.at_load]
+    assert len(heads) == 2 and all("classifier" in n for n in heads)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for w in heads:
+        src = next(k for k in q if k.endswith(w.split("model.", 1)[-1]))
+        np.testing.assert_array_equal(inits[f"{w}__codes"], q[src].codes.numpy())
+        assert inits[f"{w}__codes"].dtype == np.uint8
+    assert not any(i.dtype == np.float32 and i.ndim == 2 and i.shape[1] == 64 and i.shape[0] in (64, 3) for i in inits.values())
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    loaded = onnx.load(str(tmp_path / "loaded.onnx"))
+    gemms = [n for n in loaded.graph.node if n.op_type in ("Gemm", "FusedGemm")]
+    assert len(gemms) == 2 and not [n for n in loaded.graph.node if n.op_type == "Cast" and "__codes" in n.input[0]]
+    folded = {i.name: numpy_helper.to_array(i) for i in loaded.graph.initializer}
+    for w in heads:
+        src = next(k for k in q if k.endswith(w.split("model.", 1)[-1]))
+        t = q[src]
+        want = t.scale.item() * t.codes.numpy().astype(np.float64) + t.offset.item()
+        got = next(folded[n.input[1]] for n in gemms if n.input[1] in folded and folded[n.input[1]].shape == want.shape)
+        np.testing.assert_allclose(got, want, atol=1e-6 * np.abs(want).max(), rtol=0)

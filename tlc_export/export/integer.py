@@ -57,6 +57,8 @@ ACCURACY_LEVELS = (0, 4)  # MatMulNBits: 0 = fp32 compute on dequantized blocks,
 # How a 4-bit file runs its weight matrices: MatMulNBits at accuracy level 0 or 4, or the 4-bit codes
 # widened to int8 at load (constant-folded) for DynamicQuantizeMatMul.
 INT4_KERNELS = ("matmulnbits-acc0", "matmulnbits-acc4", "int8-at-load")
+# QAttention's extra weight rows: code z + m carries a projection's rank-1 term (see `_Builder.qattention`)
+_FEATURE_CODE = 16
 
 
 @dataclass
@@ -67,6 +69,10 @@ class IntegerReport:
     # weights whose GEMM shares one quantized X with others (Q, K, V): MatMulIntegerToFloat after one
     # DynamicQuantizeLinear
     integer_matmul: list[str] = field(default_factory=list)
+    # Q/K/V weights whose packed codes run in QAttention (integer GEMM + attention in one kernel)
+    qattention: list[str] = field(default_factory=list)
+    # Gemm weights (the classifier head) kept as codes and rebuilt in fp32 when the file loads
+    at_load: list[str] = field(default_factory=list)
     matmul_nbits: list[str] = field(default_factory=list)
     gather_quantized: list[str] = field(default_factory=list)
     corrections: int = 0
@@ -327,6 +333,129 @@ class _Builder:
             return None
         return sp
 
+    # -- a Gemm (one row per example: the classifier head) → fp32 weights rebuilt at load -------------
+    def at_load(self, node: onnx.NodeProto, w: str, parts: Sequence[_Part]) -> list[onnx.NodeProto]:
+        """The Gemm on D·codes + q0 computed from the stored codes by constant nodes (Cast, Mul, Add), which
+        ONNX Runtime folds when it loads the file. A GEMM with one row per example gains nothing from an
+        integer kernel, while its dynamic quantization, rank-1 term and bias were four nodes per call."""
+        if len(parts) != 1 or parts[0].q.granularity == "block" or parts[0].q.bits > 8:
+            raise _Unsupported("packed, block-grid or wide codes on a Gemm")
+        q = parts[0].q
+        codes = q.codes.detach().cpu().to(dtype=torch.int16).numpy()
+        rows = q.shape[0]
+        per_row = q.granularity == "per-channel"
+        scale = q.scale.detach().cpu().float().numpy().reshape((rows, 1) if per_row else ())
+        stored = self.const(f"{w}__codes", codes.astype(np.int8 if q.symmetric else np.uint8))
+        nodes = [helper.make_node("Cast", [stored], [f"{w}__codes_f"], name=f"{w}__codes_f", to=onnx.TensorProto.FLOAT),
+                 helper.make_node("Mul", [f"{w}__codes_f", self.const(f"{w}__scale", scale)],
+                                  [f"{w}__scaled" if not q.symmetric else f"{w}__at_load"], name=f"{w}__scaled")]
+        if not q.symmetric:
+            offset = q.offset.detach().cpu().float().numpy().reshape((rows, 1) if per_row else ())
+            nodes.append(helper.make_node("Add", [f"{w}__scaled", self.const(f"{w}__offset", offset)],
+                                          [f"{w}__at_load"], name=f"{w}__at_load"))
+        moved = onnx.NodeProto()
+        moved.CopyFrom(node)
+        moved.input[1] = f"{w}__at_load"
+        self.report.at_load.append(w)
+        return [*nodes, moved]
+
+    # -- packed Q/K/V → QAttention on X widened by the rank-1 features --------------------------------
+    def attention_of(self, node: onnx.NodeProto, parts: Sequence[_Part]) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+        """(Split, MultiHeadAttention) when `node` is a packed Q/K/V GEMM whose Split feeds exactly one
+        MultiHeadAttention's query, key and value (with at most its bias and key padding mask), on grids
+        QAttention can hold: per-tensor codes per projection (asymmetric or symmetric). Else None."""
+        split = self.split_of(node, parts)
+        if split is None or len(parts) != 3 or any(p.q.granularity != "per-tensor" for p in parts):
+            return None
+        users = {id(n): n for o in split.output for n in self.consumers.get(o, [])}
+        if len(users) != 1 or any(o in self.graph_outputs for o in split.output):
+            return None
+        mha = next(iter(users.values()))
+        attrs = {a.name for a in mha.attribute}
+        if (mha.op_type != "MultiHeadAttention" or list(mha.input[:3]) != list(split.output) or len(mha.output) != 1
+                or any(mha.input[5:]) or not attrs <= {"num_heads", "scale"}):
+            return None
+        return split, mha
+
+    def qattention(self, node: onnx.NodeProto, w: str, parts: Sequence[_Part], mha: onnx.NodeProto,
+                   nibbles: bool = False) -> tuple[list[onnx.NodeProto], onnx.NodeProto]:
+        """Nodes to place at the packed GEMM (quantize X) and the QAttention that replaces `mha`.
+
+        ORT's QAttention runs the packed [K, 3N] integer GEMM and the attention in one kernel, as in
+        `onnx-int8-dynamic`; it takes integer zero points only, so each projection p with a residual
+        c_p ≠ 0 (W_p = D_p·(W_I − z_p) + c_p) gets one extra input feature f_p = c_p·rowsum(X)/(D_p·m) and
+        one extra weight row holding code z_p + m in its own columns (value D_p·m) and z_q (value 0) in
+        the others: the extra rows add exactly c_p·rowsum(X) to projection p. The features come from one
+        fp32 GEMV and are quantized with X (error ≤ D_p·m·s_x/2 per output, against ≈ √K·s_x·rms(W)
+        from quantizing X itself); m = 16 keeps f small beside X's own range."""
+        cols = [_columns(p.q, p.ref.transposed) for p in parts]
+        k = cols[0][0].shape[0]
+        symmetric = parts[0].q.symmetric
+        shift = 8 if nibbles else 128
+        lo, hi = (-(shift - 1), shift - 1) if symmetric else (0, 2 * shift - 1)
+        blocks, scales, zps, cs = [], [], [], []
+        for p, (codes, scale, offset) in zip(parts, cols, strict=True):
+            if codes.min() < lo or codes.max() > hi:
+                raise StageError(f"{p.name}: codes in [{codes.min()}, {codes.max()}] outside {lo}..{hi}")
+            d, q0 = float(scale[0]), float(offset[0])
+            if symmetric:
+                blocks.append(codes)
+                zps.append(0)
+                cs.append(0.0)
+            else:
+                z = int(np.clip(np.round(-q0 / d), 0, 2 ** p.q.bits - 1))
+                blocks.append(codes - shift)
+                zps.append(z - shift)
+                cs.append(float(np.float32(q0 + z * d)))
+            scales.append(d)
+        widths = [b.shape[1] for b in blocks]
+        col_zp = np.concatenate([np.full(n, z, np.int64) for n, z in zip(widths, zps, strict=True)])
+        featured = [i for i, c in enumerate(cs) if c != 0.0]
+        extra = np.tile(col_zp, (len(featured), 1))
+        v = np.zeros((1, len(featured)), np.float32)
+        start = np.cumsum([0, *widths])
+        for r, i in enumerate(featured):
+            m = _FEATURE_CODE if zps[i] + _FEATURE_CODE <= 127 else -_FEATURE_CODE
+            extra[r, start[i]:start[i + 1]] = zps[i] + m
+            v[0, r] = cs[i] / (scales[i] * m)
+        x = node.input[0]
+        nodes: list[onnx.NodeProto] = []
+        codes = np.concatenate(blocks, axis=1)
+        weight = f"{w}__qkv_codes"
+        if nibbles and not featured:
+            nodes += self._widen(weight, codes + 8)
+        elif nibbles:  # 4-bit codes kept two per byte, widened and the extra rows appended at load
+            nodes += self._widen(f"{w}__qkv_nibbles", codes + 8)
+            rows = self.const(f"{w}__feature_rows", extra.astype(np.int8))
+            nodes.append(helper.make_node("Concat", [f"{w}__qkv_nibbles", rows], [weight], name=weight, axis=0))
+        else:
+            self.const(weight, np.concatenate([codes, extra], axis=0).astype(np.int8))
+        xin = x
+        if featured:
+            mm = f"{w}__features"
+            # [K, P] of equal rows, stored as its one row and expanded by a constant node (folded at load)
+            row = self.const(f"{mm}_row", v)
+            shape = self.const(f"{mm}_shape", np.array([k, len(featured)], np.int64))
+            xin = f"{w}__x_features"
+            nodes += [helper.make_node("Expand", [row, shape], [f"{mm}_weight"], name=f"{mm}_weight"),
+                      helper.make_node("MatMul", [x, f"{mm}_weight"], [mm], name=mm),
+                      helper.make_node("Concat", [x, mm], [xin], name=xin, axis=-1)]
+            self.report.corrections += len(featured)
+        xq = (f"{w}__xq", f"{w}__xq_scale", f"{w}__xq_zero_point")
+        nodes.append(helper.make_node("DynamicQuantizeLinear", [xin], list(xq), name=f"{w}__quantize"))
+        col_scale = np.concatenate([np.full(n, s, np.float32) for n, s in zip(widths, scales, strict=True)])
+        uniform = bool(np.all(col_scale == col_scale[0])) and bool(np.all(col_zp == col_zp[0]))
+        ws = self.const(f"{w}__qkv_scale", np.asarray(col_scale[0] if uniform else col_scale, np.float32))
+        wz = self.const(f"{w}__qkv_zero_point", np.asarray(col_zp[0] if uniform else col_zp, np.int8))
+        bias = mha.input[3] if len(mha.input) > 3 and mha.input[3] else \
+            self.const(f"{w}__qkv_bias", np.zeros(sum(widths), np.float32))
+        mask = mha.input[4] if len(mha.input) > 4 else ""
+        attrs = {a.name: helper.get_attribute_value(a) for a in mha.attribute}
+        qattn = helper.make_node("QAttention", [xq[0], weight, bias, xq[1], ws, mask, xq[2], wz], list(mha.output),
+                                 name=f"{mha.name}__qattention", domain=MS, **attrs)
+        self.report.qattention.extend(p.name for p in parts)
+        return nodes, qattn
+
     def row_shift_invisible(self, tensor: str) -> bool:
         """True when adding the same number to every element of a row of `tensor` cannot change the
         graph's outputs: every path from it is residual sums (Add, SkipLayerNormalization's sum output)
@@ -435,6 +564,12 @@ class _Builder:
         ins = [self.const(f"{w}__codes", stored), node.input[1], self.const(f"{w}__scales", np.ascontiguousarray(scales, np.float32))]
         nodes = [helper.make_node("GatherBlockQuantized", ins, [g if row_offset is not None else node.output[0]],
                                   name=f"{w}__gbq", domain=MS, gather_axis=0, quantize_axis=1, block_size=bs, bits=bits)]
+        if row_offset is not None and self.row_shift_invisible(node.output[0]):
+            # Each looked-up row is off by its own constant (q0 + mid·D), which the LayerNorm after the
+            # embedding sum subtracts: the Add would change nothing.
+            self.report.corrections_dropped.append(w)
+            row_offset = None
+            nodes[0].output[0] = node.output[0]
         if row_offset is not None:
             # (c − mid)·D + (q0 + mid·D) = D·c + q0
             off = (row_offset + mid * scale.reshape(-1)).astype(np.float32)
@@ -490,8 +625,14 @@ def to_integer_kernels_(
 
     new_nodes: list[onnx.NodeProto] = []
     unsplit: set[str] = set()  # first outputs of the Splits made redundant by per-projection GEMMs
+    # MultiHeadAttention nodes → their QAttention, placed where the MHA was (its mask may be computed
+    # after the packed GEMM)
+    attention: dict[str, onnx.NodeProto] = {}
     for node in graph.node:
         if node.op_type == "Split" and node.output and node.output[0] in unsplit:
+            continue
+        if node.op_type == "MultiHeadAttention" and node.output[0] in attention:
+            new_nodes.append(attention.pop(node.output[0]))
             continue
         slot = 1 if node.op_type in ("MatMul", "Gemm") else 0 if node.op_type == "Gather" else None
         w = node.input[slot] if slot is not None and len(node.input) > slot else None
@@ -501,6 +642,10 @@ def to_integer_kernels_(
             continue
         after: list[onnx.NodeProto] = []
         try:
+            if node.op_type == "Gemm" and not (four_bit and int4_kernel != "int8-at-load") and _plain_linear(node):
+                _check_parts(parts)
+                new_nodes += b.at_load(node, w, parts)
+                continue
             if node.op_type == "Gemm":
                 node, parts, after = _gemm_as_matmul(node, parts)
             _check_parts(parts)
@@ -509,7 +654,12 @@ def to_integer_kernels_(
                     raise _Unsupported("gather along an axis other than 0")
                 new_nodes += b.gather(node, w, parts[0])
             elif (int8_gemm := not four_bit or (int4_kernel == "int8-at-load" and parts[0].q.granularity != "block")) and \
-                    parts[0].q.granularity != "block" and (split := b.split_of(node, parts)) is not None:
+                    (site := b.attention_of(node, parts)) is not None:
+                split, mha = site
+                pre, attention[mha.output[0]] = b.qattention(node, w, parts, mha, nibbles=four_bit)
+                new_nodes += pre
+                unsplit.add(split.output[0])
+            elif int8_gemm and parts[0].q.granularity != "block" and (split := b.split_of(node, parts)) is not None:
                 # One GEMM per projection, written straight to the Split's outputs: the packed GEMM's
                 # Split is a full copy of Q, K and V, and each projection's correction is one Add either
                 # way. X is quantized once for the three (as QAttention does).
@@ -539,6 +689,13 @@ def to_integer_kernels_(
     if not any(o.domain == MS for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS, 1))
     return b.report
+
+
+def _plain_linear(node: onnx.NodeProto) -> bool:
+    """Gemm(A, W, C) = A·Wᵀ + C (transB = 1, no transA, alpha = beta = 1): W in the torch layout."""
+    attrs = {a.name: (a.i if a.type == onnx.AttributeProto.INT else a.f) for a in node.attribute}
+    return not attrs.get("transA", 0) and attrs.get("transB", 0) == 1 and attrs.get("alpha", 1.0) == 1.0 \
+        and attrs.get("beta", 1.0) == 1.0
 
 
 def _gemm_as_matmul(node: onnx.NodeProto, parts: list[_Part]) -> tuple[onnx.NodeProto, list[_Part], list[onnx.NodeProto]]:

@@ -497,7 +497,7 @@ class _SizeJob:
                                                int4_kernel=kernel or "matmulnbits-acc0")
             # Exact (fp32 tolerance) only when no weight went to DynamicQuantizeMatMul: MatMulNBits with float
             # zero points computes in fp32 (block grids always take it, whatever export.int4_kernel says).
-            exact = not (report.dynamic_matmul or report.integer_matmul)  # activations quantized dynamically
+            exact = not (report.dynamic_matmul or report.integer_matmul or report.qattention)  # activations quantized dynamically
             tol_name = "fp32" if exact else "int8-act"
             save_model(proto, p)
             out = self._validate(p, model, TOLERANCE[tol_name], acc, weight_only=exact, relative=tol_name in RELATIVE)
@@ -513,6 +513,7 @@ class _SizeJob:
         return {**out, "codes": "compress", "graph_optimization": opt, "tolerance_name": tol_name,
                 "kernels": "+".join(k for k, used in (("DynamicQuantizeMatMul", report.dynamic_matmul),
                                                        ("MatMulIntegerToFloat", report.integer_matmul),
+                                                       ("QAttention", report.qattention),
                                                        ("MatMulNBits", report.matmul_nbits),
                                                        ("GatherBlockQuantized", report.gather_quantized),
                                                        ("DequantizeLinear", report.fallback)) if used),
