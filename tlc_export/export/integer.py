@@ -127,6 +127,12 @@ def _check_parts(parts: Sequence[_Part]) -> None:
         raise _Unsupported("packed parts on different grids")
 
 
+def _padded(k: int, p: int) -> int:
+    """p features, padded with zero ones so that the widened K is a multiple of 4: ORT's u8s8 GEMMs pack K
+    in fours, and the odd-width remainder measured slower (≈ 3 % at batch 32 on the quickstart's size)."""
+    return p + (-(k + p)) % 4
+
+
 def _pow2_block(k: int, cap: int = 256) -> int:
     """The largest power of two in [16, cap] dividing k (MatMulNBits / GatherBlockQuantized blocks), else 32."""
     for b in (256, 128, 64, 32, 16):
@@ -199,6 +205,25 @@ class _Builder:
             if c is not None and np.any(c):
                 self.report.corrections_dropped.append(w)
             return [*nodes, *self.gemm(ins, y, w)]
+        if uniform_c and uniform and x not in self.shared_quant:
+            # One extra input feature f = c·rowsum(X)/(D·m) and one weight row of code z + m: the integer GEMM
+            # adds c·rowsum(X) itself (as in `qattention`). A Concat on the [.., K] input costs less than an
+            # Add on the [.., N] output (FFN up-projections: N = 4K).
+            z0 = int(zp.reshape(-1)[0])
+            m = _FEATURE_CODE if z0 + _FEATURE_CODE <= 127 else -_FEATURE_CODE
+            row = np.full((_padded(codes.shape[0], 1), codes.shape[1]), z0, np.int8)  # padding rows: value 0
+            row[0] = z0 + m
+            if nibbles:
+                nodes.append(helper.make_node("Concat", [ins[1], self.const(f"{w}__feature_row", row)],
+                                              [f"{w}__codes_widened"], name=f"{w}__codes_widened", axis=0))
+                ins[1] = f"{w}__codes_widened"
+            else:
+                at = next(i for i, t in enumerate(self.inits) if t.name == f"{w}__codes")
+                self.inits[at] = numpy_helper.from_array(np.concatenate([b, row], axis=0).astype(np.int8), f"{w}__codes")
+            ratios = [float(c[0]) / (float(s) * m)] + [0.0] * (len(row) - 1)
+            more, ins[0] = self.features(x, codes.shape[0], ratios, w)
+            self.report.corrections += 1
+            return [*nodes, *more, *self.gemm(ins, y, w)]
         nodes += self.gemm(ins, f"{w}__xw", w)
         r = self.rowsum.get(x)
         if r is None and not uniform_c:
@@ -230,6 +255,18 @@ class _Builder:
         nodes.append(helper.make_node("Add", [f"{w}__xw", rank1], [y], name=f"{w}__corrected"))
         self.report.corrections += 1
         return nodes
+
+    def features(self, x: str, k: int, ratios: Sequence[float], w: str) -> tuple[list[onnx.NodeProto], str]:
+        """Nodes computing [X, X·[r₁·1 … r_P·1]] (X widened by P features rᵢ·rowsum(X)) and its name: one
+        fp32 GEMV and a Concat. The [K, P] matrix is stored as its one row and expanded by a constant node,
+        which ONNX Runtime folds at load: the file keeps no fp32 matrix besides the codes."""
+        mm = f"{w}__features"
+        row = self.const(f"{mm}_row", np.asarray([ratios], np.float32))
+        shape = self.const(f"{mm}_shape", np.array([k, len(ratios)], np.int64))
+        widened = f"{w}__x_features"
+        return [helper.make_node("Expand", [row, shape], [f"{mm}_weight"], name=f"{mm}_weight"),
+                helper.make_node("MatMul", [x, f"{mm}_weight"], [mm], name=mm),
+                helper.make_node("Concat", [x, mm], [widened], name=widened, axis=-1)], widened
 
     def rank1_terms(self, x: str, k: int, cs: Sequence[float], w: str) -> list[str]:
         """Tensors [.., S, 1] holding c·rowsum(X) for each c, from one fp32 GEMV X·[c₁·1 … c_P·1]
@@ -389,7 +426,6 @@ class _Builder:
         fp32 GEMV and are quantized with X (error ≤ D_p·m·s_x/2 per output, against ≈ √K·s_x·rms(W)
         from quantizing X itself); m = 16 keeps f small beside X's own range."""
         cols = [_columns(p.q, p.ref.transposed) for p in parts]
-        k = cols[0][0].shape[0]
         symmetric = parts[0].q.symmetric
         shift = 8 if nibbles else 128
         lo, hi = (-(shift - 1), shift - 1) if symmetric else (0, 2 * shift - 1)
@@ -411,8 +447,9 @@ class _Builder:
         widths = [b.shape[1] for b in blocks]
         col_zp = np.concatenate([np.full(n, z, np.int64) for n, z in zip(widths, zps, strict=True)])
         featured = [i for i, c in enumerate(cs) if c != 0.0]
-        extra = np.tile(col_zp, (len(featured), 1))
-        v = np.zeros((1, len(featured)), np.float32)
+        k = cols[0][0].shape[0]
+        extra = np.tile(col_zp, (_padded(k, len(featured)) if featured else 0, 1))  # padding rows: value 0
+        v = np.zeros((1, len(extra)), np.float32)
         start = np.cumsum([0, *widths])
         for r, i in enumerate(featured):
             m = _FEATURE_CODE if zps[i] + _FEATURE_CODE <= 127 else -_FEATURE_CODE
@@ -432,14 +469,8 @@ class _Builder:
             self.const(weight, np.concatenate([codes, extra], axis=0).astype(np.int8))
         xin = x
         if featured:
-            mm = f"{w}__features"
-            # [K, P] of equal rows, stored as its one row and expanded by a constant node (folded at load)
-            row = self.const(f"{mm}_row", v)
-            shape = self.const(f"{mm}_shape", np.array([k, len(featured)], np.int64))
-            xin = f"{w}__x_features"
-            nodes += [helper.make_node("Expand", [row, shape], [f"{mm}_weight"], name=f"{mm}_weight"),
-                      helper.make_node("MatMul", [x, f"{mm}_weight"], [mm], name=mm),
-                      helper.make_node("Concat", [x, mm], [xin], name=xin, axis=-1)]
+            more, xin = self.features(x, k, v[0].tolist(), w)
+            nodes += more
             self.report.corrections += len(featured)
         xq = (f"{w}__xq", f"{w}__xq_scale", f"{w}__xq_zero_point")
         nodes.append(helper.make_node("DynamicQuantizeLinear", [xin], list(xq), name=f"{w}__quantize"))
