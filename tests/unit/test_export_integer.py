@@ -292,3 +292,25 @@ def test_attention_projections_share_one_quantized_x(classifier, tmp_path):
     batches = _batches()
     d, tol, _ = V.compare(path, V.torch_logits(mq, batches), batches, V.TOLERANCE["int8-act"], relative=True)
     assert d <= tol
+
+
+def test_correction_kept_where_layernorm_also_returns_its_mean():
+    """A LayerNormalization whose Mean output is read sees a per-row constant: the correction stays."""
+    rng = np.random.default_rng(5)
+    w = (rng.normal(size=(K, N)) * 0.05 + 0.02).astype(np.float32)
+    codes, d, q0 = _paper_codes(w, 8)
+
+    def with_mean() -> onnx.ModelProto:
+        m = _residual_ln_graph(d * codes + q0, True)
+        m.graph.node[-1].output.append("Mean")
+        m.graph.output.append(helper.make_tensor_value_info("Mean", TensorProto.FLOAT, None))
+        return m
+
+    model = with_mean()
+    rep = to_integer_kernels_(model, {"W": InitializerRef("W", "lin.weight", True)}, {"lin.weight": _qt(codes.T, d, q0, 8)})
+    assert rep.corrections_dropped == [] and rep.corrections == 1
+    feeds = {"X": _grid_x(rng, (2, 5, K)), "R": rng.normal(size=(2, 5, N)).astype(np.float32)}
+    sess_ref, sess = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                      for m in (with_mean(), model))
+    want, got = sess_ref.run(["Mean"], feeds)[0], sess.run(["Mean"], feeds)[0]
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
