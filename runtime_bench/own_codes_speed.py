@@ -86,12 +86,14 @@ def build_files(layers: int, hidden: int, vocab: int, seq: int, out: Path, stati
 def _session(path: Path, threads: int):
     import onnxruntime as ort
 
+    from tlc_export.export.session import cpu_session
+
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    return cpu_session(path, so)
 
 
 def interleaved(files: dict[str, Path], batches: list[int], seq: int, vocab: int, rounds: int, warmup: int,

@@ -18,6 +18,7 @@ import numpy as np
 
 from runtime_bench.backends.base import Backend, Dtype
 from tlc_export.errors import StageError
+from tlc_export.export.session import cpu_session
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -76,7 +77,10 @@ class OnnxRuntime(Backend):
             providers.append(("CUDAExecutionProvider", self._provider_options(path, "cuda")))  # nodes TRT cannot take
         if self.provider != "cpu":
             providers.append("CPUExecutionProvider")  # ops a GPU provider lacks fall back here
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        if self.provider == "cpu":
+            self.session = cpu_session(path, so)  # without ORT's load-time SkipLayerNormalization fusion (slower on CPU)
+        else:
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         got = self.session.get_providers()
         if PROVIDERS[self.provider] not in got:
             raise StageError(f"{path}: ONNX Runtime did not enable {PROVIDERS[self.provider]} (session providers: {got})")

@@ -52,8 +52,10 @@ def _fake_ort(log: list) -> types.ModuleType:
             return [self.inputs["input_ids"].array[:, :2].astype(np.float32)]
 
     class InferenceSession:
-        def __init__(self, path: str, sess_options: Any, providers: list) -> None:
+        def __init__(self, path: str, sess_options: Any, providers: list, disabled_optimizers: Any = None) -> None:
             log.append(("providers", providers))
+            if disabled_optimizers is not None:
+                log.append(("disabled_optimizers", disabled_optimizers))
             self.providers = [p[0] if isinstance(p, tuple) else p for p in providers]
 
         def get_providers(self) -> list[str]:
@@ -92,7 +94,7 @@ def test_onnxruntime_gpu_provider_uses_device_io_binding(tmp_path: Path, monkeyp
     (tmp_path / "m.onnx").write_bytes(b"onnx")
     b = OnnxRuntime(device=provider)
     b.load(tmp_path / "m.onnx")
-    (_, providers), = log
+    (_, providers), = log  # and no disabled_optimizers: SkipLayerNormFusion stays on for GPU providers
     first, *rest = providers
     assert first[0] == ("CUDAExecutionProvider" if provider == "cuda" else "TensorrtExecutionProvider")
     assert first[1]["user_compute_stream"] == "4242"  # torch's stream: the harness's CUDA events see the work
@@ -116,6 +118,8 @@ def test_onnxruntime_cpu_keeps_host_feeds(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "m.onnx").write_bytes(b"onnx")
     b = OnnxRuntime(device="cpu")
     b.load(tmp_path / "m.onnx")
+    # CPU only: ORT's load-time SkipLayerNormalization fusion left out (tests/unit/test_export_optimize.py checks the name)
+    assert log == [("providers", ["CPUExecutionProvider"]), ("disabled_optimizers", ["SkipLayerNormFusion"])]
     ids = np.arange(12).reshape(2, 6)
     assert b.run(ids, np.ones_like(ids)).shape == (2, 2) and log[-1] == ("run_host",)
 

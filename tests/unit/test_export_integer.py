@@ -230,10 +230,15 @@ def test_masked_asymmetric_weights_fall_back_to_dequantize(classifier):
     assert np.abs(got - ref).max() <= V.TOLERANCE["int8-act"] * np.abs(ref).max()
 
 
-def _residual_ln_graph(w_onnx: np.ndarray, with_ln: bool) -> onnx.ModelProto:
-    """Y = MatMul(X, W) + R (a residual sum), then LayerNormalization over the last axis (or Y itself out)."""
-    nodes = [helper.make_node("MatMul", ["X", "W"], ["Y"]), helper.make_node("Add", ["Y", "R"], ["S"])]
+def _residual_ln_graph(w_onnx: np.ndarray, with_ln: bool, bias: bool = False) -> onnx.ModelProto:
+    """Y = MatMul(X, W) (+ a bias vector) + R (a residual sum), then LayerNormalization over the last axis
+    (or the sum itself out)."""
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["Y"])]
     inits = [numpy_helper.from_array(w_onnx.astype(np.float32), "W")]
+    if bias:  # as the fused CPU graph has it: the bias Add, then the residual Add
+        nodes.append(helper.make_node("Add", ["Y", "Bias"], ["YB"]))
+        inits.append(numpy_helper.from_array(np.linspace(-0.3, 0.3, N).astype(np.float32), "Bias"))
+    nodes.append(helper.make_node("Add", ["YB" if bias else "Y", "R"], ["S"]))
     if with_ln:
         nodes.append(helper.make_node("LayerNormalization", ["S", "G", "B"], ["O"], axis=-1, epsilon=1e-5))
         inits += [numpy_helper.from_array(np.linspace(0.5, 1.5, N).astype(np.float32), "G"),
@@ -246,17 +251,18 @@ def _residual_ln_graph(w_onnx: np.ndarray, with_ln: bool) -> onnx.ModelProto:
     return m
 
 
-@pytest.mark.parametrize("with_ln", [True, False])
-def test_correction_left_out_only_where_layernorm_removes_it(with_ln):
-    """A per-row constant is invisible after a LayerNorm over the row: there the correction is left out and the
-    result still equals the DQ + Add graph's; where the sum leaves the graph unnormalized it is kept."""
+@pytest.mark.parametrize(("with_ln", "bias"), [(True, False), (False, False), (True, True), (False, True)])
+def test_correction_left_out_only_where_layernorm_removes_it(with_ln, bias):
+    """A per-row constant is invisible after a LayerNorm over the row (a bias Add on the way keeps it a per-row
+    constant): there the correction is left out and the result still equals the DQ + Add graph's; where the sum
+    leaves the graph unnormalized it is kept."""
     rng = np.random.default_rng(4)
     w = (rng.normal(size=(K, N)) * 0.05 + 0.02).astype(np.float32)
     codes, d, q0 = _paper_codes(w, 8)
-    model = _residual_ln_graph(d * codes + q0, with_ln)
+    model = _residual_ln_graph(d * codes + q0, with_ln, bias)
     rep = to_integer_kernels_(model, {"W": InitializerRef("W", "lin.weight", True)}, {"lin.weight": _qt(codes.T, d, q0, 8)})
     assert rep.corrections_dropped == (["W"] if with_ln else []) and rep.corrections == (0 if with_ln else 1)
-    ref = _residual_ln_graph(d * codes + q0, with_ln)  # fp32 weights Δ·codes + q0, plain ONNX
+    ref = _residual_ln_graph(d * codes + q0, with_ln, bias)  # fp32 weights Δ·codes + q0, plain ONNX
     feeds = {"X": _grid_x(rng, (2, 5, K)), "R": rng.normal(size=(2, 5, N)).astype(np.float32)}
     want = _run(ref, feeds)
     np.testing.assert_allclose(_run(model, feeds), want, atol=1e-4 * np.abs(want).max(), rtol=0)
@@ -350,3 +356,26 @@ def test_classifier_head_keeps_codes_and_runs_fp32_rebuilt_at_load(classifier, t
         want = t.scale.item() * t.codes.numpy().astype(np.float64) + t.offset.item()
         got = next(folded[n.input[1]] for n in gemms if n.input[1] in folded and folded[n.input[1]].shape == want.shape)
         np.testing.assert_allclose(got, want, atol=1e-6 * np.abs(want).max(), rtol=0)
+
+
+def test_correction_kept_where_layernorm_also_returns_its_mean():
+    """A LayerNormalization whose Mean output is read sees a per-row constant: the correction stays."""
+    rng = np.random.default_rng(5)
+    w = (rng.normal(size=(K, N)) * 0.05 + 0.02).astype(np.float32)
+    codes, d, q0 = _paper_codes(w, 8)
+
+    def with_mean() -> onnx.ModelProto:
+        m = _residual_ln_graph(d * codes + q0, True)
+        m.graph.node[-1].output.append("Mean")
+        m.graph.output.append(helper.make_tensor_value_info("Mean", TensorProto.FLOAT, None))
+        return m
+
+    model = with_mean()
+    rep = to_integer_kernels_(model, {"W": InitializerRef("W", "lin.weight", True)}, {"lin.weight": _qt(codes.T, d, q0, 8)})
+    assert rep.corrections_dropped == [] and rep.corrections == 1
+    feeds = {"X": _grid_x(rng, (2, 5, K)), "R": rng.normal(size=(2, 5, N)).astype(np.float32)}
+    sess_ref, sess = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                      for m in (with_mean(), model))
+    want, got = sess_ref.run(["Mean"], feeds)[0], sess.run(["Mean"], feeds)[0]
+    # X on the grid (scale 1/64); the rank-1 feature rounds by ≤ Δ·m/128 (see the first test)
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max() + d * _FEATURE_CODE / 128, rtol=0)

@@ -150,7 +150,6 @@ class _Builder:
             for i in n.input:
                 self.consumers.setdefault(i, []).append(n)
         self.graph_outputs = {o.name for o in g.output}
-        self.init_names = {i.name for i in g.initializer}
         self.split_sizes = {i.name: numpy_helper.to_array(i).tolist() for i in g.initializer
                             if i.data_type == onnx.TensorProto.INT64 and len(i.dims) == 1}
         self.inits: list[onnx.TensorProto] = []
@@ -489,7 +488,7 @@ class _Builder:
 
     def row_shift_invisible(self, tensor: str) -> bool:
         """True when adding the same number to every element of a row of `tensor` cannot change the
-        graph's outputs: every path from it is residual sums (Add, SkipLayerNormalization's sum output)
+        graph's outputs: every path from it is sums (Add: residual or bias; SkipLayerNormalization's sum output)
         that end in LayerNormalizations over the last axis, which subtract the row mean."""
         seen: set[str] = set()
         stack = [tensor]
@@ -503,6 +502,8 @@ class _Builder:
             for n in self.consumers[t]:
                 axis = next((a.i for a in n.attribute if a.name == "axis"), -1)
                 if n.op_type == "LayerNormalization" and n.input[0] == t and axis == -1:
+                    if any(o for o in n.output[1:]):  # its Mean output would see the shift
+                        return False
                     continue
                 if n.op_type == "SkipLayerNormalization" and t in n.input[:2]:
                     if any(o for o in n.output[1:3]):  # mean / inverse std-dev outputs would see the shift
@@ -510,16 +511,13 @@ class _Builder:
                     if len(n.output) > 3 and n.output[3]:
                         stack.append(n.output[3])
                     continue
-                if n.op_type == "Add" and self._rowwise_add(n, t):
+                if n.op_type == "Add":
+                    # A residual sum or a bias (the fused CPU graph adds the bias, then the residual, before its
+                    # LayerNormalization): broadcasting keeps the last axis last, so a row shift of `t` is one of the sum.
                     stack.append(n.output[0])
                     continue
                 return False
         return True
-
-    def _rowwise_add(self, n: onnx.NodeProto, t: str) -> bool:
-        """An Add of `t` and a non-constant tensor of the same shape (a residual sum), not a broadcast constant."""
-        other = n.input[1] if n.input[0] == t else n.input[0]
-        return other not in self.init_names
 
     # -- 4-bit: MatMulNBits with float zero points ---------------------------------------------------
     def matmul_nbits(self, node: onnx.NodeProto, w: str, parts: Sequence[_Part], level: int) -> list[onnx.NodeProto]:

@@ -1,12 +1,28 @@
-"""Plain ONNX Runtime CPU sessions, as a deployment opens a file (no torch: serving imports this)."""
+"""ONNX Runtime CPU sessions, as a deployment should open a file (no torch: serving imports this)."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
+
+# ORT's C++ graph transformer (EXTENDED level) that fuses Add + LayerNormalization, when the sum has one reader,
+# into com.microsoft.SkipLayerNormalization at load: its CPU kernel took 3-4x the time of the ops it replaces
+# (onnxruntime 1.32, 2-core EPYC), and `export.optimize` writes those sums unfused for that reason.
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
-def session(path: str | bytes | os.PathLike[str], threads: int | None = None, exact: bool = False):
-    """A plain CPU InferenceSession, as a user would open the file (or serialized model bytes).
+def cpu_session(model: str | bytes | os.PathLike[str], opts: Any = None) -> Any:
+    """`onnxruntime.InferenceSession` of a file (or serialized model bytes) on the CPU provider with
+    `opts`, without the load-time optimizers of `CPU_DISABLED_OPTIMIZERS`."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                providers=["CPUExecutionProvider"], disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))
+
+
+def session(path: str | bytes | os.PathLike[str], threads: int | None = None, exact: bool = False) -> Any:
+    """A CPU InferenceSession with default graph optimizations (less `CPU_DISABLED_OPTIMIZERS`), as a
+    deployment should open the file (or serialized model bytes).
 
     `exact=True` stops ORT from fusing DequantizeLinear(INT4)+MatMul into MatMulNBits with int8
     activations (its CPU default, accuracy level 4, ~1e-2 relative logit error): the weight check
@@ -20,4 +36,4 @@ def session(path: str | bytes | os.PathLike[str], threads: int | None = None, ex
     if threads:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return cpu_session(path, opts)

@@ -71,6 +71,7 @@ def latency(classifier: nn.Module, batch_sizes: list[int], seq_len: int, folder:
         import onnxruntime as ort
 
         from tlc_export.export.onnx_export import export_onnx
+        from tlc_export.export.session import cpu_session
 
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "model.onnx"
@@ -78,7 +79,7 @@ def latency(classifier: nn.Module, batch_sizes: list[int], seq_len: int, folder:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = cpu_session(path, opts)
 
         def run(ids: np.ndarray) -> None:
             sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})

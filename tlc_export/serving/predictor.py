@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from tlc_export.export.session import session as export_session
 from tlc_export.serving.bundle import FIX, Bundle, BundleError
 from tlc_export.tokens import (
     DEFAULT_BATCH_SIZE,
@@ -21,14 +22,8 @@ INPUTS = ("input_ids", "attention_mask")
 
 
 def session(path: str, threads: int | None = None) -> Any:
-    """A plain CPU InferenceSession (default graph optimizations), as the export stage scores files."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    """The CPU InferenceSession the export stage scores files with (`tlc_export.export.session`)."""
+    return export_session(path, threads)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
