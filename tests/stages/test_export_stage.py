@@ -138,9 +138,13 @@ def _check_cpu_fusions(run: RunDir, by: dict, task, keys) -> None:
         assert opt["applied"] and opt["attention_fused"] == 2, (key, opt)
         assert opt["fusions"]["BiasGelu"] == 2 and "SkipLayerNormalization" not in opt["fusions"], opt
         assert "SkipLayerNormalization" not in _ops(run.root / r["path"]), key  # slower on CPU than Add + LayerNorm
-        if r.get("codes") == "compress":  # own codes on integer kernels: packed QKV + MultiHeadAttention, no unfused twin
+        if r.get("codes") == "compress":  # own codes on integer kernels (no unfused twin): packed QKV, then
+            # QAttention on 8-bit integer GEMMs (always for onnx-int8), MultiHeadAttention after MatMulNBits
             assert opt["fusions"]["MultiHeadAttention"] == 2, opt
-            assert "MultiHeadAttention" in _ops(run.root / r["path"]) and "Softmax" not in _ops(run.root / r["path"])
+            attention = "QAttention" if "QAttention" in r["kernels"].split("+") else "MultiHeadAttention"
+            if key[1] == "onnx-int8":
+                assert attention == "QAttention", r["kernels"]
+            assert attention in _ops(run.root / r["path"]) and "Softmax" not in _ops(run.root / r["path"])
             continue
         assert opt["fusions"]["Attention"] == 2, opt
         fused, raw = run.root / r["path"], run.root / r["unfused_path"]
@@ -274,9 +278,17 @@ def _check_stored_codes(proto, art, refs: dict, packed: dict) -> int:
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     checked = 0
     for node in proto.graph.node:
-        if node.op_type not in ("DynamicQuantizeMatMul", "MatMulNBits", "GatherBlockQuantized"):
+        if node.op_type not in ("DynamicQuantizeMatMul", "MatMulNBits", "GatherBlockQuantized", "QAttention", "Gemm"):
             continue
-        w = node.name.rsplit("__", 1)[0]
+        # QAttention's weight is `<packed>__qkv_codes`; the other kernels are named `<weight>__<kernel>`
+        w = (node.input[1] if node.op_type in ("QAttention", "Gemm") else node.name).rsplit("__", 1)[0]
+        if node.op_type == "Gemm":  # the head: codes in the torch layout, rebuilt in fp32 at load
+            if f"{w}__codes" not in inits:
+                continue
+            q = art.quantized[refs[w]["param"]]
+            np.testing.assert_array_equal(inits[f"{w}__codes"].astype(np.int16), q.codes.numpy().astype(np.int16))
+            checked += 1
+            continue
         qs = [(art.quantized[refs[src]["param"]], refs[src]["transposed"]) for src in packed.get(w, [w])]
         if node.op_type == "GatherBlockQuantized":
             (q, _), = qs
@@ -292,10 +304,13 @@ def _check_stored_codes(proto, art, refs: dict, packed: dict) -> int:
             blocks = _unpack_nibbles(inits[node.input[1]])  # [N, nb, bs]
             got = blocks.reshape(blocks.shape[0], -1)[:, :k].T.astype(np.int16)
             np.testing.assert_array_equal(got, want + (8 if qs[0][0].symmetric else 0))
-        elif node.input[1] in inits:  # 8-bit codes shifted into int8 (asymmetric: − 128)
-            np.testing.assert_array_equal(inits[node.input[1]].astype(np.int16), want - (0 if qs[0][0].symmetric else 128))
-        else:  # 4-bit codes stored two per byte, widened at load
-            nib = _unpack_nibbles(inits[f"{node.input[1]}__nibbles"])[:, : want.shape[1]]
+        elif node.input[1] in inits:  # 8-bit codes shifted into int8 (asymmetric: − 128), then the rank-1 feature rows
+            np.testing.assert_array_equal(inits[node.input[1]][: want.shape[0]].astype(np.int16),
+                                          want - (0 if qs[0][0].symmetric else 128))
+        else:  # 4-bit codes stored two per byte, widened (and feature rows appended) at load
+            stored = next(inits[n] for n in (f"{node.input[1]}__nibbles", f"{w}__codes__nibbles", f"{w}__qkv_nibbles__nibbles")
+                          if n in inits)
+            nib = _unpack_nibbles(stored)[:, : want.shape[1]]
             np.testing.assert_array_equal(nib.astype(np.int16), want + (8 if qs[0][0].symmetric else 0))
         checked += 1
     return checked
