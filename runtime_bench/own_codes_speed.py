@@ -8,7 +8,8 @@ asymmetric, 8 and 4 bits) and exported as:
 
 - `onnx-fp32`: the fused fp32 graph (what the export stage writes);
 - `onnx-int8-dynamic`: ORT's `quantize_dynamic` of that graph (ORT's grid, not the variant's);
-- `onnx-int8` (own codes): DynamicQuantizeMatMul on the variant's 8-bit codes + rank-1 correction;
+- `onnx-int8` (own codes): QAttention and DynamicQuantizeMatMul on the variant's 8-bit codes, the rank-1
+  term as an extra input feature (`tlc_export.export.integer`);
 - `onnx-int4` (own codes): MatMulNBits with float zero points, `accuracy_level` 0 and 4;
 - `onnx-int8-static`: ORT's static QDQ INT8 (TensorRT's form), to say whether it belongs on CPU.
 

@@ -4,37 +4,42 @@ A DequantizeLinear (+ Add(q0)) file rebuilds every fp32 weight on every call and
 GEMMs: small, not fast. Here each weight matrix keeps the variant's codes but feeds an integer (or
 fused low-bit) kernel directly:
 
-- 8-bit containers (the b8 / b6 variants) → `com.microsoft.DynamicQuantizeMatMul` plus a rank-1
-  correction. The paper's grid is W = D·W_I + q0 (q0 = min W, not an integer multiple of D). With
-  z = round(-q0/D), the code nearest 0, and c = q0 + z·D (|c| ≤ D/2):
+- 8-bit containers (the b8 / b6 variants) → ORT's u8s8 integer kernels on the stored codes. The paper's
+  grid is W = D·W_I + q0 (q0 = min W, not an integer multiple of D). With z = round(-q0/D), the code
+  nearest 0, and c = q0 + z·D (|c| ≤ D/2):
 
       X·W = D·(X·(W_I − z)) + c·rowsum(X)
 
-  The first term is the integer GEMM on the stored codes (as int8 `W_I − 128` with zero point
-  `z − 128`: the same codes, shifted into the signed container ORT's u8s8 kernels take, and
-  centred, so quantizing X costs no more than it does for ORT's own INT8); the second is a
-  `ReduceSum` over X times c. Per-channel grids give per-column D, z, c; symmetric grids have c = 0
-  (no correction) and map directly. X is quantized dynamically (per tensor, uint8), as in
-  `onnx-int8-dynamic`: the file is the variant's weights with dynamically quantized activations.
+  The first term is the integer GEMM (codes as int8 `W_I − 128`, zero point `z − 128`); ORT's kernels
+  take integer zero points only, so the second, rank-1 term rides in the GEMM as an extra input
+  feature f = c·rowsum(X)/(D·m) (one fp32 GEMV, then a Concat onto X) against one extra weight row of
+  code z + m (value D·m): the GEMM adds c·rowsum(X) itself. f is quantized with X, so the term is exact
+  up to D·m·s_x/2 per output, beside the ≈ √K·s_x·rms(W) that quantizing X costs anyway. Zero features
+  pad the widened K to a multiple of 4 (ORT packs K in fours). Symmetric grids have c = 0 and map
+  directly; per-channel grids (per-column c) add rowsum(X) ⊗ c after the GEMM instead. Where only
+  LayerNorms read the output (the attention output and second FFN projections, added into the residual
+  stream), the term is a per-row constant the mean subtraction removes, and is left out.
+- Packed attention (`optimize.fuse_preln_attention_(packed=...)`: one MatMul on the packed [H, 3H]
+  weight, a Split, MultiHeadAttention) → one `QAttention`, the integer GEMM and the attention in one
+  kernel as in `onnx-int8-dynamic`: per-column scales and zero points keep each projection's grid, and
+  one feature per projection (its extra row holds z_p + m in its own columns, the zero point elsewhere)
+  carries its c_p. Grids QAttention cannot hold keep one MatMulIntegerToFloat per projection on X
+  quantized once.
 - 4-bit → `com.microsoft.MatMulNBits`, whose block scales and *float* zero points hold any grid:
   per-tensor / per-channel codes get the same D in every block and zero point −q0/D, so
-  (W_I − zp)·D = D·W_I + q0 exactly; block grids map block for block. No correction term.
+  (W_I − zp)·D = D·W_I + q0 exactly; block grids map block for block. No correction term. Or
+  (`int8-at-load`) the 4-bit codes widened to int8 by constant nodes ONNX Runtime folds at load, then
+  the 8-bit kernels above.
 - Embedding tables → `com.microsoft.GatherBlockQuantized` (gather the codes, dequantize the rows
-  looked up) then `Add` of the grid's offset; a table is never dequantized whole.
-- Packed attention (`optimize.fuse_preln_attention_(packed=...)`): the fused graph computes Q, K, V
-  as one MatMul on the packed [H, 3H] weight, then a Split for MultiHeadAttention (ONNX Runtime's CPU
-  kernel takes no packed QKV). On integer kernels each projection gets its own GEMM written straight to
-  the Split's outputs, each with its own grid: the Split was a full copy of Q, K and V, and the three
-  corrections cost one Add each either way. Without such a Split the packed [H, 3H] codes run as one
-  GEMM with per-column scale / zero point / correction.
-- The rank-1 terms c·rowsum(X) come from one fp32 GEMV, X·[c₁·1 … c_P·1], shared by every GEMM on
-  the same X (Q, K, V), then a Split: at batch 1 the graph's cost is mostly its node count, and this is
-  one node where ReduceSum and a Mul per projection were four.
+  looked up); a table is never dequantized whole. The grid's offset is a per-row constant the
+  embedding LayerNorm removes, so its Add is left out where only that LayerNorm reads the sum.
+- A Gemm (one row per example: the classifier head) in an 8-bit or `int8-at-load` file keeps its codes and rebuilds D·W_I + q0 in fp32
+  by constant nodes folded at load: an integer kernel gains nothing there, and its dynamic
+  quantization, rank-1 term and bias cost four nodes per call.
 
 What none of these kernels can hold falls back to codes + DequantizeLinear (`qdq.dequant_nodes`,
 8-bit container) and is listed in the report: asymmetric weights with a pruning mask (a re-zeroed
-position has no code), 8-bit block grids, 4-bit blocks that are not a power of two ≥ 16. A Gemm
-(the classifier head, A·Wᵀ + C) is taken as a MatMul plus its bias.
+position has no code), 8-bit block grids, 4-bit blocks that are not a power of two ≥ 16.
 """
 
 from __future__ import annotations
