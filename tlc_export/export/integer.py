@@ -164,6 +164,8 @@ class _Builder:
         self.rank1: dict[tuple[str, float], str] = {}  # (X, c) → c·rowsum(X)
         self.pending: dict[str, list[onnx.NodeProto]] = {}  # rank-1 nodes not yet placed in the graph
         self.report = IntegerReport()
+        self.float_inits = {i.name: i for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT}
+        self.absorbed: set[str] = set()  # names of bias Adds taken into a DynamicQuantizeMatMul
 
     def const(self, name: str, value: np.ndarray) -> str:
         self.inits.append(numpy_helper.from_array(value, name))
@@ -208,7 +210,7 @@ class _Builder:
             # A per-row constant added to a tensor that only LayerNorms read changes nothing downstream.
             if c is not None and np.any(c):
                 self.report.corrections_dropped.append(w)
-            return [*nodes, *self.gemm(ins, y, w)]
+            return [*nodes, *self.gemm(ins, y, w, n=codes.shape[1])]
         if uniform_c and uniform and x not in self.shared_quant:
             # One extra input feature f = c·rowsum(X)/(D·m) and one weight row of code z + m: the integer GEMM
             # adds c·rowsum(X) itself (as in `qattention`). A Concat on the [.., K] input costs less than an
@@ -227,7 +229,7 @@ class _Builder:
             ratios = [float(c[0]) / (float(s) * m)] + [0.0] * (len(row) - 1)
             more, ins[0] = self.features(x, codes.shape[0], ratios, w)
             self.report.corrections += 1
-            return [*nodes, *more, *self.gemm(ins, y, w)]
+            return [*nodes, *more, *self.gemm(ins, y, w, n=codes.shape[1])]
         nodes += self.gemm(ins, f"{w}__xw", w)
         r = self.rowsum.get(x)
         if r is None and not uniform_c:
@@ -324,18 +326,35 @@ class _Builder:
         nodes.append(helper.make_node("Cast", [f"{p}__cut" if n % 2 else f"{p}__c32"], [name], to=onnx.TensorProto.INT8))
         return nodes
 
-    def gemm(self, ins: list[str], y: str, w: str) -> list[onnx.NodeProto]:
-        """DynamicQuantizeMatMul(X, codes, scale[, zp]); on an X that several GEMMs share (`share_quant`),
-        X is quantized once (DynamicQuantizeLinear) and each GEMM is a MatMulIntegerToFloat on it."""
+    def gemm(self, ins: list[str], y: str, w: str, n: int = -1) -> list[onnx.NodeProto]:
+        """DynamicQuantizeMatMul(X, codes, scale[, zp][, bias]); on an X that several GEMMs share
+        (`share_quant`), X is quantized once (DynamicQuantizeLinear) and each GEMM is a MatMulIntegerToFloat
+        on it. `n`: the GEMM's width, when `y` is its final value (an Add of an [n] bias after it is taken
+        into the kernel, as ORT's own quantizer does)."""
         x = ins[0]
         if x not in self.shared_quant:
             self.report.dynamic_matmul.append(w)
+            bias = self.bias_add(y, n)
+            if bias is not None:  # the Add of a constant bias that follows, taken into the kernel
+                self.absorbed.add(bias.output[0])
+                ins = [*ins[:3], ins[3] if len(ins) > 3 else "", bias.input[1] if bias.input[0] == y else bias.input[0]]
+                y = bias.output[0]
             return [helper.make_node("DynamicQuantizeMatMul", ins, [y], name=f"{w}__dqmm", domain=MS)]
         self.report.integer_matmul.append(w)
         xq, xs, xz = self.shared_quant[x]
         nodes = self.pending_quant.pop(x, [])
         mif = [xq, ins[1], xs, ins[2], xz] + ins[3:4]
         return [*nodes, helper.make_node("MatMulIntegerToFloat", mif, [y], name=f"{w}__mif", domain=MS)]
+
+    def bias_add(self, y: str, n: int) -> onnx.NodeProto | None:
+        """The Add that is `y`'s only reader and adds a constant [n] float vector (a Linear's bias), or None."""
+        users = self.consumers.get(y, [])
+        if n < 0 or len(users) != 1 or users[0].op_type != "Add" or y in self.graph_outputs:
+            return None
+        add = users[0]
+        other = add.input[1] if add.input[0] == y else add.input[0]
+        t = self.float_inits.get(other)
+        return add if t is not None and tuple(t.dims) == (n,) else None
 
     def share_quant(self, x: str) -> None:
         if x not in self.shared_quant:
@@ -664,6 +683,8 @@ def to_integer_kernels_(
     attention: dict[str, onnx.NodeProto] = {}
     for node in graph.node:
         if node.op_type == "Split" and node.output and node.output[0] in unsplit:
+            continue
+        if node.op_type == "Add" and node.output[0] in b.absorbed:
             continue
         if node.op_type == "MultiHeadAttention" and node.output[0] in attention:
             new_nodes.append(attention.pop(node.output[0]))
