@@ -371,3 +371,20 @@ def test_large_models_use_external_data(tiny_run, tmp_path: Path) -> None:
     mask = (ids != 1).astype(np.int64)
     exported = tiny_run.run_dir / choice.export["path"]
     np.testing.assert_array_equal(_ort(out / "model.onnx", ids, mask), _ort(exported, ids, mask))
+
+
+def test_readme_snippet_without_tlc_classifies_as_predict(fp32_bundle: Path) -> None:
+    """The bundle README's plain-Python snippet (onnxruntime + tokenizers, no tlc) runs as written, in the bundle
+    folder, and prints for its two example texts the labels `tlc predict` gives them."""
+    blocks = (fp32_bundle / "README.md").read_text().split("```python\n")
+    plain = next(b.split("```")[0] for b in blocks[1:] if "import onnxruntime" in b)
+    assert "tlc_export" not in plain and "SkipLayerNormFusion" in plain
+    proc = subprocess.run([sys.executable, "-c", plain], cwd=fp32_bundle, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = [line.split(" ", 1)[0] for line in proc.stdout.splitlines()]
+    texts = ["a gorgeous, witty, seductive movie.", "dull and far too long."]
+    assert all(f'"{t}"' in plain for t in texts)
+    r = CliRunner().invoke(main, ["predict", str(fp32_bundle), *texts, "--jsonl"])
+    assert r.exit_code == 0, r.output
+    want = [json.loads(x)["label"] for x in r.output.splitlines() if x.startswith("{")]
+    assert got == want and len(want) == 2
