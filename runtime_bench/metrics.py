@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -116,6 +117,7 @@ def interleaved_turns(
     settle_s: float = SETTLE_S,
     turn_s: float = TURN_S,
     min_per_turn: int = 3,
+    turns: dict[str, list[list[float]]] | None = None,
 ) -> dict[str, list[float]]:
     """Milliseconds per call of each of `calls`, timed in turns: every round gives each call one turn, in
     an order rotated by one per round (so load from other processes, and whatever ran just before, hits
@@ -125,7 +127,8 @@ def interleaved_turns(
     spinning for a while (its default, kept, as a serving process has it), and in one process they take
     the cores from whichever session runs next. Timing one call of each session in turn measures that
     contention: on 2 cores it made a 1.5 ms batch-1 call read up to 5× slower, unevenly across files.
-    The first `warmup_rounds` rounds are not kept.
+    The first `warmup_rounds` rounds are not kept. `turns`, when given, also gets each kept turn's
+    samples per call, one list per round, so rounds can be paired across calls (`paired_ratios`).
     """
     names = list(calls)
     samples: dict[str, list[float]] = {k: [] for k in names}
@@ -139,13 +142,32 @@ def interleaved_turns(
                 if time.perf_counter() >= t_end:
                     break
             t_end, n = time.perf_counter() + turn_s, 0
+            turn: list[float] = []
             while n < min_per_turn or time.perf_counter() < t_end:
                 t0 = time.perf_counter_ns()
                 fn()
                 n += 1
-                if r >= warmup_rounds:
-                    samples[k].append((time.perf_counter_ns() - t0) / 1e6)
+                turn.append((time.perf_counter_ns() - t0) / 1e6)
+            if r >= warmup_rounds:
+                samples[k].extend(turn)
+                if turns is not None:
+                    turns.setdefault(k, []).append(turn)
     return samples
+
+
+def paired_ratios(turns: Mapping[str, Sequence[Sequence[float]]], base: str) -> dict[str, tuple[float, float, float]]:
+    """Per call: the median over rounds of (its turn's median ÷ `base`'s turn median in the same round),
+    with the median's distribution-free 95 % interval (`tlc_export.stats.median_interval`). Turns of one
+    round run back to back, so load that comes and goes hits both sides of each ratio alike; the
+    interval says whether a ratio is beyond the machine's noise."""
+    from tlc_export.stats import median_interval
+
+    ref = [statistics.median(t) for t in turns[base]]
+    out = {}
+    for k, ts in turns.items():
+        ratios = [statistics.median(t) / b for t, b in zip(ts, ref, strict=True)]
+        out[k] = median_interval(ratios)
+    return out
 
 
 # --- memory ---------------------------------------------------------------------------------

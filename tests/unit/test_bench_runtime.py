@@ -370,3 +370,31 @@ def test_interleaved_turns_settle_rotate_and_drop_warmup_rounds():
     assert log == list("aaabbbccc" + "bbbcccaaa" + "cccaaabbb")
     assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4, "c": 4}
     assert all(t >= 0 for v in samples.values() for t in v)
+
+
+def test_interleaved_turns_keep_rounds_apart_for_pairing():
+    """`turns` gets each kept turn's samples, one list per round and call, the same samples as the flat lists."""
+    from runtime_bench.metrics import interleaved_turns
+
+    calls = {k: (lambda: None) for k in "ab"}
+    turns: dict[str, list[list[float]]] = {}
+    samples = interleaved_turns(calls, rounds=3, warmup_rounds=1, settle_s=0.0, turn_s=0.0, min_per_turn=2, turns=turns)
+    assert {k: [len(t) for t in v] for k, v in turns.items()} == {"a": [2, 2, 2], "b": [2, 2, 2]}
+    assert {k: [x for t in v for x in t] for k, v in turns.items()} == samples
+
+
+def test_paired_ratios_divide_within_rounds_and_decide_on_the_interval():
+    """A file twice as slow as the base in every round reads 2.0 however much the rounds differ (a load burst
+    slows both sides of a round alike); the bench's target reads the interval, not the point."""
+    from runtime_bench.metrics import paired_ratios
+    from runtime_bench.own_codes_speed import target
+
+    base = [[1.0, 1.2, 1.1], [5.0, 5.0, 5.0], [0.9, 1.0, 1.1], [2.0, 2.2, 2.1], [1.0, 1.0, 1.0], [3.0, 3.0, 3.0]]
+    turns = {"base": base, "slow": [[2 * x for x in t] for t in base], "same": base}
+    got = paired_ratios(turns, "base")
+    assert got["slow"][0] == 2.0 and got["same"][0] == 1.0
+    # six rounds give the widest order-statistic interval, [min, max]: all 2.0 here
+    assert got["slow"][1:] == (2.0, 2.0)
+    assert target((1.0, 0.98, 1.04), 1.05) == "met"
+    assert target((1.1, 1.06, 1.2), 1.05) == "not met"
+    assert target((1.04, 0.99, 1.09), 1.05) == "inside the noise"
