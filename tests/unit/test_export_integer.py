@@ -156,15 +156,29 @@ def _batches(vocab: int = 300) -> list[V.Batch]:
     return [V.Batch(ids.astype(np.int64), mask.astype(np.int64), np.zeros(4, np.int64))]
 
 
-@pytest.mark.parametrize("bits,kernel", [(8, None), (4, "matmulnbits-acc0"), (4, "int8-at-load")])
-def test_embeddings_quantized_and_file_computes_the_variant(classifier, tmp_path, bits, kernel):
+def _own_file(classifier, bits: int = 8, **kw):
+    """(fake-quant model, its codes, the integer file, report, graph optimization) on the paper's grid."""
     m, tpl = classifier
     mq = copy.deepcopy(m)
     q = quantize_(mq, QuantConfig(bits=bits))
-    model, rep, opt = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64, four_bit=bits == 4,
-                                    int4_kernel=kernel or "matmulnbits-acc0")
-    path = tmp_path / "own.onnx"
+    model, rep, opt = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64, four_bit=bits == 4, **kw)
+    return mq, q, model, rep, opt
+
+
+def _assert_computes_fake_quant(model: onnx.ModelProto, mq, path, exact: bool = False):
+    """Save `model` to `path` and check its logits against the fake-quant torch model's within the export
+    stage's tolerance (`int8-act`, relative; `fp32` when `exact`); returns (batches, reference logits)."""
     save_model(model, path)
+    batches = _batches()
+    ref = V.torch_logits(mq, batches)
+    d, tol, _ = V.compare(path, ref, batches, V.TOLERANCE["fp32" if exact else "int8-act"], relative=not exact)
+    assert d <= tol
+    return batches, ref
+
+
+@pytest.mark.parametrize("bits,kernel", [(8, None), (4, "matmulnbits-acc0"), (4, "int8-at-load")])
+def test_embeddings_quantized_and_file_computes_the_variant(classifier, tmp_path, bits, kernel):
+    mq, q, model, rep, opt = _own_file(classifier, bits, int4_kernel=kernel or "matmulnbits-acc0")
     table = "roberta_prelayernorm.embeddings.word_embeddings.weight"
     # the table is stored as codes (one uint8 per code, or two 4-bit codes per byte), never as fp32
     inits = {i.name: i for i in model.graph.initializer}
@@ -181,25 +195,13 @@ def test_embeddings_quantized_and_file_computes_the_variant(classifier, tmp_path
     assert len(rep.gather_quantized) == 3 and set(rep.gather_quantized) <= set(rep.corrections_dropped)
     assert not [n for n in model.graph.node if n.name.endswith("__offset")]
     assert len(rep.qattention) == (0 if bits == 4 and kernel.startswith("matmulnbits") else 6)
-    batches = _batches()
-    ref = V.torch_logits(mq, batches)
-    exact = bits == 4 and kernel.startswith("matmulnbits")
-    d, tol, _ = V.compare(path, ref, batches, V.TOLERANCE["fp32" if exact else "int8-act"], relative=not exact)
-    assert d <= tol
+    _assert_computes_fake_quant(model, mq, tmp_path / "own.onnx", exact=bits == 4 and kernel.startswith("matmulnbits"))
     assert opt["attention_fused"] == 2
 
 
 def test_corrupted_scale_raises_typed_mismatch(classifier, tmp_path):
-    m, tpl = classifier
-    mq = copy.deepcopy(m)
-    q = quantize_(mq, QuantConfig(bits=8))
-    model, _, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
-    batches = _batches()
-    ref = V.torch_logits(mq, batches)
-    good = tmp_path / "good.onnx"
-    save_model(model, good)
-    d, tol, _ = V.compare(good, ref, batches, V.TOLERANCE["int8-act"], relative=True)
-    assert d <= tol
+    mq, _, model, _, _ = _own_file(classifier)
+    batches, ref = _assert_computes_fake_quant(model, mq, tmp_path / "good.onnx")
     bad = copy.deepcopy(model)
     first = next(n for n in bad.graph.node if n.op_type == "QAttention")  # layer 0's Q/K/V
     scale = next(i for i in bad.graph.initializer if i.name == first.input[4])
@@ -301,10 +303,7 @@ def test_attention_runs_in_qattention_with_the_rank1_terms_as_feature_rows(class
     onnx-int8-dynamic) on X widened by one feature per projection; the extra weight rows make the integer GEMM
     equal X·(Δ·codes + q0) (checked in numpy against the compress stage's codes), and the file computes the
     fake-quant model."""
-    m, tpl = classifier
-    mq = copy.deepcopy(m)
-    q = quantize_(mq, QuantConfig(bits=8))
-    model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
+    mq, q, model, rep, _ = _own_file(classifier)
     assert not [n for n in model.graph.node if n.op_type in ("MultiHeadAttention", "Split")]
     assert len(rep.qattention) == 2 * 3 and not rep.integer_matmul and not rep.fallback
     parts = _qattention_parts(model)
@@ -325,21 +324,13 @@ def test_attention_runs_in_qattention_with_the_rank1_terms_as_feature_rows(class
         np.testing.assert_allclose(got, x @ w_variant, atol=1e-5 * np.abs(x @ w_variant).max(), rtol=0)
         bare = x @ (a["scale"] * (a["weight"][:k] - a["zp"]))  # without the extra rows: off by c·rowsum(X)
         assert np.abs(bare - x @ w_variant).max() > 100 * np.abs(got - x @ w_variant).max()
-    batches = _batches()
-    ref = V.torch_logits(mq, batches)
-    path = tmp_path / "own.onnx"
-    save_model(model, path)
-    d, tol, _ = V.compare(path, ref, batches, V.TOLERANCE["int8-act"], relative=True)
-    assert d <= tol
+    _assert_computes_fake_quant(model, mq, tmp_path / "own.onnx")
 
 
 def test_classifier_head_keeps_codes_and_runs_fp32_rebuilt_at_load(classifier, tmp_path):
     """The head's Gemms (one row per example) store the compress stage's codes; constant nodes rebuild
     Δ·codes + q0, which ONNX Runtime folds when it loads the file (no per-call dequantization left)."""
-    m, tpl = classifier
-    mq = copy.deepcopy(m)
-    q = quantize_(mq, QuantConfig(bits=8))
-    model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
+    _, q, model, rep, _ = _own_file(classifier)
     heads = [n for n in rep.at_load]
     assert len(heads) == 2 and all("classifier" in n for n in heads)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
