@@ -118,6 +118,7 @@ def interleaved_turns(
     turn_s: float = TURN_S,
     min_per_turn: int = 3,
     turns: dict[str, list[list[float]]] | None = None,
+    clock: Callable[[], int] = time.perf_counter_ns,
 ) -> dict[str, list[float]]:
     """Milliseconds per call of each of `calls`, timed in turns: every round gives each call one turn, in
     an order rotated by one per round (so load from other processes, and whatever ran just before, hits
@@ -129,6 +130,7 @@ def interleaved_turns(
     contention: on 2 cores it made a 1.5 ms batch-1 call read up to 5× slower, unevenly across files.
     The first `warmup_rounds` rounds are not kept. `turns`, when given, also gets each kept turn's
     samples per call, one list per round, so rounds can be paired across calls (`paired_ratios`).
+    `clock` (nanoseconds) is what turns and samples are measured with; tests pass a fake one.
     """
     names = list(calls)
     samples: dict[str, list[float]] = {k: [] for k in names}
@@ -136,18 +138,18 @@ def interleaved_turns(
         order = names[r % len(names):] + names[: r % len(names)]
         for k in order:
             fn = calls[k]
-            t_end = time.perf_counter() + settle_s
+            t_end = clock() + settle_s * 1e9
             while True:
                 fn()
-                if time.perf_counter() >= t_end:
+                if clock() >= t_end:
                     break
-            t_end, n = time.perf_counter() + turn_s, 0
+            t_end, n = clock() + turn_s * 1e9, 0
             turn: list[float] = []
-            while n < min_per_turn or time.perf_counter() < t_end:
-                t0 = time.perf_counter_ns()
+            while n < min_per_turn or clock() < t_end:
+                t0 = clock()
                 fn()
                 n += 1
-                turn.append((time.perf_counter_ns() - t0) / 1e6)
+                turn.append((clock() - t0) / 1e6)
             if r >= warmup_rounds:
                 samples[k].extend(turn)
                 if turns is not None:

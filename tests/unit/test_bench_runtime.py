@@ -358,28 +358,45 @@ def test_int4_linear_keeps_no_second_copy_of_the_codes_on_the_device() -> None:
     assert torch.allclose(q4(x), before, atol=1e-3)
 
 
+class _FakeClock:
+    """Nanoseconds that advance only when a timed call runs (`tick`): no test reads the real clock."""
+
+    def __init__(self, step_ns: int) -> None:
+        self.now, self.step = 0, step_ns
+
+    def __call__(self) -> int:
+        return self.now
+
+    def tick(self) -> None:
+        self.now += self.step
+
+
 def test_interleaved_turns_settle_rotate_and_drop_warmup_rounds():
-    """Each turn starts with untimed calls (another session's spinning threads settle), turns rotate by one
-    per round, and warm-up rounds are not kept. With settle_s = turn_s = 0 a turn is one untimed call, then
-    exactly `min_per_turn` timed ones."""
+    """Each turn starts with `settle_s` of untimed calls (another session's spinning threads settle), then
+    `turn_s` of timed ones (at least `min_per_turn`); turns rotate by one per round, and warm-up rounds are
+    not kept. Calls of 0.5 ms on a fake clock: a 1 ms settle is 2 calls, a 1.5 ms turn 3 timed ones."""
     from runtime_bench.metrics import interleaved_turns
 
+    clock = _FakeClock(500_000)
     log: list[str] = []
-    calls = {k: (lambda k=k: log.append(k)) for k in "abc"}
-    samples = interleaved_turns(calls, rounds=2, warmup_rounds=1, settle_s=0.0, turn_s=0.0, min_per_turn=2)
-    assert log == list("aaabbbccc" + "bbbcccaaa" + "cccaaabbb")
-    assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4, "c": 4}
-    assert all(t >= 0 for v in samples.values() for t in v)
+    calls = {k: (lambda k=k: (log.append(k), clock.tick())) for k in "abc"}
+    samples = interleaved_turns(calls, rounds=2, warmup_rounds=1, settle_s=1e-3, turn_s=1.5e-3, min_per_turn=2,
+                                clock=clock)
+    assert "".join(log) == "".join(k * 5 for k in "abc" + "bca" + "cab")
+    assert samples == {k: [0.5] * 6 for k in "abc"}
 
 
 def test_interleaved_turns_keep_rounds_apart_for_pairing():
-    """`turns` gets each kept turn's samples, one list per round and call, the same samples as the flat lists."""
+    """`turns` gets each kept turn's samples, one list per round and call, the same samples as the flat lists;
+    a turn shorter than `min_per_turn` calls still times that many."""
     from runtime_bench.metrics import interleaved_turns
 
-    calls = {k: (lambda: None) for k in "ab"}
+    clock = _FakeClock(1_000_000)
+    calls = {"a": clock.tick, "b": lambda: (clock.tick(), clock.tick())}  # b takes twice as long
     turns: dict[str, list[list[float]]] = {}
-    samples = interleaved_turns(calls, rounds=3, warmup_rounds=1, settle_s=0.0, turn_s=0.0, min_per_turn=2, turns=turns)
-    assert {k: [len(t) for t in v] for k, v in turns.items()} == {"a": [2, 2, 2], "b": [2, 2, 2]}
+    samples = interleaved_turns(calls, rounds=3, warmup_rounds=1, settle_s=0.0, turn_s=0.0, min_per_turn=2,
+                                clock=clock, turns=turns)
+    assert turns == {"a": [[1.0, 1.0]] * 3, "b": [[2.0, 2.0]] * 3}
     assert {k: [x for t in v for x in t] for k, v in turns.items()} == samples
 
 
