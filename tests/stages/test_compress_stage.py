@@ -30,7 +30,7 @@ compress:
   analysis: {bits: 4, sparsity: 0.5}
 """
 ROW_FIELDS = {
-    "variant", "model", "params", "sparsity", "sparsity_reached", "bits", "granularity", "symmetric",
+    "variant", "model", "params", "sparsity", "sparsity_reached", "bits", "granularity", "symmetric", "zero_point",
     "artifact", "storage_bytes", "packed_code_bytes", "nonzero_params", "nonzero_bits", "fp32_bytes",
     "dev_accuracy", "test_accuracy", "pruned_model_dir",
     "dev_accuracy_ci", "test_accuracy_ci", "dev_n", "test_n", "majority_accuracy", "learned_task", "predictions",

@@ -33,7 +33,7 @@ compress:
   prune: {sparsity: [0.5], step: 0.5, recovery_max_steps: 2, recovery_eval_every_steps: 1}
 """
 CONTRACT_FIELDS = {
-    "variant", "model", "params", "sparsity", "sparsity_reached", "bits", "granularity", "symmetric", "group_size",
+    "variant", "model", "params", "sparsity", "sparsity_reached", "bits", "granularity", "symmetric", "zero_point", "group_size",
     "grid", "artifact", "storage_bytes", "packed_code_bytes", "nonzero_params", "nonzero_bits", "fp32_bytes",
     "dev_bleu", "dev_bleu_ci", "test_bleu", "test_bleu_ci", "dev_chrf", "test_chrf", "dev_chrf_ci", "test_chrf_ci",
     "dev_n", "test_n", "bleu_signature", "chrf_signature", "interval_method", "decoding", "predictions",

@@ -40,3 +40,21 @@ def test_a_changed_section_changes_its_stage_and_every_later_one() -> None:
     assert list(base) == list(changed)
     assert base["data"] == changed["data"]
     assert all(base[s] != changed[s] for s in base if s != "data")
+
+
+def test_integer_zero_point_keys_compress_and_later_while_the_default_keeps_old_keys() -> None:
+    """compress.quantize.zero_point changes what compress computes; at its default ("paper") it stays out of the
+    key, so run directories made before the field existed stay valid."""
+    from tlc_export.recipe import parse_recipe
+    from tlc_export.runner import cache_keys
+
+    text = (ROOT / "recipes" / "quickstart.yaml").read_text()
+    anchor = "    bits: [8, 6, 4]"
+    assert anchor in text
+    keys = {zp: cache_keys(parse_recipe(text.replace(anchor, anchor + f"\n    zero_point: {zp}", 1), base_dir=ROOT / "recipes"))
+            for zp in ("paper", "integer")}
+    base = cache_keys(parse_recipe(text, base_dir=ROOT / "recipes"))
+    assert keys["paper"] == base
+    order = list(base)
+    changed = [s for s in order if keys["integer"][s] != base[s]]
+    assert changed == order[order.index("compress"):]

@@ -156,11 +156,12 @@ def _batches(vocab: int = 300) -> list[V.Batch]:
     return [V.Batch(ids.astype(np.int64), mask.astype(np.int64), np.zeros(4, np.int64))]
 
 
-def _own_file(classifier, bits: int = 8, **kw):
-    """(fake-quant model, its codes, the integer file, report, graph optimization) on the paper's grid."""
+def _own_file(classifier, bits: int = 8, integer_zero_point: bool = False, **kw):
+    """(fake-quant model, its codes, the integer file, report, graph optimization) on the paper's grid (or the
+    one with integer zero points)."""
     m, tpl = classifier
     mq = copy.deepcopy(m)
-    q = quantize_(mq, QuantConfig(bits=bits))
+    q = quantize_(mq, QuantConfig(bits=bits, integer_zero_point=integer_zero_point))
     model, rep, opt = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64, four_bit=bits == 4, **kw)
     return mq, q, model, rep, opt
 
@@ -324,6 +325,36 @@ def test_attention_runs_in_qattention_with_the_rank1_terms_as_feature_rows(class
         np.testing.assert_allclose(got, x @ w_variant, atol=1e-5 * np.abs(x @ w_variant).max(), rtol=0)
         bare = x @ (a["scale"] * (a["weight"][:k] - a["zp"]))  # without the extra rows: off by c·rowsum(X)
         assert np.abs(bare - x @ w_variant).max() > 100 * np.abs(got - x @ w_variant).max()
+    _assert_computes_fake_quant(model, mq, tmp_path / "own.onnx")
+
+
+def test_integer_zero_point_grid_needs_no_rank1_features(classifier, tmp_path):
+    """compress.quantize.zero_point: integer — each weight is Δ·(W_I − z) with an integer z, so QAttention and
+    DynamicQuantizeMatMul take the codes with no extra feature (no GEMV, no Concat, K not widened), the stored
+    weights are the compress stage's codes, and the file still computes the fake-quant model."""
+    mq, q, model, rep, _ = _own_file(classifier, integer_zero_point=True)
+    assert rep.corrections == 0 and not rep.fallback and len(rep.qattention) == 2 * 3
+    assert not [n for n in model.graph.node if n.op_type in ("MatMul", "ReduceSum", "MultiHeadAttention")]
+    normed = {n.output[0] for n in model.graph.node if n.op_type == "LayerNormalization"}
+    assert not [n for n in model.graph.node if n.op_type == "Concat" and normed & set(n.input)]  # X never widened
+    producer = {o: n for n in model.graph.node for o in n.output}
+    w = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qattn = [n for n in model.graph.node if n.op_type == "QAttention"]
+    assert len(qattn) == 2
+    for layer, n in enumerate(qattn):
+        assert producer[producer[n.input[0]].input[0]].op_type == "LayerNormalization"  # X itself, not widened
+        names = [f"roberta_prelayernorm.encoder.layer.{layer}.attention.self.{p}.weight" for p in ("query", "key", "value")]
+        qs = [q[k if k in q else "model." + k] for k in names]
+        k = qs[0].shape[1]
+        weight = w[n.input[1]].astype(np.int64)
+        assert weight.shape == (k, 3 * k)
+        np.testing.assert_array_equal(weight, np.concatenate([t.codes.numpy().T for t in qs], 1).astype(np.int64) - 128)
+        scale = np.broadcast_to(w[n.input[4]], (3 * k,)).astype(np.float64)
+        zp = np.broadcast_to(w[n.input[7]], (3 * k,)).astype(np.int64)
+        w_variant = np.concatenate([(t.scale.item() * t.codes.numpy().astype(np.float64) + t.offset.item()).T for t in qs], 1)
+        np.testing.assert_allclose(scale * (weight - zp), w_variant, rtol=0, atol=1e-6 * np.abs(w_variant).max())
+    for n in (n for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"):
+        assert w[n.input[1]].shape[0] in (mq.config.hidden_size, mq.config.intermediate_size)  # no feature rows
     _assert_computes_fake_quant(model, mq, tmp_path / "own.onnx")
 
 

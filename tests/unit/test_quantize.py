@@ -18,8 +18,9 @@ from tlc_export.config.compress import QuantizeConfig
 from tlc_export.errors import TlcError
 
 
-def ref_group(v: np.ndarray, bits: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Paper §4.2 on one group, straight from the formula (float64)."""
+def ref_group(v: np.ndarray, bits: int, symmetric: bool, integer_zp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Paper §4.2 on one group, straight from the formula (float64); `integer_zp`: q0 rounded to a multiple
+    of Δ when the range holds 0."""
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         delta = np.abs(v).max() / qmax
@@ -31,22 +32,28 @@ def ref_group(v: np.ndarray, bits: int, symmetric: bool) -> tuple[np.ndarray, np
     delta = (qn - q0) / (2**bits - 1)
     if delta == 0:
         return np.zeros_like(v), np.full_like(v, q0)
+    if integer_zp and q0 <= 0 <= qn:
+        q0 = -np.round(-q0 / delta) * delta
+        codes = np.clip(np.round((v - q0) / delta), 0, 2**bits - 1)
+        return codes, delta * codes + q0
     codes = np.round((np.clip(v, q0, qn) - q0) / delta)
     return codes, delta * codes + q0
 
 
-def ref_quantize(w: np.ndarray, bits: int, gran: str, group: int, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+def ref_quantize(w: np.ndarray, bits: int, gran: str, group: int, symmetric: bool,
+                 integer_zp: bool = False) -> tuple[np.ndarray, np.ndarray]:
     w = w.astype(np.float64)
     codes, deq = np.empty_like(w), np.empty_like(w)
     if w.ndim < 2 or gran == "per-tensor":
-        c, d = ref_group(w.ravel(), bits, symmetric)
+        c, d = ref_group(w.ravel(), bits, symmetric, integer_zp)
         return c.reshape(w.shape), d.reshape(w.shape)
     for r in range(w.shape[0]):
         if gran == "per-channel":
-            codes[r], deq[r] = ref_group(w[r], bits, symmetric)
+            codes[r], deq[r] = ref_group(w[r], bits, symmetric, integer_zp)
         else:
             for s in range(0, w.shape[1], group):
-                codes[r, s : s + group], deq[r, s : s + group] = ref_group(w[r, s : s + group], bits, symmetric)
+                codes[r, s : s + group], deq[r, s : s + group] = ref_group(w[r, s : s + group], bits, symmetric,
+                                                                           integer_zp)
     return codes, deq
 
 
@@ -100,6 +107,35 @@ def test_grid_shapes_and_vectors_are_per_tensor() -> None:
     for gran in ("per-channel", "block"):
         q = quantize_tensor(bias, QuantConfig(granularity=gran))
         assert q.granularity == "per-tensor" and q.scale.shape == ()
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("gran", ["per-tensor", "per-channel", "block"])
+def test_integer_zero_point_grid(bits: int, gran: str) -> None:
+    """zero_point: integer — where a group's range holds 0, −offset/scale is an integer zero point in
+    0 .. 2^k − 1 and the error stays ≤ Δ/2; a group whose range lacks 0 keeps the paper's q0 = min."""
+    g = torch.Generator().manual_seed(bits + len(gran))
+    w = torch.randn(7, 45, generator=g) * 0.05 + 0.01
+    w[2] = w[2].abs() + 0.3  # a row (hence its groups) without 0 in range
+    q = quantize_tensor(w, QuantConfig(bits=bits, granularity=gran, group_size=16, integer_zero_point=True))
+    codes, deq = ref_quantize(w.numpy(), bits, gran, 16, False, integer_zp=True)
+    np.testing.assert_array_equal(q.codes.numpy().astype(np.int64), codes.astype(np.int64))
+    np.testing.assert_allclose(q.dequantize().numpy(), deq, rtol=0, atol=1e-6)
+    scale, offset = q.expanded_grid()
+    assert bool(((q.dequantize() - w).abs() <= scale / 2 + 1e-6).all())
+    z = -offset.double() / scale.double()
+    holds0 = torch.ones_like(z, dtype=torch.bool)
+    if gran != "per-tensor":
+        holds0[2] = False
+    assert bool(((z - z.round()).abs()[holds0] < 1e-4).all())
+    assert bool(((z.round() >= 0) & (z.round() <= 2**bits - 1))[holds0].all())
+    paper = quantize_tensor(w, QuantConfig(bits=bits, granularity=gran, group_size=16))
+    if gran != "per-tensor":  # the all-positive row keeps q0 = its group's min, as on the paper's grid
+        assert torch.equal(q.offset[2], paper.offset[2]) and torch.equal(q.codes[2], paper.codes[2])
+    # on the paper's grid these zero points are fractional: the check above can fail
+    ps, po = paper.expanded_grid()
+    pz = -po.double() / ps.double()
+    assert float((pz - pz.round()).abs()[holds0].max()) > 1e-2
 
 
 def test_symmetric_keeps_exact_zeros() -> None:
@@ -183,6 +219,11 @@ def test_config_from_recipe_and_validation() -> None:
     cfg = QuantConfig.from_recipe(rc, 6)
     assert (cfg.bits, cfg.granularity, cfg.group_size, cfg.symmetric) == (6, "block", 64, True)
     assert cfg.selects("a.dense.weight") and not cfg.selects("a.LayerNorm.weight")
-    for bad in (dict(bits=1), dict(bits=32), dict(granularity="per-row"), dict(group_size=1)):
+    assert QuantConfig.from_recipe(QuantizeConfig(zero_point="integer"), 8).integer_zero_point
+    assert not QuantConfig.from_recipe(QuantizeConfig(), 8).integer_zero_point
+    with pytest.raises(ValueError, match="asymmetric"):  # pydantic's ValidationError is a ValueError
+        QuantizeConfig(symmetric=True, zero_point="integer")
+    for bad in (dict(bits=1), dict(bits=32), dict(granularity="per-row"), dict(group_size=1),
+                dict(symmetric=True, integer_zero_point=True)):
         with pytest.raises(QuantizationError):
             QuantConfig(**bad)

@@ -152,3 +152,13 @@ def test_bench_batch_sizes_must_be_positive(tmp_path: Path, sizes: str, path: st
     bad.write_text(text)
     result = CliRunner().invoke(main, ["validate", str(bad)])
     assert result.exit_code == 2 and "b.yaml:6" in result.output and "batch_sizes" in result.output
+
+
+def test_integer_zero_point_on_a_symmetric_grid_is_rejected_at_its_line() -> None:
+    text = ("models: {sizes: [{layers: 1, hidden: 64}]}\npretrain: {time_budget_s: 5}\ncompress:\n  quantize:\n"
+            "    symmetric: true\n    zero_point: integer\n")
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(text, file="z.yaml")
+    (p,) = info.value.problems
+    assert p.path == "compress.quantize.zero_point" and p.line == 6
+    assert "integer" in p.message and "symmetric" in p.message

@@ -11,6 +11,14 @@ Rounding is `torch.round`, i.e. round half to even (IEEE default, same as `numpy
 float64 so that codes do not depend on float32 rounding of Δ; scale and offset are then stored as
 float32 and `dequantize()` evaluates `scale * codes + offset` in float32.
 
+Integer zero point (`integer_zero_point`, asymmetric only): where a group's range holds 0 (every trained
+weight matrix), q0 moves to the nearest multiple of Δ, q0' = −z·Δ with z = round(−q0/Δ) in 0 .. 2^k − 1,
+and the codes are taken on that grid (clamped to 0 .. 2^k − 1). Δ is unchanged and |q0' − q0| ≤ Δ/2, so
+the error stays ≤ Δ/2 (a value the moved range no longer covers is within Δ/2 of its end). A range
+without 0 (a LayerNorm gain, say) has no integer zero point on its own span and keeps q0. This is the form integer kernels take (ONNX Runtime's
+DynamicQuantizeMatMul and QAttention, TensorRT): W = Δ·(W_I − z) exactly, so an exported file needs no
+rank-1 term for the fractional part of −q0/Δ (`tlc_export.export.integer`).
+
 Symmetric (TensorRT's form): Δ = max|W| / (2^(k-1) - 1), codes = clamp(round(W / Δ)) in
 -(2^(k-1)-1) .. 2^(k-1)-1 (the most negative code is unused so the grid is symmetric), offset 0.
 Exact zeros stay exactly zero.
@@ -58,6 +66,7 @@ class QuantConfig:
     granularity: Granularity = "per-tensor"
     group_size: int = 32
     symmetric: bool = False
+    integer_zero_point: bool = False  # asymmetric: q0 on a multiple of Δ (see the module docstring)
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     matrices_only: bool = False  # quantize only parameters with ≥ 2 dims (biases, LayerNorm stay float)
@@ -74,6 +83,11 @@ class QuantConfig:
             )
         if self.group_size < 2:
             raise QuantizationError(f"compress.quantize.group_size: {self.group_size} must be >= 2")
+        if self.symmetric and self.integer_zero_point:
+            raise QuantizationError(
+                "compress.quantize.zero_point: 'integer' applies to the asymmetric grid; a symmetric grid's zero "
+                "point is 0 already (drop zero_point or set symmetric: false)"
+            )
         # Accept lists from callers but keep the dataclass hashable.
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -85,6 +99,7 @@ class QuantConfig:
             granularity=qcfg.granularity,
             group_size=qcfg.group_size,
             symmetric=qcfg.symmetric,
+            integer_zero_point=qcfg.zero_point == "integer",
             include=tuple(qcfg.include),
             exclude=tuple(qcfg.exclude),
         )
@@ -220,7 +235,14 @@ def quantize_tensor(w: torch.Tensor, cfg: QuantConfig, name: str = "<tensor>") -
         q0, qn = torch.aminmax(g, dim=-1, keepdim=True)
         delta = (qn - q0) / levels
         # Constant group (Δ = 0): all codes 0 and offset = the constant reproduce it exactly.
-        delta = torch.where(delta == 0, torch.ones_like(delta), delta)
+        constant = delta == 0
+        delta = torch.where(constant, torch.ones_like(delta), delta)
+        if cfg.integer_zero_point:
+            # q0' = −z·Δ where the range holds 0 (then z = round(−q0/Δ) is in 0 .. 2^k − 1). A range without 0
+            # has no integer zero point on its own span, and a constant group is exact with q0 = its value:
+            # both keep q0.
+            movable = ~constant & (q0 <= 0) & (qn >= 0)
+            q0 = torch.where(movable, -torch.round(-q0 / delta) * delta, q0)
         # The paper's Clamp(W, q0, q_{2^k-1}) is the identity here (the range is W's own min/max),
         # so it is not materialised; the final clamp only guards the top code against Δ's rounding.
         codes = g.sub_(q0).div_(delta).round_().clamp_(0, levels)

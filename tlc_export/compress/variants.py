@@ -17,10 +17,11 @@ def variant_name(size: str, sparsity: float, bits: int, grid: str | None = None)
 
 def quant_fields(bits: int, qcfg: Any) -> dict[str, Any]:
     """A variant row's quantization fields (`qcfg`: its `QuantConfig`, None for fp32): bits, granularity,
-    symmetric, group_size (block granularity only)."""
+    symmetric, zero_point (asymmetric grids: "paper" or "integer"), group_size (block granularity only)."""
     return {
         "bits": bits,
         "granularity": qcfg.granularity if qcfg is not None else None,
         "symmetric": qcfg.symmetric if qcfg is not None else None,
+        "zero_point": None if qcfg is None or qcfg.symmetric else "integer" if qcfg.integer_zero_point else "paper",
         "group_size": qcfg.group_size if qcfg is not None and qcfg.granularity == "block" else None,
     }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from tlc_export.config.common import Section
 
@@ -20,6 +20,15 @@ class QuantizeConfig(Section):
     symmetric: bool = Field(
         default=False,
         description="False: the paper's [min, max] grid with unsigned codes. True: zero-centred signed codes, zero point 0 (TensorRT's form).",
+    )
+    zero_point: Literal["paper", "integer"] = Field(
+        default="paper",
+        description="Asymmetric grids only. paper: q0 = min W as in §4.2; the zero point −q0/Δ is then fractional, "
+        "which integer kernels cannot take, so own-code ONNX files carry the remainder as one extra input feature per "
+        "Q/K/V and FFN-up GEMM (exact, but slower than onnx-int8-dynamic on CPU: runtime_bench/own_codes_speed.py). "
+        "integer: wherever a tensor's range holds 0, q0 moves to the nearest multiple of Δ (by ≤ Δ/2; the error stays "
+        "≤ Δ/2), the form integer kernels take: own-code files need no extra feature and still compute exactly the "
+        "variant whose accuracy the compress stage measured.",
     )
     include: list[str] = Field(default_factory=lambda: ["*"], description="Glob patterns of parameter names to quantize (default every parameter, as the paper).")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of parameter names to keep in full precision.")
@@ -38,6 +47,14 @@ class QuantizeConfig(Section):
         if bad:
             raise ValueError(f"bits must be between 2 and 8 (or 32 = none), got {bad}")
         return sorted(set(v), reverse=True)
+
+    @field_validator("zero_point")
+    @classmethod
+    def _zero_point(cls, v: str, info: ValidationInfo) -> str:
+        if v == "integer" and info.data.get("symmetric"):  # `symmetric` is declared above, so already validated
+            raise ValueError("'integer' applies to the asymmetric grid; a symmetric grid's zero point is 0 already "
+                             "(drop zero_point, or set symmetric: false)")
+        return v
 
 
 class PruneConfig(Section):
@@ -94,3 +111,7 @@ class CompressConfig(Section):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig, description="Quantization settings.")
     prune: PruneConfig = Field(default_factory=PruneConfig, description="Pruning settings.")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Error analysis settings.")
+
+    def key_omitted(self) -> dict[str, Any]:
+        """Fields left out of the cache key at their default, so runs made before they existed keep their keys."""
+        return {"quantize": {"zero_point"}} if self.quantize.zero_point == "paper" else {}

@@ -64,6 +64,15 @@ ACCURACY_LEVELS = (0, 4)  # MatMulNBits: 0 = fp32 compute on dequantized blocks,
 INT4_KERNELS = ("matmulnbits-acc0", "matmulnbits-acc4", "int8-at-load")
 # QAttention's extra weight rows: code z + m carries a projection's rank-1 term (see `_Builder.qattention`)
 _FEATURE_CODE = 16
+# A residual offset c = q0 + z·Δ within this many steps of 0 is float32 rounding of a grid whose zero point is
+# an integer (compress.quantize.zero_point: integer): it is dropped, which moves each weight by < 1e-4·Δ.
+_ON_GRID = 1e-4
+
+
+def _residual(offset: np.ndarray, z: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """c = q0 + z·Δ (float32): what the integer zero point z leaves of the offset; 0 where the grid is integer."""
+    c = offset + z * scale
+    return np.where(np.abs(c) <= _ON_GRID * np.abs(scale), 0.0, c).astype(np.float32)
 
 
 @dataclass
@@ -194,7 +203,7 @@ class _Builder:
             z = np.clip(np.round(-offset / scale), 0, 2 ** parts[0].q.bits - 1)
             b = codes - shift
             zp = (z - shift).astype(np.int8)
-            c = (offset + z * scale).astype(np.float32)
+            c = _residual(offset, z, scale)
         uniform = bool(np.all(scale == scale[0])) and (zp is None or bool(np.all(zp == zp[0])))
         s = np.float32(scale[0]) if uniform else scale.astype(np.float32)
         nodes: list[onnx.NodeProto] = []
@@ -371,7 +380,7 @@ class _Builder:
             if p.q.symmetric or p.q.granularity == "block":
                 continue
             z = np.clip(np.round(-offset / scale), 0, 2 ** p.q.bits - 1)
-            c = (offset + z * scale).astype(np.float32)
+            c = _residual(offset, z, scale)
             if np.any(c) and bool(np.all(c == c[0])):
                 cs.append(float(c[0]))
         if len(cs) > 1:
@@ -465,7 +474,7 @@ class _Builder:
                 z = int(np.clip(np.round(-q0 / d), 0, 2 ** p.q.bits - 1))
                 blocks.append(codes - shift)
                 zps.append(z - shift)
-                cs.append(float(np.float32(q0 + z * d)))
+                cs.append(float(_residual(np.float64(q0), np.float64(z), np.float64(d))))
             scales.append(d)
         widths = [b.shape[1] for b in blocks]
         col_zp = np.concatenate([np.full(n, z, np.int64) for n, z in zip(widths, zps, strict=True)])

@@ -64,9 +64,10 @@ class Stage(ABC):
         for s in self.sections:
             v = getattr(recipe, s)
             # Execution-only fields (e.g. data.workers) change speed, never results: not part of the key.
-            skip = set(getattr(type(v), "execution_only", ())) | set(self.ignores.get(s, ()))
+            skip: dict[str, Any] = dict.fromkeys([*getattr(type(v), "execution_only", ()), *self.ignores.get(s, ())], True)
             if v is not None and hasattr(v, "key_omitted"):  # e.g. pretrain.seeds at one seed: old keys stay valid
-                skip |= v.key_omitted()
+                omitted = v.key_omitted()  # field names, or {sub-section: field names} for nested ones
+                skip |= omitted if isinstance(omitted, dict) else dict.fromkeys(omitted, True)
             out[s] = v.model_dump(mode="json", exclude=skip) if v is not None else None
         keyed = {k: v for k, v in (options or {}).items() if k not in self.unkeyed_options}
         if keyed:

@@ -241,7 +241,7 @@ def write_bundle(
             **header(root, choice, tname),
             "variant": choice.variant, "model": e.get("model") or c.get("model"), "format": choice.format,
             "bits": e.get("bits") or c.get("bits"), "sparsity": c.get("sparsity"), "granularity": c.get("granularity"),
-            "symmetric": c.get("symmetric"), "codes": e.get("codes"), "params": c.get("params"),
+            "symmetric": c.get("symmetric"), "zero_point": c.get("zero_point"), "codes": e.get("codes"), "params": c.get("params"),
             "storage_bytes": e.get("storage_bytes") or c.get("storage_bytes"),
             "model_file": {"bytes": (tmp / MODEL_FILE).stat().st_size, "sha256": sha256_file(tmp / MODEL_FILE),
                            "external_data": EXTERNAL_DATA_FILE if external else None,
