@@ -87,9 +87,12 @@ def _fresh_install(tmp: Path, wheels: Path, spec: str) -> dict:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
     pip = [sys.executable, "-m", "pip", "--python", str(py), "--disable-pip-version-check"]
+    # Without PYTHONPATH: a checkout on it holds the real project's metadata (an editable install's egg-info),
+    # which pip would take as tlc-export already installed in the fresh venv, with all its real requirements.
+    pip_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([*pip, "install", "-q", "--no-index", "--find-links", str(wheels), spec], check=True,
-                   capture_output=True, text=True)
-    check = subprocess.run([*pip, "check"], capture_output=True, text=True)
+                   capture_output=True, text=True, env=pip_env)
+    check = subprocess.run([*pip, "check"], capture_output=True, text=True, env=pip_env)
     probe = ("import json, onnxruntime as o, onnxruntime.capi.build_and_package_info, tlc_export.runtimes as r\n"
              "print(json.dumps({'providers': o.get_available_providers(), 'dists': r.ort_distributions(),\n"
              "  'problem': r.onnxruntime_problem(), 'ort_cuda': o.capi.build_and_package_info.cuda_version,\n"
