@@ -214,18 +214,24 @@ def test_corrupted_scale_raises_typed_mismatch(classifier, tmp_path):
     assert str(path) in str(e.value)
 
 
-def test_masked_asymmetric_weights_fall_back_to_dequantize(classifier):
-    """A pruned position of the paper's grid has no code: that weight keeps DequantizeLinear (and says why)."""
+@pytest.mark.parametrize("integer_zero_point", [False, True])
+def test_masked_asymmetric_weights(classifier, integer_zero_point):
+    """A pruned position of the paper's grid has no code: that weight keeps DequantizeLinear (and says why). On
+    the integer-zero-point grid its zero code is exactly 0, so it runs on the integer kernel like the others."""
     m, tpl = classifier
     mq = copy.deepcopy(m)
-    q = quantize_(mq, QuantConfig(bits=8))
+    q = quantize_(mq, QuantConfig(bits=8, integer_zero_point=integer_zero_point))
     name = next(n for n in q if n.endswith("intermediate.dense.weight"))
     mask = torch.rand(q[name].shape, generator=torch.Generator().manual_seed(0)) > 0.5
     q[name].set_mask_(mask)
     with torch.no_grad():
         dict(mq.named_parameters())[name].copy_(q[name].dequantize())
     model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
-    assert any("pruning mask" in why for why in rep.fallback.values())
+    if integer_zero_point:
+        assert not rep.fallback and rep.corrections == 0
+        assert not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    else:
+        assert any("pruning mask" in why for why in rep.fallback.values())
     batches = _batches()
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, batches[0].feeds())[0]

@@ -15,9 +15,10 @@ Integer zero point (`integer_zero_point`, asymmetric only): where a group's rang
 weight matrix), q0 moves to the nearest multiple of Δ, q0' = −z·Δ with z = round(−q0/Δ) in 0 .. 2^k − 1,
 and the codes are taken on that grid (clamped to 0 .. 2^k − 1). Δ is unchanged and |q0' − q0| ≤ Δ/2, so
 the error stays ≤ Δ/2 (a value the moved range no longer covers is within Δ/2 of its end). A range
-without 0 (a LayerNorm gain, say) has no integer zero point on its own span and keeps q0. This is the form integer kernels take (ONNX Runtime's
-DynamicQuantizeMatMul and QAttention, TensorRT): W = Δ·(W_I − z) exactly, so an exported file needs no
-rank-1 term for the fractional part of −q0/Δ (`tlc_export.export.integer`).
+without 0 (a LayerNorm gain, say) has no integer zero point on its own span and keeps q0. This is the
+form integer kernels take (ONNX Runtime's DynamicQuantizeMatMul and QAttention, TensorRT):
+W = Δ·(W_I − z) exactly, so an exported file needs no rank-1 term for the fractional part of −q0/Δ
+(`tlc_export.export.integer`).
 
 Symmetric (TensorRT's form): Δ = max|W| / (2^(k-1) - 1), codes = clamp(round(W / Δ)) in
 -(2^(k-1)-1) .. 2^(k-1)-1 (the most negative code is unused so the grid is symmetric), offset 0.

@@ -135,7 +135,12 @@ def _check_parts(parts: Sequence[_Part]) -> None:
         if len(p.q.shape) != 2:
             raise _Unsupported("not a matrix")
         if getattr(p.q, "mask", None) is not None and not p.q.symmetric and not bool(p.q.mask.all()):
-            raise _Unsupported("asymmetric codes with a pruning mask (a re-zeroed weight has no code)")
+            # A pruned position holds the zero code z (QuantizedTensor.set_mask_): its value Δ·z + q0 is 0
+            # only on a grid whose zero point is an integer.
+            _, scale, offset = _columns(p.q, p.ref.transposed)
+            if np.any(_residual(offset, np.clip(np.round(-offset / scale), 0, 2 ** p.q.bits - 1), scale)):
+                raise _Unsupported("asymmetric codes with a pruning mask on the paper's grid (a re-zeroed weight has "
+                                   "no code; compress.quantize.zero_point: integer gives it one)")
     kinds = {(p.q.symmetric, p.q.granularity == "block", p.q.bits > 4) for p in parts}
     if len(kinds) != 1:
         raise _Unsupported("packed parts on different grids")
