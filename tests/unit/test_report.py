@@ -305,3 +305,26 @@ def test_the_training_effect_text_blames_recovery_only_for_pruned_variants() -> 
     assert "recovery gave it training" in pruned
     assert "recovery" not in quantized
     assert "without any retraining" in quantized
+
+
+def test_report_names_own_code_files_that_carry_rank1_terms_and_the_field_that_removes_them(tmp_path: Path) -> None:
+    import html as html_lib
+
+    run = fake_run(tmp_path / "run")
+    (run / "export").mkdir()
+    rows = [{"variant": f"{LARGE}.s00.b8", "format": "onnx-int8", "status": "ok", "integer_kernels": {"corrections": 8}},
+            {"variant": f"{LARGE}.s00.b4", "format": "onnx-int4", "status": "ok", "integer_kernels": {"corrections": 8}},
+            {"variant": f"{SMALL}.s00.b8", "format": "onnx-int8", "status": "ok", "integer_kernels": {"corrections": 0}},
+            {"variant": f"{SMALL}.s00.b4", "format": "onnx-int4", "status": "failed", "integer_kernels": {"corrections": 4}},
+            {"variant": f"{LARGE}.s00.b32", "format": "onnx-fp32", "status": "ok"}]
+    (run / "export" / "results.json").write_text(json.dumps(rows))
+    build_report(load_report_data(run), run / "report")
+    for raw in ((run / "report" / "index.html").read_text(), (run / "report" / "summary.md").read_text()):
+        text = html_lib.unescape(raw)
+        assert "2 own-code ONNX files of this run use the paper's grid" in text and "16 rank-1 term(s)" in text
+        assert "compress.quantize.zero_point: integer" in text
+    # every file on the integer grid (or no own-code file): no note
+    (run / "export" / "results.json").write_text(json.dumps([{**r, "integer_kernels": {"corrections": 0}} for r in rows]))
+    build_report(load_report_data(run), run / "report")
+    assert "rank-1" not in (run / "report" / "index.html").read_text()
+    assert "rank-1" not in (run / "report" / "summary.md").read_text()

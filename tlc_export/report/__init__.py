@@ -114,6 +114,13 @@ def answer_tables(
     return AnswerTables(storage, lat_batch, lat)
 
 
+def _rank1(exports: list[dict[str, Any]]) -> dict[str, int] | None:
+    """How many own-code files carry rank-1 features (`integer_kernels.corrections`), and how many in all."""
+    terms = [int((r.get("integer_kernels") or {}).get("corrections") or 0) for r in exports if r.get("status", "ok") == "ok"]
+    carrying = [t for t in terms if t > 0]
+    return {"files": len(carrying), "terms": sum(carrying)} if carrying else None
+
+
 def build_report(
     data: ReportData,
     out_dir: str | Path,
@@ -178,6 +185,7 @@ def build_report(
         "environment": data.environment, "finetune": finetune, "majority": majority,
         "select_split": SELECTION_SPLIT, "report_split": split, "margin": margin,
         "not_learned": [r for r in finetune if r.get("learned_task") is False],
+        "rank1": _rank1(data.exports),
         "training_effects": effect_lines,
         "not_converged": [r for r in finetune if r.get("converged") is False],
         "task_overlap": data.task_overlap,

@@ -199,6 +199,21 @@ def majority_note(ctx: dict[str, Any]) -> str:
     return f"Majority baseline on {ctx['report_split']}: {100 * maj['accuracy']:.1f} % (always {name!r})."
 
 
+def rank1_note(ctx: dict[str, Any]) -> str:
+    """Under the latency answers: own-code ONNX files that carry the paper's fractional zero points as rank-1
+    features (slower than onnx-int8-dynamic on CPU), and the recipe field whose grid needs none."""
+    r = ctx.get("rank1")
+    if not r:
+        return ""
+    files = f"{r['files']} own-code ONNX file" + ("s" if r["files"] != 1 else "")
+    return (f"{files} of this run use the paper's grid, whose zero points are fractional: integer kernels take only "
+            f"integer ones, so the files carry {r['terms']} rank-1 term(s) as extra GEMM inputs (a GEMV and a Concat "
+            "each), which makes them slower on CPU than onnx-int8-dynamic (runtime_bench/own_codes_speed). "
+            "compress.quantize.zero_point: integer puts each zero point on an integer (q0 moved by at most half a "
+            "step), and its files need none; tlc run then re-runs compress onward and reuses pretraining and "
+            "finetuning.")
+
+
 def not_learned_lines(ctx: dict[str, Any]) -> list[str]:
     rep = ctx["report_split"]
     out = []
@@ -255,6 +270,7 @@ def render_html(ctx: dict[str, Any]) -> str:
         f"<p class='note'>{esc(preference_note(ctx))}</p>",
         table(ctx["latency_answers"], latency_answer_columns(sel, rep), "latency-answers"),
         f"<p class='note'>{esc(majority_note(ctx))}</p>",
+        f"<p id='rank1-note' class='note'>{esc(rank1_note(ctx))}</p>" if ctx.get("rank1") else "",
         f"<h2>Accuracy vs latency per backend on {esc(rep)}</h2>",
         img(*figs["latency-plot"]),
         "<h2>Finetuning: learning rate and seed chosen on dev</h2>",

@@ -29,6 +29,7 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
         majority_note,
         not_learned_lines,
         preference_note,
+        rank1_note,
         splits_text,
         storage_answer_columns,
     )
@@ -59,6 +60,7 @@ def render_markdown(ctx: dict[str, Any], images: dict[str, str]) -> str:
     out.append(f"_{preference_note(ctx)}_\n")
     out.append(md_table(ctx["latency_answers"], latency_answer_columns(sel, rep)))
     out.append(majority_note(ctx) + "\n")
+    out += [rank1_note(ctx) + "\n"] if ctx.get("rank1") else []
     out.append("## Finetuning: learning rate and seed chosen on dev\n")
     out.append(md_table(ctx.get("finetune") or [], FINETUNE_COLUMNS))
     out.append("## Variants\n")
