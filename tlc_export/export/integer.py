@@ -69,10 +69,17 @@ _FEATURE_CODE = 16
 _ON_GRID = 1e-4
 
 
-def _residual(offset: np.ndarray, z: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """c = q0 + z·Δ (float32): what the integer zero point z leaves of the offset; 0 where the grid is integer."""
+def _zero_point(offset: np.ndarray, scale: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(z, c): the code z = round(−q0/Δ) nearest 0, and c = q0 + z·Δ (float32), what that integer zero point
+    leaves of the offset; c is 0 where the grid is integer (within `_ON_GRID` steps)."""
+    z = np.clip(np.round(-offset / scale), 0, 2**bits - 1)
     c = offset + z * scale
-    return np.where(np.abs(c) <= _ON_GRID * np.abs(scale), 0.0, c).astype(np.float32)
+    return z, np.where(np.abs(c) <= _ON_GRID * np.abs(scale), 0.0, c).astype(np.float32)
+
+
+def _feature_code(zp: int) -> int:
+    """m, the extra weight row's code offset from the zero point (value Δ·m): ±16, whichever stays in int8."""
+    return _FEATURE_CODE if zp + _FEATURE_CODE <= 127 else -_FEATURE_CODE
 
 
 @dataclass
@@ -138,7 +145,7 @@ def _check_parts(parts: Sequence[_Part]) -> None:
             # A pruned position holds the zero code z (QuantizedTensor.set_mask_): its value Δ·z + q0 is 0
             # only on a grid whose zero point is an integer.
             _, scale, offset = _columns(p.q, p.ref.transposed)
-            if np.any(_residual(offset, np.clip(np.round(-offset / scale), 0, 2 ** p.q.bits - 1), scale)):
+            if np.any(_zero_point(offset, scale, p.q.bits)[1]):
                 raise _Unsupported("asymmetric codes with a pruning mask on the paper's grid (a re-zeroed weight has "
                                    "no code; compress.quantize.zero_point: integer gives it one)")
     kinds = {(p.q.symmetric, p.q.granularity == "block", p.q.bits > 4) for p in parts}
@@ -205,10 +212,9 @@ class _Builder:
         if symmetric:
             b, zp, c = codes, None, None
         else:
-            z = np.clip(np.round(-offset / scale), 0, 2 ** parts[0].q.bits - 1)
+            z, c = _zero_point(offset, scale, parts[0].q.bits)
             b = codes - shift
             zp = (z - shift).astype(np.int8)
-            c = _residual(offset, z, scale)
         uniform = bool(np.all(scale == scale[0])) and (zp is None or bool(np.all(zp == zp[0])))
         s = np.float32(scale[0]) if uniform else scale.astype(np.float32)
         nodes: list[onnx.NodeProto] = []
@@ -230,7 +236,7 @@ class _Builder:
             # adds c·rowsum(X) itself (as in `qattention`). A Concat on the [.., K] input costs less than an
             # Add on the [.., N] output (FFN up-projections: N = 4K).
             z0 = int(zp.reshape(-1)[0])
-            m = _FEATURE_CODE if z0 + _FEATURE_CODE <= 127 else -_FEATURE_CODE
+            m = _feature_code(z0)
             row = np.full((_padded(codes.shape[0], 1), codes.shape[1]), z0, np.int8)  # padding rows: value 0
             row[0] = z0 + m
             if nibbles:
@@ -384,8 +390,7 @@ class _Builder:
             _, scale, offset = _columns(p.q, p.ref.transposed)
             if p.q.symmetric or p.q.granularity == "block":
                 continue
-            z = np.clip(np.round(-offset / scale), 0, 2 ** p.q.bits - 1)
-            c = _residual(offset, z, scale)
+            _, c = _zero_point(offset, scale, p.q.bits)
             if np.any(c) and bool(np.all(c == c[0])):
                 cs.append(float(c[0]))
         if len(cs) > 1:
@@ -476,10 +481,10 @@ class _Builder:
                 zps.append(0)
                 cs.append(0.0)
             else:
-                z = int(np.clip(np.round(-q0 / d), 0, 2 ** p.q.bits - 1))
+                z, c = _zero_point(np.float64(q0), np.float64(d), p.q.bits)
                 blocks.append(codes - shift)
-                zps.append(z - shift)
-                cs.append(float(_residual(np.float64(q0), np.float64(z), np.float64(d))))
+                zps.append(int(z) - shift)
+                cs.append(float(c))
             scales.append(d)
         widths = [b.shape[1] for b in blocks]
         col_zp = np.concatenate([np.full(n, z, np.int64) for n, z in zip(widths, zps, strict=True)])
@@ -489,7 +494,7 @@ class _Builder:
         v = np.zeros((1, len(extra)), np.float32)
         start = np.cumsum([0, *widths])
         for r, i in enumerate(featured):
-            m = _FEATURE_CODE if zps[i] + _FEATURE_CODE <= 127 else -_FEATURE_CODE
+            m = _feature_code(zps[i])
             extra[r, start[i]:start[i + 1]] = zps[i] + m
             v[0, r] = cs[i] / (scales[i] * m)
         x = node.input[0]
