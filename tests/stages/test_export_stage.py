@@ -67,7 +67,7 @@ def _compress_rows(run: RunDir, model: torch.nn.Module, bits_list: list[int], tr
     """What the compress stage writes for the dense level: one artifact + row per grid (with its torch
     accuracy and interval when `task` is given)."""
     out = run.stage_dir("compress")
-    grids = [(b, None if b == 32 else QuantConfig(bits=b), None) for b in bits_list]  # the recipe default grid
+    grids = [(b, None if b == 32 else QuantConfig(bits=b), None) for b in bits_list]  # the paper grid: the case with rank-1 features
     if trt:
         grids.append((4, QuantConfig(bits=4, granularity="block", group_size=64, symmetric=True, matrices_only=True),
                       "sym-g64"))
@@ -230,7 +230,8 @@ def test_every_format_has_a_valid_row(run_dir):
         assert r["integer_kernels"]["applied"] and not r["integer_kernels"]["fallback"], r["integer_kernels"]
         art = load_artifact(run.root / comp_row["artifact"])
         proto = onnx.load(str(run.root / r["path"]))
-        assert "DequantizeLinear" not in _ops(run.root / r["path"])
+        # no weight dequantized per call: the one DequantizeLinear kind left reads table rows already looked up
+        assert not [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and not n.input[0].endswith("__gathered")]
         checked = _check_stored_codes(proto, art, refs, r["integer_kernels"]["packed"])
         assert checked >= 2 * 4 + 1 + 2  # packed QKV, output, two FFN matrices per layer; the word table; the head
         assert r["within_compress_ci"] == {"dev": True, "test": True}, r
@@ -278,6 +279,13 @@ def _check_stored_codes(proto, art, refs: dict, packed: dict) -> int:
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     checked = 0
     for node in proto.graph.node:
+        if node.op_type == "Gather" and node.input[0].endswith("__codes"):  # an 8-bit table with one scale
+            w = node.input[0].rsplit("__", 1)[0]
+            (q, _), = [(art.quantized[refs[w]["param"]], refs[w]["transposed"])]
+            np.testing.assert_array_equal(inits[node.input[0]].astype(np.int16),
+                                          q.codes.numpy().astype(np.int16) + (128 if q.symmetric else 0))
+            checked += 1
+            continue
         if node.op_type not in ("DynamicQuantizeMatMul", "MatMulNBits", "GatherBlockQuantized", "QAttention", "Gemm"):
             continue
         # QAttention's weight is `<packed>__qkv_codes`; the other kernels are named `<weight>__<kernel>`

@@ -116,7 +116,8 @@ def test_translation_compress_stage(tmp_path, monkeypatch):
 
     level_model = load_translation_level_model(run / "compress" / "1L-32H" / "pruned" / "s50")
     masks = load_masks(run / "compress" / "1L-32H" / "pruned" / "s50" / "masks.safetensors")
-    quantize_translation_(level_model, QuantConfig(bits=4), masks=masks)
+    assert by[50, 4]["zero_point"] == "integer"  # the recipe's default grid
+    quantize_translation_(level_model, QuantConfig(bits=4, integer_zero_point=True), masks=masks)
     scored = model.state_dict()
     assert all(torch.equal(v, scored[k]) for k, v in level_model.state_dict().items())
     pruned = ~masks["model.shared.weight"]

@@ -184,16 +184,31 @@ def test_embeddings_quantized_and_file_computes_the_variant(classifier, tmp_path
     # the table is stored as codes (one uint8 per code, or two 4-bit codes per byte), never as fp32
     inits = {i.name: i for i in model.graph.initializer}
     assert not any(i.data_type == TensorProto.FLOAT and tuple(i.dims) == (300, 64) for i in inits.values())
-    gbq = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
-    assert gbq and any(n.input[1] == "input_ids" for n in gbq)
-    codes = numpy_helper.to_array(inits[gbq[0].input[0]])
-    assert codes.dtype == np.uint8 and codes.shape == (300, 64 if bits == 8 else 32)
-    if bits == 4:  # unpacked nibbles are the compress stage's codes
-        lo, hi = codes & 15, codes >> 4
-        np.testing.assert_array_equal(np.stack([lo, hi], -1).reshape(300, 64), q[table if table in q else "model." + table].codes.numpy())
+    qt = q[table if table in q else "model." + table]
+    if bits == 8:  # one scale: Gather on the codes, then DequantizeLinear (ORT's own INT8 form)
+        (look,) = [n for n in model.graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
+        (dq,) = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == look.output[0]]
+        codes = numpy_helper.to_array(inits[look.input[0]])
+        scale, zp = (numpy_helper.to_array(inits[dq.input[i]]) for i in (1, 2))
+        assert codes.dtype == np.uint8 and codes.shape == (300, 64) and scale.shape == () and zp.dtype == np.uint8
+        np.testing.assert_array_equal(codes, qt.codes.numpy())
+        # Δ·(codes − z) is the variant's table up to one constant (the paper's q0 is off the integer grid by
+        # at most Δ/2), which the embedding LayerNorm subtracts
+        shift = (scale * (codes.astype(np.float64) - zp.astype(np.float64))) - qt.dequantize().double().numpy()
+        assert np.ptp(shift) <= 1e-6 and abs(shift.flat[0]) <= float(qt.scale) / 2 + 1e-9
+        assert not [n for n in model.graph.node if n.op_type == "GatherBlockQuantized" and n.input[1] == "input_ids"]
+    else:
+        gbq = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+        assert gbq and any(n.input[1] == "input_ids" for n in gbq)
+        codes = numpy_helper.to_array(inits[gbq[0].input[0]])
+        assert codes.dtype == np.uint8 and codes.shape == (300, 32)
+        lo, hi = codes & 15, codes >> 4  # unpacked nibbles are the compress stage's codes
+        np.testing.assert_array_equal(np.stack([lo, hi], -1).reshape(300, 64), qt.codes.numpy())
     assert not rep.fallback
     # the tables' offsets (q0) shift every looked-up row by a constant the embedding LayerNorm subtracts
-    assert len(rep.gather_quantized) == 3 and set(rep.gather_quantized) <= set(rep.corrections_dropped)
+    tables = rep.gather_dequantized if bits == 8 else rep.gather_quantized
+    assert len(tables) == 3 and not (rep.gather_quantized if bits == 8 else rep.gather_dequantized)
+    assert set(tables) <= set(rep.corrections_dropped)
     assert not [n for n in model.graph.node if n.name.endswith("__offset")]
     assert len(rep.qattention) == (0 if bits == 4 and kernel.startswith("matmulnbits") else 6)
     _assert_computes_fake_quant(model, mq, tmp_path / "own.onnx", exact=bits == 4 and kernel.startswith("matmulnbits"))
@@ -229,7 +244,8 @@ def test_masked_asymmetric_weights(classifier, integer_zero_point):
     model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 64)
     if integer_zero_point:
         assert not rep.fallback and rep.corrections == 0
-        assert not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+        # no weight is dequantized per call (the tables' DequantizeLinear reads only the rows looked up)
+        assert not [n for n in model.graph.node if n.op_type == "DequantizeLinear" and not n.input[0].endswith("__gathered")]
     else:
         assert any("pruning mask" in why for why in rep.fallback.values())
     batches = _batches()
@@ -361,6 +377,17 @@ def test_integer_zero_point_grid_needs_no_rank1_features(classifier, tmp_path):
         np.testing.assert_allclose(scale * (weight - zp), w_variant, rtol=0, atol=1e-6 * np.abs(w_variant).max())
     for n in (n for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"):
         assert w[n.input[1]].shape[0] in (mq.config.hidden_size, mq.config.intermediate_size)  # no feature rows
+    # the tables too: Δ·(codes − z) is the variant's table itself, nothing left for a LayerNorm to remove
+    assert len(rep.gather_dequantized) == 3 and not set(rep.gather_dequantized) & set(rep.corrections_dropped)
+    looks = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0].endswith("__codes")]
+    assert len(looks) == 3
+    for look in looks:
+        (dq,) = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == look.output[0]]
+        name = look.input[0][: -len("__codes")]
+        t = q[next(k for k in q if k.endswith(name.split("model.", 1)[-1]))]
+        table = w[dq.input[1]] * (w[look.input[0]].astype(np.float64) - w[dq.input[2]].astype(np.float64))
+        want = t.dequantize().double().numpy()
+        np.testing.assert_allclose(table, want, rtol=0, atol=1e-6 * np.abs(want).max())  # float32 rounding only
     _assert_computes_fake_quant(model, mq, tmp_path / "own.onnx")
 
 

@@ -219,8 +219,8 @@ def test_config_from_recipe_and_validation() -> None:
     cfg = QuantConfig.from_recipe(rc, 6)
     assert (cfg.bits, cfg.granularity, cfg.group_size, cfg.symmetric) == (6, "block", 64, True)
     assert cfg.selects("a.dense.weight") and not cfg.selects("a.LayerNorm.weight")
-    assert QuantConfig.from_recipe(QuantizeConfig(zero_point="integer"), 8).integer_zero_point
-    assert not QuantConfig.from_recipe(QuantizeConfig(), 8).integer_zero_point
+    assert QuantConfig.from_recipe(QuantizeConfig(), 8).integer_zero_point  # the recipe's default grid
+    assert not QuantConfig.from_recipe(QuantizeConfig(zero_point="paper"), 8).integer_zero_point
     with pytest.raises(ValueError, match="asymmetric"):  # pydantic's ValidationError is a ValueError
         QuantizeConfig(symmetric=True, zero_point="integer")
     for bad in (dict(bits=1), dict(bits=32), dict(granularity="per-row"), dict(group_size=1),

@@ -162,3 +162,17 @@ def test_integer_zero_point_on_a_symmetric_grid_is_rejected_at_its_line() -> Non
     (p,) = info.value.problems
     assert p.path == "compress.quantize.zero_point" and p.line == 6
     assert "integer" in p.message and "symmetric" in p.message
+
+
+def test_the_default_grid_has_integer_zero_points_and_a_symmetric_grid_none() -> None:
+    from tlc_export.compress.quantize import QuantConfig
+
+    base = "models: {sizes: [{layers: 1, hidden: 64}]}\npretrain: {time_budget_s: 5}\nfinetune: {}\n"
+    default = parse_recipe(base + "compress: {}\n", file="d.yaml").compress.quantize
+    assert default.zero_point == "integer" and QuantConfig.from_recipe(default, 8).integer_zero_point
+    paper = parse_recipe(base + "compress: {quantize: {zero_point: paper}}\n", file="p.yaml").compress.quantize
+    assert not QuantConfig.from_recipe(paper, 8).integer_zero_point
+    # the default does not collide with a symmetric grid (only an explicit `integer` there is an error)
+    sym = parse_recipe(base + "compress: {quantize: {symmetric: true}}\n", file="s.yaml").compress.quantize
+    q = QuantConfig.from_recipe(sym, 8)
+    assert q.symmetric and not q.integer_zero_point

@@ -1,6 +1,6 @@
 """The paper's uniform k-bit weight quantizer (§4.2), plus per-channel / block / symmetric variants.
 
-Paper (the default: asymmetric, per-tensor):
+Paper (`QuantConfig`'s default: asymmetric, per-tensor):
 
     q0 = min W,  q_{2^k-1} = max W,  Δ = (q_{2^k-1} - q0) / (2^k - 1)
     W_I = round((clamp(W, q0, q_{2^k-1}) - q0) / Δ)          codes in 0 .. 2^k - 1
@@ -11,7 +11,8 @@ Rounding is `torch.round`, i.e. round half to even (IEEE default, same as `numpy
 float64 so that codes do not depend on float32 rounding of Δ; scale and offset are then stored as
 float32 and `dequantize()` evaluates `scale * codes + offset` in float32.
 
-Integer zero point (`integer_zero_point`, asymmetric only): where a group's range holds 0 (every trained
+Integer zero point (`integer_zero_point`, asymmetric only; the recipe's default, `compress.quantize.zero_point`,
+because it is the form deployed kernels take): where a group's range holds 0 (every trained
 weight matrix), q0 moves to the nearest multiple of Δ, q0' = −z·Δ with z = round(−q0/Δ) in 0 .. 2^k − 1,
 and the codes are taken on that grid (clamped to 0 .. 2^k − 1). Δ is unchanged and |q0' − q0| ≤ Δ/2, so
 the error stays ≤ Δ/2 (a value the moved range no longer covers is within Δ/2 of its end). A range
@@ -100,7 +101,8 @@ class QuantConfig:
             granularity=qcfg.granularity,
             group_size=qcfg.group_size,
             symmetric=qcfg.symmetric,
-            integer_zero_point=qcfg.zero_point == "integer",
+            # the recipe's default (integer) is for asymmetric grids; a symmetric grid has zero point 0 already
+            integer_zero_point=qcfg.zero_point == "integer" and not qcfg.symmetric,
             include=tuple(qcfg.include),
             exclude=tuple(qcfg.exclude),
         )

@@ -21,14 +21,15 @@ class QuantizeConfig(Section):
         default=False,
         description="False: the paper's [min, max] grid with unsigned codes. True: zero-centred signed codes, zero point 0 (TensorRT's form).",
     )
-    zero_point: Literal["paper", "integer"] = Field(
-        default="paper",
-        description="Asymmetric grids only. paper: q0 = min W as in §4.2; the zero point −q0/Δ is then fractional, "
-        "which integer kernels cannot take, so own-code ONNX files carry the remainder as one extra input feature per "
-        "Q/K/V and FFN-up GEMM (exact, but slower than onnx-int8-dynamic on CPU: runtime_bench/own_codes_speed.py). "
-        "integer: wherever a tensor's range holds 0, q0 moves to the nearest multiple of Δ (by ≤ Δ/2; the error stays "
-        "≤ Δ/2), the form integer kernels take: own-code files need no extra feature and still compute exactly the "
-        "variant whose accuracy the compress stage measured.",
+    zero_point: Literal["integer", "paper"] = Field(
+        default="integer",
+        description="Asymmetric grids only (a symmetric grid's zero point is 0). integer (default): wherever a tensor's "
+        "range holds 0 (every trained weight matrix), q0 = min W moves to the nearest multiple of Δ, by at most Δ/2, so "
+        "the error stays ≤ Δ/2 and the zero point −q0/Δ is an integer, the form ONNX Runtime's and TensorRT's integer "
+        "kernels take: own-code ONNX files run at onnx-int8-dynamic's speed and compute exactly the variant the compress "
+        "stage measured. paper: q0 = min W exactly as in §4.2; the zero point is then fractional, so own-code files "
+        "carry the remainder as one extra input feature per Q/K/V and FFN-up GEMM (exact, but 9–12 % slower on CPU: "
+        "runtime_bench/own_codes_speed.py). Choose paper to reproduce the paper's quantizer to the last bit.",
     )
     include: list[str] = Field(default_factory=lambda: ["*"], description="Glob patterns of parameter names to quantize (default every parameter, as the paper).")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of parameter names to keep in full precision.")
@@ -113,5 +114,8 @@ class CompressConfig(Section):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig, description="Error analysis settings.")
 
     def key_omitted(self) -> dict[str, Any]:
-        """Fields left out of the cache key at their default, so runs made before they existed keep their keys."""
-        return {"quantize": {"zero_point"}} if self.quantize.zero_point == "paper" else {}
+        """Fields left out of the cache key where they change nothing compress computed before they existed, so those
+        run directories keep their keys: zero_point at `paper` (every grid before the field) or on a symmetric grid
+        (no zero point). The default, `integer`, is a different grid and keys compress and every later stage."""
+        q = self.quantize
+        return {"quantize": {"zero_point"}} if q.zero_point == "paper" or q.symmetric else {}

@@ -30,9 +30,11 @@ fused low-bit) kernel directly:
   (W_I − zp)·D = D·W_I + q0 exactly; block grids map block for block. No correction term. Or
   (`int8-at-load`) the 4-bit codes widened to int8 by constant nodes ONNX Runtime folds at load, then
   the 8-bit kernels above.
-- Embedding tables → `com.microsoft.GatherBlockQuantized` (gather the codes, dequantize the rows
-  looked up); a table is never dequantized whole. The grid's offset is a per-row constant the
-  embedding LayerNorm removes, so its Add is left out where only that LayerNorm reads the sum.
+- Embedding tables → gather the codes, dequantize only the rows looked up; a table is never dequantized
+  whole. 8-bit tables with one scale: Gather + DequantizeLinear (scalar scale, the grid's integer zero
+  point), as ONNX Runtime's own INT8 files; per-row, block and 4-bit grids: `com.microsoft.GatherBlockQuantized`.
+  What an integer zero point leaves of the offset (the paper's grid) is a per-row constant the embedding
+  LayerNorm removes, so its Add is left out where only that LayerNorm reads the sum.
 - A Gemm (one row per example: the classifier head) in an 8-bit or `int8-at-load` file keeps its codes and rebuilds D·W_I + q0 in fp32
   by constant nodes folded at load: an integer kernel gains nothing there, and its dynamic
   quantization, rank-1 term and bias cost four nodes per call.
@@ -95,7 +97,8 @@ class IntegerReport:
     # Gemm weights (the classifier head) kept as codes and rebuilt in fp32 when the file loads
     at_load: list[str] = field(default_factory=list)
     matmul_nbits: list[str] = field(default_factory=list)
-    gather_quantized: list[str] = field(default_factory=list)
+    gather_quantized: list[str] = field(default_factory=list)  # tables on GatherBlockQuantized
+    gather_dequantized: list[str] = field(default_factory=list)  # 8-bit tables with one scale: Gather + DequantizeLinear
     corrections: int = 0
     corrections_dropped: list[str] = field(default_factory=list)  # outputs only LayerNorms read (see row_shift_invisible)
     int4_kernel: str | None = None
@@ -609,6 +612,8 @@ class _Builder:
         scale = q.scale.detach().cpu().double().numpy()
         offset = q.offset.detach().cpu().double().numpy()
         bits = 4 if q.bits <= 4 else 8
+        if bits == 8 and q.granularity == "per-tensor":
+            return self.gather_dequantize(node, w, q, codes, float(scale.reshape(-1)[0]), float(offset.reshape(-1)[0]))
         mid = 2 ** (bits - 1)  # GatherBlockQuantized's default zero point (8 or 128)
         if q.granularity == "block":
             if not q.symmetric:
@@ -653,6 +658,38 @@ class _Builder:
                                            [f"{w}__offsets"], name=f"{w}__row_offset", axis=0),
                           helper.make_node("Add", [g, f"{w}__offsets"], [node.output[0]], name=f"{w}__offset")]
         self.report.gather_quantized.append(w)
+        return nodes
+
+    def gather_dequantize(self, node: onnx.NodeProto, w: str, q: CodesLike, codes: np.ndarray, scale: float,
+                          offset: float) -> list[onnx.NodeProto]:
+        """An 8-bit table with one scale: Gather on the uint8 codes, then DequantizeLinear with a scalar scale
+        and the grid's integer zero point, as ONNX Runtime's own INT8 files do. GatherBlockQuantized would
+        store its scale once per block of every row (6 % of the table at width 192, block 64) and costs
+        more per call at batch 1."""
+        if q.symmetric:
+            stored, zp, c = codes + 128, 128, 0.0
+        else:
+            z, cs = _zero_point(np.array([offset]), np.array([scale]), 8)
+            stored, zp, c = codes, int(z[0]), float(cs[0])
+        if stored.min() < 0 or stored.max() > 255:
+            raise StageError(f"{w}: codes outside the 8-bit container")
+        g = f"{w}__gathered"
+        out = node.output[0]
+        if c and self.row_shift_invisible(out):
+            # the paper's grid: every looked-up value is off by the same c, which the LayerNorm after the
+            # embedding sum subtracts, so the Add would change nothing
+            self.report.corrections_dropped.append(w)
+            c = 0.0
+        dq_out = f"{w}__dequantized" if c else out
+        nodes = [helper.make_node("Gather", [self.const(f"{w}__codes", stored.astype(np.uint8)), node.input[1]], [g],
+                                  name=f"{w}__gather", axis=0),
+                 helper.make_node("DequantizeLinear", [g, self.const(f"{w}__scale", np.array(scale, np.float32)),
+                                                       self.const(f"{w}__zero_point", np.array(zp, np.uint8))],
+                                  [dq_out], name=f"{w}__dequantize")]
+        if c:
+            nodes.append(helper.make_node("Add", [dq_out, self.const(f"{w}__offset", np.array(c, np.float32))], [out],
+                                          name=f"{w}__offset"))
+        self.report.gather_dequantized.append(w)
         return nodes
 
 

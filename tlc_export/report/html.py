@@ -209,9 +209,9 @@ def rank1_note(ctx: dict[str, Any]) -> str:
     return (f"{files} of this run use the paper's grid, whose zero points are fractional: integer kernels take only "
             f"integer ones, so the files carry {r['terms']} rank-1 term(s) as extra GEMM inputs (a GEMV and a Concat "
             "each), which makes them slower on CPU than onnx-int8-dynamic (runtime_bench/own_codes_speed). "
-            "compress.quantize.zero_point: integer puts each zero point on an integer (q0 moved by at most half a "
-            "step), and its files need none; tlc run then re-runs compress onward and reuses pretraining and "
-            "finetuning.")
+            "compress.quantize.zero_point: integer (the default) puts each zero point on an "
+            "integer (q0 moved by at most half a step), and its files need none; tlc run then re-runs compress onward "
+            "and reuses pretraining and finetuning.")
 
 
 def not_learned_lines(ctx: dict[str, Any]) -> list[str]:

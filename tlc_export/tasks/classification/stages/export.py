@@ -516,6 +516,7 @@ class _SizeJob:
                                                        ("QAttention", report.qattention),
                                                        ("MatMulNBits", report.matmul_nbits),
                                                        ("GatherBlockQuantized", report.gather_quantized),
+                                                       ("Gather+DequantizeLinear", report.gather_dequantized),
                                                        ("DequantizeLinear", report.fallback)) if used),
                 "activations": "fp32" if exact else "dynamic uint8, per tensor (as onnx-int8-dynamic)",
                 "integer_kernels": {"applied": True, **report.to_dict()},
