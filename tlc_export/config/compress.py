@@ -28,7 +28,7 @@ class QuantizeConfig(Section):
         "the error stays ≤ Δ/2 and the zero point −q0/Δ is an integer, the form ONNX Runtime's and TensorRT's integer "
         "kernels take: own-code ONNX files run at onnx-int8-dynamic's speed and compute exactly the variant the compress "
         "stage measured. paper: q0 = min W exactly as in §4.2; the zero point is then fractional, so own-code files "
-        "carry the remainder as one extra input feature per Q/K/V and FFN-up GEMM (exact, but 9–12 % slower on CPU: "
+        "carry the remainder as one extra input feature per Q/K/V and FFN-up GEMM (exact, but 5–7 % slower at batch 1 on CPU: "
         "runtime_bench/own_codes_speed.py). Choose paper to reproduce the paper's quantizer to the last bit.",
     )
     include: list[str] = Field(default_factory=lambda: ["*"], description="Glob patterns of parameter names to quantize (default every parameter, as the paper).")
