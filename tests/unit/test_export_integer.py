@@ -439,3 +439,32 @@ def test_correction_kept_where_layernorm_also_returns_its_mean():
     want, got = sess_ref.run(["Mean"], feeds)[0], sess.run(["Mean"], feeds)[0]
     # X on the grid (scale 1/64); the rank-1 feature rounds by ≤ Δ·m/128 (see the first test)
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max() + d * _FEATURE_CODE / 128, rtol=0)
+
+
+def test_block_table_with_a_shorter_last_block_runs_on_gather_block_quantized(tmp_path):
+    """The TensorRT INT4 grid (symmetric blocks of 64) on a width that 64 does not divide (80 = 64 + 16): the
+    tables stay 4-bit on GatherBlockQuantized at block 16, each block's scale repeated over its sub-blocks, and
+    the looked-up rows are the compress stage's values (plain onnxruntime against the artifact's dequantize)."""
+    from tlc_export.config.compress import QuantizeConfig
+
+    m = _tiny_classifier(hidden=80)
+    tpl = export_template(m, tmp_path / "graph.onnx")
+    mq = copy.deepcopy(m)
+    q = quantize_(mq, QuantConfig.tensorrt_int4(QuantizeConfig(), 64))
+    model, rep, _ = integer_model(tpl.load(), tpl.refs, q, mq.state_dict(), 2, 80, four_bit=True)
+    tables = [w for w in rep.gather_quantized if "embeddings" in w]
+    assert len(tables) == 3 and not [w for w in rep.fallback if "embeddings" in w], rep.fallback
+    word = "roberta_prelayernorm.embeddings.word_embeddings.weight"
+    qt = q[word if word in q else "model." + word]
+    assert qt.scale.shape[-1] == 2  # the quantizer's blocks: 64, then 16
+    (gbq,) = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized" and n.input[1] == "input_ids"]
+    assert next(a.i for a in gbq.attribute if a.name == "block_size") == 16
+    # the table node alone, in plain onnxruntime: every row id's output equals the fake-quant table
+    inits = [i for i in model.graph.initializer if i.name in gbq.input]
+    g = onnx.helper.make_graph([gbq], "t", [onnx.helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None])],
+                               [onnx.helper.make_tensor_value_info(gbq.output[0], TensorProto.FLOAT, None)], inits)
+    t = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 21), onnx.helper.make_opsetid("com.microsoft", 1)])
+    ids = np.arange(300, dtype=np.int64)
+    got = ort.InferenceSession(t.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+    np.testing.assert_allclose(got, qt.dequantize().numpy(), rtol=0, atol=1e-6)
+    _assert_computes_fake_quant(model, mq, tmp_path / "own.onnx", exact=True)  # the whole file: the variant

@@ -619,9 +619,20 @@ class _Builder:
             if not q.symmetric:
                 raise _Unsupported("asymmetric block grid on a table (GatherBlockQuantized zero points are integers)")
             bs = q.group_size
-            if bs < 16 or bs & (bs - 1) or h % bs:
-                raise _Unsupported(f"table block {bs} is not a power of two ≥ 16 dividing {h}")
-            scales = scale.reshape(rows, h // bs)
+            if bs < 16 or bs & (bs - 1):
+                raise _Unsupported(f"table block {bs} is not a power of two ≥ 16")
+            scales = scale.reshape(rows, -(-h // bs))
+            if h % bs:
+                # A shorter last block (width 160 in blocks of 64: 64 + 64 + 32): GatherBlockQuantized wants equal
+                # blocks dividing the width, so use the largest power of two dividing both the block and the last
+                # block's length, each scale repeated over the sub-blocks of its block (the same grid, exactly).
+                sub = bs
+                while (h % bs) % sub:
+                    sub //= 2
+                if sub < 16:
+                    raise _Unsupported(f"table block {bs} leaves a last block of {h % bs}, no power of two ≥ 16 divides it")
+                counts = [bs // sub] * (h // bs) + [(h % bs) // sub]
+                scales, bs = np.repeat(scales, counts, axis=1), sub
             row_offset = None
         else:
             bs = _pow2_block(h, cap=h)
