@@ -79,6 +79,15 @@ def _zero_point(offset: np.ndarray, scale: np.ndarray, bits: int) -> tuple[np.nd
     return z, np.where(np.abs(c) <= _ON_GRID * np.abs(scale), 0.0, c).astype(np.float32)
 
 
+def _table_codes(w: str, codes: np.ndarray, bits: int, symmetric: bool) -> np.ndarray:
+    """A table's codes as the unsigned `bits`-bit container stores them (symmetric codes shifted by 2^(bits−1),
+    the container's zero point); raises when they do not fit."""
+    stored = codes + 2 ** (bits - 1) if symmetric else codes  # 0 .. 2^bits − 1
+    if stored.min() < 0 or stored.max() > 2**bits - 1:
+        raise StageError(f"{w}: codes outside the {bits}-bit container")
+    return stored.astype(np.uint8)
+
+
 def _feature_code(zp: int) -> int:
     """m, the extra weight row's code offset from the zero point (value Δ·m): ±16, whichever stays in int8."""
     return _FEATURE_CODE if zp + _FEATURE_CODE <= 127 else -_FEATURE_CODE
@@ -642,10 +651,7 @@ class _Builder:
             scales = np.broadcast_to(per_row.reshape(-1, 1) if per_row.size > 1 else per_row.reshape(1, 1),
                                      (rows, h // bs))
             row_offset = None if q.symmetric else offset.reshape(-1)
-        stored = codes + mid if q.symmetric else codes  # 0 .. 2^bits − 1
-        if stored.min() < 0 or stored.max() > 2 ** bits - 1:
-            raise StageError(f"{w}: codes outside the {bits}-bit container")
-        stored = stored.astype(np.uint8)
+        stored = _table_codes(w, codes, bits, q.symmetric)
         if bits == 4:
             stored = (stored[:, 0::2] | (stored[:, 1::2] << 4)).astype(np.uint8)
         g = f"{w}__gathered"
@@ -677,13 +683,12 @@ class _Builder:
         and the grid's integer zero point, as ONNX Runtime's own INT8 files do. GatherBlockQuantized would
         store its scale once per block of every row (6 % of the table at width 192, block 64) and costs
         more per call at batch 1."""
+        stored = _table_codes(w, codes, 8, q.symmetric)
         if q.symmetric:
-            stored, zp, c = codes + 128, 128, 0.0
+            zp, c = 128, 0.0
         else:
             z, cs = _zero_point(np.array([offset]), np.array([scale]), 8)
-            stored, zp, c = codes, int(z[0]), float(cs[0])
-        if stored.min() < 0 or stored.max() > 255:
-            raise StageError(f"{w}: codes outside the 8-bit container")
+            zp, c = int(z[0]), float(cs[0])
         g = f"{w}__gathered"
         out = node.output[0]
         if c and self.row_shift_invisible(out):
@@ -692,7 +697,7 @@ class _Builder:
             self.report.corrections_dropped.append(w)
             c = 0.0
         dq_out = f"{w}__dequantized" if c else out
-        nodes = [helper.make_node("Gather", [self.const(f"{w}__codes", stored.astype(np.uint8)), node.input[1]], [g],
+        nodes = [helper.make_node("Gather", [self.const(f"{w}__codes", stored), node.input[1]], [g],
                                   name=f"{w}__gather", axis=0),
                  helper.make_node("DequantizeLinear", [g, self.const(f"{w}__scale", np.array(scale, np.float32)),
                                                        self.const(f"{w}__zero_point", np.array(zp, np.uint8))],
